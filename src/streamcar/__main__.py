@@ -1,0 +1,3 @@
+from streamcar.cli import main
+
+raise SystemExit(main())

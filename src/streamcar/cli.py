@@ -1,0 +1,189 @@
+"""The ``streamcar`` command line: parse, call into the package, map errors to exit codes.
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad usage or config. Every error is one line on stderr;
+set ``STREAMCAR_DEBUG=1`` to see the traceback of an unexpected one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from streamcar import __version__
+from streamcar.errors import ConfigError, StreamcarError, UsageError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are exceptions, so ``main`` prints them as one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _not_yet(name: str, issue: int) -> Handler:
+    def handler(args: argparse.Namespace) -> int:
+        raise StreamcarError(f"'{name}' is not implemented yet (tracked in issue #{issue})")
+
+    return handler
+
+
+def _kafka_start(args: argparse.Namespace) -> int:
+    from streamcar.devkafka import cli as devkafka_cli
+
+    return devkafka_cli.start(args)
+
+
+def _kafka_stop(args: argparse.Namespace) -> int:
+    from streamcar.devkafka import cli as devkafka_cli
+
+    return devkafka_cli.stop(args)
+
+
+def _kafka_status(args: argparse.Namespace) -> int:
+    from streamcar.devkafka import cli as devkafka_cli
+
+    return devkafka_cli.status(args)
+
+
+def _kafka_fetch(args: argparse.Namespace) -> int:
+    from streamcar.devkafka import cli as devkafka_cli
+
+    return devkafka_cli.fetch(args)
+
+
+def _add_config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c", "--config", type=Path, default=Path("streamcar.yaml"), help="config file (default: %(default)s)"
+    )
+
+
+def _build_kafka(sub: argparse._SubParsersAction[_Parser]) -> None:
+    kafka = sub.add_parser("kafka", help="a local Apache Kafka (KRaft, loopback) for development and tests")
+    ksub = kafka.add_subparsers(dest="kafka_command", metavar="{start,stop,status,fetch}", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--data-dir",
+            type=Path,
+            default=None,
+            help="where the cluster keeps its logs, data and pid files (default: ~/.cache/streamcar/kafka/local)",
+        )
+
+    start = ksub.add_parser("start", help="fetch (once), format and start the local broker(s)")
+    common(start)
+    start.add_argument("--nodes", type=int, choices=(1, 3), default=1, help="1 broker, or a 3-node cluster")
+    start.add_argument("--port", type=int, default=None, help="client port of node 1 (default 9092)")
+    start.add_argument("--heap", default="512m", help="JVM heap per node (default: %(default)s)")
+    start.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the brokers")
+    start.set_defaults(handler=_kafka_start)
+
+    stop = ksub.add_parser("stop", help="stop exactly the processes that 'start' launched")
+    common(stop)
+    stop.add_argument("--timeout", type=float, default=30.0, help="seconds before SIGKILL")
+    stop.set_defaults(handler=_kafka_stop)
+
+    status = ksub.add_parser("status", help="show the local cluster's nodes and whether they answer")
+    common(status)
+    status.add_argument("--json", action="store_true", help="print JSON for scripts")
+    status.set_defaults(handler=_kafka_status)
+
+    fetch = ksub.add_parser("fetch", help="download the Kafka jars through Maven into the cache, then exit")
+    fetch.set_defaults(handler=_kafka_fetch)
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(prog="streamcar", description="A Kafka sidecar for microservices.")
+    parser.add_argument("--version", action="version", version=f"streamcar {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run the sidecar")
+    _add_config_arg(run)
+    run.set_defaults(handler=_not_yet("run", 3))
+
+    check = sub.add_parser("check", help="validate a config file; every invalid field is reported")
+    _add_config_arg(check)
+    check.set_defaults(handler=_not_yet("check", 3))
+
+    schema = sub.add_parser("schema", help="print the config's JSON Schema")
+    schema.set_defaults(handler=_not_yet("schema", 3))
+
+    offsets = sub.add_parser("offsets", help="show or reset a consumer group's committed offsets")
+    osub = offsets.add_subparsers(dest="offsets_command", metavar="{show,reset}", required=True)
+    oshow = osub.add_parser("show", help="committed offset, end offset and lag per partition")
+    oshow.add_argument("--group", required=True)
+    oshow.add_argument("--topic")
+    oshow.set_defaults(handler=_not_yet("offsets show", 5))
+    oreset = osub.add_parser("reset", help="move a group's offsets (dry run unless --execute)")
+    oreset.add_argument("--group", required=True)
+    oreset.add_argument("--topic", required=True)
+    oreset.add_argument("--to", required=True, help="earliest | latest | <offset> | <ISO datetime> | -<N>")
+    oreset.add_argument("--partition", type=int)
+    oreset.add_argument("--execute", action="store_true")
+    oreset.set_defaults(handler=_not_yet("offsets reset", 5))
+
+    replay = sub.add_parser("replay", help="re-run a range of a topic into a topic or a pipeline's service")
+    replay.add_argument("--topic", required=True)
+    replay.add_argument("--from", dest="from_", required=True, metavar="FROM")
+    replay.add_argument("--until")
+    replay.add_argument("--to-topic")
+    replay.add_argument("-c", "--config", type=Path)
+    replay.add_argument("--pipeline")
+    replay.set_defaults(handler=_not_yet("replay", 5))
+
+    dlq = sub.add_parser("dlq", help="inspect or redrive a dead-letter topic")
+    dsub = dlq.add_subparsers(dest="dlq_command", metavar="{show,redrive}", required=True)
+    dshow = dsub.add_parser("show", help="list dead letters with their source and error")
+    dshow.add_argument("--topic", required=True)
+    dshow.set_defaults(handler=_not_yet("dlq show", 5))
+    dredrive = dsub.add_parser("redrive", help="re-publish dead letters to their source topic")
+    dredrive.add_argument("--topic", required=True)
+    dredrive.add_argument("--limit", type=int)
+    dredrive.add_argument("--execute", action="store_true")
+    dredrive.set_defaults(handler=_not_yet("dlq redrive", 5))
+
+    tail = sub.add_parser("tail", help="print records of a topic")
+    tail.add_argument("--topic", required=True)
+    tail.add_argument("--from", dest="from_", metavar="FROM")
+    tail.add_argument("-n", type=int)
+    tail.set_defaults(handler=_not_yet("tail", 5))
+
+    produce = sub.add_parser("produce", help="produce lines from stdin to a topic")
+    produce.add_argument("--topic", required=True)
+    produce.add_argument("--keyed", action="store_true", help="lines are key<TAB>value")
+    produce.set_defaults(handler=_not_yet("produce", 5))
+
+    _build_kafka(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        handler: Handler = args.handler
+        return handler(args)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"streamcar: {line}", file=sys.stderr)
+        return exc.exit_code
+    except StreamcarError as exc:
+        print(f"streamcar: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("streamcar: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: still one line unless asked for more
+        if os.environ.get("STREAMCAR_DEBUG"):
+            traceback.print_exc()
+        print(
+            f"streamcar: internal error: {type(exc).__name__}: {exc} (STREAMCAR_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
