@@ -1,0 +1,423 @@
+"""A real Apache Kafka (KRaft, combined broker+controller nodes) on 127.0.0.1 for development and tests.
+
+A cluster lives in one data directory::
+
+    <data-dir>/layout.json          cluster id, node ids and ports (fixed at the first start)
+    <data-dir>/log4j2.yaml
+    <data-dir>/node-<id>/server.properties, data/, kafka.log, pid
+
+``pid`` files record the JVMs we launched; every JVM carries ``-Dstreamcar.node=<node dir>`` on its
+command line, and ``stop`` signals a pid only while its command line still holds that marker, so it ends
+exactly its own processes even after a pid was reused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from streamcar.devkafka.fetch import KAFKA_VERSION, cache_root, ensure_jars, java_binary
+from streamcar.errors import ToolingError
+
+DEFAULT_PORT = 9092
+
+_LOG4J2 = """Configuration:
+  Appenders:
+    Console:
+      name: STDOUT
+      PatternLayout:
+        pattern: "[%d] %p %m (%c)%n"
+  Loggers:
+    Logger:
+      - name: kafka.log.LogCleaner
+        level: WARN
+      - name: state.change.logger
+        level: WARN
+      - name: org.apache.kafka.storage
+        level: WARN
+    Root:
+      level: INFO
+      AppenderRef:
+        - ref: STDOUT
+"""
+
+# Popen handles of the JVMs this process launched, so a killed child is reaped instead of left a zombie
+# that would still look alive to os.kill(pid, 0).
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def default_data_dir() -> Path:
+    return cache_root() / "kafka" / "local"
+
+
+@dataclass(frozen=True)
+class Node:
+    node_id: int
+    port: int
+    controller_port: int
+
+
+@dataclass
+class Layout:
+    cluster_id: str
+    nodes: list[Node]
+    kafka_version: str = KAFKA_VERSION
+    extra_properties: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    node_id: int
+    port: int
+    pid: int | None
+    running: bool
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel says are free right now (all bound at once, so they are distinct)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+class LocalKafka:
+    """One local cluster in ``data_dir``: 1 node, or 3 nodes with replication 3 and min.insync.replicas 2."""
+
+    def __init__(self, data_dir: Path | None = None) -> None:
+        self.data_dir = (data_dir or default_data_dir()).expanduser().resolve()
+
+    # -- layout -----------------------------------------------------------------------------------------
+    @property
+    def _layout_file(self) -> Path:
+        return self.data_dir / "layout.json"
+
+    def layout(self) -> Layout | None:
+        try:
+            raw = json.loads(self._layout_file.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise ToolingError(f"{self._layout_file} is unreadable ({exc}); remove {self.data_dir}") from exc
+        return Layout(
+            cluster_id=raw["cluster_id"],
+            nodes=[Node(**n) for n in raw["nodes"]],
+            kafka_version=raw.get("kafka_version", KAFKA_VERSION),
+            extra_properties=raw.get("extra_properties", {}),
+        )
+
+    def _save_layout(self, layout: Layout) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self._layout_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(layout), indent=2))
+        tmp.replace(self._layout_file)
+
+    def _plan(self, nodes: int, port: int | None) -> Layout:
+        base = port if port is not None else DEFAULT_PORT
+        if port == 0:  # any free ports
+            ports = free_ports(nodes * 2)
+            client, controller = ports[:nodes], ports[nodes:]
+        else:
+            client = [base + i for i in range(nodes)]
+            controller = [p for p in free_ports(nodes * 2) if p not in client][:nodes]
+        return Layout(
+            cluster_id=_cluster_id(),
+            nodes=[Node(i + 1, client[i], controller[i]) for i in range(nodes)],
+        )
+
+    def node_dir(self, node_id: int) -> Path:
+        return self.data_dir / f"node-{node_id}"
+
+    # -- processes --------------------------------------------------------------------------------------
+    def _marker(self, node_id: int) -> str:
+        return f"-Dstreamcar.node={self.node_dir(node_id)}"
+
+    def pid(self, node_id: int) -> int | None:
+        """The pid of the node's JVM if it is running, else None."""
+        try:
+            pid = int((self.node_dir(node_id) / "pid").read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if _is_our_process(pid, self._marker(node_id)) else None
+
+    def status(self) -> list[NodeStatus]:
+        layout = self.layout()
+        if layout is None:
+            return []
+        result = []
+        for node in layout.nodes:
+            pid = self.pid(node.node_id)
+            result.append(NodeStatus(node.node_id, node.port, pid, pid is not None))
+        return result
+
+    def is_running(self) -> bool:
+        statuses = self.status()
+        return bool(statuses) and all(s.running for s in statuses)
+
+    def start(
+        self,
+        *,
+        nodes: int = 1,
+        port: int | None = None,
+        heap: str = "512m",
+        timeout: float = 120.0,
+        extra_properties: dict[str, str] | None = None,
+    ) -> Layout:
+        """Start every node that is not running (formatting storage on first use) and wait until all answer.
+
+        Idempotent: an already running cluster is left alone. ``port=0`` picks free ports.
+        """
+        if nodes not in (1, 3):
+            raise ToolingError(f"--nodes must be 1 or 3, not {nodes}")
+        layout = self.layout()
+        if layout is None:
+            layout = self._plan(nodes, port)
+            if extra_properties:
+                layout.extra_properties.update(extra_properties)
+        elif len(layout.nodes) != nodes:
+            raise ToolingError(
+                f"{self.data_dir} holds a {len(layout.nodes)}-node cluster; stop it and remove that folder, "
+                "or pass another --data-dir"
+            )
+        elif port not in (None, 0) and port != layout.nodes[0].port:
+            raise ToolingError(
+                f"{self.data_dir} was created with port {layout.nodes[0].port}; remove that folder "
+                f"or pass another --data-dir to use port {port}"
+            )
+        to_start = [n for n in layout.nodes if self.pid(n.node_id) is None]
+        if not to_start:
+            return layout
+        for node in to_start:
+            for p in (node.port, node.controller_port):
+                if not port_is_free(p):
+                    raise ToolingError(
+                        f"port {p} on 127.0.0.1 is in use (node {node.node_id}); stop whatever holds it "
+                        "or choose another --port"
+                    )
+        libs = ensure_jars()
+        java = java_binary()
+        self._save_layout(layout)
+        (self.data_dir / "log4j2.yaml").write_text(_LOG4J2)
+        for node in to_start:
+            self._write_properties(layout, node)
+            self._format(java, libs, layout, node)
+        for node in to_start:
+            self._launch(java, libs, node, heap)
+        self.wait_ready(layout, timeout=timeout)
+        return layout
+
+    def _write_properties(self, layout: Layout, node: Node) -> None:
+        size = len(layout.nodes)
+        rf, min_isr = (3, 2) if size == 3 else (1, 1)
+        voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in layout.nodes)
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": str(node.node_id),
+            "controller.quorum.voters": voters,
+            "listeners": f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.node_dir(node.node_id) / "data"),
+            "num.partitions": "1",
+            "default.replication.factor": str(rf),
+            "min.insync.replicas": str(min_isr),
+            "offsets.topic.replication.factor": str(rf),
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": str(rf),
+            "transaction.state.log.min.isr": str(min_isr),
+            "share.coordinator.state.topic.replication.factor": str(rf),
+            "share.coordinator.state.topic.min.isr": str(min_isr),
+            "unclean.leader.election.enable": "false",
+            # a dev broker: the first consumer group should not wait 3 s for more members
+            "group.initial.rebalance.delay.ms": "0",
+        }
+        props.update(layout.extra_properties)
+        node_dir = self.node_dir(node.node_id)
+        node_dir.mkdir(parents=True, exist_ok=True)
+        (node_dir / "server.properties").write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+
+    def _format(self, java: str, libs: Path, layout: Layout, node: Node) -> None:
+        node_dir = self.node_dir(node.node_id)
+        if (node_dir / "data" / "meta.properties").exists():
+            return
+        cmd = [
+            java,
+            "-Xmx256m",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.yaml'}",
+            "-cp",
+            f"{libs}/*",
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            layout.cluster_id,
+            "-c",
+            str(node_dir / "server.properties"),
+        ]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        if result.returncode != 0:
+            tail = " | ".join((result.stdout + result.stderr).strip().splitlines()[-3:])
+            raise ToolingError(f"formatting storage of node {node.node_id} failed: {tail}")
+
+    def _launch(self, java: str, libs: Path, node: Node, heap: str) -> None:
+        node_dir = self.node_dir(node.node_id)
+        cmd = [
+            java,
+            f"-Xmx{heap}",
+            f"-Xms{heap}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-XX:+ExitOnOutOfMemoryError",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.yaml'}",
+            f"-Dkafka.logs.dir={node_dir}",
+            self._marker(node.node_id),
+            "-cp",
+            f"{libs}/*",
+            "kafka.Kafka",
+            str(node_dir / "server.properties"),
+        ]
+        with (node_dir / "kafka.log").open("ab") as log:
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=node_dir,
+                start_new_session=True,  # survives the CLI that started it, and its Ctrl-C
+            )
+        _children[proc.pid] = proc
+        (node_dir / "pid").write_text(f"{proc.pid}\n")
+
+    def wait_ready(self, layout: Layout | None = None, *, timeout: float = 120.0) -> None:
+        """Wait until every node's JVM runs and the cluster's metadata lists every broker."""
+        layout = layout or self.layout()
+        if layout is None:
+            raise ToolingError(f"no cluster in {self.data_dir}")
+        deadline = time.monotonic() + timeout
+        expected = {n.node_id for n in layout.nodes}
+        while True:
+            for node in layout.nodes:
+                if self.pid(node.node_id) is None:
+                    tail = self.log_tail(node.node_id)
+                    self.stop(timeout=10)
+                    raise ToolingError(f"Kafka node {node.node_id} exited during start-up; log tail: {tail}")
+            if expected <= self.brokers_answering(layout, timeout=2):
+                return
+            if time.monotonic() > deadline:
+                tails = "; ".join(f"node {n.node_id}: {self.log_tail(n.node_id)}" for n in layout.nodes)
+                self.stop(timeout=10)
+                raise ToolingError(f"Kafka did not answer within {timeout:.0f}s; {tails}")
+            time.sleep(0.25)
+
+    def brokers_answering(self, layout: Layout | None = None, *, timeout: float = 2.0) -> set[int]:
+        """Node ids that the cluster's metadata lists as live brokers (empty when nothing answers)."""
+        from confluent_kafka.admin import AdminClient
+
+        layout = layout or self.layout()
+        if layout is None:
+            return set()
+        admin = AdminClient({"bootstrap.servers": layout.bootstrap, "log_level": 0})
+        try:
+            return set(admin.list_topics(timeout=timeout).brokers)
+        except Exception:  # KafkaException while nothing answers: that is the answer
+            return set()
+
+    def log_tail(self, node_id: int, lines: int = 5) -> str:
+        try:
+            text = (self.node_dir(node_id) / "kafka.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return " | ".join(text.strip().splitlines()[-lines:]) or "(empty log)"
+
+    def kill_node(self, node_id: int, sig: signal.Signals = signal.SIGKILL, *, timeout: float = 30.0) -> None:
+        """Send ``sig`` to one node's JVM and wait until it is gone (fault-injection tests)."""
+        pid = self.pid(node_id)
+        if pid is None:
+            return
+        _signal(pid, sig)
+        if not _wait_gone({node_id: pid}, self, timeout):
+            _signal(pid, signal.SIGKILL)
+            _wait_gone({node_id: pid}, self, 10)
+
+    def stop(self, *, timeout: float = 30.0) -> list[int]:
+        """SIGTERM every running node, SIGKILL those still alive after ``timeout``; returns the node ids ended."""
+        layout = self.layout()
+        if layout is None:
+            return []
+        running = {n.node_id: pid for n in layout.nodes if (pid := self.pid(n.node_id)) is not None}
+        for pid in running.values():
+            _signal(pid, signal.SIGTERM)
+        if not _wait_gone(running, self, timeout):
+            for node_id, pid in running.items():
+                if self.pid(node_id) == pid:
+                    _signal(pid, signal.SIGKILL)
+            _wait_gone(running, self, 10)
+        for node in layout.nodes:
+            with contextlib.suppress(FileNotFoundError):
+                (self.node_dir(node.node_id) / "pid").unlink()
+        return sorted(running)
+
+
+def _cluster_id() -> str:
+    # StorageTool random-uuid prints a base64url of 16 random bytes; so do we, without a JVM round trip
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def _is_our_process(pid: int, marker: str) -> bool:
+    child = _children.get(pid)
+    if child is not None and child.poll() is not None:
+        del _children[pid]
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    # the state letter follows the parenthesised command name; a zombie is not running
+    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+        return False
+    return marker.encode() in cmdline
+
+
+def _wait_gone(pids: dict[int, int], cluster: LocalKafka, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(cluster.pid(node_id) != pid for node_id, pid in pids.items()):
+            return True
+        time.sleep(0.1)
+    return all(cluster.pid(node_id) != pid for node_id, pid in pids.items())
