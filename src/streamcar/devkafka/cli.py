@@ -10,7 +10,11 @@ from rich.console import Console
 from rich.table import Table
 
 from streamcar.devkafka.cluster import LocalKafka
-from streamcar.devkafka.fetch import KAFKA_VERSION, ensure_jars, is_fetched, jars_dir
+from streamcar.devkafka.fetch import KAFKA_VERSION, ensure_jars
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def _cluster(args: argparse.Namespace) -> LocalKafka:
@@ -18,11 +22,7 @@ def _cluster(args: argparse.Namespace) -> LocalKafka:
 
 
 def fetch(args: argparse.Namespace) -> int:
-    if is_fetched():
-        print(f"Kafka {KAFKA_VERSION} jars already in {jars_dir()}")
-        return 0
-    print(f"fetching Kafka {KAFKA_VERSION} through Maven into {jars_dir()} ...", file=sys.stderr)
-    print(f"Kafka {KAFKA_VERSION} jars in {ensure_jars()}")
+    print(f"Kafka {KAFKA_VERSION} jars in {ensure_jars(announce=_to_stderr)}")
     return 0
 
 
@@ -33,8 +33,7 @@ def start(args: argparse.Namespace) -> int:
         assert layout is not None
         print(f"Kafka already running: bootstrap {layout.bootstrap} (data in {cluster.data_dir})")
         return 0
-    if not is_fetched():
-        print(f"fetching Kafka {KAFKA_VERSION} through Maven (once) ...", file=sys.stderr)
+    ensure_jars(announce=_to_stderr)
     layout = cluster.start(nodes=args.nodes, port=args.port, heap=args.heap, timeout=args.timeout)
     nodes = f"{len(layout.nodes)} nodes" if len(layout.nodes) > 1 else "1 node"
     print(f"Kafka {KAFKA_VERSION} running ({nodes}): bootstrap {layout.bootstrap} (data in {cluster.data_dir})")

@@ -15,7 +15,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -125,8 +125,11 @@ def is_fetched() -> bool:
     return marker.exists() and marker.read_text().strip() == _pom_digest()
 
 
-def ensure_jars(*, quiet: bool = True) -> Path:
-    """Return the folder of broker jars, fetching them through Maven first if the cache lacks them."""
+def ensure_jars(*, quiet: bool = True, announce: Callable[[str], None] | None = None) -> Path:
+    """Return the folder of broker jars, fetching them through Maven first if the cache lacks them.
+
+    ``announce`` is told once, just before a (slow) fetch really starts.
+    """
     libs = jars_dir()
     if is_fetched():
         return libs
@@ -152,6 +155,8 @@ def ensure_jars(*, quiet: bool = True) -> Path:
             ]
             if quiet:
                 cmd.insert(2, "-q")
+            if announce is not None:
+                announce(f"fetching Kafka {KAFKA_VERSION} through Maven (once) into {libs} ...")
             try:
                 result = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
             except subprocess.TimeoutExpired as exc:

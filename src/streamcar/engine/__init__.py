@@ -1,0 +1,1 @@
+"""The engine: consume, schedule, call, publish or dead-letter, complete, commit."""

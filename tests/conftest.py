@@ -1,0 +1,95 @@
+"""Test fixtures: a real local Kafka per test session, started by the project's own tooling.
+
+* ``kafka`` -- one single-node broker for the whole session (started on first use).
+* ``kafka_cluster`` -- a 3-node cluster (replication 3, min.insync.replicas 2) for tests marked ``cluster``.
+* ``topic_factory`` / ``group_factory`` -- unique topic and group names per test, so tests never share state.
+
+Every JVM is stopped at session end (and at interpreter exit, should the session be torn down abruptly).
+"""
+
+from __future__ import annotations
+
+import atexit
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from streamcar.devkafka import LocalKafka
+
+from support import KafkaHandle, TopicFactory, create_topic
+
+
+def _start(tmp_path_factory: pytest.TempPathFactory, name: str, nodes: int) -> tuple[LocalKafka, str]:
+    cluster = LocalKafka(tmp_path_factory.mktemp(name))
+    atexit.register(cluster.stop, timeout=10)
+    layout = cluster.start(nodes=nodes, port=0, heap="512m" if nodes == 1 else "384m", timeout=180)
+    return cluster, layout.bootstrap
+
+
+@pytest.fixture(scope="session")
+def kafka_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaHandle]:
+    cluster, bootstrap = _start(tmp_path_factory, "kafka", 1)
+    try:
+        yield KafkaHandle(cluster, bootstrap)
+    finally:
+        cluster.stop(timeout=20)
+
+
+@pytest.fixture
+def kafka(kafka_session: KafkaHandle) -> Iterator[KafkaHandle]:
+    yield kafka_session
+    kafka_session.close_clients()
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaHandle]:
+    cluster, bootstrap = _start(tmp_path_factory, "kafka3", 3)
+    try:
+        yield KafkaHandle(cluster, bootstrap)
+    finally:
+        cluster.stop(timeout=20)
+
+
+@pytest.fixture
+def kafka_cluster(kafka_cluster_session: KafkaHandle) -> Iterator[KafkaHandle]:
+    yield kafka_cluster_session
+    kafka_cluster_session.close_clients()
+    # a test may have killed a node: bring the cluster back whole for the next one
+    kafka_cluster_session.cluster.start(nodes=3, timeout=180)
+
+
+def _slug(request: pytest.FixtureRequest) -> str:
+    return re.sub(r"[^a-zA-Z0-9]+", "-", request.node.name)[:40].strip("-")
+
+
+@pytest.fixture
+def topic_factory(request: pytest.FixtureRequest) -> TopicFactory:
+    slug = _slug(request)
+
+    def make(
+        partitions: int = 3,
+        *,
+        replication: int = 1,
+        config: dict[str, str] | None = None,
+        on: KafkaHandle | None = None,
+    ) -> str:
+        name = f"{slug}-{uuid.uuid4().hex[:8]}"
+        # the single broker starts only for tests that use it, not for cluster-only tests
+        create_topic(on or request.getfixturevalue("kafka"), name, partitions, replication, config)
+        return name
+
+    return make
+
+
+@pytest.fixture
+def group_factory(request: pytest.FixtureRequest) -> Callable[[], str]:
+    slug = _slug(request)
+    return lambda: f"g-{slug}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent

@@ -1,0 +1,90 @@
+"""Helpers shared by the tests: a handle on a running local Kafka, topic creation, bounded waits."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from streamcar.devkafka import LocalKafka
+
+
+@dataclass
+class KafkaHandle:
+    """A running local Kafka and helpers to talk to it; clients made here are closed at teardown."""
+
+    cluster: LocalKafka
+    bootstrap: str
+    _consumers: list[Consumer] = field(default_factory=list)
+
+    def admin(self) -> AdminClient:
+        return AdminClient({"bootstrap.servers": self.bootstrap})
+
+    def producer(self, **overrides: Any) -> Producer:
+        config: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "acks": "all", "linger.ms": 5}
+        config.update(overrides)
+        return Producer(config)
+
+    def consumer(self, group: str, **overrides: Any) -> Consumer:
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+        config.update(overrides)
+        consumer = Consumer(config)
+        self._consumers.append(consumer)
+        return consumer
+
+    def close_clients(self) -> None:
+        for consumer in self._consumers:
+            with contextlib.suppress(RuntimeError):  # already closed by the test
+                consumer.close()
+        self._consumers.clear()
+
+
+class TopicFactory(Protocol):
+    def __call__(
+        self,
+        partitions: int = 3,
+        *,
+        replication: int = 1,
+        config: dict[str, str] | None = None,
+        on: KafkaHandle | None = None,
+    ) -> str: ...
+
+
+def create_topic(
+    handle: KafkaHandle, name: str, partitions: int, replication: int, config: dict[str, str] | None = None
+) -> None:
+    """Create a topic and wait until every partition has a leader (bounded)."""
+    admin = handle.admin()
+    futures = admin.create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=replication, config=config or {})],
+        operation_timeout=30,
+    )
+    futures[name].result(timeout=60)
+    wait_for(lambda: _leaders_ready(admin, name, partitions), timeout=30, what=f"leaders for {partitions} partitions")
+
+
+def _leaders_ready(admin: AdminClient, name: str, partitions: int) -> bool:
+    topic = admin.list_topics(topic=name, timeout=5).topics.get(name)
+    if topic is None or topic.error is not None or len(topic.partitions) != partitions:
+        return False
+    return all(p.leader >= 0 for p in topic.partitions.values())
+
+
+def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.1) -> None:
+    """Poll ``predicate`` until true; fail after ``timeout`` seconds naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
