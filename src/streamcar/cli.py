@@ -58,6 +58,23 @@ def _kafka_fetch(args: argparse.Namespace) -> int:
     return devkafka_cli.fetch(args)
 
 
+def _check(args: argparse.Namespace) -> int:
+    from streamcar.config import load_config
+
+    for line in load_config(args.config).summary():
+        print(line)
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    import json
+
+    from streamcar.config import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
 def _add_config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-c", "--config", type=Path, default=Path("streamcar.yaml"), help="config file (default: %(default)s)"
@@ -109,10 +126,10 @@ def build_parser() -> _Parser:
 
     check = sub.add_parser("check", help="validate a config file; every invalid field is reported")
     _add_config_arg(check)
-    check.set_defaults(handler=_not_yet("check", 3))
+    check.set_defaults(handler=_check)
 
     schema = sub.add_parser("schema", help="print the config's JSON Schema")
-    schema.set_defaults(handler=_not_yet("schema", 3))
+    schema.set_defaults(handler=_schema)
 
     offsets = sub.add_parser("offsets", help="show or reset a consumer group's committed offsets")
     osub = offsets.add_subparsers(dest="offsets_command", metavar="{show,reset}", required=True)
