@@ -1,0 +1,48 @@
+"""The streamcar configuration: pydantic models, the YAML + ``${ENV}`` loader, durations, the JSON Schema.
+
+``load_config(path)`` (or ``parse_config(text)``) returns a frozen :class:`Config` or raises
+:class:`~streamcar.errors.ConfigError` listing every invalid field as ``pipelines.orders.call.timeout: ...``.
+"""
+
+from __future__ import annotations
+
+from streamcar.config._durations import Duration, format_duration, parse_duration
+from streamcar.config._loader import json_schema, load_config, parse_config
+from streamcar.config._targets import CallTarget, GrpcTarget, HttpTarget, PythonTarget
+from streamcar.config.models import (
+    AdminConfig,
+    BatchConfig,
+    CallConfig,
+    Config,
+    ConsumeConfig,
+    DeadLetterConfig,
+    KafkaConfig,
+    PipelineConfig,
+    PublishConfig,
+    RetryConfig,
+    SecurityConfig,
+)
+
+__all__ = [
+    "AdminConfig",
+    "BatchConfig",
+    "CallConfig",
+    "CallTarget",
+    "Config",
+    "ConsumeConfig",
+    "DeadLetterConfig",
+    "Duration",
+    "GrpcTarget",
+    "HttpTarget",
+    "KafkaConfig",
+    "PipelineConfig",
+    "PublishConfig",
+    "PythonTarget",
+    "RetryConfig",
+    "SecurityConfig",
+    "format_duration",
+    "json_schema",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+]

@@ -1,0 +1,345 @@
+"""The configuration models: one frozen pydantic model per YAML mapping, unknown keys rejected.
+
+Checks spanning several fields raise :data:`PROBLEMS_ERROR`, whose context carries ``(sub-path, message)``
+pairs, so that e.g. a missing SASL username is reported at ``kafka.security.username`` rather than at
+``kafka.security``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    SecretStr,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from streamcar.config._durations import Duration, format_duration
+from streamcar.config._targets import CallTarget, parse_target, split_host_port
+
+PROBLEMS_ERROR = "streamcar_problems"
+
+SubPath = tuple[str | int, ...]
+
+
+def _raise_problems(found: Iterable[tuple[SubPath, str]]) -> None:
+    problems = list(found)
+    if problems:
+        summary = "; ".join(f"{'.'.join(map(str, sub))}: {message}" for sub, message in problems)
+        raise PydanticCustomError(PROBLEMS_ERROR, "{summary}", {"summary": summary, "problems": problems})
+
+
+def _matching(pattern: str, what: str, rule: str) -> AfterValidator:
+    regex = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not regex.fullmatch(value) or value in (".", ".."):
+            raise ValueError(f"invalid {what} {value!r}: {rule}")
+        return value
+
+    return AfterValidator(check)
+
+
+_TOPIC, _PIPELINE = r"[a-zA-Z0-9._-]{1,249}", r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+TopicName = Annotated[
+    str,
+    _matching(_TOPIC, "topic name", "use 1 to 249 of a-z A-Z 0-9 . _ -"),
+    WithJsonSchema({"type": "string", "pattern": f"^{_TOPIC}$"}),
+]
+PipelineName = Annotated[
+    str,
+    _matching(_PIPELINE, "pipeline name", "use letters, digits, _ . - and start with a letter or digit"),
+    WithJsonSchema({"type": "string", "pattern": f"^{_PIPELINE}$"}),
+]
+NonEmptyStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# Names whose values are credentials in librdkafka settings and HTTP headers; over-redacting is harmless.
+_SECRET_NAME = re.compile(r"pass|secret|token|auth|cookie|credential|key$|\.pem$|jaas|oauthbearer\.config", re.I)
+REDACTED = "***"
+
+
+def _librdkafka_value(value: object) -> str | int | float | bool:
+    if isinstance(value, str | int | float | bool):
+        return value
+    raise ValueError("a librdkafka setting must be a string, number or boolean")
+
+
+LibrdkafkaValue = Annotated[
+    str | int | float | bool,
+    PlainValidator(_librdkafka_value),
+    WithJsonSchema({"type": ["string", "integer", "number", "boolean"]}),
+]
+
+
+def _redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:{REDACTED}@{host}"))
+
+
+def _mask(settings: dict[str, Any]) -> dict[str, Any]:
+    return {name: REDACTED if _SECRET_NAME.search(name) else value for name, value in settings.items()}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, serialize_by_alias=True, use_attribute_docstrings=True)
+
+
+class SecurityConfig(_Model):
+    """How streamcar authenticates to and encrypts its connections to Kafka."""
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    """Never logged, never in /status."""
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        sasl, tls = self.protocol.startswith("SASL_"), self.protocol.endswith("SSL")
+        found: list[tuple[SubPath, str]] = []
+        for name in ("sasl_mechanism", "username", "password"):
+            value = getattr(self, name)
+            text = value.get_secret_value() if isinstance(value, SecretStr) else value
+            if sasl and not (text or "").strip():
+                found.append(((name,), f"required when protocol is {self.protocol}"))
+            elif not sasl and value is not None:
+                found.append(((name,), f"only used with SASL_PLAINTEXT or SASL_SSL, not {self.protocol}"))
+        for name in ("ca_file", "cert_file", "key_file"):
+            if not tls and getattr(self, name) is not None:
+                found.append(((name,), f"only used with SSL or SASL_SSL, not {self.protocol}"))
+        if tls and (self.cert_file is None) != (self.key_file is None):
+            missing = "key_file" if self.key_file is None else "cert_file"
+            found.append(((missing,), "cert_file and key_file go together (a client certificate needs its key)"))
+        _raise_problems(found)
+        return self
+
+
+class KafkaConfig(_Model):
+    bootstrap_servers: str
+    """Comma-separated host:port list."""
+    client_id: NonEmptyStr = "streamcar"
+    security: SecurityConfig | None = None
+    librdkafka: dict[str, LibrdkafkaValue] = Field(default_factory=dict, repr=False)
+    """Raw librdkafka settings, applied last (they win)."""
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers(cls, value: str) -> str:
+        servers = [server.strip() for server in value.split(",")]
+        if not any(servers):
+            raise ValueError("at least one broker host:port is required")
+        bad = []
+        for server in servers:
+            try:
+                split_host_port(server)
+            except ValueError as exc:
+                bad.append(str(exc))
+        if bad:
+            raise ValueError("; ".join(bad))
+        return ",".join(servers)
+
+    def client_config(self) -> dict[str, str | int | float | bool]:
+        """librdkafka settings for a consumer, producer or admin client of this cluster."""
+        config: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+        }
+        if (security := self.security) is not None:
+            optional = {
+                "sasl.mechanism": security.sasl_mechanism,
+                "sasl.username": security.username,
+                "sasl.password": security.password.get_secret_value() if security.password else None,
+                "ssl.ca.location": security.ca_file,
+                "ssl.certificate.location": security.cert_file,
+                "ssl.key.location": security.key_file,
+            }
+            config["security.protocol"] = security.protocol
+            config.update({name: str(value) for name, value in optional.items() if value is not None})
+        config.update(self.librdkafka)
+        return config
+
+
+class AdminConfig(_Model):
+    listen: str = "127.0.0.1:8095"
+    """host:port of /healthz, /readyz, /metrics, /status and the status page; port 0 picks a free port."""
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        split_host_port(value.strip(), min_port=0)
+        return value.strip()
+
+    @property
+    def host(self) -> str:
+        return split_host_port(self.listen, min_port=0)[0]
+
+    @property
+    def port(self) -> int:
+        return split_host_port(self.listen, min_port=0)[1]
+
+
+class ConsumeConfig(_Model):
+    topics: list[TopicName] = Field(min_length=1)
+    group: NonEmptyStr
+    from_: Literal["earliest", "latest"] = Field(default="earliest", alias="from")
+    """Where to start when the group has no committed offset."""
+
+    @field_validator("topics")
+    @classmethod
+    def _distinct(cls, topics: list[str]) -> list[str]:
+        first: dict[str, int] = {}
+        _raise_problems(
+            ((index,), f"duplicate topic {topic!r} (also at index {first[topic]})")
+            for index, topic in enumerate(topics)
+            if first.setdefault(topic, index) != index
+        )
+        return topics
+
+
+class BatchConfig(_Model):
+    max_messages: int = Field(default=1, ge=1, le=10_000)
+    """More than 1 switches to bulk delivery (the JSON envelope)."""
+    max_wait: Duration = 0.005
+    """How long a batch may wait to fill up."""
+
+
+class CallConfig(_Model):
+    url: str
+    """http(s)://..., grpc(s)://host:port/pkg.Service/Method or python:pkg.module:function."""
+    timeout: Duration = Field(default=5.0, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)
+    batch: BatchConfig = BatchConfig()
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parse_target(value.strip())
+        return value.strip()
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        _raise_problems(
+            ((name,), "invalid header name" if not _HEADER_NAME.fullmatch(name) else "line breaks are not allowed")
+            for name, value in headers.items()
+            if not _HEADER_NAME.fullmatch(name) or "\r" in value or "\n" in value
+        )
+        return headers
+
+    @property
+    def target(self) -> CallTarget:
+        return parse_target(self.url)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, _redact_url(value) if name == "url" else value
+
+
+class RetryConfig(_Model):
+    attempts: int = Field(default=5, ge=1)
+    """Total number of calls, the first included."""
+    initial_backoff: Duration = 0.2
+    max_backoff: Duration = 30.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.max_backoff < self.initial_backoff:
+            at_least = format_duration(self.initial_backoff)
+            _raise_problems([(("max_backoff",), f"must be at least initial_backoff ({at_least})")])
+        return self
+
+
+class PublishConfig(_Model):
+    topic: TopicName
+    """Where reply payloads go."""
+
+
+class DeadLetterConfig(_Model):
+    topic: TopicName
+    """Where messages that failed for good go; without it they block their key, never dropped."""
+
+
+class PipelineConfig(_Model):
+    consume: ConsumeConfig
+    call: CallConfig
+    ordering: Literal["key", "partition", "none"] = "key"
+    max_in_flight: int = Field(default=256, ge=1, le=100_000)
+    """Messages being called at once; beyond it partitions are paused."""
+    retry: RetryConfig = RetryConfig()
+    publish: PublishConfig | None = None
+    dead_letter: DeadLetterConfig | None = None
+    shutdown_timeout: Duration = 30.0
+    commit_interval: Duration = Field(default=1.0, gt=0)
+    """How often the contiguous watermark is committed."""
+
+    @model_validator(mode="after")
+    def _no_loop(self) -> Self:
+        outputs = {"publish": self.publish, "dead_letter": self.dead_letter}
+        _raise_problems(
+            ((name, "topic"), f"{output.topic!r} is also consumed by this pipeline (an endless loop)")
+            for name, output in outputs.items()
+            if output is not None and output.topic in self.consume.topics
+        )
+        return self
+
+
+class Config(_Model):
+    """streamcar configuration."""
+
+    kafka: KafkaConfig
+    admin: AdminConfig = AdminConfig()
+    pipelines: dict[PipelineName, PipelineConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _distinct_groups(self) -> Self:
+        owners: dict[str, str] = {}
+        _raise_problems(
+            (
+                ("pipelines", name, "consume", "group"),
+                f"consumer group {pipeline.consume.group!r} is also used by pipeline "
+                f"{owners[pipeline.consume.group]!r}; they would steal each other's partitions",
+            )
+            for name, pipeline in self.pipelines.items()
+            if owners.setdefault(pipeline.consume.group, name) != name
+        )
+        return self
+
+    def redacted(self) -> dict[str, Any]:
+        """A JSON-ready dump with secrets replaced by ``***`` (for /status and logs)."""
+        data = self.model_dump(mode="json")
+        kafka = data["kafka"]
+        if kafka["security"] is not None and kafka["security"]["password"] is not None:
+            kafka["security"]["password"] = REDACTED
+        kafka["librdkafka"] = _mask(kafka["librdkafka"])
+        for pipeline in data["pipelines"].values():
+            pipeline["call"]["url"] = _redact_url(pipeline["call"]["url"])
+            pipeline["call"]["headers"] = _mask(pipeline["call"]["headers"])
+        return data
+
+    def summary(self) -> list[str]:
+        """One line per pipeline: ``orders: orders -> http://... (group orders-service, ordering key)``."""
+        return [
+            f"{name}: {', '.join(p.consume.topics)} -> {_redact_url(p.call.url)} "
+            f"(group {p.consume.group}, ordering {p.ordering})"
+            for name, p in self.pipelines.items()
+        ]

@@ -1,0 +1,517 @@
+from __future__ import annotations
+
+import copy
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from streamcar.cli import main
+from streamcar.config import (
+    Config,
+    GrpcTarget,
+    HttpTarget,
+    PythonTarget,
+    format_duration,
+    json_schema,
+    load_config,
+    parse_config,
+    parse_duration,
+)
+from streamcar.errors import ConfigError
+
+DESIGN_EXAMPLE = """\
+kafka:
+  bootstrap_servers: ${KAFKA_BOOTSTRAP:-127.0.0.1:9092}
+  client_id: orders-sidecar
+  security:                      # optional: PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    protocol: SASL_SSL
+    sasl_mechanism: SCRAM-SHA-512  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+    username: ${KAFKA_USER}
+    password: ${KAFKA_PASSWORD}  # secret: never logged, never in /status
+    ca_file: /etc/kafka/ca.pem
+  librdkafka: {}                 # raw client overrides, passed through
+admin:
+  listen: 127.0.0.1:8095
+pipelines:
+  orders:                        # pipeline name
+    consume: {topics: [orders], group: orders-service, from: earliest}
+    call:
+      url: http://127.0.0.1:8080/orders   # or grpc://host:port/pkg.Service/Method, or python:pkg.module:function
+      timeout: 5s
+      headers: {Authorization: "Bearer ${TOKEN}"}
+      batch: {max_messages: 1, max_wait: 5ms}   # >1 = bulk delivery (envelope format)
+    ordering: key                # key (default) | partition | none
+    max_in_flight: 256           # per pipeline; backpressure pauses partitions beyond it
+    retry: {attempts: 5, initial_backoff: 200ms, max_backoff: 30s}
+    publish: {topic: orders-enriched}   # optional: where reply payloads go
+    dead_letter: {topic: orders-dlq}    # optional: without it, exhausted messages block their key, never dropped
+    shutdown_timeout: 30s
+"""
+SECRET = "s3cr3t: with # yaml-special chars"
+DESIGN_ENV = {"KAFKA_USER": "orders", "KAFKA_PASSWORD": SECRET, "TOKEN": "t0ken-value"}
+
+MINIMAL: dict[str, Any] = {
+    "kafka": {"bootstrap_servers": "localhost:9092"},
+    "pipelines": {"p": {"consume": {"topics": ["in"], "group": "g"}, "call": {"url": "http://svc:8080/x"}}},
+}
+
+
+def build(changes: dict[str, Any] | None = None) -> str:
+    """MINIMAL as YAML with ``{"dotted.path": value}`` changes applied (value ``...`` deletes the key)."""
+    tree = copy.deepcopy(MINIMAL)
+    for dotted, value in (changes or {}).items():
+        *parents, last = dotted.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        if value is ...:
+            del node[last]
+        else:
+            node[last] = value
+    return yaml.safe_dump(tree)
+
+
+def problems_of(text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, env=env or {})
+    return info.value.problems
+
+
+def test_design_example_parses() -> None:
+    config = parse_config(DESIGN_EXAMPLE, env=DESIGN_ENV)
+    orders = config.pipelines["orders"]
+    assert config.kafka.bootstrap_servers == "127.0.0.1:9092"
+    assert orders.consume.topics == ["orders"]
+    assert orders.consume.from_ == "earliest"
+    assert orders.call.timeout == 5.0
+    assert orders.call.headers == {"Authorization": "Bearer t0ken-value"}
+    assert orders.call.batch.max_wait == 0.005
+    assert (orders.retry.attempts, orders.retry.initial_backoff, orders.retry.max_backoff) == (5, 0.2, 30.0)
+    assert orders.publish is not None
+    assert orders.publish.topic == "orders-enriched"
+    assert orders.dead_letter is not None
+    assert orders.dead_letter.topic == "orders-dlq"
+    assert orders.call.target == HttpTarget(url="http://127.0.0.1:8080/orders", tls=False)
+    assert config.kafka.client_config() == {
+        "bootstrap.servers": "127.0.0.1:9092",
+        "client.id": "orders-sidecar",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "orders",
+        "sasl.password": SECRET,
+        "ssl.ca.location": "/etc/kafka/ca.pem",
+    }
+    assert config.summary() == ["orders: orders -> http://127.0.0.1:8080/orders (group orders-service, ordering key)"]
+
+
+def test_defaults() -> None:
+    config = parse_config(build())
+    pipeline = config.pipelines["p"]
+    assert (config.admin.listen, config.admin.host, config.admin.port) == ("127.0.0.1:8095", "127.0.0.1", 8095)
+    assert config.kafka.client_id == "streamcar"
+    assert config.kafka.security is None
+    assert config.kafka.client_config() == {"bootstrap.servers": "localhost:9092", "client.id": "streamcar"}
+    assert (pipeline.ordering, pipeline.max_in_flight, pipeline.consume.from_) == ("key", 256, "earliest")
+    assert (pipeline.retry.attempts, pipeline.retry.initial_backoff, pipeline.retry.max_backoff) == (5, 0.2, 30.0)
+    assert (pipeline.call.timeout, pipeline.call.headers) == (5.0, {})
+    assert (pipeline.call.batch.max_messages, pipeline.call.batch.max_wait) == (1, 0.005)
+    assert (pipeline.shutdown_timeout, pipeline.commit_interval) == (30.0, 1.0)
+    assert pipeline.publish is None
+    assert pipeline.dead_letter is None
+
+
+def test_config_is_frozen() -> None:
+    config = parse_config(build())
+    with pytest.raises(ValidationError):
+        config.admin.listen = "0.0.0.0:1"
+
+
+def test_librdkafka_overrides_are_applied_last() -> None:
+    config = parse_config(build({"kafka.librdkafka": {"client.id": "override", "linger.ms": 5, "acks": "all"}}))
+    assert config.kafka.client_config() == {
+        "bootstrap.servers": "localhost:9092",
+        "client.id": "override",
+        "linger.ms": 5,
+        "acks": "all",
+    }
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"kafka": "localhost:9092"}, "kafka: expected a mapping, got a string"),
+        ({"kafka.bootstrap_servers": ""}, "kafka.bootstrap_servers: at least one broker"),
+        ({"kafka.bootstrap_servers": "kafka1"}, "kafka.bootstrap_servers: 'kafka1' is not host:port"),
+        ({"kafka.bootstrap_servers": "a:9092, b:99999"}, "kafka.bootstrap_servers: 'b:99999' has an invalid port"),
+        ({"kafka.client_id": 123}, "kafka.client_id: expected a string, got a number (quote it)"),
+        ({"kafka.client_id": " "}, "kafka.client_id: String should have at least 1 character"),
+        ({"kafka.librdkafka": {"acks": [1]}}, "kafka.librdkafka.acks: a librdkafka setting must be"),
+        ({"kafka.security": {"protocol": "TLS"}}, "kafka.security.protocol: must be 'PLAINTEXT', "),
+        ({"admin.listen": "localhost"}, "admin.listen: 'localhost' is not host:port"),
+        ({"admin.listen": "1.2.3.999:80"}, "admin.listen: '1.2.3.999:80' has an invalid IPv4 address"),
+        ({"admin.listen": "::1:80"}, "admin.listen: '::1:80': write an IPv6 host in brackets"),
+        ({"admin.listen": "bad_host!:80"}, "admin.listen: 'bad_host!:80' has an invalid host name"),
+        ({"pipelines": {}}, "pipelines: Dictionary should have at least 1 item"),
+        ({"pipelines.-bad": MINIMAL["pipelines"]["p"]}, "pipelines.-bad: invalid pipeline name '-bad'"),
+        ({"pipelines.p.call": ...}, "pipelines.p.call: required, but missing"),
+        ({"pipelines.p.consume.topics": []}, "pipelines.p.consume.topics: List should have at least 1 item"),
+        ({"pipelines.p.consume.topics": "in"}, "pipelines.p.consume.topics: expected a list, got a string"),
+        ({"pipelines.p.consume.topics": ["in", "bad topic"]}, "pipelines.p.consume.topics.1: invalid topic name"),
+        ({"pipelines.p.consume.topics": [".."]}, "pipelines.p.consume.topics.0: invalid topic name '..'"),
+        ({"pipelines.p.consume.topics": ["a", "b", "a"]}, "pipelines.p.consume.topics.2: duplicate topic 'a'"),
+        ({"pipelines.p.consume.group": ""}, "pipelines.p.consume.group: String should have at least 1"),
+        ({"pipelines.p.consume.from": "middle"}, "pipelines.p.consume.from: must be 'earliest' or 'latest' (got"),
+        ({"pipelines.p.call.url": "ftp://x/y"}, "pipelines.p.call.url: unsupported call url 'ftp://x/y'"),
+        ({"pipelines.p.call.timeout": "0s"}, "pipelines.p.call.timeout: must be greater than 0"),
+        ({"pipelines.p.call.timeout": "5"}, "pipelines.p.call.timeout: a duration needs a unit: ms, s or m"),
+        ({"pipelines.p.call.timeout": 5}, "pipelines.p.call.timeout: a duration needs a unit: ms, s or m"),
+        ({"pipelines.p.call.timeout": "5h"}, "pipelines.p.call.timeout: invalid duration '5h'"),
+        ({"pipelines.p.call.headers": {"Bad Name": "x"}}, "pipelines.p.call.headers.Bad Name: invalid header"),
+        ({"pipelines.p.call.headers": {"X-A": "a\r\nb"}}, "pipelines.p.call.headers.X-A: line breaks are not"),
+        ({"pipelines.p.call.batch.max_messages": 0}, "pipelines.p.call.batch.max_messages: must be greater"),
+        ({"pipelines.p.call.batch.max_messages": 10_001}, "pipelines.p.call.batch.max_messages: must be less"),
+        ({"pipelines.p.ordering": "keys"}, "pipelines.p.ordering: must be 'key', 'partition' or 'none' (got 'keys')"),
+        ({"pipelines.p.max_in_flight": 0}, "pipelines.p.max_in_flight: must be greater than or equal to 1"),
+        ({"pipelines.p.max_in_flight": 100_001}, "pipelines.p.max_in_flight: must be less than or equal to 100000"),
+        ({"pipelines.p.max_in_flight": "lots"}, "pipelines.p.max_in_flight: must be a valid integer"),
+        ({"pipelines.p.retry.attempts": 0}, "pipelines.p.retry.attempts: must be greater than or equal to 1"),
+        (
+            {"pipelines.p.retry": {"initial_backoff": "1s", "max_backoff": "500ms"}},
+            "pipelines.p.retry.max_backoff: must be at least initial_backoff (1s)",
+        ),
+        ({"pipelines.p.shutdown_timeout": "-1s"}, "pipelines.p.shutdown_timeout: a duration cannot be negative"),
+        ({"pipelines.p.commit_interval": "0ms"}, "pipelines.p.commit_interval: must be greater than 0"),
+        ({"pipelines.p.publish": {"topic": "a/b"}}, "pipelines.p.publish.topic: invalid topic name 'a/b'"),
+        ({"pipelines.p.dead_letter": "dlq"}, "pipelines.p.dead_letter: expected a mapping, got a string"),
+    ],
+)
+def test_invalid_field_is_reported_at_its_path(changes: dict[str, Any], expected: str) -> None:
+    problems = problems_of(build(changes))
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(expected), problems
+
+
+def test_every_invalid_field_is_reported_at_once() -> None:
+    text = build(
+        {
+            "admin.listen": "nowhere",
+            "pipelines.p.call.timeout": "soon",
+            "pipelines.p.ordering": "random",
+            "pipelines.q": {"consume": {"topics": ["in2"], "group": "g2"}, "call": {"url": "gopher://x"}},
+        }
+    )
+    paths = [line.partition(": ")[0] for line in problems_of(text)]
+    assert paths == ["admin.listen", "pipelines.p.call.timeout", "pipelines.p.ordering", "pipelines.q.call.url"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"pipeline": {}}, "pipeline: unknown key 'pipeline' (did you mean 'pipelines'?)"),
+        ({"pipelines.p.call.timout": "1s"}, "pipelines.p.call.timout: unknown key 'timout' (did you mean 'timeout'?)"),
+        (
+            {"pipelines.p.consume.from_": "latest"},
+            "pipelines.p.consume.from_: unknown key 'from_' (did you mean 'from'?)",
+        ),
+        (
+            {"kafka.security": {"protocol": "SSL", "cafile": "x"}},
+            "kafka.security.cafile: unknown key 'cafile' (did you mean 'ca_file'?)",
+        ),
+        ({"admin.zzz": 1}, "admin.zzz: unknown key 'zzz' (expected one of: listen)"),
+    ],
+)
+def test_unknown_key_is_rejected_with_a_suggestion(changes: dict[str, Any], expected: str) -> None:
+    problems = problems_of(build(changes))
+    assert any(line.startswith(expected) for line in problems), problems
+
+
+def test_env_interpolation() -> None:
+    text = build(
+        {
+            "kafka.bootstrap_servers": "${BROKER:-localhost:9092}",
+            "kafka.client_id": "id-${NAME}-$$HOME-$${NOT_A_VAR}-a$b",
+            "pipelines.p.consume.group": "${EMPTY:-fallback}",
+            "pipelines.p.max_in_flight": "${MAX:-256}",
+            "pipelines.p.call.headers": {"X-Value": "${VALUE}"},
+            "kafka.librdkafka": {"enable.idempotence": "${IDEMPOTENT:-true}"},
+        }
+    )
+    config = parse_config(text, env={"NAME": "n", "EMPTY": "", "VALUE": "a: b # not a comment"})
+    assert config.kafka.bootstrap_servers == "localhost:9092"
+    assert config.kafka.client_id == "id-n-$HOME-${NOT_A_VAR}-a$b"
+    assert config.pipelines["p"].consume.group == "fallback"
+    assert config.pipelines["p"].max_in_flight == 256
+    assert config.pipelines["p"].call.headers == {"X-Value": "a: b # not a comment"}
+    assert config.kafka.librdkafka == {"enable.idempotence": "true"}
+    assert parse_config(text, env={"MAX": "12", "NAME": "n", "VALUE": ""}).pipelines["p"].max_in_flight == 12
+
+
+def test_env_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMCAR_TEST_GROUP", "from-environ")
+    config = parse_config(build({"pipelines.p.consume.group": "${STREAMCAR_TEST_GROUP}"}))
+    assert config.pipelines["p"].consume.group == "from-environ"
+
+
+def test_unset_env_var_is_a_problem_at_its_path() -> None:
+    text = build({"kafka.bootstrap_servers": "${KAFKA_BOOTSTRAP}", "pipelines.p.call.headers": {"A": "${A} ${B}"}})
+    assert problems_of(text) == [
+        "kafka.bootstrap_servers: environment variable KAFKA_BOOTSTRAP is not set",
+        "pipelines.p.call.headers.A: environment variable A is not set; environment variable B is not set",
+    ]
+
+
+def test_malformed_reference_is_a_problem() -> None:
+    problems = problems_of(build({"kafka.client_id": "${oops"}))
+    assert problems == [
+        "kafka.client_id: invalid reference '${oops': use ${VAR} or ${VAR:-default} ($$ is a literal $)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("250ms", 0.25), ("5s", 5.0), ("1.5s", 1.5), ("2m", 120.0), (" 5ms ", 0.005), ("0s", 0.0), (".5s", 0.5)],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (5, "a duration needs a unit: ms, s or m (e.g. 5s)"),
+        (1.5, "a duration needs a unit"),
+        ("30", "a duration needs a unit"),
+        ("-1s", "a duration cannot be negative"),
+        ("-5", "a duration cannot be negative"),
+        ("5 s", "invalid duration '5 s'"),
+        ("1h", "invalid duration '1h'"),
+        ("", "invalid duration ''"),
+        (None, "a duration must be a string"),
+        (True, "a duration must be a string"),
+    ],
+)
+def test_parse_duration_rejects(value: object, message: str) -> None:
+    with pytest.raises(ValueError, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
+        parse_duration(value)
+
+
+def test_parse_duration_accepts_timedelta() -> None:
+    assert parse_duration(timedelta(milliseconds=1500)) == 1.5
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.0, "0s"), (0.005, "5ms"), (0.25, "250ms"), (1.5, "1.5s"), (30.0, "30s"), (90.0, "90s"), (120.0, "2m")],
+)
+def test_format_duration(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+
+
+@given(st.floats(min_value=0, max_value=1e12, allow_nan=False, allow_infinity=False))
+def test_format_then_parse_round_trips(seconds: float) -> None:
+    assert parse_duration(format_duration(seconds)) == seconds
+
+
+@pytest.mark.parametrize(
+    ("url", "target"),
+    [
+        ("http://127.0.0.1:8080/orders", HttpTarget(url="http://127.0.0.1:8080/orders", tls=False)),
+        ("https://svc.internal/x?y=1", HttpTarget(url="https://svc.internal/x?y=1", tls=True)),
+        ("grpc://localhost:50051/pkg.Service/Method", GrpcTarget("localhost", 50051, "/pkg.Service/Method", False)),
+        ("grpcs://[::1]:443/a.b.Svc/Do", GrpcTarget("::1", 443, "/a.b.Svc/Do", True)),
+        ("python:my_pkg.handlers:handle", PythonTarget(module="my_pkg.handlers", function="handle")),
+    ],
+)
+def test_call_url_forms(url: str, target: object) -> None:
+    config = parse_config(build({"pipelines.p.call.url": url}))
+    assert config.pipelines["p"].call.target == target
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://",
+        "http:///path",
+        "http://host:99999/x",
+        "http://host/a b",
+        "grpc://localhost/pkg.Service/Method",
+        "grpc://localhost:50051/pkg.Service",
+        "grpc://localhost:0/pkg.Service/Method",
+        "python:pkg.module",
+        "python:pkg..module:fn",
+        "python:pkg:fn()",
+        "localhost:8080",
+        "",
+    ],
+)
+def test_invalid_call_urls(url: str) -> None:
+    problems = problems_of(build({"pipelines.p.call.url": url}))
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("pipelines.p.call.url: "), problems
+
+
+def test_admin_listen_forms() -> None:
+    admin = parse_config(build({"admin.listen": "[::1]:0"})).admin
+    assert (admin.host, admin.port) == ("::1", 0)
+    admin = parse_config(build({"admin.listen": "0.0.0.0:9000"})).admin
+    assert (admin.host, admin.port) == ("0.0.0.0", 9000)
+
+
+def test_sasl_requires_mechanism_username_and_password() -> None:
+    problems = problems_of(build({"kafka.security": {"protocol": "SASL_SSL", "username": "u"}}))
+    assert problems == [
+        "kafka.security.sasl_mechanism: required when protocol is SASL_SSL",
+        "kafka.security.password: required when protocol is SASL_SSL",
+    ]
+
+
+def test_security_settings_must_match_the_protocol() -> None:
+    security = {"protocol": "PLAINTEXT", "username": "u", "ca_file": "/ca.pem"}
+    assert problems_of(build({"kafka.security": security})) == [
+        "kafka.security.username: only used with SASL_PLAINTEXT or SASL_SSL, not PLAINTEXT",
+        "kafka.security.ca_file: only used with SSL or SASL_SSL, not PLAINTEXT",
+    ]
+    assert problems_of(build({"kafka.security": {"protocol": "SSL", "cert_file": "/c.pem"}})) == [
+        "kafka.security.key_file: cert_file and key_file go together (a client certificate needs its key)"
+    ]
+
+
+def test_ssl_client_config() -> None:
+    security = {"protocol": "SSL", "ca_file": "/ca.pem", "cert_file": "/c.pem", "key_file": "/k.pem"}
+    client = parse_config(build({"kafka.security": security})).kafka.client_config()
+    assert client["security.protocol"] == "SSL"
+    assert (client["ssl.ca.location"], client["ssl.certificate.location"], client["ssl.key.location"]) == (
+        "/ca.pem",
+        "/c.pem",
+        "/k.pem",
+    )
+
+
+def test_secrets_never_appear_in_repr_str_or_redacted() -> None:
+    text = DESIGN_EXAMPLE.replace("librdkafka: {}", 'librdkafka: {sasl.oauthbearer.client.secret: "${TOKEN}"}')
+    text = text.replace("http://127.0.0.1:8080/orders", "https://user:${KAFKA_PASSWORD}@svc/orders")
+    config = parse_config(text, env={**DESIGN_ENV, "KAFKA_PASSWORD": "pw-secret"})
+    redacted = json.dumps(config.redacted())
+    for secret in ("pw-secret", "t0ken-value"):
+        assert secret not in repr(config)
+        assert secret not in str(config)
+        assert secret not in redacted
+        assert secret not in "\n".join(config.summary())
+    security = config.redacted()["kafka"]["security"]
+    assert security["password"] == "***"
+    assert security["username"] == "orders"
+    assert config.redacted()["pipelines"]["orders"]["call"]["url"] == "https://user:***@svc/orders"
+    assert config.kafka.client_config()["sasl.password"] == "pw-secret"
+
+
+def test_redacted_is_json_ready_and_reparses() -> None:
+    config = parse_config(build({"pipelines.p.call.timeout": "1.5s"}))
+    dump = json.loads(json.dumps(config.redacted()))
+    assert dump["pipelines"]["p"]["call"]["timeout"] == "1.5s"
+    assert dump["pipelines"]["p"]["consume"]["from"] == "earliest"
+    assert Config.model_validate(dump) == config
+
+
+@pytest.mark.parametrize("output", ["publish", "dead_letter"])
+def test_output_topic_consumed_by_the_same_pipeline_is_a_loop(output: str) -> None:
+    problems = problems_of(build({f"pipelines.p.{output}": {"topic": "in"}}))
+    assert problems == [f"pipelines.p.{output}.topic: 'in' is also consumed by this pipeline (an endless loop)"]
+
+
+def test_consumer_group_shared_by_two_pipelines() -> None:
+    second = {"consume": {"topics": ["other"], "group": "g"}, "call": {"url": "python:m:f"}}
+    problems = problems_of(build({"pipelines.q": second}))
+    assert problems == [
+        "pipelines.q.consume.group: consumer group 'g' is also used by pipeline 'p'; "
+        "they would steal each other's partitions"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("kafka: {bootstrap_servers: [x\n", "cfg.yaml:2:1: invalid YAML: "),
+        ("kafka:\n  a: 1\n  a: 2\n", "cfg.yaml:3:3: invalid YAML: duplicate key 'a' (first at line 2)"),
+        ("a: {b: ${X}}\n", "cfg.yaml:1:9: invalid YAML: expected ',' or '}', but got '{' (quote values with ${...}"),
+        ("- kafka\n", "cfg.yaml: the config must be a mapping with kafka and pipelines, not a list"),
+        ("", "cfg.yaml: the config must be a mapping with kafka and pipelines, not empty"),
+    ],
+)
+def test_document_level_errors_are_one_line(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, env={}, source="cfg.yaml")
+    assert len(info.value.problems) == 1
+    assert info.value.problems[0].startswith(expected), info.value.problems
+
+
+def test_load_config(tmp_path: Path) -> None:
+    path = tmp_path / "streamcar.yaml"
+    path.write_text(build(), encoding="utf-8")
+    assert load_config(path, env={}).pipelines["p"].consume.group == "g"
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="cannot read the config"):
+        load_config(tmp_path)
+    path.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(path)
+
+
+def test_json_schema() -> None:
+    schema = json_schema()
+    assert schema["$schema"].startswith("https://json-schema.org/")
+    assert schema["title"] == "streamcar configuration"
+    defs = schema["$defs"]
+    assert "from" in defs["ConsumeConfig"]["properties"]
+    assert "from_" not in defs["ConsumeConfig"]["properties"]
+    shutdown = defs["PipelineConfig"]["properties"]["shutdown_timeout"]
+    assert (shutdown["type"], shutdown["default"]) == ("string", "30s")
+    assert "pattern" in shutdown
+    assert set(schema["required"]) == {"kafka", "pipelines"}
+
+
+def test_cli_check_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in DESIGN_ENV.items():
+        monkeypatch.setenv(name, value)
+    path = tmp_path / "streamcar.yaml"
+    path.write_text(DESIGN_EXAMPLE, encoding="utf-8")
+    assert main(["check", "-c", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert out == "orders: orders -> http://127.0.0.1:8080/orders (group orders-service, ordering key)\n"
+    assert err == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "count"),
+    [
+        (build({"pipelines.p.call.timeout": "5", "pipelines.p.ordering": "x", "admin.listen": "y"}), 3),
+        ("kafka: [\n", 1),
+    ],
+)
+def test_cli_check_reports_problems(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, count: int) -> None:
+    path = tmp_path / "streamcar.yaml"
+    path.write_text(text, encoding="utf-8")
+    assert main(["check", "-c", str(path)]) == 2
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert out == ""
+    assert len(lines) == count
+    assert all(line.startswith("streamcar: ") for line in lines)
+    assert "Traceback" not in err
+
+
+def test_cli_check_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "-c", str(tmp_path / "nope.yaml")]) == 2
+    assert capsys.readouterr().err == f"streamcar: {tmp_path / 'nope.yaml'}: no such config file\n"
+
+
+def test_cli_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema"]) == 0
+    assert json.loads(capsys.readouterr().out) == json_schema()
