@@ -25,7 +25,9 @@ from support import KafkaHandle, TopicFactory, create_topic
 def _start(tmp_path_factory: pytest.TempPathFactory, name: str, nodes: int) -> tuple[LocalKafka, str]:
     cluster = LocalKafka(tmp_path_factory.mktemp(name))
     atexit.register(cluster.stop, timeout=10)
-    layout = cluster.start(nodes=nodes, port=0, heap="512m" if nodes == 1 else "384m", timeout=180)
+    layout = cluster.start(
+        nodes=nodes, port=0, heap="512m" if nodes == 1 else "384m", timeout=180, die_with_parent=True
+    )
     return cluster, layout.bootstrap
 
 
@@ -58,7 +60,7 @@ def kafka_cluster(kafka_cluster_session: KafkaHandle) -> Iterator[KafkaHandle]:
     yield kafka_cluster_session
     kafka_cluster_session.close_clients()
     # a test may have killed a node: bring the cluster back whole for the next one
-    kafka_cluster_session.cluster.start(nodes=3, timeout=180)
+    kafka_cluster_session.cluster.start(nodes=3, timeout=180, die_with_parent=True)
 
 
 def _slug(request: pytest.FixtureRequest) -> str:

@@ -88,3 +88,55 @@ def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str, interv
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def read_topic(handle: KafkaHandle, topic: str, *, expect: int, timeout: float = 60.0) -> list[Any]:
+    """Every record of ``topic`` from the beginning, waiting (bounded) until at least ``expect`` arrived."""
+    from confluent_kafka import TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": handle.bootstrap, "group.id": "reader", "enable.auto.commit": False})
+    try:
+        meta = consumer.list_topics(topic=topic, timeout=10).topics[topic]
+        consumer.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
+        got: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while len(got) < expect and time.monotonic() < deadline:
+            for msg in consumer.consume(num_messages=1000, timeout=0.2):
+                if msg.error() is None:
+                    got.append(msg)
+        # records beyond ``expect`` (duplicates) that are already there are read too
+        for msg in consumer.consume(num_messages=100000, timeout=0.5):
+            if msg.error() is None:
+                got.append(msg)
+        return got
+    finally:
+        consumer.close()
+
+
+def produce_records(
+    handle: KafkaHandle,
+    topic: str,
+    records: list[tuple[bytes | None, bytes | None]],
+    *,
+    headers: list[tuple[str, str | bytes | None]] | None = None,
+    partition: int = -1,
+) -> None:
+    """Produce and wait until every record is acknowledged (bounded)."""
+    producer = handle.producer(**{"linger.ms": 20, "enable.idempotence": True})
+    failures: list[str] = []
+
+    def on_delivery(err: object, _msg: object) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    for key, value in records:
+        while True:
+            try:
+                producer.produce(
+                    topic, value=value, key=key, headers=headers, partition=partition, on_delivery=on_delivery
+                )
+                break
+            except BufferError:
+                producer.poll(0.05)
+    assert producer.flush(60) == 0, "records not acknowledged within 60 s"
+    assert failures == [], failures

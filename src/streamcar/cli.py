@@ -58,6 +58,16 @@ def _kafka_fetch(args: argparse.Namespace) -> int:
     return devkafka_cli.fetch(args)
 
 
+def _run(args: argparse.Namespace) -> int:
+    from streamcar.app import configure_logging, run_forever
+    from streamcar.config import load_config
+
+    config = load_config(args.config)
+    configure_logging()
+    run_forever(config)
+    return 0
+
+
 def _check(args: argparse.Namespace) -> int:
     from streamcar.config import load_config
 
@@ -122,7 +132,7 @@ def build_parser() -> _Parser:
 
     run = sub.add_parser("run", help="run the sidecar")
     _add_config_arg(run)
-    run.set_defaults(handler=_not_yet("run", 3))
+    run.set_defaults(handler=_run)
 
     check = sub.add_parser("check", help="validate a config file; every invalid field is reported")
     _add_config_arg(check)

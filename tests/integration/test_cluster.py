@@ -67,7 +67,7 @@ def test_acks_all_survives_a_killed_leader(kafka_cluster: KafkaHandle, topic_fac
     assert seen == [m.value() for m in first + after]
 
     # the killed node comes back and rejoins the in-sync replicas
-    kafka_cluster.cluster.start(nodes=3, timeout=120)
+    kafka_cluster.cluster.start(nodes=3, timeout=120, die_with_parent=True)
     wait_for(
         lambda: len(admin.list_topics(topic=topic, timeout=5).topics[topic].partitions[0].isrs) == 3,
         timeout=90,

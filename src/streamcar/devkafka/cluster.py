@@ -188,10 +188,12 @@ class LocalKafka:
         heap: str = "512m",
         timeout: float = 120.0,
         extra_properties: dict[str, str] | None = None,
+        die_with_parent: bool = False,
     ) -> Layout:
         """Start every node that is not running (formatting storage on first use) and wait until all answer.
 
-        Idempotent: an already running cluster is left alone. ``port=0`` picks free ports.
+        Idempotent: an already running cluster is left alone. ``port=0`` picks free ports. ``die_with_parent``
+        (Linux) has the kernel kill the JVMs when this process dies, however it dies: for test sessions.
         """
         if nodes not in (1, 3):
             raise ToolingError(f"--nodes must be 1 or 3, not {nodes}")
@@ -228,7 +230,7 @@ class LocalKafka:
             self._write_properties(layout, node)
             self._format(java, libs, layout, node)
         for node in to_start:
-            self._launch(java, libs, node, heap)
+            self._launch(java, libs, node, heap, die_with_parent)
         self.wait_ready(layout, timeout=timeout)
         return layout
 
@@ -286,7 +288,7 @@ class LocalKafka:
             tail = " | ".join((result.stdout + result.stderr).strip().splitlines()[-3:])
             raise ToolingError(f"formatting storage of node {node.node_id} failed: {tail}")
 
-    def _launch(self, java: str, libs: Path, node: Node, heap: str) -> None:
+    def _launch(self, java: str, libs: Path, node: Node, heap: str, die_with_parent: bool) -> None:
         node_dir = self.node_dir(node.node_id)
         cmd = [
             java,
@@ -312,6 +314,7 @@ class LocalKafka:
                 stderr=subprocess.STDOUT,
                 cwd=node_dir,
                 start_new_session=True,  # survives the CLI that started it, and its Ctrl-C
+                preexec_fn=_die_with_parent if die_with_parent else None,
             )
         _children[proc.pid] = proc
         (node_dir / "pid").write_text(f"{proc.pid}\n")
@@ -391,6 +394,13 @@ def _cluster_id() -> str:
     import base64
 
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _die_with_parent() -> None:
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:

@@ -1,0 +1,125 @@
+"""The sidecar process: every configured pipeline on one asyncio loop, one shared producer, graceful signals.
+
+``Sidecar(config).run(stop)`` is the library entry point; ``run_forever(config)`` is what ``streamcar run`` calls.
+SIGTERM or SIGINT drains (each pipeline within its ``shutdown_timeout``), commits and returns; a second signal
+abandons the drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+from streamcar.call import build_caller
+from streamcar.config import Config
+from streamcar.engine.pipeline import Pipeline
+from streamcar.errors import StreamcarError
+from streamcar.kafka.producer import AsyncProducer
+
+log = logging.getLogger("streamcar")
+
+
+class Sidecar:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.pipelines: dict[str, Pipeline] = {}
+        self.started = asyncio.Event()
+
+    def producer_config(self) -> dict[str, str | int | float | bool]:
+        conf = self.config.kafka.client_config()
+        conf.update({"acks": "all", "enable.idempotence": True})
+        conf.update(self.config.kafka.librdkafka)
+        return conf
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set (then drain and commit) or a pipeline fails (then raise its error)."""
+        loop = asyncio.get_running_loop()
+        producer = AsyncProducer(self.producer_config(), loop)
+        halt = asyncio.Event()  # stops every pipeline: the caller's stop, or one pipeline's failure
+        try:
+            for name, pipeline_config in self.config.pipelines.items():
+                caller = build_caller(pipeline_config.call, pipeline_config.max_in_flight)
+                self.pipelines[name] = Pipeline(name, pipeline_config, self.config.kafka, caller, producer)
+            tasks = {asyncio.create_task(p.run(halt), name=f"pipeline-{n}") for n, p in self.pipelines.items()}
+            relay = asyncio.create_task(_relay(stop, halt))
+            self.started.set()
+            log.info("streamcar running %d pipeline(s): %s", len(tasks), ", ".join(self.pipelines))
+            failure: BaseException | None = None
+            pending = set(tasks)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task.exception() is not None and failure is None:
+                        failure = task.exception()
+                        halt.set()  # the others drain and commit too
+            relay.cancel()
+            if failure is not None:
+                raise failure
+        finally:
+            await producer.close()
+        log.info("streamcar stopped")
+
+
+async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()
+
+
+def configure_logging() -> None:
+    level = os.environ.get("STREAMCAR_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        level=level if level in logging.getLevelNamesMapping() else "INFO",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _run_loop(main: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every platform we ship for
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
+
+
+def run_forever(config: Config) -> None:
+    """Run the sidecar in the foreground until SIGTERM/SIGINT; raises StreamcarError on failure."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        current = asyncio.current_task()
+        signals = 0
+
+        def on_signal(signum: int) -> None:
+            nonlocal signals
+            signals += 1
+            if signals == 1:
+                log.info("%s received: draining", signal.Signals(signum).name)
+                stop.set()
+            else:
+                log.warning("second signal: abandoning the drain")
+                if current is not None:
+                    current.cancel()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal, signum)
+        try:
+            await Sidecar(config).run(stop)
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(signum)
+
+    try:
+        _run_loop(main())
+    except asyncio.CancelledError as exc:
+        raise StreamcarError("stopped by a second signal before the drain finished") from exc

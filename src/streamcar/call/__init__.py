@@ -1,0 +1,51 @@
+"""How the engine reaches the service: one :class:`Caller` protocol, one implementation per transport.
+
+A caller takes a batch of events (a batch of one in single delivery) and returns one :class:`Reply` per event,
+in order. It never raises for a failed call: timeouts, refused connections and error statuses become replies
+(``retry`` or ``dead-letter`` with an ``error_kind``), so the engine's policy reads one type. Callers are built
+through the explicit registry in :func:`build_caller`, keyed by the URL's scheme.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from streamcar.config import CallConfig
+from streamcar.errors import ConfigError
+from streamcar.event import Event, Reply
+
+
+class Caller(Protocol):
+    async def start(self) -> None:
+        """Open connections; called once on the running loop before the first call."""
+
+    async def call(self, events: Sequence[Event]) -> list[Reply]:
+        """One reply per event, in order; never raises for a failed call."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; in-flight calls have finished or been abandoned."""
+
+
+CallerFactory = Callable[[CallConfig, int], Caller]
+
+
+def _http(config: CallConfig, max_in_flight: int) -> Caller:
+    from streamcar.call.http import HttpCaller
+
+    return HttpCaller(config, max_connections=max_in_flight)
+
+
+_REGISTRY: dict[str, CallerFactory] = {"http": _http}
+
+
+def build_caller(config: CallConfig, max_in_flight: int) -> Caller:
+    kind = config.target.kind
+    factory = _REGISTRY.get(kind)
+    if factory is None:
+        raise ConfigError(f"call.url: {kind} services are not supported yet (tracked in issue #4)")
+    return factory(config, max_in_flight)
+
+
+__all__ = ["Caller", "CallerFactory", "build_caller"]

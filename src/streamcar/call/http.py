@@ -1,0 +1,150 @@
+"""Single delivery over HTTP, as DESIGN.md's "HTTP protocol" section pins it.
+
+Request: ``POST url`` with the record value as body and the record's metadata in ``Kafka-*`` headers.
+Reply mapping: 2xx with a body is success (published), 2xx without one is success with nothing published,
+408/425/429/5xx (but 501), timeouts and connection errors are retried, other 4xx and 501 are dead-lettered at once;
+a ``Streamcar-Result`` header overrides the status.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Sequence
+from urllib.parse import quote_from_bytes, unquote_to_bytes
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from streamcar.config import CallConfig
+from streamcar.event import KEEP_KEY, Event, KeepKey, Reply
+
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+HEADER_PREFIX = "Kafka-Header-"
+# RFC 9110 token characters: what may stand in a header name unescaped
+_TOKEN_SAFE = "!#$&'*+-.^_`|~"
+_MAX_ERROR_BODY = 300
+_PASSTHROUGH = ("traceparent", "tracestate")
+
+
+def encode_header_name(name: str) -> str:
+    return quote_from_bytes(name.encode(), safe=_TOKEN_SAFE)
+
+
+def request_headers(event: Event, static: dict[str, str]) -> CIMultiDict[str]:
+    headers: CIMultiDict[str] = CIMultiDict(static)
+    content_type = event.header("content-type")
+    headers["Content-Type"] = content_type.decode("latin-1") if content_type is not None else "application/octet-stream"
+    headers["Kafka-Topic"] = event.topic
+    headers["Kafka-Partition"] = str(event.partition)
+    headers["Kafka-Offset"] = str(event.offset)
+    headers["Kafka-Timestamp"] = str(event.timestamp)
+    if event.key is not None:
+        headers["Kafka-Key"] = quote_from_bytes(event.key, safe="")
+    for name, value in event.headers:
+        headers.add(HEADER_PREFIX + encode_header_name(name), quote_from_bytes(value or b"", safe=""))
+    headers["Idempotency-Key"] = event.idempotency_key
+    for name in _PASSTHROUGH:
+        value = event.header(name)
+        if value is not None:
+            headers[name] = value.decode("latin-1")
+    return headers
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date; None if absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def reply_from_response(status: int, headers: CIMultiDictProxy[str] | CIMultiDict[str], body: bytes) -> Reply:
+    override = headers.get("Streamcar-Result", "").strip().lower()
+    retry_after = parse_retry_after(headers.get("Retry-After"))
+    error = f"HTTP {status}" + (f": {_snippet(body)}" if body and not 200 <= status < 300 else "")
+    if override == "drop":
+        return Reply.drop()
+    if override == "retry":
+        return Reply.retry(after=retry_after, error=f"{error} (Streamcar-Result: retry)", kind="http-status")
+    if override in ("dead-letter", "dead_letter", "deadletter"):
+        return Reply.dead_letter(f"{error} (Streamcar-Result: dead-letter)", kind="rejected")
+    if 200 <= status < 300:
+        return _success(headers, body)
+    if status in RETRY_STATUSES or (status >= 500 and status != 501):
+        return Reply.retry(after=retry_after, error=error, kind="http-status")
+    return Reply.dead_letter(error, kind="http-status")
+
+
+def _success(headers: CIMultiDictProxy[str] | CIMultiDict[str], body: bytes) -> Reply:
+    if not body:
+        return Reply.success(None)
+    key: bytes | KeepKey | None = KEEP_KEY
+    if "Kafka-Key" in headers:
+        key = unquote_to_bytes(headers["Kafka-Key"])
+    record_headers: list[tuple[str, bytes | None]] = []
+    for name, value in headers.items():
+        if len(name) > len(HEADER_PREFIX) and name[: len(HEADER_PREFIX)].lower() == HEADER_PREFIX.lower():
+            decoded = unquote_to_bytes(name[len(HEADER_PREFIX) :]).decode("utf-8", "replace")
+            record_headers.append((decoded, unquote_to_bytes(value)))
+    content_type = headers.get("Content-Type")
+    return Reply.success(
+        body,
+        key=key,
+        headers=tuple(record_headers),
+        content_type=content_type,
+    )
+
+
+def _snippet(body: bytes) -> str:
+    text = body[:_MAX_ERROR_BODY].decode("utf-8", "replace").strip().replace("\n", " ")
+    return text + ("..." if len(body) > _MAX_ERROR_BODY else "")
+
+
+class HttpCaller:
+    def __init__(self, config: CallConfig, *, max_connections: int) -> None:
+        self._url = config.url
+        self._static_headers = dict(config.headers)
+        self._timeout = aiohttp.ClientTimeout(total=config.timeout)
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=60, enable_cleanup_closed=True)
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=self._timeout, auto_decompress=True, skip_auto_headers=("User-Agent",)
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def call(self, events: Sequence[Event]) -> list[Reply]:
+        return [await self._call_one(event) for event in events]
+
+    async def _call_one(self, event: Event) -> Reply:
+        session = self._session
+        if session is None:
+            raise RuntimeError("HttpCaller.start() was not awaited")
+        try:
+            async with session.post(
+                self._url,
+                data=event.value or b"",
+                headers=request_headers(event, self._static_headers),
+                allow_redirects=False,
+            ) as response:
+                body = await response.read()
+                return reply_from_response(response.status, response.headers, body)
+        except TimeoutError:
+            return Reply.retry(error=f"no reply within {self._timeout.total}s", kind="timeout")
+        except aiohttp.ClientConnectionError as exc:
+            return Reply.retry(error=f"connection error: {exc}", kind="connection")
+        except aiohttp.ClientError as exc:
+            return Reply.retry(error=f"HTTP client error: {exc}", kind="http-client")

@@ -1,0 +1,106 @@
+"""What the engine hands a service (:class:`Event`) and what it takes back (:class:`Reply`).
+
+Every call mode speaks these two types: the HTTP and gRPC callers translate the wire protocol into them, and an
+in-process Python handler receives and returns them directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+Headers = tuple[tuple[str, bytes | None], ...]
+
+
+class Result(StrEnum):
+    SUCCESS = "success"
+    DROP = "drop"
+    RETRY = "retry"
+    DEAD_LETTER = "dead-letter"
+
+
+class KeepKey:
+    """Sentinel: the reply record keeps the input record's key."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "KEEP_KEY"
+
+
+KEEP_KEY: Final = KeepKey()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One Kafka record as the service sees it."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int  # ms since the epoch; -1 when the record has none
+    key: bytes | None
+    value: bytes | None
+    headers: Headers = ()
+
+    @property
+    def idempotency_key(self) -> str:
+        """``{topic}-{partition}-{offset}``: the same for every redelivery of this record, so services can dedupe."""
+        return f"{self.topic}-{self.partition}-{self.offset}"
+
+    def header(self, name: str) -> bytes | None:
+        """The last value of header ``name`` (Kafka headers are case-sensitive), or None."""
+        for key, value in reversed(self.headers):
+            if key == name:
+                return value
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The service's answer for one event. Build it with the class methods."""
+
+    result: Result
+    value: bytes | None = None
+    key: bytes | KeepKey | None = KEEP_KEY
+    headers: Headers = ()
+    content_type: str | None = None
+    retry_after: float | None = None  # seconds the service asked us to wait (Retry-After)
+    error: str | None = None
+    error_kind: str | None = None  # the dead-letter header streamcar-error-kind: http-status, timeout, ...
+
+    @classmethod
+    def success(
+        cls,
+        value: bytes | None = None,
+        *,
+        key: bytes | KeepKey | None = KEEP_KEY,
+        headers: Headers | dict[str, bytes | str] | None = None,
+        content_type: str | None = None,
+    ) -> Reply:
+        """Done; ``value`` (if any) is published to the pipeline's ``publish.topic``."""
+        return cls(Result.SUCCESS, value=value, key=key, headers=_headers(headers), content_type=content_type)
+
+    @classmethod
+    def drop(cls) -> Reply:
+        """Done, nothing published."""
+        return cls(Result.DROP)
+
+    @classmethod
+    def retry(cls, *, after: float | None = None, error: str | None = None, kind: str = "retry") -> Reply:
+        """Try again later (after at least ``after`` seconds); dead-lettered once the attempts are spent."""
+        return cls(Result.RETRY, retry_after=after, error=error or "the service asked for a retry", error_kind=kind)
+
+    @classmethod
+    def dead_letter(cls, reason: str, *, kind: str = "rejected") -> Reply:
+        """Never going to work: send the record to the dead-letter topic now."""
+        return cls(Result.DEAD_LETTER, error=reason, error_kind=kind)
+
+
+def _headers(headers: Headers | dict[str, bytes | str] | None) -> Headers:
+    if not headers:
+        return ()
+    if isinstance(headers, dict):
+        return tuple((k, v.encode() if isinstance(v, str) else v) for k, v in headers.items())
+    return tuple(headers)

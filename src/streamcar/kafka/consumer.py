@@ -1,0 +1,223 @@
+"""A confluent-kafka Consumer on its own thread, bridged to an asyncio loop.
+
+librdkafka's consumer is synchronous and its rebalance callbacks run inside ``consume()``, on the thread that
+calls it. So one thread owns the consumer: it fetches batches and posts them to the loop, and when the group
+revokes partitions it *blocks inside the callback* until the loop has drained them and returned the offsets
+to commit, commits them on this thread, and only then lets librdkafka release the partitions. That ordering
+is what makes a cooperative rebalance lose nothing.
+
+The thread is the consumer's only user: confluent-kafka's Consumer blocks other threads' calls (assignment,
+pause, commit) while one thread sits in ``consume()``. So the loop sends pause, resume and commit as commands
+that the thread runs between two fetches (at most ``poll_interval`` apart). The thread never runs ahead of the
+loop by more than ``max_pending_batches`` batches; the pipeline's backpressure pauses fetching when too much
+work is in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from streamcar.engine.offsets import TopicPartition as TP
+
+log = logging.getLogger("streamcar.kafka.consumer")
+
+
+class ConsumerListener(Protocol):
+    """What the bridge tells the pipeline; every method runs on the asyncio loop."""
+
+    def on_records(self, records: list[Message]) -> None: ...
+
+    async def on_assigned(self, partitions: list[TP]) -> None: ...
+
+    async def on_revoked(self, partitions: list[TP]) -> dict[TP, int]:
+        """Drain ``partitions`` (bounded) and return the offsets to commit for them before release."""
+        ...
+
+    async def on_lost(self, partitions: list[TP]) -> None: ...
+
+    def on_error(self, error: KafkaError) -> None: ...
+
+
+class ConsumerBridge:
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        topics: list[str],
+        listener: ConsumerListener,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        batch_size: int = 500,
+        revoke_timeout: float = 60.0,
+        max_pending_batches: int = 2,
+        poll_interval: float = 0.05,
+    ) -> None:
+        conf = dict(config)
+        conf["error_cb"] = self._error_cb
+        self._consumer = Consumer(conf)
+        self._topics = topics
+        self._listener = listener
+        self._loop = loop
+        self._batch_size = batch_size
+        self._revoke_timeout = revoke_timeout
+        self._pending = threading.BoundedSemaphore(max_pending_batches)
+        self._poll_interval = poll_interval
+        self._stopping = threading.Event()
+        self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._paused = False  # what the loop wants; the thread applies it (also to partitions assigned later)
+        self._thread = threading.Thread(target=self._run, name=f"consumer-{','.join(topics)}", daemon=True)
+        self._done: asyncio.Future[None] = loop.create_future()
+
+    # -- called from the loop -------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def batch_done(self) -> None:
+        """The loop accepted a batch: the thread may hand over another."""
+        self._pending.release()
+
+    def pause_all(self) -> None:
+        if not self._paused:
+            self._paused = True
+            self._commands.put(self._apply_pause)
+
+    def resume_all(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._commands.put(self._apply_pause)
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    async def commit(self, offsets: Mapping[TP, int]) -> None:
+        """Commit synchronously on the consumer thread; raises KafkaException if the broker refuses."""
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        future: asyncio.Future[None] = self._loop.create_future()
+
+        def command() -> None:
+            try:
+                self._commit_sync(tps)
+            except Exception as exc:
+                self._loop.call_soon_threadsafe(_settle, future, exc)
+            else:
+                self._loop.call_soon_threadsafe(_settle, future, None)
+
+        self._commands.put(command)
+        await future
+
+    async def stop(self) -> None:
+        """Leave the group (revoking, hence committing, what we hold) and end the thread."""
+        self._stopping.set()
+        if self._thread.is_alive():
+            await self._done
+        elif not self._done.done():
+            self._done.set_result(None)
+
+    # -- the consumer thread ----------------------------------------------------------------------------
+    def _apply_pause(self) -> None:
+        assignment = self._consumer.assignment()
+        if assignment:
+            (self._consumer.pause if self._paused else self._consumer.resume)(assignment)
+
+    def _run_commands(self) -> None:
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            command()
+
+    def _commit_sync(self, tps: list[TopicPartition]) -> None:
+        if not tps:
+            return
+        for tp in self._consumer.commit(offsets=tps, asynchronous=False):
+            if tp.error is not None:
+                raise KafkaException(tp.error)
+
+    def _run(self) -> None:
+        try:
+            self._consumer.subscribe(
+                self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            )
+            while not self._stopping.is_set():
+                self._run_commands()
+                if not self._pending.acquire(timeout=self._poll_interval):
+                    self._consumer.poll(0)  # the loop is behind: keep serving callbacks meanwhile
+                    continue
+                records = self._consumer.consume(num_messages=self._batch_size, timeout=self._poll_interval)
+                if records:
+                    self._loop.call_soon_threadsafe(self._listener.on_records, records)
+                else:
+                    self._pending.release()
+        except Exception as exc:  # surfaced to the loop; the pipeline decides what a failed consumer means
+            log.exception("consumer thread failed")
+            self._loop.call_soon_threadsafe(self._listener.on_error, KafkaError(KafkaError._FATAL, str(exc)))
+        finally:
+            self._run_commands()  # a final commit the loop asked for before stopping
+            try:
+                self._consumer.close()  # runs on_revoke for what we still hold: drained and committed there
+            except Exception:
+                log.exception("closing the consumer failed")
+            self._loop.call_soon_threadsafe(_resolve, self._done)
+
+    def _call_loop(self, coro: Awaitable[Any], timeout: float) -> Any:
+        async def wrapper() -> Any:
+            return await coro
+
+        return asyncio.run_coroutine_threadsafe(wrapper(), self._loop).result(timeout)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        log.info("assigned %s", _fmt(tps))
+        # Assign here rather than letting the client do it after we return, so partitions that arrive while
+        # backpressure holds the others paused can be paused before they fetch anything.
+        consumer.incremental_assign(partitions)
+        if self._paused and partitions:
+            consumer.pause(partitions)
+        self._call_loop(self._listener.on_assigned(tps), self._revoke_timeout)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        log.info("revoking %s", _fmt(tps))
+        try:
+            offsets: dict[TP, int] = self._call_loop(self._listener.on_revoked(tps), self._revoke_timeout + 10)
+        except Exception:
+            log.exception("draining revoked partitions failed; their uncommitted work will be redelivered")
+            return
+        try:
+            self._commit_sync([TopicPartition(t, p, o) for (t, p), o in offsets.items()])
+        except KafkaException as exc:
+            log.warning("commit on revoke failed (the work will be redelivered): %s", exc)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        log.warning("lost %s (another member owns them now; nothing is committed for them)", _fmt(tps))
+        self._call_loop(self._listener.on_lost(tps), self._revoke_timeout)
+
+    def _error_cb(self, error: KafkaError) -> None:
+        self._loop.call_soon_threadsafe(self._listener.on_error, error)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+def _fmt(tps: list[TP]) -> str:
+    return ", ".join(f"{t}[{p}]" for t, p in sorted(tps)) or "nothing"

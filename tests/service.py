@@ -1,0 +1,116 @@
+"""A real HTTP service for the tests, on its own thread and loop so it answers whatever the test code is doing.
+
+It records every request it receives (before answering) and answers through a handler the test can swap.
+It can go down (the listening socket closes, connections are refused) and come back on the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
+
+from aiohttp import web
+
+Handler = Callable[["Seen"], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Seen:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    body: bytes
+    headers: dict[str, str]
+    at: float
+
+    @property
+    def id(self) -> tuple[str, int, int]:
+        return (self.topic, self.partition, self.offset)
+
+
+async def echo_upper(seen: Seen) -> web.StreamResponse:
+    return web.Response(body=seen.body.upper(), content_type="text/plain")
+
+
+class TestService:
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, handler: Handler = echo_upper) -> None:
+        self.handler = handler
+        self.seen: list[Seen] = []
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="test-service", daemon=True)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/handle"
+
+    def _run(self, coro: Awaitable[None]) -> None:
+        async def wrap() -> None:
+            await coro
+
+        asyncio.run_coroutine_threadsafe(wrap(), self._loop).result(30)
+
+    def start(self) -> TestService:
+        self._thread.start()
+        self._run(self._up())
+        return self
+
+    def stop(self) -> None:
+        self._run(self._down())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def down(self) -> None:
+        """Stop listening: calls now fail with connection refused."""
+        self._run(self._down())
+
+    def up(self) -> None:
+        self._run(self._up())
+
+    async def _up(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/handle", self._handle)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+        await site.start()
+        if self.port == 0:
+            self.port = int(self._runner.addresses[0][1])
+
+    async def _down(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        key = request.headers.get("Kafka-Key")
+        seen = Seen(
+            topic=request.headers["Kafka-Topic"],
+            partition=int(request.headers["Kafka-Partition"]),
+            offset=int(request.headers["Kafka-Offset"]),
+            key=unquote_to_bytes(key) if key is not None else None,
+            body=await request.read(),
+            headers=dict(request.headers),
+            at=time.monotonic(),
+        )
+        with self._lock:
+            self.seen.append(seen)
+        return await self.handler(seen)
+
+    def requests(self) -> list[Seen]:
+        with self._lock:
+            return list(self.seen)
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.seen)
