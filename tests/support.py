@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -116,7 +116,7 @@ def read_topic(handle: KafkaHandle, topic: str, *, expect: int, timeout: float =
 def produce_records(
     handle: KafkaHandle,
     topic: str,
-    records: list[tuple[bytes | None, bytes | None]],
+    records: Sequence[tuple[bytes | None, bytes | None]],
     *,
     headers: list[tuple[str, str | bytes | None]] | None = None,
     partition: int = -1,

@@ -121,6 +121,11 @@ class Pipeline:
         self._failed = asyncio.Event()
         self._resume_at = max(0, config.max_in_flight - max(1, config.max_in_flight // 4))
         self._bridge: ConsumerBridge | None = None
+        # Besides every commit_interval, commit once this many messages completed since the last commit: it
+        # bounds what a crash makes us redo (and so the duplicates it causes) to about max_in_flight.
+        self._commit_every = max(1, config.max_in_flight // 2)
+        self._since_commit = 0
+        self._committing = False
 
     # -- life cycle ---------------------------------------------------------------------------------------
     def consumer_config(self) -> dict[str, str | int | float | bool]:
@@ -427,6 +432,9 @@ class Pipeline:
         if self._current(work):
             self._tracker.done(work.tp, work.event.offset)
             self._scheduler.finish(work)
+            self._since_commit += 1
+            if self._since_commit >= self._commit_every and not self._committing:
+                asyncio.get_running_loop().create_task(self._commit())
         self._pace()
         self._dispatch()
 
@@ -438,12 +446,18 @@ class Pipeline:
 
     async def _commit(self) -> None:
         bridge = self._bridge
-        points = {tp: o for tp, o in self._tracker.commit_points().items() if tp in self._accepting}
-        if bridge is None or not points:
+        if bridge is None or self._committing:
             return
+        points = {tp: o for tp, o in self._tracker.commit_points().items() if tp in self._accepting}
+        if not points:
+            return
+        self._committing = True
+        self._since_commit = 0
         try:
             await bridge.commit(points)
         except KafkaException as exc:  # e.g. mid-rebalance; the next tick (or the revoke) commits again
             log.info("%s: commit deferred: %s", self.name, exc)
             return
+        finally:
+            self._committing = False
         self._tracker.mark_committed(points)
