@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from streamcar.app import Sidecar
 from streamcar.config import Config
@@ -63,3 +69,40 @@ async def running(config: Config, *, assigned_within: float = 30.0) -> AsyncIter
         stop.set()
         async with asyncio.timeout(60):
             await task
+
+
+class SidecarProcess:
+    """``streamcar run`` as a separate process, as it runs in production (and as SIGKILL can hit it)."""
+
+    def __init__(self, config: Config, workdir: Path) -> None:
+        self.config_file = workdir / "streamcar.yaml"
+        self.config_file.write_text(yaml.safe_dump(config.model_dump(mode="json", by_alias=True)))
+        self.log_file = workdir / "sidecar.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> SidecarProcess:
+        log = self.log_file.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamcar", "run", "-c", str(self.config_file)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        return self
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
