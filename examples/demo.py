@@ -1,82 +1,173 @@
-"""The README's demo: a real local Kafka, events flowing, everything stopped at the end.
+"""The README's demo: local Kafka, the example orders service, the sidecar between them, events flowing.
 
-Until the sidecar lands (issue #3) this round-trips a few JSON orders through the broker; it becomes the full
-demo (example service + sidecar + dead letters) with it.
+It starts a real Apache Kafka, the example service (examples/orders_service.py) and `streamcar run` with
+examples/streamcar.yaml, produces sample orders (two of them bad), shows the enriched replies the sidecar
+published and the dead letters it routed, then stops everything (the sidecar with SIGTERM: drain, commit,
+exit 0) and removes its temporary files.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from rich.console import Console
 from rich.table import Table
 
-from streamcar.devkafka import LocalKafka, ensure_jars
+from streamcar.devkafka import LocalKafka, ensure_jars, free_ports
 from streamcar.errors import StreamcarError
 
+HERE = Path(__file__).resolve().parent
 console = Console()
+
+ORDERS: list[bytes] = [
+    json.dumps({"order_id": f"o-{i}", "customer": f"c-{i % 3}", "amount": amount, "currency": currency}).encode()
+    for i, (amount, currency) in enumerate(
+        [(12.5, "EUR"), (120.0, "USD"), (42.0, "GBP"), (7.99, "EUR"), (250.0, "EUR"), (19.0, "USD")]
+    )
+] + [
+    b"this is not json",
+    json.dumps({"order_id": "o-bad", "customer": "c-0", "amount": -5}).encode(),
+]
 
 
 def main() -> int:
-    data_dir = Path(tempfile.mkdtemp(prefix="streamcar-demo-"))
-    cluster = LocalKafka(data_dir)
+    workdir = Path(tempfile.mkdtemp(prefix="streamcar-demo-"))
+    cluster = LocalKafka(workdir / "kafka")
+    children: list[subprocess.Popen[bytes]] = []
     try:
         with console.status("fetching Kafka through Maven (first run only) ..."):
             ensure_jars()
         with console.status("starting a local Apache Kafka ..."):
-            layout = cluster.start(nodes=1, port=0)
-        console.print(f"[green]Kafka running[/green] at {layout.bootstrap}")
-        round_trip(layout.bootstrap)
-        console.print("[green]demo done[/green]: the sidecar itself joins this demo with issue #3")
+            bootstrap = cluster.start(nodes=1, port=0).bootstrap
+        console.print(f"[green]Kafka[/green] running at {bootstrap}")
+        create_topics(bootstrap)
+
+        port = free_ports(1)[0]
+        service_log = (workdir / "service.log").open("wb")
+        children.append(
+            subprocess.Popen(
+                [sys.executable, str(HERE / "orders_service.py"), "--port", str(port)],
+                stdout=service_log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        console.print(f"[green]example service[/green] answering at http://127.0.0.1:{port}/orders")
+
+        env = {**os.environ, "KAFKA_BOOTSTRAP": bootstrap, "SERVICE_URL": f"http://127.0.0.1:{port}/orders"}
+        sidecar_log = workdir / "sidecar.log"
+        with sidecar_log.open("wb") as log:
+            sidecar = subprocess.Popen(
+                [sys.executable, "-m", "streamcar", "run", "-c", str(HERE / "streamcar.yaml")],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        children.append(sidecar)
+        console.print("[green]sidecar[/green] started: streamcar run -c examples/streamcar.yaml")
+
+        produce(bootstrap)
+        console.print(f"produced {len(ORDERS)} orders to [bold]orders[/bold] (2 of them bad)")
+        with console.status("waiting for the sidecar's replies and dead letters ..."):
+            enriched = read(bootstrap, "orders-enriched", 6)
+            dead = read(bootstrap, "orders-dlq", 2)
+        show(enriched, dead)
+
+        sidecar.send_signal(signal.SIGTERM)
+        code = sidecar.wait(30)
+        console.print(f"sidecar stopped on SIGTERM with exit code {code} (drained and committed)")
+        if len(enriched) != 6 or len(dead) != 2 or code != 0:
+            console.print(f"[red]unexpected result[/red]; sidecar log:\n{sidecar_log.read_text()[-3000:]}")
+            return 1
+        console.print("[green]demo done[/green]")
         return 0
-    except StreamcarError as exc:
+    except (StreamcarError, TimeoutError) as exc:
         console.print(f"[red]demo failed:[/red] {exc}")
         return 1
     finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+                try:
+                    child.wait(10)
+                except subprocess.TimeoutExpired:
+                    child.kill()
         with console.status("stopping Kafka ..."):
             cluster.stop(timeout=20)
-        shutil.rmtree(data_dir, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
-def round_trip(bootstrap: str) -> None:
-    """Produce a few orders and read them back; the clients are gone when this returns, before Kafka stops."""
+def create_topics(bootstrap: str) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic("orders", num_partitions=3, replication_factor=1)])["orders"].result(30)
+    topics = [NewTopic("orders", 3, 1), NewTopic("orders-enriched", 3, 1), NewTopic("orders-dlq", 1, 1)]
+    for future in admin.create_topics(topics).values():
+        future.result(30)
 
-    orders = [{"order_id": f"o-{i}", "customer": f"c-{i % 3}", "amount": round(9.99 * (i + 1), 2)} for i in range(6)]
+
+def wait_http(url: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not answer within {timeout:.0f}s") from None
+            time.sleep(0.1)
+
+
+def produce(bootstrap: str) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True})
-    for order in orders:
-        producer.produce("orders", key=str(order["customer"]).encode(), value=json.dumps(order).encode())
+    for i, value in enumerate(ORDERS):
+        producer.produce(
+            "orders", key=f"c-{i % 3}".encode(), value=value, headers={"content-type": b"application/json"}
+        )
     if producer.flush(30) != 0:
-        raise StreamcarError("the demo events were not acknowledged within 30 s")
-    console.print(f"produced {len(orders)} orders to [bold]orders[/bold]")
+        raise StreamcarError("the demo orders were not acknowledged within 30 s")
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "demo", "enable.auto.commit": False})
-    consumer.assign([TopicPartition("orders", p, 0) for p in range(3)])
-    table = Table(title="orders read back from Kafka")
-    for column in ("partition", "offset", "key", "value"):
-        table.add_column(column)
-    seen = 0
-    deadline = time.monotonic() + 30
-    while seen < len(orders) and time.monotonic() < deadline:
-        for msg in consumer.consume(num_messages=100, timeout=0.5):
-            if msg.error():
-                raise StreamcarError(str(msg.error()))
-            key = (msg.key() or b"").decode()
-            table.add_row(str(msg.partition()), str(msg.offset()), key, (msg.value() or b"").decode())
-            seen += 1
+
+def read(bootstrap: str, topic: str, expect: int, timeout: float = 60.0) -> list[Message]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "demo-reader", "enable.auto.commit": False})
+    partitions = consumer.list_topics(topic=topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    got: list[Message] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < expect and time.monotonic() < deadline:
+        got += [m for m in consumer.consume(num_messages=100, timeout=0.5) if m.error() is None]
     consumer.close()
+    return got
+
+
+def show(enriched: list[Message], dead: list[Message]) -> None:
+    table = Table(title="orders-enriched: what the service replied, published by the sidecar")
+    for column in ("key", "order", "total", "tier"):
+        table.add_column(column)
+    for msg in sorted(enriched, key=lambda m: m.value() or b""):
+        order = json.loads(msg.value() or b"{}")
+        table.add_row(
+            (msg.key() or b"").decode(), order["order_id"], f"{order['total']} {order['currency']}", order["tier"]
+        )
     console.print(table)
-    if seen != len(orders):
-        raise StreamcarError(f"read back {seen} of {len(orders)} orders")
+    letters = Table(title="orders-dlq: dead letters, with the reason in their headers")
+    for column in ("source", "kind", "error", "value"):
+        letters.add_column(column)
+    for msg in dead:
+        h = {k: v.decode() if isinstance(v, bytes) else str(v or "") for k, v in list(msg.headers() or [])}
+        source = f"{h['streamcar-source-topic']}[{h['streamcar-source-partition']}]@{h['streamcar-source-offset']}"
+        letters.add_row(source, h["streamcar-error-kind"], h["streamcar-error"], (msg.value() or b"").decode()[:40])
+    console.print(letters)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ class ConsumerBridge:
     ) -> None:
         conf = dict(config)
         conf["error_cb"] = self._error_cb
+        conf.setdefault("logger", logging.getLogger("streamcar.librdkafka"))
         self._consumer = Consumer(conf)
         self._topics = topics
         self._listener = listener

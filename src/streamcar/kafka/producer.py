@@ -51,6 +51,7 @@ class AsyncProducer:
         }
         conf.update(config)
         conf["error_cb"] = self._error_cb
+        conf.setdefault("logger", logging.getLogger("streamcar.librdkafka"))
         self._producer = Producer(conf)
         self._loop = loop
         self._stopping = threading.Event()
