@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-LINT_PATHS := src tests examples
+LINT_PATHS := src tests examples bench
 
 .PHONY: demo test lint unit integration bench clean kafka-stop
 

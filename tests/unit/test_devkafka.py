@@ -75,3 +75,11 @@ def test_status_of_an_empty_data_dir(tmp_path: Path) -> None:
     assert cluster.status() == []
     assert cluster.is_running() is False
     assert cluster.stop() == []
+
+
+def test_cluster_ids_never_start_with_a_dash() -> None:
+    from streamcar.devkafka.cluster import _cluster_id
+
+    ids = [_cluster_id() for _ in range(2000)]
+    assert all(not i.startswith("-") for i in ids)
+    assert all(len(i) == 22 for i in ids)

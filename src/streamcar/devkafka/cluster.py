@@ -390,10 +390,14 @@ class LocalKafka:
 
 
 def _cluster_id() -> str:
-    # StorageTool random-uuid prints a base64url of 16 random bytes; so do we, without a JVM round trip
+    # StorageTool random-uuid prints a base64url of 16 random bytes; so do we, without a JVM round trip. Like
+    # Kafka's Uuid.randomUuid, never one starting with "-": the format command would read it as an option.
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _die_with_parent() -> None:

@@ -1,0 +1,214 @@
+"""Benchmarks: the sidecar against the ceiling, measured in one run on one broker.
+
+    python -m bench [--messages N] [--partitions P] [--json FILE]
+
+Scenarios (each on fresh topics of the same broker, with the same pre-produced input):
+* ``ceiling``: a plain confluent-kafka consume -> produce loop (what librdkafka alone does on this machine);
+* ``http-single``: ``streamcar run`` (a separate process) calling a trivial local HTTP service (another process)
+  once per message, publishing every reply.
+
+Throughput is counted from the output records' own timestamps (first to last reply), so process start-up and
+the group join are not part of it. Figures are only comparable as ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+from rich.console import Console
+from rich.table import Table
+
+from streamcar.devkafka import LocalKafka, free_ports
+
+HERE = Path(__file__).resolve().parent
+console = Console(stderr=True)
+
+
+@dataclass
+class Result:
+    scenario: str
+    messages: int
+    seconds: float
+    msgs_per_s: float
+    ratio_to_ceiling: float | None = None
+
+
+def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
+
+
+def produce_input(bootstrap: str, topic: str, n: int, size: int) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True})
+    value = b"x" * size
+    for i in range(n):
+        while True:
+            try:
+                producer.produce(topic, key=f"key-{i % 1000}".encode(), value=value)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    assert producer.flush(120) == 0
+
+
+def output_span(bootstrap: str, topic: str, n: int, timeout: float = 600.0) -> tuple[int, float]:
+    """Wait for ``n`` records in ``topic``; return the count and the seconds between first and last timestamp."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}"})
+    partitions = consumer.list_topics(topic=topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    first, last, count = float("inf"), 0.0, 0
+    deadline = time.monotonic() + timeout
+    while count < n and time.monotonic() < deadline:
+        for msg in consumer.consume(num_messages=10_000, timeout=0.5):
+            if msg.error() is None:
+                ts = msg.timestamp()[1] / 1000
+                first, last, count = min(first, ts), max(last, ts), count + 1
+    consumer.close()
+    if count < n:
+        raise TimeoutError(f"only {count} of {n} records reached {topic} within {timeout:.0f}s")
+    return count, max(last - first, 1e-3)
+
+
+def ceiling(bootstrap: str, source: str, out: str, n: int) -> float:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"ceiling-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 5})
+    consumer.subscribe([source])
+    done = 0
+    while done < n:
+        batch = consumer.consume(num_messages=1000, timeout=1.0)
+        for msg in batch:
+            if msg.error() is None:
+                while True:
+                    try:
+                        producer.produce(out, key=msg.key(), value=msg.value())
+                        break
+                    except BufferError:
+                        producer.poll(0.01)
+                done += 1
+        producer.poll(0)
+        if batch:
+            consumer.commit(asynchronous=True)
+    producer.flush(60)
+    consumer.close()
+    return output_span(bootstrap, out, n)[1]
+
+
+def http_single(
+    bootstrap: str, source: str, out: str, n: int, workdir: Path, max_in_flight: int, profile: Path | None
+) -> float:
+    port = free_ports(1)[0]
+    service = subprocess.Popen(
+        [sys.executable, str(HERE / "echo_service.py"), str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
+    config = {
+        "kafka": {"bootstrap_servers": bootstrap},
+        "pipelines": {
+            "bench": {
+                "consume": {"topics": [source], "group": f"bench-{uuid.uuid4().hex[:8]}"},
+                "call": {"url": f"http://127.0.0.1:{port}/echo"},
+                "max_in_flight": max_in_flight,
+                "publish": {"topic": out},
+            }
+        },
+    }
+    config_file = workdir / f"{out}.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "STREAMCAR_LOG_LEVEL": "WARNING"}
+    sidecar = subprocess.Popen([sys.executable, "-m", "streamcar", "run", "-c", str(config_file)], env=env)
+    spy = None
+    if profile is not None:  # py-spy samples the sidecar; the folded stacks feed any flamegraph tool
+        profile.parent.mkdir(parents=True, exist_ok=True)
+        cmd = ["py-spy", "record", "--format", "raw", "-r", "100", "--nonblocking", "-o", str(profile)]
+        spy = subprocess.Popen([*cmd, "--pid", str(sidecar.pid)], stdout=subprocess.DEVNULL)
+    try:
+        return output_span(bootstrap, out, n)[1]
+    finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
+        sidecar.terminate()
+        sidecar.wait(60)
+        service.terminate()
+        service.wait(10)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--partitions", type=int, default=3)
+    parser.add_argument("--size", type=int, default=256, help="value bytes")
+    parser.add_argument("--max-in-flight", type=int, default=256)
+    parser.add_argument("--json", type=Path, default=HERE / "results" / "latest.json")
+    parser.add_argument("--profile", type=Path, help="record the sidecar with py-spy into this folded-stacks file")
+    args = parser.parse_args()
+    n = args.messages
+
+    workdir = Path(tempfile.mkdtemp(prefix="streamcar-bench-"))
+    cluster = LocalKafka(workdir / "kafka")
+    results: list[Result] = []
+    try:
+        with console.status("starting Kafka ..."):
+            bootstrap = cluster.start(nodes=1, port=0, heap="1g").bootstrap
+        source = "bench-input"
+        create_topic(bootstrap, source, args.partitions)
+        with console.status(f"producing {n} input records ..."):
+            produce_input(bootstrap, source, n, args.size)
+        scenarios: dict[str, Callable[[str], float]] = {
+            "ceiling": lambda out: ceiling(bootstrap, source, out, n),
+            "http-single": lambda out: http_single(
+                bootstrap, source, out, n, workdir, args.max_in_flight, args.profile
+            ),
+        }
+        for name, run in scenarios.items():
+            out = f"bench-out-{name}"
+            create_topic(bootstrap, out, args.partitions)
+            with console.status(f"running {name} ..."):
+                seconds = run(out)
+            results.append(Result(name, n, round(seconds, 3), round(n / seconds, 1)))
+    finally:
+        cluster.stop(timeout=20)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    top = results[0].msgs_per_s
+    for r in results:
+        r.ratio_to_ceiling = round(r.msgs_per_s / top, 3)
+    table = Table(title=f"streamcar bench: {n} messages, {args.partitions} partitions, {args.size} B values")
+    for column in ("scenario", "msgs/s", "ratio to ceiling"):
+        table.add_column(column, justify="right")
+    for r in results:
+        table.add_row(r.scenario, f"{r.msgs_per_s:,.0f}", f"{r.ratio_to_ceiling:.3f}")
+    Console().print(table)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(
+        json.dumps(
+            {"args": {k: str(v) for k, v in vars(args).items()}, "results": [asdict(r) for r in results]}, indent=2
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
