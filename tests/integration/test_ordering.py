@@ -155,3 +155,42 @@ async def test_without_dead_letter_topic_an_exhausted_message_blocks_its_key_onl
     assert all(s.offset == 1 for s in seen if s.key == b"poison")  # its key's next message waits behind it
     # the watermark stops at the poison message: nothing at or after it is committed, nothing is lost
     assert committed_total(kafka, group) == 1
+
+
+async def test_every_offset_is_consumed_under_backpressure(
+    kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str]
+) -> None:
+    """A fast service and a small max_in_flight: the consumer pauses and resumes all the time, skipping nothing."""
+    source = topic_factory(3)
+    group = group_factory()
+
+    async def handler(seen: Seen) -> web.StreamResponse:
+        return web.Response(status=204)
+
+    service = TestService(handler).start()
+    n = 20_000
+    try:
+        spec = pipeline(source, group, service.url, max_in_flight=32, ordering="none")
+        async with running(make_config(kafka.bootstrap, {"p": spec})):
+            await asyncio.to_thread(produce_records, kafka, source, [(None, b"v")] * n)
+            await asyncio.to_thread(
+                wait_for, lambda: committed_total(kafka, group) == n, timeout=120, what="all committed"
+            )
+    finally:
+        service.stop()
+    seen = service.requests()
+    assert {s.id for s in seen} == {(source, p, o) for p, o in _all_offsets(kafka, source)}
+
+
+def _all_offsets(kafka: KafkaHandle, topic: str) -> list[tuple[int, int]]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": "probe"})
+    try:
+        pairs = []
+        for p in consumer.list_topics(topic=topic, timeout=10).topics[topic].partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            pairs += [(p, o) for o in range(low, high)]
+        return pairs
+    finally:
+        consumer.close()

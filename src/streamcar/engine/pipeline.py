@@ -33,6 +33,8 @@ from streamcar.kafka.producer import AsyncProducer, ProduceError
 
 log = logging.getLogger("streamcar.pipeline")
 
+PREFETCH = 2000
+
 # Kafka errors after which the consumer cannot go on; anything else librdkafka recovers from by itself.
 _FATAL_CODES = frozenset(
     {
@@ -119,7 +121,10 @@ class Pipeline:
         self._draining = False
         self._failure: BaseException | None = None
         self._failed = asyncio.Event()
-        self._resume_at = max(0, config.max_in_flight - max(1, config.max_in_flight // 4))
+        # Consumed records wait here (behind their key, or for a free call slot) up to this many; beyond it the
+        # consumer pauses. Pausing purges librdkafka's prefetch and a resumed fetch takes a while, so the buffer
+        # must outlast that refetch or the service sits idle: resume at half of it.
+        self._prefetch = max(PREFETCH, 2 * config.max_in_flight)
         self._bridge: ConsumerBridge | None = None
         # Besides every commit_interval, commit once this many messages completed since the last commit: it
         # bounds what a crash makes us redo (and so the duplicates it causes) to about max_in_flight.
@@ -150,8 +155,13 @@ class Pipeline:
 
     @property
     def in_flight(self) -> int:
-        """Messages consumed and not yet done: queued behind a key, in a call, or waiting for a retry."""
-        return self._tracker.total_outstanding
+        """Messages in a call (or publishing its result) or waiting for a retry: at most max_in_flight."""
+        return len(self._running) + len(self._waiting)
+
+    @property
+    def buffered(self) -> int:
+        """Messages consumed and not started yet: behind their key or waiting for a free slot."""
+        return len(self._scheduler)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then drain within ``shutdown_timeout`` and commit; raises on failure."""
@@ -162,7 +172,7 @@ class Pipeline:
             list(self.config.consume.topics),
             self,
             loop,
-            batch_size=min(500, max(10, self.config.max_in_flight)),
+            batch_size=500,
             revoke_timeout=self.config.shutdown_timeout,
         )
         self._bridge.start()
@@ -288,20 +298,24 @@ class Pipeline:
 
     # -- flow control -------------------------------------------------------------------------------------
     def _pace(self) -> None:
-        """Backpressure: pause fetching at max_in_flight, resume once a quarter of it has drained."""
+        """Backpressure: pause fetching while the consumed-but-not-started buffer is full, resume at half."""
         bridge = self._bridge
         if bridge is None:
             return
-        if self.in_flight >= self.config.max_in_flight:
+        buffered = len(self._scheduler)
+        if buffered >= self._prefetch:
             bridge.pause_all()
-        elif bridge.paused and self.in_flight <= self._resume_at and not self._draining:
+        elif bridge.paused and buffered <= self._prefetch // 2 and not self._draining:
             bridge.resume_all()
 
     def _dispatch(self) -> None:
+        """Start ready messages while fewer than max_in_flight are in a call or waiting for a retry."""
         if self._draining:
             return
-        for work in self._scheduler.take(self._scheduler.ready_count):
-            self._launch(work)
+        free = self.config.max_in_flight - len(self._running) - len(self._waiting)
+        if free > 0 and self._scheduler.ready_count:
+            for work in self._scheduler.take(min(free, self._scheduler.ready_count)):
+                self._launch(work)
 
     def _launch(self, work: Work) -> None:
         task = asyncio.get_running_loop().create_task(self._process(work))
@@ -342,6 +356,8 @@ class Pipeline:
         finally:
             self._running.pop(work, None)
             self._changed.set()
+            self._pace()
+            self._dispatch()
 
     async def _settle(self, work: Work, reply: Reply) -> None:
         if not self._current(work):
@@ -435,8 +451,6 @@ class Pipeline:
             self._since_commit += 1
             if self._since_commit >= self._commit_every and not self._committing:
                 asyncio.get_running_loop().create_task(self._commit())
-        self._pace()
-        self._dispatch()
 
     # -- committing ---------------------------------------------------------------------------------------
     async def _commit_loop(self) -> None:

@@ -149,8 +149,9 @@ class ConsumerBridge:
             )
             while not self._stopping.is_set():
                 self._run_commands()
+                # The loop is behind: wait. Never poll() here to "serve callbacks": on a consumer poll() returns
+                # a record, and one dropped here would be skipped by the watermark, hence lost.
                 if not self._pending.acquire(timeout=self._poll_interval):
-                    self._consumer.poll(0)  # the loop is behind: keep serving callbacks meanwhile
                     continue
                 records = self._consumer.consume(num_messages=self._batch_size, timeout=self._poll_interval)
                 if records:
@@ -178,10 +179,11 @@ class ConsumerBridge:
         tps = [(p.topic, p.partition) for p in partitions]
         log.info("assigned %s", _fmt(tps))
         # Assign here rather than letting the client do it after we return, so partitions that arrive while
-        # backpressure holds the others paused can be paused before they fetch anything.
+        # backpressure holds the others paused are paused before they fetch anything.
         consumer.incremental_assign(partitions)
-        if self._paused and partitions:
-            consumer.pause(partitions)
+        if partitions:
+            # librdkafka keeps a partition's pause flag across revoke and re-assign: set it either way
+            (consumer.pause if self._paused else consumer.resume)(partitions)
         self._call_loop(self._listener.on_assigned(tps), self._revoke_timeout)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
