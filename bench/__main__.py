@@ -155,6 +155,49 @@ def http_single(
         service.wait(10)
 
 
+def http_ceiling(n: int, concurrency: int, size: int) -> float:
+    """The HTTP round trip alone: an aiohttp client posting to the same echo service, no Kafka, no engine."""
+    import asyncio
+
+    import aiohttp
+
+    port = free_ports(1)[0]
+    service = subprocess.Popen(
+        [sys.executable, str(HERE / "echo_service.py"), str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
+
+    async def run() -> float:
+        url = f"http://127.0.0.1:{port}/echo"
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+            for _ in range(100):  # wait for the service to listen
+                try:
+                    async with session.post(url, data=b"up") as response:
+                        await response.read()
+                    break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.1)
+            body = b"x" * size
+            todo = iter(range(n))
+
+            async def worker() -> None:
+                for i in todo:
+                    headers = {"Kafka-Offset": str(i), "Idempotency-Key": f"t-0-{i}"}
+                    async with session.post(url, data=body, headers=headers) as response:
+                        await response.read()
+
+            started = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return time.perf_counter() - started
+
+    try:
+        import uvloop
+
+        return uvloop.run(run())
+    finally:
+        service.terminate()
+        service.wait(10)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000)
@@ -182,6 +225,7 @@ def main() -> int:
                 bootstrap, source, out, n, workdir, args.max_in_flight, args.profile
             ),
         }
+        scenarios["http-ceiling"] = lambda out: http_ceiling(n, args.max_in_flight, args.size)
         for name, run in scenarios.items():
             out = f"bench-out-{name}"
             create_topic(bootstrap, out, args.partitions)
@@ -195,11 +239,13 @@ def main() -> int:
     top = results[0].msgs_per_s
     for r in results:
         r.ratio_to_ceiling = round(r.msgs_per_s / top, 3)
+    by_name = {r.scenario: r for r in results}
     table = Table(title=f"streamcar bench: {n} messages, {args.partitions} partitions, {args.size} B values")
-    for column in ("scenario", "msgs/s", "ratio to ceiling"):
+    for column in ("scenario", "msgs/s", "ratio to ceiling", "ratio to HTTP round trip"):
         table.add_column(column, justify="right")
     for r in results:
-        table.add_row(r.scenario, f"{r.msgs_per_s:,.0f}", f"{r.ratio_to_ceiling:.3f}")
+        http = r.msgs_per_s / by_name["http-ceiling"].msgs_per_s
+        table.add_row(r.scenario, f"{r.msgs_per_s:,.0f}", f"{r.ratio_to_ceiling:.3f}", f"{http:.3f}")
     Console().print(table)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(

@@ -15,14 +15,19 @@ from streamcar.errors import (
     ToolingError,
     UsageError,
 )
+from streamcar.event import KEEP_KEY, Event, Reply, Result
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "KEEP_KEY",
     "CallError",
     "ConfigError",
+    "Event",
     "KafkaError",
     "PermanentCallError",
+    "Reply",
+    "Result",
     "RetriableCallError",
     "StreamcarError",
     "ToolingError",

@@ -76,3 +76,22 @@ def test_unexpected_errors_are_one_line(monkeypatch: pytest.MonkeyPatch, capsys:
     assert err.strip().splitlines() == [
         "streamcar: internal error: RuntimeError: surprise (STREAMCAR_DEBUG=1 shows the traceback)"
     ]
+
+
+def test_run_with_a_bad_config_is_exit_2_without_a_traceback(
+    tmp_path: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pathlib import Path
+
+    assert isinstance(tmp_path, Path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "kafka: {bootstrap_servers: 127.0.0.1:9092}\n"
+        "pipelines:\n  p:\n    consume: {topics: [a], group: g}\n    call: {url: http://x/y, timeout: 5}\n"
+    )
+    assert main(["run", "-c", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "pipelines.p.call.timeout" in err
+    assert "Traceback" not in err
+    assert main(["run", "-c", str(tmp_path / "missing.yaml")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -1,0 +1,100 @@
+"""The HTTP protocol's pure parts: request headers out, reply mapping in (DESIGN.md's table)."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+
+import pytest
+from multidict import CIMultiDict
+
+from streamcar.call.http import parse_retry_after, reply_from_response, request_headers
+from streamcar.event import KEEP_KEY, Event, Result
+
+
+def reply(status: int, body: bytes = b"", **headers: str) -> object:
+    return reply_from_response(status, CIMultiDict({k.replace("_", "-"): v for k, v in headers.items()}), body)
+
+
+@pytest.mark.parametrize("status", [408, 425, 429, 500, 502, 503, 504, 505, 599])
+def test_transient_statuses_retry(status: int) -> None:
+    r = reply(status, b"busy")
+    assert r.result is Result.RETRY  # type: ignore[attr-defined]
+    assert r.error_kind == "http-status"  # type: ignore[attr-defined]
+    assert r.error == f"HTTP {status}: busy"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("status", [300, 301, 400, 401, 403, 404, 409, 413, 422, 501])
+def test_other_statuses_dead_letter_at_once(status: int) -> None:
+    r = reply(status)
+    assert r.result is Result.DEAD_LETTER  # type: ignore[attr-defined]
+    assert r.error_kind == "http-status"  # type: ignore[attr-defined]
+
+
+def test_success_with_body_keeps_key_unless_the_reply_sets_one() -> None:
+    plain = reply(200, b"out")
+    assert plain.result is Result.SUCCESS  # type: ignore[attr-defined]
+    assert plain.key is KEEP_KEY  # type: ignore[attr-defined]
+    rekeyed = reply(201, b"out", Kafka_Key="a%2Fb%00", Kafka_Header_x_y="1%202", Content_Type="text/csv")
+    assert rekeyed.key == b"a/b\x00"  # type: ignore[attr-defined]
+    assert rekeyed.headers == (("x-y", b"1 2"),)  # type: ignore[attr-defined]
+    assert rekeyed.content_type == "text/csv"  # type: ignore[attr-defined]
+
+
+def test_success_without_body_publishes_nothing() -> None:
+    assert reply(204).value is None  # type: ignore[attr-defined]
+    assert reply(200).value is None  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("status", "override", "expected"),
+    [
+        (200, "drop", Result.DROP),
+        (503, "drop", Result.DROP),
+        (200, "retry", Result.RETRY),
+        (400, "retry", Result.RETRY),
+        (200, "dead-letter", Result.DEAD_LETTER),
+        (500, "Dead-Letter", Result.DEAD_LETTER),
+    ],
+)
+def test_streamcar_result_overrides_the_status(status: int, override: str, expected: Result) -> None:
+    assert reply(status, b"x", Streamcar_Result=override).result is expected  # type: ignore[attr-defined]
+
+
+def test_retry_after_seconds_and_dates() -> None:
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    later = email.utils.formatdate(time.time() + 30, usegmt=True)
+    parsed = parse_retry_after(later)
+    assert parsed is not None
+    assert 25 <= parsed <= 31
+    assert reply(429, Retry_After="3").retry_after == 3.0  # type: ignore[attr-defined]
+
+
+def test_request_headers_encode_metadata() -> None:
+    event = Event(
+        "orders",
+        2,
+        41,
+        1700000000000,
+        b"k\xff y",
+        b"v",
+        (("content-type", b"application/json"), ("traceparent", b"00-a-b-01"), ("a b", b"\x00"), ("n", None)),
+    )
+    h = request_headers(event, {"Authorization": "Bearer t"})
+    assert h["Authorization"] == "Bearer t"
+    assert h["Content-Type"] == "application/json"
+    assert (h["Kafka-Topic"], h["Kafka-Partition"], h["Kafka-Offset"]) == ("orders", "2", "41")
+    assert h["Kafka-Timestamp"] == "1700000000000"
+    assert h["Kafka-Key"] == "k%FF%20y"
+    assert h["Kafka-Header-a%20b"] == "%00"
+    assert h["Kafka-Header-n"] == ""
+    assert h["Idempotency-Key"] == "orders-2-41"
+    assert h["traceparent"] == "00-a-b-01"
+
+
+def test_request_without_key_or_content_type() -> None:
+    h = request_headers(Event("t", 0, 0, -1, None, None), {})
+    assert "Kafka-Key" not in h
+    assert h["Content-Type"] == "application/octet-stream"
