@@ -1,7 +1,8 @@
 """Test fixtures: a real local Kafka per test session, started by the project's own tooling.
 
 * ``kafka`` -- one single-node broker for the whole session (started on first use).
-* ``kafka_cluster`` -- a 3-node cluster (replication 3, min.insync.replicas 2) for tests marked ``cluster``.
+* ``kafka_cluster`` -- a 3-node cluster (replication 3, min.insync.replicas 2) for tests marked ``cluster``,
+  started for the module that uses it and stopped after it.
 * ``topic_factory`` / ``group_factory`` -- unique topic and group names per test, so tests never share state.
 
 Every JVM is stopped at session end (and at interpreter exit, should the session be torn down abruptly).
@@ -46,7 +47,9 @@ def kafka(kafka_session: KafkaHandle) -> Iterator[KafkaHandle]:
     kafka_session.close_clients()
 
 
-@pytest.fixture(scope="session")
+# Module scope: three idle KRaft nodes cost a good share of two cores, so the cluster lives only while the
+# cluster tests (one module) run, not for the rest of the session.
+@pytest.fixture(scope="module")
 def kafka_cluster_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaHandle]:
     cluster, bootstrap = _start(tmp_path_factory, "kafka3", 3)
     try:

@@ -140,3 +140,31 @@ def produce_records(
                 producer.poll(0.05)
     assert producer.flush(60) == 0, "records not acknowledged within 60 s"
     assert failures == [], failures
+
+
+def committed(handle: KafkaHandle, group: str) -> dict[tuple[str, int], int]:
+    """The group's committed offset per (topic, partition), read through the admin API."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    admin = handle.admin()  # kept referenced until the future resolves
+    result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(timeout=30)
+    return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions if tp.offset >= 0}
+
+
+def committed_total(handle: KafkaHandle, group: str) -> int:
+    return sum(committed(handle, group).values())
+
+
+def topic_offsets(handle: KafkaHandle, topic: str) -> list[tuple[int, int]]:
+    """Every (partition, offset) the topic holds, from its low to its high watermark."""
+    from confluent_kafka import TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": handle.bootstrap, "group.id": "probe"})
+    try:
+        pairs = []
+        for p in consumer.list_topics(topic=topic, timeout=10).topics[topic].partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            pairs += [(p, o) for o in range(low, high)]
+        return pairs
+    finally:
+        consumer.close()

@@ -9,22 +9,15 @@ from collections.abc import Callable
 
 import pytest
 from aiohttp import web
-from confluent_kafka import ConsumerGroupTopicPartitions
 
 from service import Seen, TestService
 from sidecar import make_config, pipeline, running
-from support import KafkaHandle, TopicFactory, produce_records, read_topic, wait_for
+from support import KafkaHandle, TopicFactory, committed_total, produce_records, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 
 RETRY_CODES = [408, 425, 429, 500, 502, 503, 504]
 PERMANENT_CODES = [400, 404, 409, 422, 501]
-
-
-def committed(kafka: KafkaHandle, group: str) -> dict[tuple[str, int], int]:
-    admin = kafka.admin()
-    result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(timeout=30)
-    return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions if tp.offset >= 0}
 
 
 def headers_of(msg: object) -> dict[str, bytes]:
@@ -96,7 +89,7 @@ async def test_every_reply_row(
             letters = await asyncio.to_thread(read_topic, kafka, dlq, expect=expected_dlq)
             await asyncio.to_thread(
                 wait_for,
-                lambda: sum(committed(kafka, group).values()) == len(keys),
+                lambda: committed_total(kafka, group) == len(keys),
                 timeout=30,
                 what="every input offset committed",
             )

@@ -9,19 +9,12 @@ from collections.abc import Callable
 
 import pytest
 from aiohttp import web
-from confluent_kafka import ConsumerGroupTopicPartitions
 
 from service import Seen, TestService
 from sidecar import make_config, pipeline, running
-from support import KafkaHandle, TopicFactory, produce_records, wait_for
+from support import KafkaHandle, TopicFactory, committed_total, produce_records, topic_offsets, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def committed_total(kafka: KafkaHandle, group: str) -> int:
-    admin = kafka.admin()
-    result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(timeout=30)
-    return sum(tp.offset for tp in result.topic_partitions if tp.offset >= 0)
 
 
 class Concurrency:
@@ -179,18 +172,4 @@ async def test_every_offset_is_consumed_under_backpressure(
     finally:
         service.stop()
     seen = service.requests()
-    assert {s.id for s in seen} == {(source, p, o) for p, o in _all_offsets(kafka, source)}
-
-
-def _all_offsets(kafka: KafkaHandle, topic: str) -> list[tuple[int, int]]:
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": "probe"})
-    try:
-        pairs = []
-        for p in consumer.list_topics(topic=topic, timeout=10).topics[topic].partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            pairs += [(p, o) for o in range(low, high)]
-        return pairs
-    finally:
-        consumer.close()
+    assert {s.id for s in seen} == {(source, p, o) for p, o in topic_offsets(kafka, source)}

@@ -56,7 +56,7 @@ class ConsumerBridge:
         batch_size: int = 500,
         revoke_timeout: float = 60.0,
         max_pending_batches: int = 2,
-        poll_interval: float = 0.05,
+        poll_interval: float = 0.02,
     ) -> None:
         conf = dict(config)
         conf["error_cb"] = self._error_cb
