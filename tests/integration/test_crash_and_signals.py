@@ -66,6 +66,7 @@ def test_sigkill_loses_nothing(
         missing = expected - set(ids)
         assert not missing, f"{len(missing)} inputs have no reply, e.g. {sorted(missing)[:5]}"
         duplicates = sum(ids.values()) - n
+        print(f"duplicates after {kills} SIGKILLs: {duplicates}")
         # A crash redoes what was in flight (<= max_in_flight), what completed since the last commit was
         # triggered (max_in_flight / 2) and what completed while that commit travelled to the broker.
         assert duplicates <= kills * 3 * max_in_flight, duplicates
