@@ -37,7 +37,13 @@ def _http(config: CallConfig, max_in_flight: int) -> Caller:
     return HttpCaller(config, max_connections=max_in_flight)
 
 
-_REGISTRY: dict[str, CallerFactory] = {"http": _http}
+def _python(config: CallConfig, max_in_flight: int) -> Caller:
+    from streamcar.call.python import PythonCaller
+
+    return PythonCaller(config)
+
+
+_REGISTRY: dict[str, CallerFactory] = {"http": _http, "python": _python}
 
 
 def build_caller(config: CallConfig, max_in_flight: int) -> Caller:

@@ -1,0 +1,119 @@
+"""In-process Python handlers, as DESIGN.md's "Python in-process" section pins it: ``python:pkg.module:function``.
+
+The handler takes an :class:`Event` and returns a :class:`Reply`, the reply value (``bytes``-like or ``str``) or
+``None`` (done, nothing published). ``async def`` handlers run on the loop; plain ``def`` handlers run in a worker
+thread so they cannot block it. Exceptions become replies: a timeout, an exception with a truthy ``retriable``
+attribute (such as :class:`RetriableCallError`) or an ``OSError`` is retried, anything else is dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from streamcar.config import CallConfig, PythonTarget, format_duration
+from streamcar.errors import ConfigError
+from streamcar.event import Event, Reply
+
+Handler = Callable[[Event], Any]
+
+
+def load_handler(module_name: str, function: str) -> Handler:
+    """The handler named by ``python:module:function``; ConfigError with one line if it cannot be had."""
+    where = f"python:{module_name}:{function}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise ConfigError(f"call.url: {where}: no module named {exc.name!r}") from None
+        raise ConfigError(f"call.url: {where}: importing {module_name} failed: {_describe(exc)}") from None
+    except Exception as exc:
+        raise ConfigError(f"call.url: {where}: importing {module_name} failed: {_describe(exc)}") from None
+    try:
+        handler = getattr(module, function)
+    except AttributeError:
+        raise ConfigError(f"call.url: {where}: module {module_name} has no attribute {function!r}") from None
+    if not callable(handler):
+        raise ConfigError(f"call.url: {where}: {type(handler).__name__} is not callable")
+    return handler  # type: ignore[no-any-return]
+
+
+def reply_from_result(value: object) -> Reply:
+    """Map what a handler returned to a reply."""
+    if isinstance(value, Reply):
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return Reply.success(bytes(value))
+    if isinstance(value, str):
+        return Reply.success(value.encode())
+    if value is None:
+        return Reply.success(None)
+    return Reply.dead_letter(f"handler returned {type(value).__name__}", kind="handler-result")
+
+
+def reply_from_exception(exc: Exception) -> Reply:
+    """Retry if the exception says it is retriable (or is an OSError), dead-letter otherwise."""
+    retriable = getattr(exc, "retriable", None)
+    if retriable is None:
+        retriable = isinstance(exc, OSError)  # ConnectionError and TimeoutError included
+    if retriable:
+        return Reply.retry(error=_describe(exc), kind="exception")
+    return Reply.dead_letter(_describe(exc), kind="exception")
+
+
+def _describe(exc: BaseException) -> str:
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _is_async(handler: Handler) -> bool:
+    # an object whose class defines ``async def __call__`` counts too
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(type(handler).__call__)
+
+
+class PythonCaller:
+    def __init__(self, config: CallConfig) -> None:
+        target = config.target
+        if not isinstance(target, PythonTarget):
+            raise ConfigError(f"call.url: {config.url!r} is not a python:pkg.module:function target")
+        self._target = target
+        self._timeout = config.timeout
+        self._handler: Handler | None = None
+        self._async = False
+
+    async def start(self) -> None:
+        self._handler = load_handler(self._target.module, self._target.function)
+        self._async = _is_async(self._handler)
+
+    async def close(self) -> None:
+        pass
+
+    async def call(self, events: Sequence[Event]) -> list[Reply]:
+        return [await self._call_one(event) for event in events]
+
+    async def _call_one(self, event: Event) -> Reply:
+        handler = self._handler
+        if handler is None:
+            raise RuntimeError("PythonCaller.start() was not awaited")
+        deadline = asyncio.timeout(self._timeout)
+        try:
+            async with deadline:
+                if self._async:
+                    result = await handler(event)
+                else:
+                    # the thread runs on after a timeout: Python cannot stop it, but the loop is not held up
+                    result = await asyncio.to_thread(handler, event)
+                if inspect.isawaitable(result):  # a plain def that returned a coroutine
+                    result = await result
+        except TimeoutError as exc:
+            if deadline.expired():
+                return Reply.retry(
+                    error=f"handler gave no reply within {format_duration(self._timeout)}", kind="timeout"
+                )
+            return reply_from_exception(exc)
+        except Exception as exc:
+            return reply_from_exception(exc)
+        return reply_from_result(result)
