@@ -1,6 +1,7 @@
 """The sidecar process: every configured pipeline on one asyncio loop, one shared producer, graceful signals.
 
-``Sidecar(config).run(stop)`` is the library entry point; ``run_forever(config)`` is what ``streamcar run`` calls.
+Library entry points: ``await streamcar.serve(config, stop)`` runs the sidecar inside your own asyncio program;
+``streamcar.run(config)`` runs it in the foreground until SIGTERM/SIGINT (what ``streamcar run`` does).
 SIGTERM or SIGINT drains (each pipeline within its ``shutdown_timeout``), commits and returns; a second signal
 abandons the drain.
 """
@@ -14,6 +15,7 @@ import os
 import signal
 import sys
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 from streamcar.call import build_caller
@@ -64,6 +66,25 @@ class Sidecar:
         finally:
             await producer.close()
         log.info("streamcar stopped")
+
+
+def _as_config(config: Config | Path | str) -> Config:
+    if isinstance(config, Config):
+        return config
+    from streamcar.config import load_config
+
+    return load_config(Path(config))
+
+
+async def serve(config: Config | Path | str, stop: asyncio.Event | None = None) -> None:
+    """Run every pipeline of ``config`` (a Config or a YAML path) on the running loop until ``stop`` is set."""
+    await Sidecar(_as_config(config)).run(stop or asyncio.Event())
+
+
+def run(config: Config | Path | str) -> None:
+    """Run the sidecar in the foreground until SIGTERM/SIGINT; raises StreamcarError on failure."""
+    configure_logging()
+    run_forever(_as_config(config))
 
 
 async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+import streamcar
 from streamcar import Event, PermanentCallError
 
 from sidecar import make_config, pipeline, running
@@ -44,3 +46,33 @@ async def test_python_handler_replies_and_dead_letters(
     assert headers["streamcar-error-kind"] == b"exception"
     assert headers["streamcar-error"] == b"PermanentCallError: bad key"
     assert headers["streamcar-attempts"] == b"1"
+
+
+async def test_serve_embeds_the_engine_from_a_yaml_file(
+    kafka: KafkaHandle,
+    topic_factory: TopicFactory,
+    group_factory: Callable[[], str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``streamcar.serve`` is the library entry point: a YAML path in, the engine on the caller's loop."""
+    source, out = topic_factory(1), topic_factory(1)
+    config_file = tmp_path / "streamcar.yaml"
+    config_file.write_text(
+        "kafka: {bootstrap_servers: '${BOOT}'}\n"
+        "pipelines:\n"
+        f"  p:\n    consume: {{topics: [{source}], group: {group_factory()}}}\n"
+        f"    call: {{url: 'python:{__name__}:upper'}}\n"
+        f"    publish: {{topic: {out}}}\n"
+    )
+    monkeypatch.setenv("BOOT", kafka.bootstrap)
+    stop = asyncio.Event()
+    task = asyncio.create_task(streamcar.serve(config_file, stop))
+    try:
+        produce_records(kafka, source, [(b"a", b"hello")])
+        (reply,) = await asyncio.to_thread(read_topic, kafka, out, expect=1)
+        assert reply.value() == b"HELLO"
+    finally:
+        stop.set()
+        async with asyncio.timeout(30):
+            await task
