@@ -209,12 +209,14 @@ def main() -> int:
     args = parser.parse_args()
     n = args.messages
 
+    # SIGTERM (a timeout, a CI cancel) unwinds like Ctrl-C, so the finally below stops Kafka and removes files
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = Path(tempfile.mkdtemp(prefix="streamcar-bench-"))
     cluster = LocalKafka(workdir / "kafka")
     results: list[Result] = []
     try:
         with console.status("starting Kafka ..."):
-            bootstrap = cluster.start(nodes=1, port=0, heap="1g").bootstrap
+            bootstrap = cluster.start(nodes=1, port=0, heap="1g", die_with_parent=True).bootstrap
         source = "bench-input"
         create_topic(bootstrap, source, args.partitions)
         with console.status(f"producing {n} input records ..."):

@@ -43,6 +43,7 @@ ORDERS: list[bytes] = [
 
 
 def main() -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind through the cleanup below
     workdir = Path(tempfile.mkdtemp(prefix="streamcar-demo-"))
     cluster = LocalKafka(workdir / "kafka")
     children: list[subprocess.Popen[bytes]] = []
@@ -50,7 +51,7 @@ def main() -> int:
         with console.status("fetching Kafka through Maven (first run only) ..."):
             ensure_jars()
         with console.status("starting a local Apache Kafka ..."):
-            bootstrap = cluster.start(nodes=1, port=0).bootstrap
+            bootstrap = cluster.start(nodes=1, port=0, die_with_parent=True).bootstrap
         console.print(f"[green]Kafka[/green] running at {bootstrap}")
         create_topics(bootstrap)
 
