@@ -23,22 +23,20 @@ from streamcar.devkafka import LocalKafka
 from support import KafkaHandle, TopicFactory, create_topic
 
 
-def _start(tmp_path_factory: pytest.TempPathFactory, name: str, nodes: int) -> tuple[LocalKafka, str]:
+def _running_kafka(tmp_path_factory: pytest.TempPathFactory, name: str, nodes: int) -> Iterator[KafkaHandle]:
     cluster = LocalKafka(tmp_path_factory.mktemp(name))
     atexit.register(cluster.stop, timeout=10)
-    layout = cluster.start(
-        nodes=nodes, port=0, heap="512m" if nodes == 1 else "384m", timeout=180, die_with_parent=True
-    )
-    return cluster, layout.bootstrap
+    heap = "512m" if nodes == 1 else "384m"
+    layout = cluster.start(nodes=nodes, port=0, heap=heap, timeout=180, die_with_parent=True)
+    try:
+        yield KafkaHandle(cluster, layout.bootstrap)
+    finally:
+        cluster.stop(timeout=20)
 
 
 @pytest.fixture(scope="session")
 def kafka_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaHandle]:
-    cluster, bootstrap = _start(tmp_path_factory, "kafka", 1)
-    try:
-        yield KafkaHandle(cluster, bootstrap)
-    finally:
-        cluster.stop(timeout=20)
+    yield from _running_kafka(tmp_path_factory, "kafka", 1)
 
 
 @pytest.fixture
@@ -51,11 +49,7 @@ def kafka(kafka_session: KafkaHandle) -> Iterator[KafkaHandle]:
 # cluster tests (one module) run, not for the rest of the session.
 @pytest.fixture(scope="module")
 def kafka_cluster_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaHandle]:
-    cluster, bootstrap = _start(tmp_path_factory, "kafka3", 3)
-    try:
-        yield KafkaHandle(cluster, bootstrap)
-    finally:
-        cluster.stop(timeout=20)
+    yield from _running_kafka(tmp_path_factory, "kafka3", 3)
 
 
 @pytest.fixture
