@@ -99,6 +99,9 @@ class ConsumerBridge:
 
     async def commit(self, offsets: Mapping[TP, int]) -> None:
         """Commit synchronously on the consumer thread; raises KafkaException if the broker refuses."""
+        if self._stopping.is_set() or not self._thread.is_alive():
+            # nobody would run the command: the close already committed what the revoke drained
+            raise KafkaException(KafkaError(KafkaError._STATE, "the consumer is closing"))
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         future: asyncio.Future[None] = self._loop.create_future()
 
