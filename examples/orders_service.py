@@ -2,9 +2,11 @@
 
     POST /orders  body: {"order_id": "o-1", "customer": "c-1", "amount": 12.5, "currency": "EUR"}
 
-Replies 200 with the enriched order (published by the sidecar to the output topic), 422 for an order that can
-never be valid (dead-lettered by the sidecar at once) and 400 for a body that is not JSON. It dedupes by the
-sidecar's Idempotency-Key, as a real service should, so a redelivered order is enriched the same way.
+Replies 200 with the enriched order (published by the sidecar to the output topic); an order that can never be
+valid, or a body that is not JSON, is answered with ``Reply.dead_letter(...)`` (HTTP 422 with
+``Streamcar-Result: dead-letter``: dead-lettered by the sidecar at once). It dedupes by the event's idempotency key
+(``{topic}-{partition}-{offset}``, also sent as Idempotency-Key), as a real service should, so a redelivered order
+is enriched the same way. streamcar.service turns the request into an Event and the Reply into the response.
 
 Run: python examples/orders_service.py --port 8080
 """
@@ -17,6 +19,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+
+from streamcar import Event, Reply
+from streamcar.service import aiohttp_event, aiohttp_response
 
 TAX = {"EUR": 0.21, "USD": 0.08, "GBP": 0.20}
 _seen: dict[str, bytes] = {}
@@ -37,21 +42,25 @@ def enrich(order: dict[str, Any], received_at: str) -> dict[str, Any]:
 
 
 async def handle(request: web.Request) -> web.Response:
-    key = request.headers.get("Idempotency-Key", "")
+    event = await aiohttp_event(request)
+    return aiohttp_response(process(event))
+
+
+def process(event: Event) -> Reply:
+    key = event.idempotency_key
     if key in _seen:
-        return web.Response(body=_seen[key], content_type="application/json")
+        return Reply.success(_seen[key], content_type="application/json")
     try:
-        order = json.loads(await request.read())
+        order = json.loads(event.value or b"")
     except ValueError:
-        return web.Response(status=400, text="body is not JSON")
+        return Reply.dead_letter("body is not JSON")
     if not isinstance(order, dict) or "order_id" not in order or "amount" not in order:
-        return web.Response(status=422, text="an order needs order_id and amount")
+        return Reply.dead_letter("an order needs order_id and amount")
     if not isinstance(order["amount"], int | float) or order["amount"] < 0:
-        return web.Response(status=422, text=f"amount must be a non-negative number, got {order['amount']!r}")
+        return Reply.dead_letter(f"amount must be a non-negative number, got {order['amount']!r}")
     body = json.dumps(enrich(order, datetime.now(UTC).isoformat(timespec="seconds"))).encode()
-    if key:
-        _seen[key] = body
-    return web.Response(body=body, content_type="application/json")
+    _seen[key] = body
+    return Reply.success(body, content_type="application/json")
 
 
 async def health(_request: web.Request) -> web.Response:
