@@ -34,10 +34,8 @@ class Sidecar:
         self.started = asyncio.Event()
 
     def producer_config(self) -> dict[str, str | int | float | bool]:
-        conf = self.config.kafka.client_config()
-        conf.update({"acks": "all", "enable.idempotence": True})
-        conf.update(self.config.kafka.librdkafka)
-        return conf
+        """The cluster's client settings; AsyncProducer puts acks=all and idempotence under them."""
+        return self.config.kafka.client_config()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set (then drain and commit) or a pipeline fails (then raise its error)."""

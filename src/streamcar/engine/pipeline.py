@@ -260,27 +260,30 @@ class Pipeline:
 
     async def on_revoked(self, partitions: list[TP]) -> dict[TP, int]:
         revoked = set(partitions) & self._accepting
-        self._accepting -= revoked
-        for tp in revoked:
-            self._scheduler.drop_partition(tp)
-        for work in [w for w in self._waiting if w.tp in revoked]:
-            self._waiting.pop(work).cancel()
+        self._stop_taking(revoked)
         await self._wait_running(lambda w: w.tp in revoked, self.config.shutdown_timeout)
-        final = self._tracker.remove(revoked)
-        self._invalidate(revoked)
-        self._pace()
+        final = self._release(revoked)
         return {tp: offset for tp, offset in final.items() if offset is not None}
 
     async def on_lost(self, partitions: list[TP]) -> None:
         lost = set(partitions)
-        self._accepting -= lost
-        for tp in lost:
+        self._stop_taking(lost)
+        self._release(lost)  # another member owns them now: nothing to drain, nothing to commit
+
+    def _stop_taking(self, tps: set[TP]) -> None:
+        """No new records, queued messages or retries for ``tps``; calls already running go on."""
+        self._accepting -= tps
+        for tp in tps:
             self._scheduler.drop_partition(tp)
-        for work in [w for w in self._waiting if w.tp in lost]:
+        for work in [w for w in self._waiting if w.tp in tps]:
             self._waiting.pop(work).cancel()
-        self._tracker.remove(lost)
-        self._invalidate(lost)
+
+    def _release(self, tps: set[TP]) -> dict[TP, int | None]:
+        """Forget ``tps``: their final watermarks, and late completions of abandoned work ignored from now on."""
+        final = self._tracker.remove(tps)
+        self._invalidate(tps)
         self._pace()
+        return final
 
     def on_error(self, error: KafkaError) -> None:
         if error.fatal() or error.code() in _FATAL_CODES:

@@ -121,8 +121,8 @@ class ConsumerBridge:
         self._stopping.set()
         if self._thread.is_alive():
             await self._done
-        elif not self._done.done():
-            self._done.set_result(None)
+        else:
+            _settle(self._done, None)
 
     # -- the consumer thread ----------------------------------------------------------------------------
     def _apply_pause(self) -> None:
@@ -170,7 +170,7 @@ class ConsumerBridge:
                 self._consumer.close()  # runs on_revoke for what we still hold: drained and committed there
             except Exception:
                 log.exception("closing the consumer failed")
-            self._loop.call_soon_threadsafe(_resolve, self._done)
+            self._loop.call_soon_threadsafe(_settle, self._done, None)
 
     def _call_loop(self, coro: Awaitable[Any], timeout: float) -> Any:
         async def wrapper() -> Any:
@@ -209,11 +209,6 @@ class ConsumerBridge:
 
     def _error_cb(self, error: KafkaError) -> None:
         self._loop.call_soon_threadsafe(self._listener.on_error, error)
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
