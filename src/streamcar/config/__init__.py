@@ -21,6 +21,7 @@ from streamcar.config.models import (
     PublishConfig,
     RetryConfig,
     SecurityConfig,
+    ServiceTlsConfig,
 )
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "PythonTarget",
     "RetryConfig",
     "SecurityConfig",
+    "ServiceTlsConfig",
     "format_duration",
     "json_schema",
     "load_config",

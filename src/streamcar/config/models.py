@@ -28,7 +28,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from streamcar.config._durations import Duration, format_duration
-from streamcar.config._targets import CallTarget, parse_target, split_host_port
+from streamcar.config._targets import CallTarget, GrpcTarget, HttpTarget, parse_target, split_host_port
 
 PROBLEMS_ERROR = "streamcar_problems"
 
@@ -223,12 +223,35 @@ class BatchConfig(_Model):
     """How long a batch may wait to fill up."""
 
 
+class ServiceTlsConfig(_Model):
+    """TLS to the service (https:// and grpcs:// targets); without it the system's CAs verify the service."""
+
+    ca_file: Path | None = None
+    """PEM bundle of the CAs that may sign the service's certificate."""
+    cert_file: Path | None = None
+    """Client certificate (PEM) for mutual TLS; needs key_file."""
+    key_file: Path | None = None
+    """The client certificate's private key (PEM)."""
+    server_name: NonEmptyStr | None = None
+    """The name the service's certificate must carry, when it differs from the URL's host."""
+
+    @model_validator(mode="after")
+    def _pair(self) -> Self:
+        if (self.cert_file is None) != (self.key_file is None):
+            missing = "key_file" if self.key_file is None else "cert_file"
+            _raise_problems([((missing,), "cert_file and key_file go together (mutual TLS needs both)")])
+        return self
+
+
 class CallConfig(_Model):
     url: str
     """http(s)://..., grpc(s)://host:port/pkg.Service/Method or python:pkg.module:function."""
     timeout: Duration = Field(default=5.0, gt=0)
     headers: dict[str, str] = Field(default_factory=dict, repr=False)
+    """Sent with every call (HTTP headers; gRPC metadata, names lowercased)."""
     batch: BatchConfig = BatchConfig()
+    tls: ServiceTlsConfig | None = None
+    """TLS settings for https:// and grpcs:// services."""
 
     @field_validator("url")
     @classmethod
@@ -245,6 +268,17 @@ class CallConfig(_Model):
             if not _HEADER_NAME.fullmatch(name) or "\r" in value or "\n" in value
         )
         return headers
+
+    @model_validator(mode="after")
+    def _fits_target(self) -> Self:
+        target = self.target
+        problems: list[tuple[SubPath, str]] = []
+        if self.batch.max_messages > 1 and target.kind == "grpc":
+            problems.append((("batch", "max_messages"), "gRPC delivers one record per call; batch needs http or python"))
+        if self.tls is not None and not (isinstance(target, HttpTarget | GrpcTarget) and target.tls):
+            problems.append((("tls",), "applies to https:// and grpcs:// services only"))
+        _raise_problems(problems)
+        return self
 
     @property
     def target(self) -> CallTarget:
