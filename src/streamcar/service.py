@@ -30,22 +30,20 @@ What the wire cannot carry (choices made here):
 * A single-message reply can keep the input key (:data:`~streamcar.event.KEEP_KEY`, no ``Kafka-Key`` header) or set
   one (bytes), but it cannot ask for a *null* key: :func:`http_reply` raises ValueError for ``key=None`` rather than
   silently keeping the input key. In a batch reply an absent ``"key"`` keeps the input key and ``"key": null``
-  asks for a null key.
+  asks for a null key (the envelope is described in :mod:`streamcar.call.envelope`).
 * A success with no value, or an empty value, is answered 204: an empty 2xx body publishes nothing.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_from_bytes, unquote_to_bytes
 
+from streamcar.call.envelope import decode_messages, encode_results
 from streamcar.call.http import HEADER_PREFIX, encode_header_name
-from streamcar.event import KEEP_KEY, Event, KeepKey, Reply, Result
+from streamcar.event import Event, KeepKey, Reply, Result
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -53,12 +51,10 @@ if TYPE_CHECKING:
 __all__ = [
     "aiohttp_event",
     "aiohttp_response",
-    "batch_body",
     "batch_reply",
     "event_from_http",
     "events_from_batch",
     "http_reply",
-    "replies_from_batch",
     "wsgi_event",
     "wsgi_response",
 ]
@@ -175,39 +171,7 @@ def _response_parts(reply: Reply) -> tuple[int, list[tuple[str, str]], bytes]:
 
 def events_from_batch(body: bytes) -> list[Event]:
     """The events of a batch request body ``{"messages": [...]}``; ValueError if it is not one."""
-    try:
-        document = json.loads(body)
-    except ValueError as exc:
-        raise ValueError(f"a batch body must be JSON: {exc}") from None
-    messages = document.get("messages") if isinstance(document, dict) else None
-    if not isinstance(messages, list):
-        raise ValueError('a batch body must be an object with a "messages" list')
-    events = []
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise ValueError(f"messages[{index}] must be an object")
-        try:
-            events.append(_event_from_message(message))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"messages[{index}] is malformed: {exc!r}") from None
-    return events
-
-
-def _event_from_message(message: dict[str, Any]) -> Event:
-    decode = _decoder(message.get("encoding"))
-    for field in ("topic", "partition", "offset"):
-        if message.get(field) is None:
-            raise ValueError(f"missing {field!r}")
-    timestamp = message.get("timestamp")
-    return Event(
-        topic=str(message["topic"]),
-        partition=int(message["partition"]),
-        offset=int(message["offset"]),
-        timestamp=-1 if timestamp is None else int(timestamp),
-        key=decode(message.get("key")),
-        value=decode(message.get("value")),
-        headers=tuple((str(name), decode(value)) for name, value in _header_items(message.get("headers"))),
-    )
+    return decode_messages(body)
 
 
 def batch_reply(replies: Sequence[Reply]) -> bytes:
@@ -215,113 +179,9 @@ def batch_reply(replies: Sequence[Reply]) -> bytes:
 
     Each result is ``utf-8`` encoded when its key, header values and value all decode as UTF-8, else ``base64``.
     An absent ``"key"`` keeps the input key; ``"key": null`` asks for a null key. A reply's ``content_type`` becomes
-    a ``content-type`` header unless it has one; ``retry_after`` has no place in the envelope and is not sent.
+    a ``content-type`` header unless it has one; a retry's ``retry_after`` travels as ``"retry_after"`` seconds.
     """
-    return json.dumps({"results": [_result(reply) for reply in replies]}, separators=(",", ":")).encode()
-
-
-def _result(reply: Reply) -> dict[str, Any]:
-    headers: _HeaderPairs = list(reply.headers)
-    if reply.content_type and all(name != "content-type" for name, _ in headers):
-        headers.append(("content-type", reply.content_type.encode()))
-    key = None if isinstance(reply.key, KeepKey) else reply.key
-    encoding, encode = _encoder([reply.value, key, *(value for _, value in headers)])
-    result: dict[str, Any] = {"status": reply.result.value, "value": encode(reply.value), "encoding": encoding}
-    if not isinstance(reply.key, KeepKey):
-        result["key"] = encode(reply.key)
-    result["headers"] = _header_dict(headers, encode)
-    result["error"] = reply.error
-    return result
-
-
-def batch_body(events: Sequence[Event]) -> bytes:
-    """The batch request body the sidecar sends for ``events`` (the inverse of :func:`events_from_batch`)."""
-    messages = []
-    for event in events:
-        encoding, encode = _encoder([event.key, event.value, *(value for _, value in event.headers)])
-        messages.append(
-            {
-                "topic": event.topic,
-                "partition": event.partition,
-                "offset": event.offset,
-                "timestamp": event.timestamp,
-                "key": encode(event.key),
-                "headers": _header_dict(event.headers, encode),
-                "value": encode(event.value),
-                "encoding": encoding,
-            }
-        )
-    return json.dumps({"messages": messages}, separators=(",", ":")).encode()
-
-
-def replies_from_batch(body: bytes) -> list[Reply]:
-    """The replies in a batch reply body (the inverse of :func:`batch_reply`); ValueError if it is not one."""
-    document = json.loads(body)
-    results = document.get("results") if isinstance(document, dict) else None
-    if not isinstance(results, list):
-        raise ValueError('a batch reply must be an object with a "results" list')
-    replies = []
-    for result in results:
-        decode = _decoder(result.get("encoding"))
-        status = Result(result.get("status", "success"))
-        error = result.get("error")
-        if status is Result.SUCCESS:
-            key: bytes | KeepKey | None = decode(result["key"]) if "key" in result else KEEP_KEY
-            headers = tuple((str(name), decode(value)) for name, value in _header_items(result.get("headers")))
-            replies.append(Reply.success(decode(result.get("value")), key=key, headers=headers))
-        elif status is Result.DROP:
-            replies.append(Reply.drop())
-        elif status is Result.RETRY:
-            replies.append(Reply.retry(error=error))
-        else:
-            replies.append(Reply.dead_letter(error or "the service dead-lettered it"))
-    return replies
-
-
-def _decoder(encoding: object) -> Callable[[object], bytes | None]:
-    if encoding in (None, "utf-8", "utf8"):
-        return lambda value: None if value is None else str(value).encode()
-    if encoding == "base64":
-
-        def b64(value: object) -> bytes | None:
-            if value is None:
-                return None
-            try:
-                return base64.b64decode(str(value), validate=True)
-            except binascii.Error as exc:
-                raise ValueError(f"bad base64: {exc}") from None
-
-        return b64
-    raise ValueError(f"unknown encoding {encoding!r} (utf-8 or base64)")
-
-
-def _encoder(values: Iterable[bytes | None]) -> tuple[str, Callable[[bytes | None], str | None]]:
-    try:
-        for value in values:
-            if value is not None:
-                value.decode()
-    except UnicodeDecodeError:
-        return "base64", lambda value: None if value is None else base64.b64encode(value).decode("ascii")
-    return "utf-8", lambda value: None if value is None else value.decode()
-
-
-def _header_items(headers: object) -> list[tuple[object, object]]:
-    """Envelope headers: an object (the documented form) or a list of ``[name, value]`` pairs (repeated names)."""
-    if headers is None:
-        return []
-    if isinstance(headers, dict):
-        return list(headers.items())
-    if isinstance(headers, list):
-        return [(pair[0], pair[1]) for pair in headers]
-    raise ValueError('"headers" must be an object')
-
-
-def _header_dict(headers: Iterable[tuple[str, bytes | None]], encode: Callable[[bytes | None], str | None]) -> Any:
-    pairs = [(name, encode(value)) for name, value in headers]
-    names = [name for name, _ in pairs]
-    if len(set(names)) != len(names):
-        return [list(pair) for pair in pairs]  # repeated names: pairs, which events_from_batch also reads
-    return dict(pairs)
+    return encode_results(replies)
 
 
 # --- framework adapters ---------------------------------------------------------------------------------------------

@@ -139,7 +139,50 @@ def test_take_never_returns_two_items_of_a_lane() -> None:
     items = [keyed(i, b"a") for i in range(3)]
     for item in items:
         sched.submit(item)
-    assert sched.take(10, same_lane_in_order=True) == [items[0]]
+    assert sched.take(10) == [items[0]]
+
+
+def test_take_with_runs_brings_a_lanes_successors_along_in_order() -> None:
+    sched = scheduler()
+    a = [keyed(i, b"a") for i in range(4)]
+    b = [keyed(10 + i, b"b") for i in range(2)]
+    free = keyed(20, None)
+    for item in (a[0], b[0], a[1], free, a[2], b[1], a[3]):
+        sched.submit(item)
+    assert sched.take(5, runs=True) == [a[0], a[1], a[2], a[3], b[0]]
+    assert (sched.ready_count, sched.queued_count) == (1, 1)  # the lane-less item; b[1] waits behind b[0]
+    sched.finish(a[1])  # not the head of its run: ignored
+    assert sched.busy_lanes == 2
+    for item in a:
+        sched.finish(item)  # a run is finished in order
+    sched.finish(b[0])
+    assert sched.take(5, runs=True) == [free, b[1]]
+    sched.finish(b[1])
+    assert (len(sched), sched.busy_lanes) == (0, 0)
+
+
+def test_a_run_is_cut_at_the_take_limit_and_the_rest_waits_for_it() -> None:
+    sched = scheduler()
+    items = [keyed(i, b"a") for i in range(5)]
+    for item in items:
+        sched.submit(item)
+    assert sched.take(3, runs=True) == items[:3]
+    assert sched.take(3, runs=True) == []  # the lane is busy until its run is finished
+    for item in items[:3]:
+        assert sched.ready_count == 0
+        sched.finish(item)
+    assert sched.take(3, runs=True) == items[3:]
+
+
+def test_drop_partition_skips_a_run_in_flight() -> None:
+    sched = scheduler()
+    items = [keyed(i, b"a") for i in range(4)]
+    for item in items:
+        sched.submit(item)
+    assert sched.take(2, runs=True) == items[:2]
+    assert sched.drop_partition(("t", 0)) == items[2:]
+    sched.finish(items[0])  # abandoned run: nothing happens
+    assert (len(sched), sched.busy_lanes) == (0, 0)
 
 
 def test_a_retried_item_blocks_only_its_lane() -> None:
@@ -291,10 +334,45 @@ class SchedulerMachine(RuleBasedStateMachine):
             self.taken.add(item.seq)
             self.in_flight.append(item)
 
+    @rule(n=st.integers(min_value=0, max_value=6))
+    def take_runs(self, n: int) -> None:
+        items = self.sched.take(n, runs=True)
+        expected: list[Item] = []
+        while self.ready and len(expected) < n:
+            head = self.ready.popleft()
+            expected.append(head)
+            if head.lane is not None:
+                line = self.pending[head.lane]
+                extra = min(len(line) - 1, n - len(expected))
+                expected.extend(list(line)[1 : 1 + extra])
+        assert items == expected
+        for item in items:
+            assert item.seq not in self.taken, "taken twice"
+            assert item.seq not in self.dropped, "taken after being dropped"
+            line = self.pending[self.lane_key(item)]
+            assert line[0] is item, "lane taken out of submission order"
+            line.popleft()
+            if not line:
+                del self.pending[self.lane_key(item)]
+            self.taken.add(item.seq)
+            self.in_flight.append(item)
+
+    def heads(self) -> list[Item]:
+        """In-flight items that may finish now: the oldest in flight of each lane (runs finish in order)."""
+        seen: set[Lane] = set()
+        heads = []
+        for item in self.in_flight:
+            if item.lane is None:
+                heads.append(item)
+            elif item.lane not in seen:
+                seen.add(item.lane)
+                heads.append(item)
+        return heads
+
     @precondition(lambda self: self.in_flight)
     @rule(data=st.data())
     def finish(self, data: st.DataObject) -> None:
-        self.finish_item(data.draw(st.sampled_from(self.in_flight)))
+        self.finish_item(data.draw(st.sampled_from(self.heads())))
 
     @precondition(lambda self: self.abandoned or self.finished)
     @rule(data=st.data())
@@ -322,7 +400,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         """Finish everything in flight and keep taking until empty: nothing may be lost or stuck."""
         while self.in_flight or len(self.sched):
             self.take(4)
-            for item in list(self.in_flight):
+            for item in list(self.in_flight):  # in take order, so a run's items finish in order
                 self.finish_item(item)
         assert not self.pending
         assert self.sched.busy_lanes == 0
@@ -333,7 +411,8 @@ class SchedulerMachine(RuleBasedStateMachine):
     def finish_item(self, item: Item) -> None:
         self.in_flight.remove(item)
         self.finished.append(item)
-        if item.lane is not None and item.lane in self.pending:
+        run_goes_on = any(other.lane == item.lane for other in self.in_flight)
+        if item.lane is not None and item.lane in self.pending and not run_goes_on:
             self.ready.append(self.pending[item.lane][0])
         self.sched.finish(item)
 
@@ -360,5 +439,5 @@ class SchedulerMachine(RuleBasedStateMachine):
         assert len(self.sched) == ready + queued
 
 
-SchedulerMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+SchedulerMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=50, deadline=None)
 test_scheduler_state_machine = SchedulerMachine.TestCase

@@ -13,17 +13,16 @@ from aiohttp.streams import StreamReader
 from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 
+from streamcar.call.envelope import decode_results, encode_messages
 from streamcar.call.http import reply_from_response, request_headers
 from streamcar.event import KEEP_KEY, Event, Reply, Result
 from streamcar.service import (
     aiohttp_event,
     aiohttp_response,
-    batch_body,
     batch_reply,
     event_from_http,
     events_from_batch,
     http_reply,
-    replies_from_batch,
     wsgi_event,
     wsgi_response,
 )
@@ -168,7 +167,7 @@ def test_batch_envelope_round_trips() -> None:
         Event("t", 0, 2, -1, None, None, ()),
         Event("t", 1, 3, 11, b"\xff", b"\x00\x01", (("dup", b"1"), ("dup", b"2"))),
     ]
-    body = batch_body(events)
+    body = encode_messages(events)
     document = json.loads(body)
     assert [m["encoding"] for m in document["messages"]] == ["utf-8", "utf-8", "base64"]
     assert document["messages"][0]["headers"] == {"a": "1", "n": None}
@@ -216,7 +215,7 @@ def test_batch_reply_round_trips() -> None:
     assert results[1]["encoding"] == "base64"
     assert results[2]["key"] is None
     assert results[5]["error"] == "bad order"
-    back = replies_from_batch(batch_reply(replies))
+    back = decode_results(batch_reply(replies), len(replies))
     assert [(r.result, r.value, r.key, r.headers) for r in back[:3]] == [
         (Result.SUCCESS, b'{"ok":1}', KEEP_KEY, (("a", b"1"),)),
         (Result.SUCCESS, b"\xff", b"k2", ()),

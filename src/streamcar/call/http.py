@@ -4,6 +4,11 @@ Request: ``POST url`` with the record value as body and the record's metadata in
 Reply mapping: 2xx with a body is success (published), 2xx without one is success with nothing published,
 408/425/429/5xx (but 501), timeouts and connection errors are retried, other 4xx and 501 are dead-lettered at once;
 a ``Streamcar-Result`` header overrides the status.
+
+Batch delivery (``batch.max_messages > 1``): ``POST url`` with the JSON envelope of :mod:`streamcar.call.envelope`
+and one result per message back. A 2xx reply is read result by result (an empty one is success for all, nothing
+published); any other status, a timeout or a connection error retries the whole batch (``Retry-After`` honoured);
+``Streamcar-Result`` on the reply applies to every message.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from urllib.parse import quote_from_bytes, unquote_to_bytes
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from streamcar.call.envelope import EnvelopeError, decode_results, encode_messages
 from streamcar.config import CallConfig
 from streamcar.event import KEEP_KEY, Event, KeepKey, Reply
 
@@ -82,6 +88,30 @@ def reply_from_response(status: int, headers: CIMultiDictProxy[str] | CIMultiDic
     return Reply.dead_letter(error, kind="http-status")
 
 
+def replies_from_batch_response(
+    status: int, headers: CIMultiDictProxy[str] | CIMultiDict[str], body: bytes, count: int
+) -> list[Reply]:
+    """The replies for a batch of ``count`` messages from the service's HTTP response."""
+    override = headers.get("Streamcar-Result", "").strip().lower()
+    after = parse_retry_after(headers.get("Retry-After"))
+    what = f"HTTP {status} for a batch of {count}"
+    if override == "drop":
+        return [Reply.drop()] * count
+    if override == "retry":
+        return [Reply.retry(after=after, error=f"{what} (Streamcar-Result: retry)", kind="http-status")] * count
+    if override in ("dead-letter", "dead_letter", "deadletter"):
+        return [Reply.dead_letter(f"{what} (Streamcar-Result: dead-letter)", kind="rejected")] * count
+    if not 200 <= status < 300:
+        error = what + (f": {_snippet(body)}" if body else "")
+        return [Reply.retry(after=after, error=error, kind="http-status")] * count
+    if not body:
+        return [Reply.success(None)] * count
+    try:
+        return decode_results(body, count)
+    except EnvelopeError as exc:
+        return [Reply.retry(error=f"{exc}: {_snippet(body)}", kind="bad-reply")] * count
+
+
 def _success(headers: CIMultiDictProxy[str] | CIMultiDict[str], body: bytes) -> Reply:
     if not body:
         return Reply.success(None)
@@ -113,6 +143,7 @@ class HttpCaller:
         self._static_headers = dict(config.headers)
         self._timeout = aiohttp.ClientTimeout(total=config.timeout)
         self._max_connections = max_connections
+        self._batch = config.batch.max_messages > 1
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -127,12 +158,35 @@ class HttpCaller:
             self._session = None
 
     async def call(self, events: Sequence[Event]) -> list[Reply]:
+        if self._batch:
+            return await self._call_batch(events)
         return [await self._call_one(event) for event in events]
 
-    async def _call_one(self, event: Event) -> Reply:
-        session = self._session
-        if session is None:
+    def _ready_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
             raise RuntimeError("HttpCaller.start() was not awaited")
+        return self._session
+
+    async def _call_batch(self, events: Sequence[Event]) -> list[Reply]:
+        session = self._ready_session()
+        headers = CIMultiDict(self._static_headers)
+        headers["Content-Type"] = "application/json"
+        headers["Kafka-Batch-Size"] = str(len(events))
+        try:
+            async with session.post(
+                self._url, data=encode_messages(events), headers=headers, allow_redirects=False
+            ) as response:
+                body = await response.read()
+                return replies_from_batch_response(response.status, response.headers, body, len(events))
+        except TimeoutError:
+            return [Reply.retry(error=f"no reply within {self._timeout.total}s", kind="timeout")] * len(events)
+        except aiohttp.ClientConnectionError as exc:
+            return [Reply.retry(error=f"connection error: {exc}", kind="connection")] * len(events)
+        except aiohttp.ClientError as exc:
+            return [Reply.retry(error=f"HTTP client error: {exc}", kind="http-client")] * len(events)
+
+    async def _call_one(self, event: Event) -> Reply:
+        session = self._ready_session()
         try:
             async with session.post(
                 self._url,

@@ -4,6 +4,10 @@ The handler takes an :class:`Event` and returns a :class:`Reply`, the reply valu
 ``None`` (done, nothing published). ``async def`` handlers run on the loop; plain ``def`` handlers run in a worker
 thread so they cannot block it. Exceptions become replies: a timeout, an exception with a truthy ``retriable``
 attribute (such as :class:`RetriableCallError`) or an ``OSError`` is retried, anything else is dead-lettered.
+
+With batch delivery (``batch.max_messages > 1``) the handler takes a ``list[Event]`` and returns a sequence with
+one such result per event, in order; an exception, a timeout or a result of the wrong length applies to the whole
+batch.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from streamcar.config import CallConfig, PythonTarget, format_duration
 from streamcar.errors import ConfigError
 from streamcar.event import Event, Reply
 
-Handler = Callable[[Event], Any]
+Handler = Callable[[Any], Any]  # Event -> result, or list[Event] -> results with batch delivery
 
 
 def load_handler(module_name: str, function: str) -> Handler:
@@ -81,6 +85,7 @@ class PythonCaller:
             raise ConfigError(f"call.url: {config.url!r} is not a python:pkg.module:function target")
         self._target = target
         self._timeout = config.timeout
+        self._batch = config.batch.max_messages > 1
         self._handler: Handler | None = None
         self._async = False
 
@@ -92,9 +97,30 @@ class PythonCaller:
         pass
 
     async def call(self, events: Sequence[Event]) -> list[Reply]:
-        return [await self._call_one(event) for event in events]
+        if not self._batch:
+            return [await self._call_one(event) for event in events]
+        try:
+            outcome = await self._invoke(list(events))
+        except _HandlerFailed as failed:
+            return [failed.reply] * len(events)
+        if isinstance(outcome, Reply):  # one answer for the whole batch
+            return [outcome] * len(events)
+        if isinstance(outcome, str | bytes | bytearray) or not isinstance(outcome, Sequence):
+            error = f"a batch handler must return a sequence of results, got {type(outcome).__name__}"
+            return [Reply.dead_letter(error, kind="handler-result")] * len(events)
+        if len(outcome) != len(events):
+            error = f"the batch handler returned {len(outcome)} results for {len(events)} events"
+            return [Reply.dead_letter(error, kind="handler-result")] * len(events)
+        return [reply_from_result(result) for result in outcome]
 
     async def _call_one(self, event: Event) -> Reply:
+        try:
+            return reply_from_result(await self._invoke(event))
+        except _HandlerFailed as failed:
+            return failed.reply
+
+    async def _invoke(self, argument: Event | list[Event]) -> object:
+        """What the handler returned; :class:`_HandlerFailed` with the reply its failure maps to."""
         handler = self._handler
         if handler is None:
             raise RuntimeError("PythonCaller.start() was not awaited")
@@ -102,18 +128,23 @@ class PythonCaller:
         try:
             async with deadline:
                 if self._async:
-                    result = await handler(event)
+                    result = await handler(argument)
                 else:
                     # the thread runs on after a timeout: Python cannot stop it, but the loop is not held up
-                    result = await asyncio.to_thread(handler, event)
+                    result = await asyncio.to_thread(handler, argument)
                 if inspect.isawaitable(result):  # a plain def that returned a coroutine
                     result = await result
         except TimeoutError as exc:
             if deadline.expired():
-                return Reply.retry(
-                    error=f"handler gave no reply within {format_duration(self._timeout)}", kind="timeout"
-                )
-            return reply_from_exception(exc)
+                error = f"handler gave no reply within {format_duration(self._timeout)}"
+                raise _HandlerFailed(Reply.retry(error=error, kind="timeout")) from None
+            raise _HandlerFailed(reply_from_exception(exc)) from None
         except Exception as exc:
-            return reply_from_exception(exc)
-        return reply_from_result(result)
+            raise _HandlerFailed(reply_from_exception(exc)) from None
+        return result
+
+
+class _HandlerFailed(Exception):
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.error)
+        self.reply = reply

@@ -274,7 +274,7 @@ class CallConfig(_Model):
         target = self.target
         problems: list[tuple[SubPath, str]] = []
         if self.batch.max_messages > 1 and target.kind == "grpc":
-            problems.append((("batch", "max_messages"), "gRPC delivers one record per call; batch needs http or python"))
+            problems.append((("batch", "max_messages"), "gRPC takes one record per call; batch needs http or python"))
         if self.tls is not None and not (isinstance(target, HttpTarget | GrpcTarget) and target.tls):
             problems.append((("tls",), "applies to https:// and grpcs:// services only"))
         _raise_problems(problems)

@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
@@ -23,17 +22,19 @@ from streamcar.call import Caller
 from streamcar.config import KafkaConfig, PipelineConfig
 from streamcar.engine.offsets import OffsetTracker
 from streamcar.engine.offsets import TopicPartition as TP
-from streamcar.engine.records import OutRecord, dead_letter_record, reply_record
+from streamcar.engine.records import dead_letter_record, reply_record
 from streamcar.engine.retry import Backoff
 from streamcar.engine.scheduler import Lane, LaneScheduler, lane_for
+from streamcar.engine.work import PipelineStats, Work, event_from, lane_of, partition_of
 from streamcar.errors import KafkaError as StreamcarKafkaError
-from streamcar.event import Event, Reply, Result
+from streamcar.event import Reply, Result
 from streamcar.kafka.consumer import ConsumerBridge
 from streamcar.kafka.producer import AsyncProducer, ProduceError
 
 log = logging.getLogger("streamcar.pipeline")
 
 PREFETCH = 2000
+Ack = asyncio.Future[Message]
 
 # Kafka errors after which the consumer cannot go on; anything else librdkafka recovers from by itself.
 _FATAL_CODES = frozenset(
@@ -49,57 +50,6 @@ _FATAL_CODES = frozenset(
 )
 
 
-@dataclass
-class PipelineStats:
-    consumed: int = 0
-    results: Counter[str] = field(default_factory=Counter)
-    retries: int = 0
-    published: int = 0
-    dead_lettered: int = 0
-    call_seconds: float = 0.0
-    last_errors: list[str] = field(default_factory=list)
-
-    def note_error(self, text: str) -> None:
-        self.last_errors.append(text)
-        del self.last_errors[:-20]
-
-
-class Work:
-    """One consumed record on its way through the pipeline."""
-
-    __slots__ = ("attempts", "blocked", "event", "generation", "lane", "last_error", "last_kind", "tp")
-
-    def __init__(self, event: Event, tp: TP, lane: Lane | None, generation: int) -> None:
-        self.event = event
-        self.tp = tp
-        self.lane = lane
-        self.generation = generation
-        self.attempts = 0
-        self.last_error = ""
-        self.last_kind = ""
-        self.blocked = False
-
-
-def _lane_of(work: Work) -> Lane | None:
-    return work.lane
-
-
-def _partition_of(work: Work) -> TP:
-    return work.tp
-
-
-def event_from(msg: Message) -> Event:
-    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-    assert topic is not None
-    assert partition is not None
-    assert offset is not None
-    _, timestamp = msg.timestamp()
-    raw = msg.headers()
-    pairs = raw.items() if isinstance(raw, dict) else (raw or ())
-    headers = tuple((k, v if v is None or isinstance(v, bytes) else str(v).encode()) for k, v in pairs)
-    return Event(topic, partition, offset, timestamp, msg.key(), msg.value(), headers)
-
-
 class Pipeline:
     def __init__(
         self, name: str, config: PipelineConfig, kafka: KafkaConfig, caller: Caller, producer: AsyncProducer
@@ -112,11 +62,16 @@ class Pipeline:
         self._producer = producer
         self._backoff = Backoff(config.retry.initial_backoff, config.retry.max_backoff)
         self._tracker = OffsetTracker()
-        self._scheduler: LaneScheduler[Work] = LaneScheduler(_lane_of, _partition_of)
+        self._scheduler: LaneScheduler[Work] = LaneScheduler(lane_of, partition_of)
         self._generation: dict[TP, int] = {}
         self._accepting: set[TP] = set()
-        self._running: dict[Work, asyncio.Task[None]] = {}
-        self._waiting: dict[Work, asyncio.TimerHandle] = {}
+        self._running: dict[Work, asyncio.Task[Any]] = {}  # in a call or settling; a batch shares one task
+        self._waiting: dict[Work, asyncio.TimerHandle] = {}  # retries of one batch share one timer
+        self._held: set[Work] = set()  # answered, waiting for an earlier message of their lane (batches only)
+        self._batch_size = config.call.batch.max_messages
+        self._max_wait = config.call.batch.max_wait
+        self._forming: list[Work] = []  # the batch being gathered
+        self._linger: asyncio.TimerHandle | None = None
         self._changed = asyncio.Event()
         self._draining = False
         self._failure: BaseException | None = None
@@ -155,8 +110,9 @@ class Pipeline:
 
     @property
     def in_flight(self) -> int:
-        """Messages in a call (or publishing its result) or waiting for a retry: at most max_in_flight."""
-        return len(self._running) + len(self._waiting)
+        """Messages taken from the scheduler and not done: in a call, publishing, waiting for a retry or held
+        behind an earlier message of their lane. At most max_in_flight."""
+        return self._occupied()
 
     @property
     def buffered(self) -> int:
@@ -199,9 +155,12 @@ class Pipeline:
         bridge = self._bridge
         if bridge is not None:
             bridge.pause_all()
-        for handle in self._waiting.values():
+        for handle in set(self._waiting.values()):
             handle.cancel()
         self._waiting.clear()
+        if self._linger is not None:
+            self._linger.cancel()
+        self._forming.clear()  # never sent: redelivered after the restart like everything uncommitted
         await self._wait_running(lambda w: True, self.config.shutdown_timeout)
         abandoned = len(self._running)
         if abandoned:
@@ -211,7 +170,7 @@ class Pipeline:
         await self._commit()
         if bridge is not None:
             await bridge.stop()
-        for task in list(self._running.values()):
+        for task in set(self._running.values()):
             task.cancel()
         await self._caller.close()
 
@@ -276,7 +235,9 @@ class Pipeline:
         for tp in tps:
             self._scheduler.drop_partition(tp)
         for work in [w for w in self._waiting if w.tp in tps]:
-            self._waiting.pop(work).cancel()
+            del self._waiting[work]  # its timer may carry other partitions' retries too: it skips this one
+        self._held = {w for w in self._held if w.tp not in tps}
+        self._forming = [w for w in self._forming if w.tp not in tps]
 
     def _release(self, tps: set[TP]) -> dict[TP, int | None]:
         """Forget ``tps``: their final watermarks, and late completions of abandoned work ignored from now on."""
@@ -312,17 +273,51 @@ class Pipeline:
             bridge.resume_all()
 
     def _dispatch(self) -> None:
-        """Start ready messages while fewer than max_in_flight are in a call or waiting for a retry."""
+        """Start ready messages while fewer than max_in_flight are taken (forming, in a call, retrying, held).
+
+        Single delivery starts one call per message. Batch delivery gathers taken messages into a forming batch
+        that goes out when it is full, when no more may be taken, or ``batch.max_wait`` after its first message.
+        """
         if self._draining:
             return
-        free = self.config.max_in_flight - len(self._running) - len(self._waiting)
-        if free > 0 and self._scheduler.ready_count:
-            for work in self._scheduler.take(min(free, self._scheduler.ready_count)):
-                self._launch(work)
+        sched = self._scheduler
+        free = self.config.max_in_flight - self._occupied()
+        size = self._batch_size
+        if size == 1:
+            if free > 0 and sched.ready_count:
+                for work in sched.take(min(free, sched.ready_count)):
+                    self._launch([work])
+            return
+        forming = self._forming
+        while free > 0 and sched.ready_count:
+            taken = sched.take(min(free, size - len(forming)), runs=True)
+            forming.extend(taken)
+            free -= len(taken)
+            if len(forming) >= size:
+                self._flush()
+                forming = self._forming
+        if forming:
+            if free <= 0 or self._max_wait <= 0:
+                self._flush()
+            elif self._linger is None:
+                self._linger = asyncio.get_running_loop().call_later(self._max_wait, self._flush)
 
-    def _launch(self, work: Work) -> None:
-        task = asyncio.get_running_loop().create_task(self._process(work))
-        self._running[work] = task
+    def _flush(self) -> None:
+        """Send the forming batch."""
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        batch, self._forming = self._forming, []
+        if batch and not self._draining:
+            self._launch(batch)
+
+    def _occupied(self) -> int:
+        return len(self._running) + len(self._waiting) + len(self._held) + len(self._forming)
+
+    def _launch(self, works: list[Work]) -> None:
+        task = asyncio.get_running_loop().create_task(self._process(works))
+        for work in works:
+            self._running[work] = task
 
     def _current(self, work: Work) -> bool:
         return self._generation.get(work.tp) == work.generation
@@ -339,63 +334,138 @@ class Pipeline:
             except TimeoutError:
                 return
 
-    # -- one message --------------------------------------------------------------------------------------
-    async def _process(self, work: Work) -> None:
+    # -- one call ---------------------------------------------------------------------------------------------
+    async def _process(self, works: list[Work]) -> None:
+        """Call the service for ``works`` (a batch, or a batch of one) and act on each reply."""
+        touched = list(works)  # grows by the held messages this task settles; all leave _running at the end
         try:
-            work.attempts += 1
+            for work in works:
+                work.attempts += 1
             started = time.perf_counter()
             try:
-                (reply,) = await self._caller.call([work.event])
-            except Exception as exc:  # a caller bug must not lose the message: retry it like a failed call
+                replies = await self._caller.call([work.event for work in works])
+                if len(replies) != len(works):
+                    raise RuntimeError(f"{len(replies)} replies for {len(works)} events")
+            except Exception as exc:  # a caller bug must not lose messages: retry them like a failed call
                 log.exception("%s: caller failed", self.name)
-                reply = Reply.retry(error=f"{type(exc).__name__}: {exc}", kind="internal")
+                replies = [Reply.retry(error=f"{type(exc).__name__}: {exc}", kind="internal")] * len(works)
+            self.stats.calls += 1
             self.stats.call_seconds += time.perf_counter() - started
-            await self._settle(work, reply)
+            for work, reply in zip(works, replies, strict=True):
+                work.reply = reply
+            await self._settle(works, touched)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.exception("%s: processing %s failed", self.name, work.event.idempotency_key)
+            log.exception("%s: settling %s failed", self.name, works[0].event.idempotency_key)
             self._fail(exc)
         finally:
-            self._running.pop(work, None)
+            running = self._running
+            for work in touched:
+                running.pop(work, None)
             self._changed.set()
             self._pace()
             self._dispatch()
 
-    async def _settle(self, work: Work, reply: Reply) -> None:
-        if not self._current(work):
-            return  # the partition was revoked meanwhile; its new owner redoes this message
+    async def _settle(self, works: list[Work], touched: list[Work]) -> None:
+        """Act on the replies of ``works`` (in offset order within each lane) until each is done or waiting.
+
+        Three phases, so that a batch costs one round trip to the broker rather than one per message:
+        1. in order, decide each message and hand its reply or dead letter to the producer. Records reach the
+           producer in offset order per lane and the idempotent producer keeps that order, so a key's replies
+           are published in order. A message that stays unresolved (retry, or no dead-letter topic) holds the
+           later messages of its lane from the same batch: they are not sent again, and not completed before it.
+        2. wait for the broker to acknowledge everything handed over.
+        3. in order, complete what was acknowledged. Completing a message releases the messages it held, which
+           are settled in the next round; a record the broker refused is acted on again (or dead-lettered).
+        """
+        while works:
+            blockers: dict[Lane, Work] = {}
+            sent: list[tuple[Work, str, Ack | None]] = []
+            retry: list[Work] = []
+            slow: list[Work] = []
+            for work in works:
+                if not self._current(work):
+                    continue  # the partition was revoked meanwhile; its new owner redoes this message
+                blocker = blockers.get(work.lane) if work.lane is not None else None
+                if blocker is not None:
+                    self._hold(blocker, work)
+                    continue
+                outcome = self._act(work, retry, slow)
+                if outcome is None:
+                    if work.lane is not None:
+                        blockers[work.lane] = work
+                else:
+                    sent.append((work, *outcome))
+            if retry:
+                attempts = max(w.attempts for w in retry)
+                after = max((w.reply.retry_after or 0.0 for w in retry if w.reply is not None), default=0.0)
+                self._schedule_retry(retry, self._backoff.delay(attempts, after or None))
+            if slow:
+                self._schedule_retry(slow, self.config.retry.max_backoff)
+
+            pending = [future for _, _, future in sent if future is not None]
+            if pending:
+                await asyncio.wait(pending)
+
+            blockers.clear()
+            again: list[Work] = []
+            released: list[Work] = []
+            for work, result, future in sent:
+                if not self._current(work):
+                    continue
+                error = None if future is None else future.exception()
+                blocker = blockers.get(work.lane) if work.lane is not None else None
+                if error is None and blocker is not None:
+                    work.settled = result  # done, but an earlier message of its lane is not: wait for it
+                    self._hold(blocker, work)
+                elif error is None:
+                    self._count(work, result)
+                    self._complete(work, result)
+                    if work.held is not None:
+                        released.extend(work.held)
+                        work.held = None
+                else:
+                    self._refused(work, result, error)
+                    again.append(work)
+                    if work.lane is not None:
+                        blockers[work.lane] = work
+            task = asyncio.current_task()
+            assert task is not None
+            for work in released:  # settled by this task now: revoke and shutdown wait for them like any call
+                self._held.discard(work)
+                self._running[work] = task
+                touched.append(work)
+            if again:
+                await asyncio.sleep(self._backoff.delay(1))
+            works = again + released
+
+    def _act(self, work: Work, retry: list[Work], slow: list[Work]) -> tuple[str, Ack | None] | None:
+        """Start what ``work``'s reply calls for: the result and the broker's acknowledgement to wait for, or
+        None when the message stays unresolved (added to ``retry`` or, when it cannot be delivered, ``slow``)."""
+        if work.settled is not None:
+            return work.settled, None
+        reply = work.reply
+        assert reply is not None
         result = reply.result
         if result is Result.SUCCESS:
             publish = self.config.publish
-            if reply.value is not None and publish is not None:
-                record = reply_record(work.event, reply)
-                try:
-                    await self._produce(work, publish.topic, record)
-                except ProduceError as exc:
-                    await self._dead_letter(work, f"publishing the reply failed: {exc}", "publish")
-                    return
-                self.stats.published += 1
-            self._complete(work, "success")
-        elif result is Result.DROP:
-            self._complete(work, "drop")
-        elif result is Result.RETRY:
-            await self._retry_or_give_up(work, reply)
-        else:
-            await self._dead_letter(
-                work, reply.error or "the service rejected the message", reply.error_kind or "rejected"
-            )
-
-    async def _retry_or_give_up(self, work: Work, reply: Reply) -> None:
-        work.last_error = reply.error or "retry"
-        work.last_kind = reply.error_kind or "retry"
-        if work.attempts < self.config.retry.attempts:
-            self._schedule_retry(work, self._backoff.delay(work.attempts, reply.retry_after))
-            return
-        error = f"gave up after {work.attempts} attempts; last error ({work.last_kind}): {work.last_error}"
-        await self._dead_letter(work, error, "exhausted")
-
-    async def _dead_letter(self, work: Work, error: str, kind: str) -> None:
+            if reply.value is None or publish is None:
+                return "success", None
+            record = reply_record(work.event, reply)
+            return "success", self._producer.send(publish.topic, record.value, record.key, record.headers)
+        if result is Result.DROP:
+            return "drop", None
+        if result is Result.RETRY:
+            work.last_error = reply.error or "retry"
+            work.last_kind = reply.error_kind or "retry"
+            if work.attempts < self.config.retry.attempts:
+                retry.append(work)
+                return None
+            error = f"gave up after {work.attempts} attempts; last error ({work.last_kind}): {work.last_error}"
+            reply = work.reply = Reply.dead_letter(error, kind="exhausted")
+        error = reply.error or "the service rejected the message"
+        kind = reply.error_kind or "rejected"
         dlq = self.config.dead_letter
         if dlq is None:
             # No dead-letter topic: never drop. The message blocks its key and keeps being retried slowly.
@@ -408,52 +478,64 @@ class Pipeline:
                     error,
                 )
                 self.stats.note_error(f"{work.event.idempotency_key}: {error}")
-            self._schedule_retry(work, self.config.retry.max_backoff)
-            return
+            slow.append(work)
+            return None
         record = dead_letter_record(work.event, error=error, kind=kind, attempts=work.attempts)
-        try:
-            await self._produce(work, dlq.topic, record)
-        except ProduceError as exc:
-            log.error("%s: the dead-letter topic refused %s: %s", self.name, work.event.idempotency_key, exc)
-            self._schedule_retry(work, self.config.retry.max_backoff)
+        return "dead-letter", self._producer.send(dlq.topic, record.value, record.key, record.headers)
+
+    def _refused(self, work: Work, result: str, error: BaseException) -> None:
+        """The broker did not take ``work``'s reply or dead letter: decide what acting on it again means."""
+        transient = isinstance(error, ProduceError) and not error.permanent
+        topic = self.config.publish if result == "success" else self.config.dead_letter
+        log.warning("%s: producing to %s failed (%s)", self.name, topic.topic if topic else "?", error)
+        if transient:
+            return  # librdkafka gave up after message.timeout.ms: hand the same record over again
+        if result == "success":
+            work.reply = Reply.dead_letter(f"publishing the reply failed: {error}", kind="publish")
+        else:
+            # the dead-letter topic refuses it for good: keep the message, retry it slowly
+            work.reply = Reply.retry(error=f"the dead-letter topic refused it: {error}", kind="dead-letter")
+            work.attempts = min(work.attempts, self.config.retry.attempts - 1)
+
+    def _hold(self, blocker: Work, work: Work) -> None:
+        blocker.hold(work)
+        self._held.add(work)
+
+    def _count(self, work: Work, result: str) -> None:
+        if result == "success":
+            if work.reply is not None and work.reply.value is not None and self.config.publish is not None:
+                self.stats.published += 1
+        elif result == "dead-letter":
+            reply = work.reply
+            kind, error = (reply.error_kind, reply.error) if reply is not None else ("", "")
+            self.stats.dead_lettered += 1
+            self.stats.note_error(f"{work.event.idempotency_key}: {kind}: {error}")
+            log.warning("%s: dead-lettered %s (%s): %s", self.name, work.event.idempotency_key, kind, error)
+
+    def _schedule_retry(self, works: list[Work], delay: float) -> None:
+        """Call ``works`` again (together, as one batch where batching is on) after ``delay`` seconds."""
+        if self._draining:
             return
-        self.stats.dead_lettered += 1
-        self.stats.note_error(f"{work.event.idempotency_key}: {kind}: {error}")
-        log.warning("%s: dead-lettered %s (%s): %s", self.name, work.event.idempotency_key, kind, error)
-        self._complete(work, "dead-letter")
+        self.stats.retries += len(works)
+        handle = asyncio.get_running_loop().call_later(delay, self._retry_now, works)
+        for work in works:
+            self._waiting[work] = handle
 
-    async def _produce(self, work: Work, topic: str, record: OutRecord) -> None:
-        """Produce until acknowledged; transient failures (already retried by librdkafka) are tried again."""
-        failures = 0
-        while True:
-            try:
-                await self._producer.produce(topic, record.value, record.key, record.headers)
-                return
-            except ProduceError as exc:
-                if exc.permanent or self._draining or not self._current(work):
-                    raise
-                failures += 1
-                log.warning("%s: producing to %s failed (%s); trying again", self.name, topic, exc)
-                await asyncio.sleep(self._backoff.delay(failures))
-
-    def _schedule_retry(self, work: Work, delay: float) -> None:
-        if self._draining or not self._current(work):
+    def _retry_now(self, works: list[Work]) -> None:
+        due = [w for w in works if self._waiting.pop(w, None) is not None and self._current(w)]
+        if self._draining:
             return
-        self.stats.retries += 1
-        self._waiting[work] = asyncio.get_running_loop().call_later(delay, self._retry_now, work)
-
-    def _retry_now(self, work: Work) -> None:
-        if self._waiting.pop(work, None) is not None and not self._draining and self._current(work):
-            self._launch(work)
+        size = self._batch_size
+        for start in range(0, len(due), size):
+            self._launch(due[start : start + size])
 
     def _complete(self, work: Work, result: str) -> None:
         self.stats.results[result] += 1
-        if self._current(work):
-            self._tracker.done(work.tp, work.event.offset)
-            self._scheduler.finish(work)
-            self._since_commit += 1
-            if self._since_commit >= self._commit_every and not self._committing:
-                asyncio.get_running_loop().create_task(self._commit())
+        self._tracker.done(work.tp, work.event.offset)
+        self._scheduler.finish(work)
+        self._since_commit += 1
+        if self._since_commit >= self._commit_every and not self._committing:
+            asyncio.get_running_loop().create_task(self._commit())
 
     # -- committing ---------------------------------------------------------------------------------------
     async def _commit_loop(self) -> None:

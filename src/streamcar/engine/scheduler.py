@@ -5,6 +5,8 @@ A *lane* is the unit of ordering. With ``ordering: key`` a lane is ``(topic, par
 At most one item per lane is ready or in flight at any time; the next item of a lane becomes ready only when
 the engine calls :meth:`LaneScheduler.finish` for the previous one. That gives per-key order while different
 keys run concurrently (up to ``max_in_flight``, which the engine enforces by how many items it takes).
+Batch delivery relaxes this one way: a take with ``runs`` may hand out several consecutive items of one lane
+together (they travel in one batch, in offset order), and then they are finished in that order.
 
 Retries need no special support: an item being retried is simply not finished yet, so its lane stays busy and
 later items with the same key wait behind it, while every other lane keeps flowing.
@@ -47,7 +49,7 @@ class LaneScheduler(Generic[T]):
     not the number of keys ever seen. Every item of a lane must belong to the same partition.
     """
 
-    __slots__ = ("_lane_of", "_lanes", "_partition_of", "_queued", "_ready")
+    __slots__ = ("_lane_of", "_lanes", "_partition_of", "_queued", "_ready", "_taken")
 
     def __init__(
         self,
@@ -61,6 +63,9 @@ class LaneScheduler(Generic[T]):
         # Keeping the head lets finish() recognise a stale item (dropped lane, or the lane re-created after a
         # partition came back) by identity instead of promoting somebody else's successor.
         self._lanes: dict[Lane, deque[T]] = {}
+        # Lanes whose head started a run of more than one item (see take(runs=True)): how many of the lane's
+        # first items are taken. Absent means one: the head alone is ready or in flight.
+        self._taken: dict[Lane, int] = {}
         self._queued = 0
 
     def submit(self, item: T) -> None:
@@ -77,25 +82,42 @@ class LaneScheduler(Generic[T]):
             line.append(item)
             self._queued += 1
 
-    def take(self, n: int, *, same_lane_in_order: bool = False) -> list[T]:
+    def take(self, n: int, *, runs: bool = False) -> list[T]:
         """Pop up to ``n`` ready items, oldest-ready first.
 
-        Items of one lane never run concurrently, so a take holds at most one item per lane.
-        ``same_lane_in_order`` is reserved for batch delivery of consecutive same-lane items; it does not
-        change that guarantee (nor, for now, the result).
+        Without ``runs`` a take holds at most one item per lane. With ``runs`` (batch delivery) a ready item
+        brings its lane's queued successors along, right after it and in submission order, as long as ``n``
+        allows: the lane then has a *run* of several items in flight, which must be finished in order.
         """
         ready = self._ready
-        if n >= len(ready):
-            items = list(ready)
-            ready.clear()
-            return items
-        if n <= 0:
-            return []
-        popleft = ready.popleft
-        return [popleft() for _ in range(n)]
+        if not runs or not self._queued:
+            if n >= len(ready):
+                everything = list(ready)
+                ready.clear()
+                return everything
+            if n <= 0:
+                return []
+            popleft = ready.popleft
+            return [popleft() for _ in range(n)]
+        items: list[T] = []
+        while ready and len(items) < n:
+            item = ready.popleft()
+            items.append(item)
+            lane = self._lane_of(item)
+            if lane is None:
+                continue
+            line = self._lanes[lane]
+            extra = min(len(line) - 1, n - len(items))
+            if extra > 0:
+                items.extend(line[i] for i in range(1, extra + 1))
+                self._taken[lane] = 1 + extra
+                self._queued -= extra
+        return items
 
     def finish(self, item: T) -> None:
         """Release the lane of a taken item: its next queued item becomes ready, or the lane is freed.
+
+        The items of a run are finished in order: only the lane's head (its oldest taken item) can be finished.
 
         Pass the very object that :meth:`take` returned: the lane is matched by identity, which is what makes
         a stale finish harmless. Do not call it for an item that will be retried: its lane must stay busy to
@@ -109,7 +131,10 @@ class LaneScheduler(Generic[T]):
         if line is None or line[0] is not item:
             return
         line.popleft()
-        if line:
+        taken = self._taken.pop(lane, 1) - 1
+        if taken:
+            self._taken[lane] = taken  # the new head is the next item of the run, already taken
+        elif line:
             self._queued -= 1
             self._ready.append(line[0])
         else:
@@ -119,7 +144,7 @@ class LaneScheduler(Generic[T]):
         """Remove and return every ready or queued item of partition ``tp`` (rebalance revoke).
 
         Ready items come first in ready order, then queued items lane by lane in submission order. In-flight
-        items of ``tp`` are not returned; their lanes are dropped, so finishing them later is a no-op.
+        items (runs included) of ``tp`` are not returned; their lanes are dropped, so finishing them later is a no-op.
         """
         partition_of = self._partition_of
         dropped: list[T] = []
@@ -130,7 +155,8 @@ class LaneScheduler(Generic[T]):
         stale = [lane for lane, line in self._lanes.items() if partition_of(line[0]) == tp]
         for lane in stale:
             line = self._lanes.pop(lane)
-            line.popleft()  # ready (already collected above) or in flight
+            for _ in range(self._taken.pop(lane, 1)):
+                line.popleft()  # ready (already collected above) or in flight
             self._queued -= len(line)
             dropped.extend(line)
         return dropped

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from streamcar.event import Headers
 
 log = logging.getLogger("streamcar.kafka.producer")
+Ack = asyncio.Future[Message]
 
 # Errors that no amount of retrying fixes; everything else librdkafka already retried up to message.timeout.ms.
 PERMANENT_PRODUCE_ERRORS = frozenset(
@@ -56,6 +58,8 @@ class AsyncProducer:
         self._loop = loop
         self._stopping = threading.Event()
         self._settled: list[tuple[asyncio.Future[Message], KafkaError | None, Message]] = []
+        self._backlog: deque[tuple[asyncio.Future[Message], str, bytes | None, bytes | None, Headers]] = deque()
+        self._feeder: asyncio.Task[None] | None = None
         self._thread = threading.Thread(target=self._serve, name="producer-poll", daemon=True)
         self._thread.start()
 
@@ -78,27 +82,58 @@ class AsyncProducer:
         else:
             log.debug("producer: %s", error.str())
 
+    def send(self, topic: str, value: bytes | None, key: bytes | None, headers: Headers = ()) -> Ack:
+        """Hand one record to librdkafka now and return the future of its acknowledgement.
+
+        Records reach librdkafka in the order of ``send`` calls, and the idempotent producer keeps that order per
+        partition: the engine relies on it to publish a key's replies in offset order without waiting for each
+        acknowledgement in turn. When librdkafka's local queue is full the record (and every later one, to keep
+        the order) waits in a backlog that a task feeds in as the queue drains. The future fails with
+        :class:`ProduceError`.
+        """
+        future: asyncio.Future[Message] = self._loop.create_future()
+        if self._backlog:
+            self._backlog.append((future, topic, value, key, headers))
+            return future
+        try:
+            self._enqueue(future, topic, value, key, headers)
+        except BufferError:
+            self._backlog.append((future, topic, value, key, headers))
+            self._feeder = self._loop.create_task(self._feed_backlog())
+        return future
+
     async def produce(self, topic: str, value: bytes | None, key: bytes | None, headers: Headers = ()) -> Message:
         """Produce one record and wait for the broker's acknowledgement; raises :class:`ProduceError`."""
-        future: asyncio.Future[Message] = self._loop.create_future()
-        settled = self
+        return await self.send(topic, value, key, headers)
 
+    def _enqueue(
+        self, future: asyncio.Future[Message], topic: str, value: bytes | None, key: bytes | None, headers: Headers
+    ) -> None:
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
-            settled._settled.append((future, err, msg))
+            self._settled.append((future, err, msg))  # the list of the moment: _post_settled swaps it
 
-        while True:
+        try:
+            self._producer.produce(topic, value=value, key=key, headers=list(headers) or None, on_delivery=on_delivery)
+        except KafkaException as exc:
+            future.set_exception(ProduceError(exc.args[0]))
+
+    async def _feed_backlog(self) -> None:
+        backlog = self._backlog
+        while backlog:
+            future, topic, value, key, headers = backlog[0]
             try:
-                self._producer.produce(
-                    topic, value=value, key=key, headers=list(headers) or None, on_delivery=on_delivery
-                )
-                break
-            except BufferError:  # the local queue is full: wait for deliveries to drain it
+                self._enqueue(future, topic, value, key, headers)
+            except BufferError:  # still full: wait for deliveries to drain it
                 await asyncio.sleep(0.005)
-            except KafkaException as exc:
-                raise ProduceError(exc.args[0]) from exc
-        return await future
+                continue
+            backlog.popleft()
 
     async def close(self, grace: float = 10.0) -> None:
+        if self._feeder is not None and not self._feeder.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._feeder), grace)
+            except TimeoutError:
+                log.warning("%d records were still waiting for librdkafka's queue at shutdown", len(self._backlog))
         remaining = await asyncio.to_thread(self._producer.flush, grace)
         self._post_settled()
         if remaining:
