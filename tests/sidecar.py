@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -74,7 +75,8 @@ async def running(config: Config, *, assigned_within: float = 30.0) -> AsyncIter
 class SidecarProcess:
     """``streamcar run`` as a separate process, as it runs in production (and as SIGKILL can hit it)."""
 
-    def __init__(self, config: Config, workdir: Path) -> None:
+    def __init__(self, config: Config, workdir: Path, *, env: dict[str, str] | None = None) -> None:
+        self.env = None if env is None else {**os.environ, **env}
         self.config_file = workdir / "streamcar.yaml"
         self.config_file.write_text(yaml.safe_dump(config.model_dump(mode="json", by_alias=True)))
         self.log_file = workdir / "sidecar.log"
@@ -87,6 +89,7 @@ class SidecarProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env=self.env,
         )
         log.close()
         return self

@@ -113,15 +113,18 @@ def read_topic(handle: KafkaHandle, topic: str, *, expect: int, timeout: float =
         consumer.close()
 
 
+RecordHeaders = list[tuple[str, str | bytes | None]]
+
+
 def produce_records(
     handle: KafkaHandle,
     topic: str,
-    records: Sequence[tuple[bytes | None, bytes | None]],
+    records: Sequence[tuple[bytes | None, bytes | None] | tuple[bytes | None, bytes | None, RecordHeaders]],
     *,
-    headers: list[tuple[str, str | bytes | None]] | None = None,
+    headers: RecordHeaders | None = None,
     partition: int = -1,
 ) -> None:
-    """Produce and wait until every record is acknowledged (bounded)."""
+    """Produce ``(key, value)`` or ``(key, value, headers)`` records; wait until all are acknowledged (bounded)."""
     producer = handle.producer(**{"linger.ms": 20, "enable.idempotence": True})
     failures: list[str] = []
 
@@ -129,12 +132,12 @@ def produce_records(
         if err is not None:
             failures.append(str(err))
 
-    for key, value in records:
+    for record in records:
+        key, value = record[0], record[1]
+        own = record[2] if len(record) == 3 else headers
         while True:
             try:
-                producer.produce(
-                    topic, value=value, key=key, headers=headers, partition=partition, on_delivery=on_delivery
-                )
+                producer.produce(topic, value=value, key=key, headers=own, partition=partition, on_delivery=on_delivery)
                 break
             except BufferError:
                 producer.poll(0.05)

@@ -37,20 +37,26 @@ def _http(config: CallConfig, max_in_flight: int) -> Caller:
     return HttpCaller(config, max_connections=max_in_flight)
 
 
+def _grpc(config: CallConfig, max_in_flight: int) -> Caller:
+    from streamcar.call.grpc import GrpcCaller
+
+    return GrpcCaller(config, max_in_flight=max_in_flight)
+
+
 def _python(config: CallConfig, max_in_flight: int) -> Caller:
     from streamcar.call.python import PythonCaller
 
     return PythonCaller(config)
 
 
-_REGISTRY: dict[str, CallerFactory] = {"http": _http, "python": _python}
+_REGISTRY: dict[str, CallerFactory] = {"http": _http, "grpc": _grpc, "python": _python}
 
 
 def build_caller(config: CallConfig, max_in_flight: int) -> Caller:
     kind = config.target.kind
     factory = _REGISTRY.get(kind)
     if factory is None:
-        raise ConfigError(f"call.url: {kind} services are not supported yet (tracked in issue #4)")
+        raise ConfigError(f"call.url: {kind} services are not supported")
     return factory(config, max_in_flight)
 
 

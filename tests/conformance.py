@@ -1,0 +1,219 @@
+"""One service behaviour, reachable in every call mode, for the conformance suite.
+
+Each record carries a ``cmd`` header that says how the service answers it:
+
+* ``ok`` (or none): success, the reply value is :func:`reply_value` of the input value;
+* ``drop``: done, nothing published;
+* ``flaky``: "retry" on the first :data:`FLAKY_FAILURES` calls, then success;
+* ``fail``: "retry" forever (so the engine gives up: an ``exhausted`` dead letter);
+* ``reject``: a permanent failure (dead letter at once).
+
+:class:`Behaviour` decides and records every call (in arrival order, with its concurrency). The modes reach it
+through the streamcar.service helpers (HTTP single and batch, :class:`HttpBehaviourService`), through
+``python:conformance:handle`` / ``handle_batch`` (in-process), and through the gRPC test server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from aiohttp import web
+
+from grpc_service import Handler as GrpcHandler
+from grpc_service import Seen, echo_pb2
+from streamcar import Event, Reply
+from streamcar.event import Result
+from streamcar.service import aiohttp_event, aiohttp_response, batch_reply, events_from_batch
+
+FLAKY_FAILURES = 2
+COMMANDS = ("ok", "drop", "flaky", "fail", "reject")
+
+
+def reply_value(value: bytes | None) -> bytes:
+    return b"done:" + (value or b"")
+
+
+@dataclass(frozen=True)
+class Call:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    cmd: str
+
+    @property
+    def id(self) -> tuple[str, int, int]:
+        return (self.topic, self.partition, self.offset)
+
+
+class Behaviour:
+    """Thread-safe: the HTTP and gRPC servers run it on their own threads."""
+
+    def __init__(self, *, delay: tuple[float, float] = (0.0, 0.0), reply: Callable[[Event], bytes] | None = None):
+        self.delay = delay
+        self.reply = reply or (lambda event: reply_value(event.value))
+        self.calls: list[Call] = []
+        self.attempts: Counter[tuple[str, int, int]] = Counter()
+        self.current = 0
+        self.peak = 0
+        self.batches: list[int] = []  # the size of every batch call, in arrival order (batch delivery only)
+        self._lock = threading.Lock()
+
+    def enter(self, event: Event) -> str:
+        cmd = (event.header("cmd") or b"ok").decode()
+        with self._lock:
+            call = Call(event.topic, event.partition, event.offset, event.key, event.value, cmd)
+            self.calls.append(call)
+            self.attempts[call.id] += 1
+            self.current += 1
+            self.peak = max(self.peak, self.current)
+        return cmd
+
+    def leave(self, event: Event, cmd: str) -> Reply:
+        with self._lock:
+            self.current -= 1
+            attempt = self.attempts[(event.topic, event.partition, event.offset)]
+        if cmd == "drop":
+            return Reply.drop()
+        if cmd == "fail" or (cmd == "flaky" and attempt <= FLAKY_FAILURES):
+            return Reply.retry(error=f"{cmd} (attempt {attempt})")
+        if cmd == "reject":
+            return Reply.dead_letter("rejected by the service")
+        return Reply.success(self.reply(event))
+
+    async def answer(self, event: Event) -> Reply:
+        cmd = self.enter(event)
+        low, high = self.delay
+        if high > 0:
+            await asyncio.sleep(random.uniform(low, high))
+        return self.leave(event, cmd)
+
+    def answer_sync(self, event: Event) -> Reply:
+        return self.leave(event, self.enter(event))
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.calls)
+
+    def snapshot(self) -> list[Call]:
+        with self._lock:
+            return list(self.calls)
+
+
+# --- in-process Python (python:conformance:handle and python:conformance:handle_batch) ---------------------------
+
+_installed = Behaviour()
+
+
+def install(behaviour: Behaviour) -> None:
+    """The behaviour the in-process handlers use from now on (a sidecar process starts with a fresh one)."""
+    global _installed
+    _installed = behaviour
+
+
+async def handle(event: Event) -> Reply:
+    return await _installed.answer(event)
+
+
+async def handle_batch(events: list[Event]) -> list[Reply]:
+    _installed.batches.append(len(events))
+    return [await _installed.answer(event) for event in events]
+
+
+# --- HTTP, single and batch delivery, written with streamcar.service ------------------------------------------------
+
+
+class HttpBehaviourService:
+    """An aiohttp service on its own thread and loop: ``/single`` and ``/batch`` answer through a behaviour."""
+
+    def __init__(self, behaviour: Behaviour) -> None:
+        self.behaviour = behaviour
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="conformance-http", daemon=True)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    def url(self, batch: bool) -> str:
+        return f"http://127.0.0.1:{self.port}/{'batch' if batch else 'single'}"
+
+    def _run(self, coro: Awaitable[None]) -> None:
+        async def wrap() -> None:
+            await coro
+
+        asyncio.run_coroutine_threadsafe(wrap(), self._loop).result(30)
+
+    def start(self) -> HttpBehaviourService:
+        self._thread.start()
+        self._run(self._up())
+        return self
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            self._run(self._runner.cleanup())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    async def _up(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/single", self._single)
+        app.router.add_post("/batch", self._batch)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+
+    async def _single(self, request: web.Request) -> web.StreamResponse:
+        return aiohttp_response(await self.behaviour.answer(await aiohttp_event(request)))
+
+    async def _batch(self, request: web.Request) -> web.StreamResponse:
+        events = events_from_batch(await request.read())
+        self.behaviour.batches.append(len(events))
+        replies: Sequence[Reply] = [await self.behaviour.answer(event) for event in events]
+        return web.Response(body=batch_reply(replies), content_type="application/json")
+
+
+# --- gRPC, through the test gRPC server ----------------------------------------------------------------------------
+
+
+def event_from_grpc(seen: Seen) -> Event:
+    """The event a gRPC call carried (record headers come as ``kafka-header-<name>-bin`` metadata)."""
+    prefix, suffix = "kafka-header-", "-bin"
+    headers = tuple(
+        (name[len(prefix) : -len(suffix)], value)
+        for name, value in seen.metadata.items()
+        if name.startswith(prefix) and name.endswith(suffix) and isinstance(value, bytes)
+    )
+    return Event(seen.topic, seen.partition, seen.offset, -1, seen.key, seen.body, headers)
+
+
+def receipt_for(event: Event) -> bytes:
+    got = echo_pb2().Order.FromString(event.value or b"")
+    return bytes(echo_pb2().Receipt(id=got.id, amount=got.amount, status="ok").SerializeToString())
+
+
+def grpc_handler(behaviour: Behaviour) -> GrpcHandler:
+    """Answers as the behaviour says: success returns the receipt, retry is UNAVAILABLE, dead letter
+    INVALID_ARGUMENT, drop an empty response with the ``streamcar-result: drop`` trailer."""
+
+    async def answer(seen: Seen, context: Any) -> bytes:
+        reply = await behaviour.answer(event_from_grpc(seen))
+        if reply.result is Result.SUCCESS:
+            return reply.value or b""
+        if reply.result is Result.DROP:
+            context.set_trailing_metadata((("streamcar-result", "drop"),))
+            return b""
+        code = grpc.StatusCode.UNAVAILABLE if reply.result is Result.RETRY else grpc.StatusCode.INVALID_ARGUMENT
+        await context.abort(code, reply.error or "")
+        raise AssertionError("abort returns by raising")
+
+    return answer
