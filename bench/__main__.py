@@ -4,8 +4,10 @@
 
 Scenarios (each on fresh topics of the same broker, with the same pre-produced input):
 * ``ceiling``: a plain confluent-kafka consume -> produce loop (what librdkafka alone does on this machine);
-* ``http-single``: ``streamcar run`` (a separate process) calling a trivial local HTTP service (another process)
-  once per message, publishing every reply.
+* sidecar scenarios, ``streamcar run`` (a separate process) publishing every reply of a trivial echo service:
+  ``http-single`` (one HTTP call per message), ``http-batch`` (100 messages per call, the JSON envelope),
+  ``grpc`` (one unary call per message), ``python`` and ``python-batch`` (in-process handlers, no network hop);
+* ``http-ceiling``: the HTTP round trip alone (an aiohttp client posting to the same echo service, no Kafka).
 
 Throughput is counted from the output records' own timestamps (first to last reply), so process start-up and
 the group join are not part of it. Figures are only comparable as ratios within one run.
@@ -116,19 +118,36 @@ def ceiling(bootstrap: str, source: str, out: str, n: int) -> float:
     return output_span(bootstrap, out, n)[1]
 
 
-def http_single(
-    bootstrap: str, source: str, out: str, n: int, workdir: Path, max_in_flight: int, profile: Path | None
+SERVICES = {
+    "http": [sys.executable, str(HERE / "echo_service.py")],
+    "grpc": [sys.executable, str(HERE / "echo_grpc.py")],
+}
+
+
+def through_sidecar(
+    bootstrap: str,
+    source: str,
+    out: str,
+    n: int,
+    workdir: Path,
+    max_in_flight: int,
+    call: dict[str, object],
+    service: str | None,
+    profile: Path | None,
 ) -> float:
+    """``streamcar run`` (a separate process) with ``call``; ``service`` (http, grpc) is started beside it and
+    ``{port}`` in the call URL is its port. In-process handlers are imported from this repository (PYTHONPATH)."""
     port = free_ports(1)[0]
-    service = subprocess.Popen(
-        [sys.executable, str(HERE / "echo_service.py"), str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-    )
+    server = None
+    if service is not None:
+        cmd = [*SERVICES[service], str(port)]
+        server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     config = {
         "kafka": {"bootstrap_servers": bootstrap},
         "pipelines": {
             "bench": {
                 "consume": {"topics": [source], "group": f"bench-{uuid.uuid4().hex[:8]}"},
-                "call": {"url": f"http://127.0.0.1:{port}/echo"},
+                "call": {**call, "url": str(call["url"]).format(port=port)},
                 "max_in_flight": max_in_flight,
                 "publish": {"topic": out},
             }
@@ -136,7 +155,7 @@ def http_single(
     }
     config_file = workdir / f"{out}.yaml"
     config_file.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "STREAMCAR_LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "STREAMCAR_LOG_LEVEL": "WARNING", "PYTHONPATH": str(HERE.parent)}
     sidecar = subprocess.Popen([sys.executable, "-m", "streamcar", "run", "-c", str(config_file)], env=env)
     spy = None
     if profile is not None:  # py-spy samples the sidecar; the folded stacks feed any flamegraph tool
@@ -151,8 +170,22 @@ def http_single(
             spy.wait(30)
         sidecar.terminate()
         sidecar.wait(60)
-        service.terminate()
-        service.wait(10)
+        if server is not None:
+            server.terminate()
+            server.wait(10)
+
+
+# Call settings per sidecar scenario, and the service each needs.
+SIDECAR_SCENARIOS: dict[str, tuple[dict[str, object], str | None]] = {
+    "http-single": ({"url": "http://127.0.0.1:{port}/echo"}, "http"),
+    "http-batch": ({"url": "http://127.0.0.1:{port}/batch", "batch": {"max_messages": 100, "max_wait": "5ms"}}, "http"),
+    "grpc": ({"url": "grpc://127.0.0.1:{port}/bench.Echo/Echo"}, "grpc"),
+    "python": ({"url": "python:bench.echo_handlers:echo"}, None),
+    "python-batch": (
+        {"url": "python:bench.echo_handlers:echo_batch", "batch": {"max_messages": 100, "max_wait": "5ms"}},
+        None,
+    ),
+}
 
 
 def http_ceiling(n: int, concurrency: int, size: int) -> float:
@@ -205,7 +238,8 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=256, help="value bytes")
     parser.add_argument("--max-in-flight", type=int, default=256)
     parser.add_argument("--json", type=Path, default=HERE / "results" / "latest.json")
-    parser.add_argument("--profile", type=Path, help="record the sidecar with py-spy into this folded-stacks file")
+    parser.add_argument("--profile", type=Path, help="record the sidecar with py-spy into FILE.<scenario>.txt")
+    parser.add_argument("--only", nargs="+", choices=sorted(SIDECAR_SCENARIOS), help="sidecar scenarios to run")
     args = parser.parse_args()
     n = args.messages
 
@@ -221,12 +255,14 @@ def main() -> int:
         create_topic(bootstrap, source, args.partitions)
         with console.status(f"producing {n} input records ..."):
             produce_input(bootstrap, source, n, args.size)
-        scenarios: dict[str, Callable[[str], float]] = {
-            "ceiling": lambda out: ceiling(bootstrap, source, out, n),
-            "http-single": lambda out: http_single(
-                bootstrap, source, out, n, workdir, args.max_in_flight, args.profile
-            ),
-        }
+        scenarios: dict[str, Callable[[str], float]] = {"ceiling": lambda out: ceiling(bootstrap, source, out, n)}
+        for name, (call, service) in SIDECAR_SCENARIOS.items():
+            if args.only and name not in args.only:
+                continue
+            profile = args.profile.with_suffix(f".{name}.txt") if args.profile else None
+            scenarios[name] = lambda out, call=call, service=service, profile=profile: through_sidecar(  # type: ignore[misc]
+                bootstrap, source, out, n, workdir, args.max_in_flight, call, service, profile
+            )
         scenarios["http-ceiling"] = lambda out: http_ceiling(n, args.max_in_flight, args.size)
         for name, run in scenarios.items():
             out = f"bench-out-{name}"

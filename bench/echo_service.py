@@ -1,4 +1,5 @@
-"""The trivial service of the benchmarks: echoes the body back, 200. Run: python bench/echo_service.py PORT"""
+"""The trivial HTTP service of the benchmarks: ``/echo`` echoes the body back (200); ``/batch`` answers a batch
+envelope with every value echoed. Run: python bench/echo_service.py PORT"""
 
 from __future__ import annotations
 
@@ -6,14 +7,24 @@ import sys
 
 from aiohttp import web
 
+from streamcar import Reply
+from streamcar.service import batch_reply, events_from_batch
+
 
 async def echo(request: web.Request) -> web.Response:
     return web.Response(body=await request.read())
 
 
+async def echo_batch(request: web.Request) -> web.Response:
+    events = events_from_batch(await request.read())
+    body = batch_reply([Reply.success(event.value) for event in events])
+    return web.Response(body=body, content_type="application/json")
+
+
 def main() -> None:
-    app = web.Application()
+    app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/echo", echo)
+    app.router.add_post("/batch", echo_batch)
     try:
         import uvloop
 

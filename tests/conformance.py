@@ -16,6 +16,7 @@ through the streamcar.service helpers (HTTP single and batch, :class:`HttpBehavi
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import threading
 from collections import Counter
@@ -26,11 +27,12 @@ from typing import Any
 import grpc
 from aiohttp import web
 
-from grpc_service import Handler as GrpcHandler
-from grpc_service import Seen, echo_pb2
 from streamcar import Event, Reply
 from streamcar.event import Result
 from streamcar.service import aiohttp_event, aiohttp_response, batch_reply, events_from_batch
+
+from grpc_service import Handler as GrpcHandler
+from grpc_service import Seen, echo_pb2
 
 FLAKY_FAILURES = 2
 COMMANDS = ("ok", "drop", "flaky", "fail", "reject")
@@ -110,7 +112,8 @@ class Behaviour:
 
 # --- in-process Python (python:conformance:handle and python:conformance:handle_batch) ---------------------------
 
-_installed = Behaviour()
+# A sidecar process imports this module afresh: CONFORMANCE_MAX_DELAY (seconds) gives its handlers a delay.
+_installed = Behaviour(delay=(0.0, float(os.environ.get("CONFORMANCE_MAX_DELAY", "0"))))
 
 
 def install(behaviour: Behaviour) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 
 import pytest
-from confluent_kafka import Message
+from confluent_kafka import KafkaException, Message
 
 from support import KafkaHandle, TopicFactory, wait_for
 
@@ -44,7 +44,10 @@ def test_acks_all_survives_a_killed_leader(kafka_cluster: KafkaHandle, topic_fac
     assert kafka_cluster.cluster.pid(leader) is None
 
     def new_leader() -> bool:
-        p = admin.list_topics(topic=topic, timeout=5).topics[topic].partitions[0]
+        try:
+            p = admin.list_topics(topic=topic, timeout=5).topics[topic].partitions[0]
+        except KafkaException:  # the metadata request went to the dead node and timed out: ask again
+            return False
         return p.leader not in (-1, leader)
 
     wait_for(new_leader, timeout=60, what="a new partition leader")

@@ -18,11 +18,12 @@ from typing import Any
 import grpc
 import pytest
 
-from grpc_service import Seen, ServerTls, TestGrpcService, order, receipt_of
 from streamcar.call.grpc import GrpcCaller, channel_count, parse_retry_after, request_metadata
 from streamcar.config import CallConfig
 from streamcar.errors import ConfigError
 from streamcar.event import KEEP_KEY, Event, Reply, Result
+
+from grpc_service import Seen, ServerTls, TestGrpcService, order, receipt_of
 
 Code = grpc.StatusCode
 RETRIED = [Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED, Code.RESOURCE_EXHAUSTED, Code.ABORTED]

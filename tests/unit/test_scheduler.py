@@ -149,14 +149,15 @@ def test_take_with_runs_brings_a_lanes_successors_along_in_order() -> None:
     free = keyed(20, None)
     for item in (a[0], b[0], a[1], free, a[2], b[1], a[3]):
         sched.submit(item)
-    assert sched.take(5, runs=True) == [a[0], a[1], a[2], a[3], b[0]]
-    assert (sched.ready_count, sched.queued_count) == (1, 1)  # the lane-less item; b[1] waits behind b[0]
+    # the ready items (oldest of their lanes) first, then the lanes' successors fill the room left
+    assert sched.take(6, runs=True) == [a[0], b[0], free, a[1], a[2], a[3]]
+    assert (sched.ready_count, sched.queued_count) == (0, 1)  # b[1] waits behind b[0]
     sched.finish(a[1])  # not the head of its run: ignored
     assert sched.busy_lanes == 2
     for item in a:
         sched.finish(item)  # a run is finished in order
     sched.finish(b[0])
-    assert sched.take(5, runs=True) == [free, b[1]]
+    assert sched.take(5, runs=True) == [b[1]]
     sched.finish(b[1])
     assert (len(sched), sched.busy_lanes) == (0, 0)
 
@@ -337,22 +338,20 @@ class SchedulerMachine(RuleBasedStateMachine):
     @rule(n=st.integers(min_value=0, max_value=6))
     def take_runs(self, n: int) -> None:
         items = self.sched.take(n, runs=True)
-        expected: list[Item] = []
-        while self.ready and len(expected) < n:
-            head = self.ready.popleft()
-            expected.append(head)
-            if head.lane is not None:
-                line = self.pending[head.lane]
-                extra = min(len(line) - 1, n - len(expected))
-                expected.extend(list(line)[1 : 1 + extra])
+        heads = [self.ready.popleft() for _ in range(min(n, len(self.ready)))]
+        expected = list(heads)
+        for head in heads:
+            if head.lane is not None and len(expected) < n:
+                successors = list(self.pending[head.lane])[1:]
+                expected.extend(successors[: n - len(expected)])
         assert items == expected
         for item in items:
             assert item.seq not in self.taken, "taken twice"
             assert item.seq not in self.dropped, "taken after being dropped"
-            line = self.pending[self.lane_key(item)]
-            assert line[0] is item, "lane taken out of submission order"
-            line.popleft()
-            if not line:
+            pending = self.pending[self.lane_key(item)]
+            assert pending[0] is item, "lane taken out of submission order"
+            pending.popleft()
+            if not pending:
                 del self.pending[self.lane_key(item)]
             self.taken.add(item.seq)
             self.in_flight.append(item)

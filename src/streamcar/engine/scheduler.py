@@ -85,33 +85,37 @@ class LaneScheduler(Generic[T]):
     def take(self, n: int, *, runs: bool = False) -> list[T]:
         """Pop up to ``n`` ready items, oldest-ready first.
 
-        Without ``runs`` a take holds at most one item per lane. With ``runs`` (batch delivery) a ready item
-        brings its lane's queued successors along, right after it and in submission order, as long as ``n``
-        allows: the lane then has a *run* of several items in flight, which must be finished in order.
+        Without ``runs`` a take holds at most one item per lane. With ``runs`` (batch delivery), when there are
+        fewer than ``n`` ready items, the ready items' lanes fill the rest: each brings its queued successors, in
+        submission order, after all the ready items. The lane then has a *run* of several items in flight, which
+        must be finished in order. Ready items go first because they are the oldest of their lanes: completing
+        them is what moves a partition's committed watermark.
         """
         ready = self._ready
-        if not runs or not self._queued:
-            if n >= len(ready):
-                everything = list(ready)
-                ready.clear()
-                return everything
-            if n <= 0:
-                return []
+        if n >= len(ready):
+            items = list(ready)
+            ready.clear()
+        elif n <= 0:
+            return []
+        else:
             popleft = ready.popleft
             return [popleft() for _ in range(n)]
-        items: list[T] = []
-        while ready and len(items) < n:
-            item = ready.popleft()
-            items.append(item)
-            lane = self._lane_of(item)
+        if not runs or not self._queued:
+            return items
+        lane_of, lanes, room = self._lane_of, self._lanes, n - len(items)
+        for item in items[:]:
+            lane = lane_of(item)
             if lane is None:
                 continue
-            line = self._lanes[lane]
-            extra = min(len(line) - 1, n - len(items))
+            line = lanes[lane]
+            extra = min(len(line) - 1, room)
             if extra > 0:
                 items.extend(line[i] for i in range(1, extra + 1))
                 self._taken[lane] = 1 + extra
                 self._queued -= extra
+                room -= extra
+                if not room:
+                    break
         return items
 
     def finish(self, item: T) -> None:
