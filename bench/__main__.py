@@ -158,21 +158,28 @@ def through_sidecar(
     env = {**os.environ, "STREAMCAR_LOG_LEVEL": "WARNING", "PYTHONPATH": str(HERE.parent)}
     sidecar = subprocess.Popen([sys.executable, "-m", "streamcar", "run", "-c", str(config_file)], env=env)
     spy = None
-    if profile is not None:  # py-spy samples the sidecar; the folded stacks feed any flamegraph tool
-        profile.parent.mkdir(parents=True, exist_ok=True)
-        cmd = ["py-spy", "record", "--format", "raw", "-r", "100", "--nonblocking", "-o", str(profile)]
-        spy = subprocess.Popen([*cmd, "--pid", str(sidecar.pid)], stdout=subprocess.DEVNULL)
     try:
+        if profile is not None:  # py-spy samples the sidecar; the folded stacks feed any flamegraph tool
+            profile.parent.mkdir(parents=True, exist_ok=True)
+            py_spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+            if py_spy is None:
+                raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+            cmd = [py_spy, "record", "--format", "raw", "-r", "100", "--nonblocking", "-o", str(profile)]
+            spy = subprocess.Popen([*cmd, "--pid", str(sidecar.pid)], stdout=subprocess.DEVNULL)
         return output_span(bootstrap, out, n)[1]
     finally:
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(30)
-        sidecar.terminate()
-        sidecar.wait(60)
-        if server is not None:
-            server.terminate()
-            server.wait(10)
+        for process in (sidecar, server):
+            if process is None:
+                continue
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
 
 
 # Call settings per sidecar scenario, and the service each needs.

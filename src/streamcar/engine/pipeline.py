@@ -98,6 +98,9 @@ class Pipeline:
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": self.config.consume.from_,
                 "partition.assignment.strategy": "cooperative-sticky",
+                # A resumed partition's first fetch can wait behind a fetch request the broker holds for up to
+                # fetch.wait.max.ms (500 ms by default) when nothing else was fetchable.
+                "fetch.wait.max.ms": 50,
             }
         )
         conf.update(self._kafka.librdkafka)  # explicit overrides still win

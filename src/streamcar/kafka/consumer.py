@@ -137,8 +137,35 @@ class ConsumerBridge:
     # -- the consumer thread ----------------------------------------------------------------------------
     def _apply_pause(self) -> None:
         assignment = self._consumer.assignment()
-        if assignment:
-            (self._consumer.pause if self._paused else self._consumer.resume)(assignment)
+        if not assignment:
+            return
+        if self._paused:
+            self._consumer.pause(assignment)
+        else:
+            self._consumer.resume(assignment)
+            self._wake_fetchers(assignment)
+
+    def _wake_fetchers(self, partitions: list[TopicPartition]) -> None:
+        """Make librdkafka fetch resumed partitions now rather than up to a second later.
+
+        A resume takes effect at the next wake-up of the broker thread that fetches the partition, and an idle
+        one (nothing to fetch while everything was paused) sleeps for up to a second (confluent-kafka-go#630):
+        under backpressure that left the service idle most of the time. Any request to the broker wakes its
+        thread, so ask each resumed partition's leader for a watermark. Only a wake-up: errors are ignored.
+        """
+        try:
+            by_leader: dict[int, TopicPartition] = {}
+            for topic in {tp.topic for tp in partitions}:
+                meta = self._consumer.list_topics(topic=topic, timeout=1).topics.get(topic)
+                if meta is None:
+                    continue
+                for tp in partitions:
+                    if tp.topic == topic and tp.partition in meta.partitions:
+                        by_leader.setdefault(meta.partitions[tp.partition].leader, tp)
+            for tp in by_leader.values():
+                self._consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=1, cached=False)
+        except KafkaException as exc:
+            log.debug("waking the fetchers after a resume failed: %s", exc)
 
     def _run_commands(self) -> None:
         while True:
