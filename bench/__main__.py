@@ -7,7 +7,8 @@ Scenarios (each on fresh topics of the same broker, with the same pre-produced i
 * sidecar scenarios, ``streamcar run`` (a separate process) publishing every reply of a trivial echo service:
   ``http-single`` (one HTTP call per message), ``http-batch`` (100 messages per call, the JSON envelope),
   ``grpc`` (one unary call per message), ``python`` and ``python-batch`` (in-process handlers, no network hop);
-* ``http-ceiling``: the HTTP round trip alone (an aiohttp client posting to the same echo service, no Kafka).
+* ``http-ceiling`` / ``grpc-ceiling``: the round trip alone (an aiohttp / grpc.aio client calling the same echo
+  service, no Kafka): what one Python process can get out of that transport on this machine.
 
 Throughput is counted from the output records' own timestamps (first to last reply), so process start-up and
 the group join are not part of it. Figures are only comparable as ratios within one run.
@@ -49,6 +50,7 @@ class Result:
     seconds: float
     msgs_per_s: float
     ratio_to_ceiling: float | None = None
+    ratio_to_round_trip: float | None = None  # http-* to http-ceiling, grpc to grpc-ceiling
 
 
 def create_topic(bootstrap: str, name: str, partitions: int) -> None:
@@ -238,6 +240,37 @@ def http_ceiling(n: int, concurrency: int, size: int) -> float:
         service.wait(10)
 
 
+def grpc_ceiling(n: int, concurrency: int, size: int) -> float:
+    """The gRPC round trip alone: a grpc.aio client calling the same echo service, no Kafka, no engine."""
+    import asyncio
+
+    import grpc
+
+    port = free_ports(1)[0]
+    server = subprocess.Popen([*SERVICES["grpc"], str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+    async def run() -> float:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await asyncio.wait_for(channel.channel_ready(), 30)
+            call = channel.unary_unary("/bench.Echo/Echo")
+            body = b"x" * size
+            todo = iter(range(n))
+
+            async def worker() -> None:
+                for i in todo:
+                    await call(body, metadata=(("kafka-offset", str(i)), ("idempotency-key", f"t-0-{i}")))
+
+            started = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(min(concurrency, 100))))  # one connection's streams
+            return time.perf_counter() - started
+
+    try:
+        return asyncio.run(run())
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000)
@@ -271,6 +304,7 @@ def main() -> int:
                 bootstrap, source, out, n, workdir, args.max_in_flight, call, service, profile
             )
         scenarios["http-ceiling"] = lambda out: http_ceiling(n, args.max_in_flight, args.size)
+        scenarios["grpc-ceiling"] = lambda out: grpc_ceiling(n, args.max_in_flight, args.size)
         for name, run in scenarios.items():
             out = f"bench-out-{name}"
             create_topic(bootstrap, out, args.partitions)
@@ -282,15 +316,18 @@ def main() -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
     top = results[0].msgs_per_s
+    by_name = {r.scenario: r for r in results}
     for r in results:
         r.ratio_to_ceiling = round(r.msgs_per_s / top, 3)
-    by_name = {r.scenario: r for r in results}
+        transport = by_name.get(f"{r.scenario.split('-')[0]}-ceiling")
+        if transport is not None and r.scenario != "ceiling":
+            r.ratio_to_round_trip = round(r.msgs_per_s / transport.msgs_per_s, 3)
     table = Table(title=f"streamcar bench: {n} messages, {args.partitions} partitions, {args.size} B values")
-    for column in ("scenario", "msgs/s", "ratio to ceiling", "ratio to HTTP round trip"):
+    for column in ("scenario", "msgs/s", "ratio to ceiling", "ratio to its transport's round trip"):
         table.add_column(column, justify="right")
     for r in results:
-        http = r.msgs_per_s / by_name["http-ceiling"].msgs_per_s
-        table.add_row(r.scenario, f"{r.msgs_per_s:,.0f}", f"{r.ratio_to_ceiling:.3f}", f"{http:.3f}")
+        trip = "-" if r.ratio_to_round_trip is None else f"{r.ratio_to_round_trip:.3f}"
+        table.add_row(r.scenario, f"{r.msgs_per_s:,.0f}", f"{r.ratio_to_ceiling:.3f}", trip)
     Console().print(table)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(

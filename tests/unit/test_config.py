@@ -177,6 +177,15 @@ def test_librdkafka_overrides_are_applied_last() -> None:
         ({"pipelines.p.call.headers": {"X-A": "a\r\nb"}}, "pipelines.p.call.headers.X-A: line breaks are not"),
         ({"pipelines.p.call.batch.max_messages": 0}, "pipelines.p.call.batch.max_messages: must be greater"),
         ({"pipelines.p.call.batch.max_messages": 10_001}, "pipelines.p.call.batch.max_messages: must be less"),
+        (
+            {"pipelines.p.call": {"url": "grpc://svc:50051/pkg.S/M", "batch": {"max_messages": 10}}},
+            "pipelines.p.call.batch.max_messages: gRPC takes one record per call; batch needs http or python",
+        ),
+        ({"pipelines.p.call.tls": {"ca_file": "/ca.pem"}}, "pipelines.p.call.tls: applies to https:// and grpcs://"),
+        (
+            {"pipelines.p.call": {"url": "grpcs://svc:443/pkg.S/M", "tls": {"cert_file": "/c.pem"}}},
+            "pipelines.p.call.tls.key_file: cert_file and key_file go together",
+        ),
         ({"pipelines.p.ordering": "keys"}, "pipelines.p.ordering: must be 'key', 'partition' or 'none' (got 'keys')"),
         ({"pipelines.p.max_in_flight": 0}, "pipelines.p.max_in_flight: must be greater than or equal to 1"),
         ({"pipelines.p.max_in_flight": 100_001}, "pipelines.p.max_in_flight: must be less than or equal to 100000"),

@@ -6,12 +6,9 @@ No Kafka is involved: events are built by hand and the service records what it r
 from __future__ import annotations
 
 import asyncio
-import secrets
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +21,7 @@ from streamcar.errors import ConfigError
 from streamcar.event import KEEP_KEY, Event, Reply, Result
 
 from grpc_service import Seen, ServerTls, TestGrpcService, order, receipt_of
+from pki import Leaf, Pki, make_pki
 
 Code = grpc.StatusCode
 RETRIED = [Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED, Code.RESOURCE_EXHAUSTED, Code.ABORTED]
@@ -451,69 +449,19 @@ def test_a_non_grpc_target_is_a_config_error() -> None:
 # --- TLS -----------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Pki:
-    ca: Path
-    other_ca: Path
-    server: ServerTls  # for 127.0.0.1 and localhost
-    named_server: ServerTls  # for orders.internal only
-    client_cert: Path
-    client_key: Path
-
-    def server_requiring_clients(self) -> ServerTls:
-        return ServerTls(self.server.cert, self.server.key, client_ca=self.ca.read_bytes())
-
-
-def _openssl(directory: Path, *args: str) -> None:
-    subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True, timeout=60)
-
-
-def _ca(directory: Path, name: str) -> Path:
-    _openssl(
-        directory,
-        *("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"),
-        *("-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN={name}"),
-        *("-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"),
-    )
-    return directory / f"{name}.pem"
-
-
-def _leaf(directory: Path, name: str, ca: str, extensions: str) -> tuple[Path, Path]:
-    (directory / f"{name}.ext").write_text(extensions)
-    _openssl(
-        directory,
-        *("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"),
-        *("-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}"),
-    )
-    _openssl(
-        directory,
-        *("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-days", "2"),
-        *("-set_serial", str(secrets.randbits(63)), "-extfile", f"{name}.ext", "-out", f"{name}.pem"),
-    )
-    return directory / f"{name}.pem", directory / f"{name}.key"
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    directory = tmp_path_factory.mktemp("pki")
-    ca = _ca(directory, "ca")
-    other_ca = _ca(directory, "other-ca")
-    server_usage = "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
-    server = _leaf(directory, "server", "ca", server_usage + "subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    named = _leaf(directory, "named", "ca", server_usage + "subjectAltName=DNS:orders.internal\n")
-    client = _leaf(directory, "client", "ca", "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")
-    return Pki(
-        ca=ca,
-        other_ca=other_ca,
-        server=ServerTls(server[0].read_bytes(), server[1].read_bytes()),
-        named_server=ServerTls(named[0].read_bytes(), named[1].read_bytes()),
-        client_cert=client[0],
-        client_key=client[1],
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def server_tls(leaf: Leaf, *, client_ca: Path | None = None) -> ServerTls:
+    return ServerTls(
+        leaf.cert.read_bytes(), leaf.key.read_bytes(), None if client_ca is None else client_ca.read_bytes()
     )
 
 
 async def test_grpcs_with_the_services_ca_succeeds(service_factory: Callable[..., TestGrpcService], pki: Pki) -> None:
-    secure = service_factory(tls=pki.server)
+    secure = service_factory(tls=server_tls(pki.server))
     assert secure.url.startswith("grpcs://127.0.0.1:")
 
     reply = await call_one(config(secure.url, tls={"ca_file": str(pki.ca)}))
@@ -526,7 +474,7 @@ async def test_grpcs_with_the_services_ca_succeeds(service_factory: Callable[...
 async def test_grpcs_with_cas_that_did_not_sign_the_service_is_retried(
     service_factory: Callable[..., TestGrpcService], pki: Pki, other_ca: bool
 ) -> None:
-    secure = service_factory(tls=pki.server)
+    secure = service_factory(tls=server_tls(pki.server))
     extra = {"tls": {"ca_file": str(pki.other_ca)}} if other_ca else {}
 
     reply = await call_one(config(secure.url, **extra))
@@ -538,7 +486,7 @@ async def test_grpcs_with_cas_that_did_not_sign_the_service_is_retried(
 
 
 async def test_grpc_to_a_tls_service_is_retried(service_factory: Callable[..., TestGrpcService], pki: Pki) -> None:
-    secure = service_factory(tls=pki.server)
+    secure = service_factory(tls=server_tls(pki.server))
     reply = await call_one(config(secure.url.replace("grpcs://", "grpc://")))
     assert reply.result is Result.RETRY
     assert secure.count() == 0
@@ -547,8 +495,8 @@ async def test_grpc_to_a_tls_service_is_retried(service_factory: Callable[..., T
 async def test_mutual_tls_with_the_client_certificate_succeeds(
     service_factory: Callable[..., TestGrpcService], pki: Pki
 ) -> None:
-    secure = service_factory(tls=pki.server_requiring_clients())
-    tls = {"ca_file": str(pki.ca), "cert_file": str(pki.client_cert), "key_file": str(pki.client_key)}
+    secure = service_factory(tls=server_tls(pki.server, client_ca=pki.ca))
+    tls = {"ca_file": str(pki.ca), "cert_file": str(pki.client.cert), "key_file": str(pki.client.key)}
 
     reply = await call_one(config(secure.url, tls=tls))
 
@@ -559,7 +507,7 @@ async def test_mutual_tls_with_the_client_certificate_succeeds(
 async def test_mutual_tls_without_a_client_certificate_is_refused(
     service_factory: Callable[..., TestGrpcService], pki: Pki
 ) -> None:
-    secure = service_factory(tls=pki.server_requiring_clients())
+    secure = service_factory(tls=server_tls(pki.server, client_ca=pki.ca))
 
     reply = await call_one(config(secure.url, tls={"ca_file": str(pki.ca)}))
 
@@ -573,7 +521,7 @@ async def test_mutual_tls_without_a_client_certificate_is_refused(
 async def test_server_name_verifies_a_certificate_issued_for_another_name(
     service_factory: Callable[..., TestGrpcService], pki: Pki, server_name: str | None, expected: Result
 ) -> None:
-    secure = service_factory(tls=pki.named_server)
+    secure = service_factory(tls=server_tls(pki.named_server))
     tls: dict[str, str] = {"ca_file": str(pki.ca)}
     if server_name is not None:
         tls["server_name"] = server_name

@@ -14,6 +14,7 @@ published); any other status, a timeout or a connection error retries the whole 
 from __future__ import annotations
 
 import email.utils
+import ssl
 import time
 from collections.abc import Sequence
 from urllib.parse import quote_from_bytes, unquote_to_bytes
@@ -22,7 +23,8 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from streamcar.call.envelope import EnvelopeError, decode_results, encode_messages
-from streamcar.config import CallConfig
+from streamcar.config import CallConfig, ServiceTlsConfig
+from streamcar.errors import ConfigError
 from streamcar.event import KEEP_KEY, Event, KeepKey, Reply
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -137,6 +139,28 @@ def _snippet(body: bytes) -> str:
     return text + ("..." if len(body) > _MAX_ERROR_BODY else "")
 
 
+def ssl_context(tls: ServiceTlsConfig) -> ssl.SSLContext:
+    """The client TLS context ``call.tls`` asks for; ConfigError naming the field when a file is unusable."""
+    try:
+        context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file is not None else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"call.tls.ca_file: cannot use {tls.ca_file}: {_reason(exc)}") from exc
+    if tls.cert_file is not None and tls.key_file is not None:
+        try:
+            context.load_cert_chain(tls.cert_file, tls.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"call.tls.cert_file: cannot use {tls.cert_file} with {tls.key_file}: {_reason(exc)}"
+            ) from exc
+    return context
+
+
+def _reason(exc: OSError | ssl.SSLError) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or str(exc)
+    return exc.strerror or str(exc)
+
+
 class HttpCaller:
     def __init__(self, config: CallConfig, *, max_connections: int) -> None:
         self._url = config.url
@@ -144,10 +168,15 @@ class HttpCaller:
         self._timeout = aiohttp.ClientTimeout(total=config.timeout)
         self._max_connections = max_connections
         self._batch = config.batch.max_messages > 1
+        self._tls = config.tls
+        self._server_name = config.tls.server_name if config.tls is not None else None
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=60, enable_cleanup_closed=True)
+        context: ssl.SSLContext | bool = True if self._tls is None else ssl_context(self._tls)
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections, ttl_dns_cache=60, enable_cleanup_closed=True, ssl=context
+        )
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=self._timeout, auto_decompress=True, skip_auto_headers=("User-Agent",)
         )
@@ -174,12 +203,18 @@ class HttpCaller:
         headers["Kafka-Batch-Size"] = str(len(events))
         try:
             async with session.post(
-                self._url, data=encode_messages(events), headers=headers, allow_redirects=False
+                self._url,
+                data=encode_messages(events),
+                headers=headers,
+                allow_redirects=False,
+                server_hostname=self._server_name,
             ) as response:
                 body = await response.read()
                 return replies_from_batch_response(response.status, response.headers, body, len(events))
         except TimeoutError:
             return [Reply.retry(error=f"no reply within {self._timeout.total}s", kind="timeout")] * len(events)
+        except aiohttp.ClientSSLError as exc:
+            return [Reply.retry(error=f"TLS error: {exc}", kind="tls")] * len(events)
         except aiohttp.ClientConnectionError as exc:
             return [Reply.retry(error=f"connection error: {exc}", kind="connection")] * len(events)
         except aiohttp.ClientError as exc:
@@ -193,11 +228,14 @@ class HttpCaller:
                 data=event.value or b"",
                 headers=request_headers(event, self._static_headers),
                 allow_redirects=False,
+                server_hostname=self._server_name,
             ) as response:
                 body = await response.read()
                 return reply_from_response(response.status, response.headers, body)
         except TimeoutError:
             return Reply.retry(error=f"no reply within {self._timeout.total}s", kind="timeout")
+        except aiohttp.ClientSSLError as exc:
+            return Reply.retry(error=f"TLS error: {exc}", kind="tls")
         except aiohttp.ClientConnectionError as exc:
             return Reply.retry(error=f"connection error: {exc}", kind="connection")
         except aiohttp.ClientError as exc:
