@@ -22,19 +22,18 @@ from streamcar.call import Caller
 from streamcar.config import KafkaConfig, PipelineConfig
 from streamcar.engine.offsets import OffsetTracker
 from streamcar.engine.offsets import TopicPartition as TP
-from streamcar.engine.records import dead_letter_record, reply_record
+from streamcar.engine.outcomes import Ack, Outcomes
 from streamcar.engine.retry import Backoff
 from streamcar.engine.scheduler import Lane, LaneScheduler, lane_for
 from streamcar.engine.work import PipelineStats, Work, event_from, lane_of, partition_of
 from streamcar.errors import KafkaError as StreamcarKafkaError
-from streamcar.event import Reply, Result
+from streamcar.event import Reply
 from streamcar.kafka.consumer import ConsumerBridge
-from streamcar.kafka.producer import AsyncProducer, ProduceError
+from streamcar.kafka.producer import AsyncProducer
 
 log = logging.getLogger("streamcar.pipeline")
 
 PREFETCH = 2000
-Ack = asyncio.Future[Message]
 
 # Kafka errors after which the consumer cannot go on; anything else librdkafka recovers from by itself.
 _FATAL_CODES = frozenset(
@@ -61,6 +60,7 @@ class Pipeline:
         self._caller = caller
         self._producer = producer
         self._backoff = Backoff(config.retry.initial_backoff, config.retry.max_backoff)
+        self._outcomes = Outcomes(name, config, producer, self.stats)
         self._tracker = OffsetTracker()
         self._scheduler: LaneScheduler[Work] = LaneScheduler(lane_of, partition_of)
         self._generation: dict[TP, int] = {}
@@ -394,7 +394,7 @@ class Pipeline:
                 if blocker is not None:
                     self._hold(blocker, work)
                     continue
-                outcome = self._act(work, retry, slow)
+                outcome = self._outcomes.act(work, retry, slow)
                 if outcome is None:
                     if work.lane is not None:
                         blockers[work.lane] = work
@@ -423,13 +423,13 @@ class Pipeline:
                     work.settled = result  # done, but an earlier message of its lane is not: wait for it
                     self._hold(blocker, work)
                 elif error is None:
-                    self._count(work, result)
+                    self._outcomes.count(work, result)
                     self._complete(work, result)
                     if work.held is not None:
                         released.extend(work.held)
                         work.held = None
                 else:
-                    self._refused(work, result, error)
+                    self._outcomes.refused(work, result, error)
                     again.append(work)
                     if work.lane is not None:
                         blockers[work.lane] = work
@@ -443,77 +443,9 @@ class Pipeline:
                 await asyncio.sleep(self._backoff.delay(1))
             works = again + released
 
-    def _act(self, work: Work, retry: list[Work], slow: list[Work]) -> tuple[str, Ack | None] | None:
-        """Start what ``work``'s reply calls for: the result and the broker's acknowledgement to wait for, or
-        None when the message stays unresolved (added to ``retry`` or, when it cannot be delivered, ``slow``)."""
-        if work.settled is not None:
-            return work.settled, None
-        reply = work.reply
-        assert reply is not None
-        result = reply.result
-        if result is Result.SUCCESS:
-            publish = self.config.publish
-            if reply.value is None or publish is None:
-                return "success", None
-            record = reply_record(work.event, reply)
-            return "success", self._producer.send(publish.topic, record.value, record.key, record.headers)
-        if result is Result.DROP:
-            return "drop", None
-        if result is Result.RETRY:
-            work.last_error = reply.error or "retry"
-            work.last_kind = reply.error_kind or "retry"
-            if work.attempts < self.config.retry.attempts:
-                retry.append(work)
-                return None
-            error = f"gave up after {work.attempts} attempts; last error ({work.last_kind}): {work.last_error}"
-            reply = work.reply = Reply.dead_letter(error, kind="exhausted")
-        error = reply.error or "the service rejected the message"
-        kind = reply.error_kind or "rejected"
-        dlq = self.config.dead_letter
-        if dlq is None:
-            # No dead-letter topic: never drop. The message blocks its key and keeps being retried slowly.
-            if not work.blocked:
-                work.blocked = True
-                log.error(
-                    "%s: %s cannot be delivered and there is no dead_letter topic; its key waits (%s)",
-                    self.name,
-                    work.event.idempotency_key,
-                    error,
-                )
-                self.stats.note_error(f"{work.event.idempotency_key}: {error}")
-            slow.append(work)
-            return None
-        record = dead_letter_record(work.event, error=error, kind=kind, attempts=work.attempts)
-        return "dead-letter", self._producer.send(dlq.topic, record.value, record.key, record.headers)
-
-    def _refused(self, work: Work, result: str, error: BaseException) -> None:
-        """The broker did not take ``work``'s reply or dead letter: decide what acting on it again means."""
-        transient = isinstance(error, ProduceError) and not error.permanent
-        topic = self.config.publish if result == "success" else self.config.dead_letter
-        log.warning("%s: producing to %s failed (%s)", self.name, topic.topic if topic else "?", error)
-        if transient:
-            return  # librdkafka gave up after message.timeout.ms: hand the same record over again
-        if result == "success":
-            work.reply = Reply.dead_letter(f"publishing the reply failed: {error}", kind="publish")
-        else:
-            # the dead-letter topic refuses it for good: keep the message, retry it slowly
-            work.reply = Reply.retry(error=f"the dead-letter topic refused it: {error}", kind="dead-letter")
-            work.attempts = min(work.attempts, self.config.retry.attempts - 1)
-
     def _hold(self, blocker: Work, work: Work) -> None:
         blocker.hold(work)
         self._held.add(work)
-
-    def _count(self, work: Work, result: str) -> None:
-        if result == "success":
-            if work.reply is not None and work.reply.value is not None and self.config.publish is not None:
-                self.stats.published += 1
-        elif result == "dead-letter":
-            reply = work.reply
-            kind, error = (reply.error_kind, reply.error) if reply is not None else ("", "")
-            self.stats.dead_lettered += 1
-            self.stats.note_error(f"{work.event.idempotency_key}: {kind}: {error}")
-            log.warning("%s: dead-lettered %s (%s): %s", self.name, work.event.idempotency_key, kind, error)
 
     def _schedule_retry(self, works: list[Work], delay: float) -> None:
         """Call ``works`` again (together, as one batch where batching is on) after ``delay`` seconds."""

@@ -1,0 +1,99 @@
+"""What a reply means for its message: the record to hand to the broker, or that the message stays unresolved.
+
+The pipeline decides *when* (in lane order, batched round trips); this module decides *what*: a success publishes
+its value, a drop is done, a retry waits (or is exhausted into a dead letter), a dead letter is produced, and
+without a dead-letter topic an undeliverable message is kept and retried slowly, never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from confluent_kafka import Message
+
+from streamcar.config import PipelineConfig
+from streamcar.engine.records import dead_letter_record, reply_record
+from streamcar.engine.work import PipelineStats, Work
+from streamcar.event import Reply, Result
+from streamcar.kafka.producer import AsyncProducer, ProduceError
+
+log = logging.getLogger("streamcar.pipeline")
+
+Ack = asyncio.Future[Message]
+
+
+class Outcomes:
+    def __init__(self, name: str, config: PipelineConfig, producer: AsyncProducer, stats: PipelineStats) -> None:
+        self._name = name
+        self._config = config
+        self._producer = producer
+        self._stats = stats
+
+    def act(self, work: Work, retry: list[Work], slow: list[Work]) -> tuple[str, Ack | None] | None:
+        """Start what ``work``'s reply calls for: the result and the broker's acknowledgement to wait for, or
+        None when the message stays unresolved (added to ``retry`` or, when it cannot be delivered, ``slow``)."""
+        if work.settled is not None:
+            return work.settled, None
+        reply = work.reply
+        assert reply is not None
+        result = reply.result
+        if result is Result.SUCCESS:
+            publish = self._config.publish
+            if reply.value is None or publish is None:
+                return "success", None
+            record = reply_record(work.event, reply)
+            return "success", self._producer.send(publish.topic, record.value, record.key, record.headers)
+        if result is Result.DROP:
+            return "drop", None
+        if result is Result.RETRY:
+            work.last_error = reply.error or "retry"
+            work.last_kind = reply.error_kind or "retry"
+            if work.attempts < self._config.retry.attempts:
+                retry.append(work)
+                return None
+            error = f"gave up after {work.attempts} attempts; last error ({work.last_kind}): {work.last_error}"
+            reply = work.reply = Reply.dead_letter(error, kind="exhausted")
+        error = reply.error or "the service rejected the message"
+        kind = reply.error_kind or "rejected"
+        dlq = self._config.dead_letter
+        if dlq is None:
+            # No dead-letter topic: never drop. The message blocks its key and keeps being retried slowly.
+            if not work.blocked:
+                work.blocked = True
+                log.error(
+                    "%s: %s cannot be delivered and there is no dead_letter topic; its key waits (%s)",
+                    self._name,
+                    work.event.idempotency_key,
+                    error,
+                )
+                self._stats.note_error(f"{work.event.idempotency_key}: {error}")
+            slow.append(work)
+            return None
+        record = dead_letter_record(work.event, error=error, kind=kind, attempts=work.attempts)
+        return "dead-letter", self._producer.send(dlq.topic, record.value, record.key, record.headers)
+
+    def refused(self, work: Work, result: str, error: BaseException) -> None:
+        """The broker did not take ``work``'s reply or dead letter: decide what acting on it again means."""
+        transient = isinstance(error, ProduceError) and not error.permanent
+        topic = self._config.publish if result == "success" else self._config.dead_letter
+        log.warning("%s: producing to %s failed (%s)", self._name, topic.topic if topic else "?", error)
+        if transient:
+            return  # librdkafka gave up after message.timeout.ms: hand the same record over again
+        if result == "success":
+            work.reply = Reply.dead_letter(f"publishing the reply failed: {error}", kind="publish")
+        else:
+            # the dead-letter topic refuses it for good: keep the message, retry it slowly
+            work.reply = Reply.retry(error=f"the dead-letter topic refused it: {error}", kind="dead-letter")
+            work.attempts = min(work.attempts, self._config.retry.attempts - 1)
+
+    def count(self, work: Work, result: str) -> None:
+        if result == "success":
+            if work.reply is not None and work.reply.value is not None and self._config.publish is not None:
+                self._stats.published += 1
+        elif result == "dead-letter":
+            reply = work.reply
+            kind, error = (reply.error_kind, reply.error) if reply is not None else ("", "")
+            self._stats.dead_lettered += 1
+            self._stats.note_error(f"{work.event.idempotency_key}: {kind}: {error}")
+            log.warning("%s: dead-lettered %s (%s): %s", self._name, work.event.idempotency_key, kind, error)
