@@ -27,9 +27,14 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-def _not_yet(name: str, issue: int) -> Handler:
+def _tool(module: str, function: str) -> Handler:
+    """A handler that imports ``streamcar.tools.<module>`` only when the command runs."""
+
     def handler(args: argparse.Namespace) -> int:
-        raise StreamcarError(f"'{name}' is not implemented yet (tracked in issue #{issue})")
+        import importlib
+
+        command: Handler = getattr(importlib.import_module(f"streamcar.tools.{module}"), function)
+        return command(args)
 
     return handler
 
@@ -91,6 +96,97 @@ def _add_config_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_cluster_args(parser: argparse.ArgumentParser, *, config_help: str | None = None) -> None:
+    parser.add_argument(
+        "-b",
+        "--bootstrap-servers",
+        metavar="HOST:PORT[,...]",
+        help="the brokers (default: $KAFKA_BOOTSTRAP, else 127.0.0.1:9092; wins over the config's)",
+    )
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        help=config_help or "a streamcar.yaml whose kafka section (security included) to use",
+    )
+
+
+def _build_tools(sub: argparse._SubParsersAction[_Parser]) -> None:
+    positions = "earliest | latest | <offset> | -<N> | <ISO 8601 time>"
+
+    offsets = sub.add_parser("offsets", help="show or reset a consumer group's committed offsets")
+    osub = offsets.add_subparsers(dest="offsets_command", metavar="{show,reset}", required=True)
+    oshow = osub.add_parser("show", help="committed offset, end offset and lag per partition")
+    oshow.add_argument("--group", required=True)
+    oshow.add_argument("--topic", help="only this topic (default: every topic the group has offsets for)")
+    oshow.add_argument("--json", action="store_true", help="print JSON for scripts")
+    _add_cluster_args(oshow)
+    oshow.set_defaults(handler=_tool("offsets", "show_command"))
+    oreset = osub.add_parser("reset", help="move a group's offsets (a dry run unless --execute)")
+    oreset.add_argument("--group", required=True)
+    oreset.add_argument("--topic", required=True)
+    oreset.add_argument("--to", required=True, help=positions)
+    oreset.add_argument("--partition", type=int, help="only this partition")
+    oreset.add_argument("--execute", action="store_true", help="apply the change (default: show it only)")
+    oreset.add_argument("--json", action="store_true", help="print JSON for scripts")
+    _add_cluster_args(oreset)
+    oreset.set_defaults(handler=_tool("offsets", "reset_command"))
+
+    replay = sub.add_parser("replay", help="re-run a range of a topic into a topic or through a pipeline's service")
+    replay.add_argument("--topic", required=True, help="the topic to read")
+    replay.add_argument("--from", dest="from_", required=True, metavar="FROM", help=positions)
+    replay.add_argument(
+        "--until", help=f"where to stop, exclusive (default: the end when the replay starts): {positions}"
+    )
+    replay.add_argument("--partition", type=int, help="only this partition")
+    replay.add_argument(
+        "--to-topic", help="copy the range into this topic (keys, headers and per-partition order kept)"
+    )
+    replay.add_argument("--pipeline", help="run the range through this pipeline of the config (-c)")
+    replay.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_cluster_args(replay, config_help="the streamcar.yaml (its kafka section; with --pipeline, the pipeline)")
+    replay.set_defaults(handler=_tool("replay", "replay_command"))
+
+    dlq = sub.add_parser("dlq", help="inspect or redrive a dead-letter topic")
+    dsub = dlq.add_subparsers(dest="dlq_command", metavar="{show,redrive}", required=True)
+    dshow = dsub.add_parser("show", help="list dead letters with their source, error, attempts and time")
+    dshow.add_argument("--topic", required=True)
+    dshow.add_argument("--source-topic", help="only dead letters from this topic")
+    dshow.add_argument("--kind", help="only this streamcar-error-kind (exhausted, http-status, ...)")
+    dshow.add_argument("--since", help="only dead letters that failed at or after this ISO 8601 time")
+    dshow.add_argument("--grep", help="only dead letters whose error contains this text")
+    dshow.add_argument("-n", "--limit", type=int, help="at most this many")
+    dshow.add_argument("--json", action="store_true", help="one JSON object per dead letter")
+    _add_cluster_args(dshow)
+    dshow.set_defaults(handler=_tool("dlq", "show_command"))
+    dredrive = dsub.add_parser(
+        "redrive", help="re-publish dead letters to their source topic (dry run unless --execute)"
+    )
+    dredrive.add_argument("--topic", required=True)
+    dredrive.add_argument("--limit", type=int, help="at most this many")
+    dredrive.add_argument("--execute", action="store_true", help="publish (default: show what would be published)")
+    _add_cluster_args(dredrive)
+    dredrive.set_defaults(handler=_tool("dlq", "redrive_command"))
+
+    tail = sub.add_parser("tail", help="print the records of a topic")
+    tail.add_argument("--topic", required=True)
+    tail.add_argument("--from", dest="from_", metavar="FROM", help=f"{positions} (default: -10, per partition)")
+    tail.add_argument("-n", type=int, help="stop after this many records")
+    tail.add_argument("--no-follow", action="store_true", help="stop at the end instead of waiting for more")
+    tail.add_argument("--json", action="store_true", help="one JSON object per record")
+    _add_cluster_args(tail)
+    tail.set_defaults(handler=_tool("tail", "tail_command"))
+
+    produce = sub.add_parser("produce", help="produce lines from stdin to a topic")
+    produce.add_argument("--topic", required=True)
+    produce.add_argument("--keyed", action="store_true", help="lines are key<TAB>value")
+    produce.add_argument(
+        "-H", "--header", action="append", default=[], metavar="NAME=VALUE", help="add to every record"
+    )
+    _add_cluster_args(produce)
+    produce.set_defaults(handler=_tool("tail", "produce_command"))
+
+
 def _build_kafka(sub: argparse._SubParsersAction[_Parser]) -> None:
     kafka = sub.add_parser("kafka", help="a local Apache Kafka (KRaft, loopback) for development and tests")
     ksub = kafka.add_subparsers(dest="kafka_command", metavar="{start,stop,status,fetch}", required=True)
@@ -141,51 +237,7 @@ def build_parser() -> _Parser:
     schema = sub.add_parser("schema", help="print the config's JSON Schema")
     schema.set_defaults(handler=_schema)
 
-    offsets = sub.add_parser("offsets", help="show or reset a consumer group's committed offsets")
-    osub = offsets.add_subparsers(dest="offsets_command", metavar="{show,reset}", required=True)
-    oshow = osub.add_parser("show", help="committed offset, end offset and lag per partition")
-    oshow.add_argument("--group", required=True)
-    oshow.add_argument("--topic")
-    oshow.set_defaults(handler=_not_yet("offsets show", 5))
-    oreset = osub.add_parser("reset", help="move a group's offsets (dry run unless --execute)")
-    oreset.add_argument("--group", required=True)
-    oreset.add_argument("--topic", required=True)
-    oreset.add_argument("--to", required=True, help="earliest | latest | <offset> | <ISO datetime> | -<N>")
-    oreset.add_argument("--partition", type=int)
-    oreset.add_argument("--execute", action="store_true")
-    oreset.set_defaults(handler=_not_yet("offsets reset", 5))
-
-    replay = sub.add_parser("replay", help="re-run a range of a topic into a topic or a pipeline's service")
-    replay.add_argument("--topic", required=True)
-    replay.add_argument("--from", dest="from_", required=True, metavar="FROM")
-    replay.add_argument("--until")
-    replay.add_argument("--to-topic")
-    replay.add_argument("-c", "--config", type=Path)
-    replay.add_argument("--pipeline")
-    replay.set_defaults(handler=_not_yet("replay", 5))
-
-    dlq = sub.add_parser("dlq", help="inspect or redrive a dead-letter topic")
-    dsub = dlq.add_subparsers(dest="dlq_command", metavar="{show,redrive}", required=True)
-    dshow = dsub.add_parser("show", help="list dead letters with their source and error")
-    dshow.add_argument("--topic", required=True)
-    dshow.set_defaults(handler=_not_yet("dlq show", 5))
-    dredrive = dsub.add_parser("redrive", help="re-publish dead letters to their source topic")
-    dredrive.add_argument("--topic", required=True)
-    dredrive.add_argument("--limit", type=int)
-    dredrive.add_argument("--execute", action="store_true")
-    dredrive.set_defaults(handler=_not_yet("dlq redrive", 5))
-
-    tail = sub.add_parser("tail", help="print records of a topic")
-    tail.add_argument("--topic", required=True)
-    tail.add_argument("--from", dest="from_", metavar="FROM")
-    tail.add_argument("-n", type=int)
-    tail.set_defaults(handler=_not_yet("tail", 5))
-
-    produce = sub.add_parser("produce", help="produce lines from stdin to a topic")
-    produce.add_argument("--topic", required=True)
-    produce.add_argument("--keyed", action="store_true", help="lines are key<TAB>value")
-    produce.set_defaults(handler=_not_yet("produce", 5))
-
+    _build_tools(sub)
     _build_kafka(sub)
     return parser
 

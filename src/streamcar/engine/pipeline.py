@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message
@@ -51,7 +52,14 @@ _FATAL_CODES = frozenset(
 
 class Pipeline:
     def __init__(
-        self, name: str, config: PipelineConfig, kafka: KafkaConfig, caller: Caller, producer: AsyncProducer
+        self,
+        name: str,
+        config: PipelineConfig,
+        kafka: KafkaConfig,
+        caller: Caller,
+        producer: AsyncProducer,
+        *,
+        replay: Mapping[TP, tuple[int, int]] | None = None,
     ) -> None:
         self.name = name
         self.config = config
@@ -86,13 +94,21 @@ class Pipeline:
         self._commit_every = max(1, config.max_in_flight // 2)
         self._since_commit = 0
         self._committing = False
+        # Replay mode: read [start, until) of these partitions, publish like run does, commit nothing, and stop
+        # once every partition reached its end and everything read is done.
+        self._range = {tp: r for tp, r in (replay or {}).items() if r[0] < r[1]} if replay is not None else None
+        self._reached: set[TP] = set()
+        self._replayed = asyncio.Event()
 
     # -- life cycle ---------------------------------------------------------------------------------------
     def consumer_config(self) -> dict[str, str | int | float | bool]:
         conf = self._kafka.client_config()
+        replaying = self._range is not None
         conf.update(
             {
-                "group.id": self.config.consume.group,
+                # a replay never joins nor commits to the pipeline's group: librdkafka just needs some group.id
+                "group.id": f"streamcar-replay-{uuid.uuid4().hex}" if replaying else self.config.consume.group,
+                "enable.partition.eof": replaying,
                 "client.id": f"{self._kafka.client_id}-{self.name}",
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
@@ -126,6 +142,7 @@ class Pipeline:
         """Consume until ``stop`` is set, then drain within ``shutdown_timeout`` and commit; raises on failure."""
         loop = asyncio.get_running_loop()
         await self._caller.start()
+        ranges = self._range
         self._bridge = ConsumerBridge(
             self.consumer_config(),
             list(self.config.consume.topics),
@@ -133,16 +150,19 @@ class Pipeline:
             loop,
             batch_size=500,
             revoke_timeout=self.config.shutdown_timeout,
+            assignment=None if ranges is None else {tp: start for tp, (start, _) in ranges.items()},
         )
+        if ranges is not None and not ranges:
+            self._replayed.set()  # an empty range: nothing to read
         self._bridge.start()
         committer = asyncio.create_task(self._commit_loop(), name=f"{self.name}-commit")
-        stopper = asyncio.create_task(stop.wait())
-        failed = asyncio.create_task(self._failed.wait())
+        waits = {asyncio.create_task(stop.wait()), asyncio.create_task(self._failed.wait())}
+        waits.add(asyncio.create_task(self._replayed.wait()))
         try:
-            await asyncio.wait({stopper, failed}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            stopper.cancel()
-            failed.cancel()
+            for task in waits:
+                task.cancel()
             committer.cancel()
             await self._shutdown()
         if self._failure is not None:
@@ -195,15 +215,25 @@ class Pipeline:
 
     def _accept(self, records: list[Message]) -> None:
         ordering = self.config.ordering
+        ranges = self._range
         for msg in records:
             error = msg.error()
             if error is not None:
-                self.on_error(error)
+                if error.code() == KafkaError._PARTITION_EOF and ranges is not None:
+                    self._reach((msg.topic() or "", msg.partition() or 0))
+                else:
+                    self.on_error(error)
                 continue
             event = event_from(msg)
             tp = (event.topic, event.partition)
             if tp not in self._accepting:
                 continue  # fetched just before a revoke: the partition's next owner gets it
+            if ranges is not None:
+                if tp in self._reached or event.offset >= ranges[tp][1]:
+                    self._reach(tp)
+                    continue
+                if event.offset == ranges[tp][1] - 1:
+                    self._reached.add(tp)  # the last record of the range: done once it is
             try:
                 self._tracker.track(tp, event.offset)
             except ValueError:
@@ -214,6 +244,35 @@ class Pipeline:
             self._scheduler.submit(Work(event, tp, lane, self._generation[tp]))
         self._pace()
         self._dispatch()
+
+    # -- replay ---------------------------------------------------------------------------------------------
+    def _reach(self, tp: TP) -> None:
+        """Replay: ``tp`` has nothing more to read in its range."""
+        self._reached.add(tp)
+        bridge = self._bridge
+        self._check_replayed()
+        if bridge is not None and self._range is not None and not self._replayed.is_set():
+            bridge.pause_partition(tp)
+
+    def _check_replayed(self) -> None:
+        ranges = self._range
+        if ranges is None or self._replayed.is_set() or len(self._reached) < len(ranges):
+            return
+        if all(self._tracker.outstanding(tp) == 0 for tp in ranges):
+            self._replayed.set()
+
+    def replay_progress(self) -> tuple[int, int]:
+        """Replay: (records done, records in the range); done counts every offset below each watermark."""
+        ranges = self._range or {}
+        total = sum(until - start for start, until in ranges.values())
+        done = 0
+        for tp, (start, until) in ranges.items():
+            mark = self._tracker.watermark(tp)
+            if tp in self._reached and self._tracker.outstanding(tp) == 0:
+                done += until - start
+            elif mark is not None:
+                done += min(mark, until) - start
+        return done, total
 
     async def on_assigned(self, partitions: list[TP]) -> None:
         for tp in partitions:
@@ -469,7 +528,9 @@ class Pipeline:
         self._tracker.done(work.tp, work.event.offset)
         self._scheduler.finish(work)
         self._since_commit += 1
-        if self._since_commit >= self._commit_every and not self._committing:
+        if self._range is not None:
+            self._check_replayed()
+        elif self._since_commit >= self._commit_every and not self._committing:
             asyncio.get_running_loop().create_task(self._commit())
 
     # -- committing ---------------------------------------------------------------------------------------
@@ -480,8 +541,8 @@ class Pipeline:
 
     async def _commit(self) -> None:
         bridge = self._bridge
-        if bridge is None or self._committing:
-            return
+        if bridge is None or self._committing or self._range is not None:
+            return  # a replay commits nothing: the pipeline's group offsets stay where they are
         points = {tp: o for tp, o in self._tracker.commit_points().items() if tp in self._accepting}
         if not points:
             return

@@ -57,12 +57,16 @@ class ConsumerBridge:
         revoke_timeout: float = 60.0,
         max_pending_batches: int = 2,
         poll_interval: float = 0.02,
+        assignment: Mapping[TP, int] | None = None,
     ) -> None:
         conf = dict(config)
         conf["error_cb"] = self._error_cb
         conf.setdefault("logger", logging.getLogger("streamcar.librdkafka"))
         self._consumer = Consumer(conf)
         self._topics = topics
+        # Replay: read exactly these partitions from these offsets (assign, no group membership) instead of
+        # subscribing; the listener hears of them through on_assigned as if the group had assigned them.
+        self._assignment = dict(assignment) if assignment is not None else None
         self._listener = listener
         self._loop = loop
         self._batch_size = batch_size
@@ -76,6 +80,7 @@ class ConsumerBridge:
         # (hence redone after a crash) at high throughput.
         self._wake = threading.Event()
         self._paused = False  # what the loop wants; the thread applies it (also to partitions assigned later)
+        self._finished: set[TP] = set()  # paused whatever _paused says
         self._thread = threading.Thread(target=self._run, name=f"consumer-{','.join(topics)}", daemon=True)
         self._done: asyncio.Future[None] = loop.create_future()
 
@@ -91,6 +96,12 @@ class ConsumerBridge:
     def pause_all(self) -> None:
         if not self._paused:
             self._paused = True
+            self._command(self._apply_pause)
+
+    def pause_partition(self, tp: TP) -> None:
+        """Stop fetching ``tp`` for good (a replay read its range); resume_all leaves it paused."""
+        if tp not in self._finished:
+            self._finished.add(tp)
             self._command(self._apply_pause)
 
     def resume_all(self) -> None:
@@ -139,11 +150,16 @@ class ConsumerBridge:
         assignment = self._consumer.assignment()
         if not assignment:
             return
+        finished = [tp for tp in assignment if (tp.topic, tp.partition) in self._finished]
+        if finished:
+            self._consumer.pause(finished)
         if self._paused:
             self._consumer.pause(assignment)
-        else:
-            self._consumer.resume(assignment)
-            self._wake_fetchers(assignment)
+            return
+        active = [tp for tp in assignment if (tp.topic, tp.partition) not in self._finished]
+        if active:
+            self._consumer.resume(active)
+            self._wake_fetchers(active)
 
     def _wake_fetchers(self, partitions: list[TopicPartition]) -> None:
         """Make librdkafka fetch resumed partitions now rather than up to a second later.
@@ -184,9 +200,14 @@ class ConsumerBridge:
 
     def _run(self) -> None:
         try:
-            self._consumer.subscribe(
-                self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
-            )
+            if self._assignment is None:
+                self._consumer.subscribe(
+                    self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+                )
+            else:
+                tps = list(self._assignment)
+                self._call_loop(self._listener.on_assigned(tps), self._revoke_timeout)
+                self._consumer.assign([TopicPartition(t, p, o) for (t, p), o in self._assignment.items()])
             while not self._stopping.is_set():
                 self._run_commands()
                 # The loop is behind: wait. Never poll() here to "serve callbacks": on a consumer poll() returns

@@ -1,0 +1,175 @@
+"""What the operator tools share: which cluster to talk to, positions in a topic, and the clients.
+
+Every tool takes ``-b/--bootstrap-servers`` (default ``$KAFKA_BOOTSTRAP``, else ``127.0.0.1:9092``) and
+``-c/--config`` (a streamcar.yaml whose ``kafka:`` section, security included, is used; ``-b`` still wins).
+
+Positions (``--from``, ``--until``, ``--to``) are one of:
+
+* ``earliest`` / ``latest`` -- the partition's low / high watermark;
+* ``<offset>`` -- an absolute offset (clamped to the partition's range);
+* ``-<N>`` -- N records before the high watermark (clamped to the low one);
+* an ISO 8601 time (``2026-11-25T10:00:00Z``, ``2026-11-25T11:00+01:00``, ``2026-11-25``; a time without a zone
+  is UTC) -- the first offset whose record timestamp is at or after it (``offsets_for_times``), else the high
+  watermark.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from streamcar.config import KafkaConfig, load_config
+from streamcar.errors import KafkaError, UsageError
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+TIMEOUT = 15.0  # seconds for a metadata or offsets request
+
+
+def kafka_settings(config: Path | None, bootstrap: str | None) -> KafkaConfig:
+    """The cluster: ``config``'s kafka section (if given), with ``bootstrap`` (if given) as its brokers."""
+    if config is not None:
+        kafka = load_config(config).kafka
+        if bootstrap:
+            kafka = kafka.model_copy(update={"bootstrap_servers": _checked_servers(bootstrap)})
+        return kafka
+    return KafkaConfig(
+        bootstrap_servers=_checked_servers(bootstrap or os.environ.get("KAFKA_BOOTSTRAP") or DEFAULT_BOOTSTRAP)
+    )
+
+
+def _checked_servers(servers: str) -> str:
+    try:
+        return KafkaConfig(bootstrap_servers=servers).bootstrap_servers
+    except ValueError as exc:
+        raise UsageError(f"--bootstrap-servers: {_first_error(exc)}") from None
+
+
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        found = errors()
+        if found:
+            return str(found[0].get("msg", exc)).removeprefix("Value error, ")
+    return str(exc)
+
+
+def client_config(kafka: KafkaConfig, **extra: Any) -> dict[str, Any]:
+    config: dict[str, Any] = dict(kafka.client_config())
+    config.update(extra)
+    return config
+
+
+def admin(kafka: KafkaConfig) -> AdminClient:
+    return AdminClient(client_config(kafka))
+
+
+def reader(kafka: KafkaConfig, **extra: Any) -> Consumer:
+    """A consumer for assign()-style reading: no group membership, no commits, no offset storing."""
+    settings = {
+        "group.id": "streamcar-tools",  # required by librdkafka; never joined (assign only) and never committed to
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": True,
+        "auto.offset.reset": "earliest",
+        **extra,
+    }
+    return Consumer(client_config(kafka, **settings))
+
+
+# --- positions -------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Position:
+    kind: Literal["earliest", "latest", "offset", "relative", "time"]
+    value: int = 0
+    """The offset, the N of ``-N``, or the time in ms since the epoch."""
+    text: str = ""
+
+    def __str__(self) -> str:
+        return self.text or self.kind
+
+
+_RELATIVE = re.compile(r"-(\d+)")
+_OFFSET = re.compile(r"\d+")
+
+
+def parse_position(text: str, *, option: str) -> Position:
+    """A position from the command line; UsageError naming ``option`` if it is none of the accepted forms."""
+    raw = text.strip()
+    lowered = raw.lower()
+    if lowered in ("earliest", "beginning", "start"):
+        return Position("earliest", text=raw)
+    if lowered in ("latest", "end"):
+        return Position("latest", text=raw)
+    if _OFFSET.fullmatch(raw):
+        return Position("offset", int(raw), raw)
+    if match := _RELATIVE.fullmatch(raw):
+        return Position("relative", int(match[1]), raw)
+    try:
+        when = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"{option}: {text!r} is not earliest, latest, an offset, -N or an ISO 8601 time (e.g. 2026-11-25T10:00:00Z)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return Position("time", int(when.timestamp() * 1000), raw)
+
+
+def partitions_of(consumer: Consumer | AdminClient, topic: str) -> list[int]:
+    """The topic's partition numbers; KafkaError if it does not exist or the cluster cannot be reached."""
+    try:
+        metadata = consumer.list_topics(topic=topic, timeout=TIMEOUT)
+    except KafkaException as exc:
+        raise KafkaError(f"cannot reach Kafka: {exc.args[0].str() if exc.args else exc}") from None
+    found = metadata.topics.get(topic)
+    if found is None or found.error is not None or not found.partitions:
+        raise KafkaError(f"topic {topic!r} does not exist")
+    return sorted(found.partitions)
+
+
+def watermarks(consumer: Consumer, topic: str, partitions: Iterable[int]) -> dict[int, tuple[int, int]]:
+    """(low, high) watermark per partition."""
+    marks = {}
+    for partition in partitions:
+        try:
+            marks[partition] = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=TIMEOUT)
+        except KafkaException as exc:
+            raise KafkaError(f"{topic}[{partition}]: cannot read its offsets: {exc.args[0].str()}") from None
+    return marks
+
+
+def resolve(
+    consumer: Consumer, topic: str, partitions: Iterable[int], position: Position, marks: dict[int, tuple[int, int]]
+) -> dict[int, int]:
+    """The concrete offset of ``position`` in each partition, within [low, high]."""
+    chosen = list(partitions)
+    if position.kind == "time":
+        query = [TopicPartition(topic, p, position.value) for p in chosen]
+        try:
+            found = consumer.offsets_for_times(query, timeout=TIMEOUT)
+        except KafkaException as exc:
+            raise KafkaError(f"{topic}: cannot look up offsets for {position}: {exc.args[0].str()}") from None
+        # -1: no record at or after that time in the partition, i.e. the end
+        return {tp.partition: marks[tp.partition][1] if tp.offset < 0 else tp.offset for tp in found}
+    result = {}
+    for p in chosen:
+        low, high = marks[p]
+        if position.kind == "earliest":
+            result[p] = low
+        elif position.kind == "latest":
+            result[p] = high
+        elif position.kind == "offset":
+            result[p] = min(max(position.value, low), high)
+        else:
+            result[p] = max(high - position.value, low)
+    return result

@@ -1,0 +1,299 @@
+"""``streamcar replay``: re-run a range of a topic, into another topic or through a pipeline's service.
+
+The range is ``[--from, --until)`` per partition (``--until`` defaults to the end as the replay starts, so a
+replay always finishes even while producers keep writing). Two destinations:
+
+* ``--to-topic X`` copies the records: key, value, headers and create-time timestamp kept, and each source
+  partition written to one target partition (``p % partitions(X)``), so the order within a partition is kept.
+  The copy streams (librdkafka's queues bound the memory), with an idempotent acks=all producer; it fails with
+  one line if the broker refused any record.
+* ``-c streamcar.yaml --pipeline P`` runs the records through P's service with P's call, ordering, retry,
+  publish and dead-letter settings, exactly as ``streamcar run`` would, but reading by assignment: P's consumer
+  group and its committed offsets are not touched. It ends when every record of the range is done. As in
+  ``run``, a message that cannot be delivered and has no dead-letter topic is never dropped, so the replay
+  waits for it (Ctrl-C stops it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from confluent_kafka import TIMESTAMP_CREATE_TIME, Consumer, KafkaError, Message, Producer, TopicPartition
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from streamcar.config import Config, KafkaConfig, load_config
+from streamcar.errors import KafkaError as StreamcarKafkaError
+from streamcar.errors import UsageError
+from streamcar.tools._common import (
+    client_config,
+    kafka_settings,
+    parse_position,
+    partitions_of,
+    reader,
+    resolve,
+    watermarks,
+)
+
+Ranges = dict[int, tuple[int, int]]
+"""partition -> [start, until)"""
+
+_err = Console(stderr=True)
+
+
+@dataclass
+class CopyResult:
+    copied: dict[int, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def total(self) -> int:
+        return sum(self.copied.values())
+
+
+def plan(kafka: KafkaConfig, topic: str, start: str, until: str | None, partition: int | None) -> Ranges:
+    """The range to replay in each partition of ``topic`` (positions as in :mod:`streamcar.tools._common`)."""
+    begin = parse_position(start, option="--from")
+    end = parse_position(until, option="--until") if until is not None else None
+    consumer = reader(kafka)
+    try:
+        partitions = partitions_of(consumer, topic)
+        if partition is not None:
+            if partition not in partitions:
+                raise UsageError(f"--partition: {topic} has no partition {partition} (it has 0..{len(partitions) - 1})")
+            partitions = [partition]
+        marks = watermarks(consumer, topic, partitions)
+        starts = resolve(consumer, topic, partitions, begin, marks)
+        ends = resolve(consumer, topic, partitions, end, marks) if end is not None else {p: marks[p][1] for p in marks}
+    finally:
+        consumer.close()
+    return {p: (starts[p], max(starts[p], ends[p])) for p in partitions}
+
+
+def copy(
+    kafka: KafkaConfig,
+    topic: str,
+    ranges: Ranges,
+    to_topic: str,
+    on_progress: Callable[[int], None] | None = None,
+) -> CopyResult:
+    """Copy ``ranges`` of ``topic`` into ``to_topic``; raises KafkaError if any record was not acknowledged."""
+    active = {p: r for p, r in ranges.items() if r[0] < r[1]}
+    result = CopyResult(copied=dict.fromkeys(ranges, 0))
+    if not active:
+        return result
+    consumer = reader(kafka, **{"fetch.max.bytes": 64 * 1024 * 1024})
+    producer = Producer(
+        client_config(
+            kafka,
+            **{"acks": "all", "enable.idempotence": True, "linger.ms": 20, "compression.type": "lz4"},
+        )
+    )
+    failures: list[str] = []
+
+    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            failures.append(err.str())
+
+    started = time.monotonic()
+    try:
+        targets = partitions_of(consumer, to_topic)
+        consumer.assign([TopicPartition(topic, p, start) for p, (start, _) in active.items()])
+        remaining = set(active)
+        while remaining:
+            batch = consumer.consume(num_messages=2000, timeout=0.5)
+            moved = 0
+            for msg in batch:
+                p = msg.partition()
+                assert p is not None
+                error = msg.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        _finish(consumer, topic, p, remaining)
+                        continue
+                    raise StreamcarKafkaError(f"reading {topic}[{p}]: {error.str()}")
+                offset = msg.offset()
+                assert offset is not None
+                until = active[p][1] if p in active else 0
+                if p not in remaining or offset >= until:
+                    _finish(consumer, topic, p, remaining)
+                    continue
+                kind, timestamp = msg.timestamp()
+                _produce(
+                    producer,
+                    to_topic,
+                    msg,
+                    partition=targets[p % len(targets)],
+                    timestamp=timestamp if kind == TIMESTAMP_CREATE_TIME else 0,
+                    on_delivery=on_delivery,
+                )
+                result.copied[p] += 1
+                moved += 1
+                if offset >= until - 1:
+                    _finish(consumer, topic, p, remaining)
+            producer.poll(0)
+            if on_progress is not None and moved:
+                on_progress(moved)
+            if failures:
+                break
+        if producer.flush(60) > 0:
+            failures.append("not acknowledged within 60 s")
+    finally:
+        consumer.close()
+    result.seconds = time.monotonic() - started
+    if failures:
+        raise StreamcarKafkaError(f"{len(failures)} records were not copied to {to_topic}: {failures[0]}")
+    return result
+
+
+def _finish(consumer: Consumer, topic: str, partition: int, remaining: set[int]) -> None:
+    if partition in remaining:
+        remaining.discard(partition)
+        consumer.pause([TopicPartition(topic, partition)])
+
+
+def _produce(
+    producer: Producer,
+    topic: str,
+    msg: Message,
+    *,
+    partition: int,
+    timestamp: int,
+    on_delivery: Callable[[KafkaError | None, Message], None],
+) -> None:
+    while True:
+        try:
+            producer.produce(
+                topic,
+                value=msg.value(),
+                key=msg.key(),
+                headers=msg.headers(),
+                partition=partition,
+                timestamp=timestamp,
+                on_delivery=on_delivery,
+            )
+            return
+        except BufferError:  # librdkafka's queue is full: let deliveries drain it (this bounds the memory)
+            producer.poll(0.05)
+
+
+# --- through a pipeline ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PipelineResult:
+    results: dict[str, int]
+    published: int
+    dead_lettered: int
+    retries: int
+    seconds: float
+
+
+async def through_pipeline(
+    config: Config,
+    name: str,
+    topic: str,
+    ranges: Ranges,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> PipelineResult:
+    """Run ``ranges`` of ``topic`` through pipeline ``name``'s service, publishing as ``run`` does."""
+    from streamcar.call import build_caller
+    from streamcar.engine.pipeline import Pipeline
+    from streamcar.kafka.producer import AsyncProducer
+
+    pipeline_config = config.pipelines[name]
+    loop = asyncio.get_running_loop()
+    producer = AsyncProducer(config.kafka.client_config(), loop)
+    caller = build_caller(pipeline_config.call, pipeline_config.max_in_flight)
+    pipeline = Pipeline(
+        name,
+        pipeline_config,
+        config.kafka,
+        caller,
+        producer,
+        replay={(topic, p): r for p, r in ranges.items()},
+    )
+    started = time.monotonic()
+    never = asyncio.Event()
+    task = asyncio.create_task(pipeline.run(never))
+    try:
+        while not task.done():
+            if on_progress is not None:
+                on_progress(*pipeline.replay_progress())
+            await asyncio.wait({task}, timeout=0.2)
+        task.result()
+    finally:
+        if not task.done():
+            never.set()
+            await task
+        await producer.close()
+    stats = pipeline.stats
+    return PipelineResult(
+        results=dict(stats.results),
+        published=stats.published,
+        dead_lettered=stats.dead_lettered,
+        retries=stats.retries,
+        seconds=time.monotonic() - started,
+    )
+
+
+# --- the command ---------------------------------------------------------------------------------------------------
+
+
+def replay_command(args: argparse.Namespace) -> int:
+    if (args.to_topic is None) == (args.pipeline is None):
+        raise UsageError("replay needs exactly one destination: --to-topic X, or -c streamcar.yaml --pipeline P")
+    config: Config | None = None
+    if args.pipeline is not None:
+        if args.config is None:
+            raise UsageError("--pipeline needs the config that defines it: -c streamcar.yaml")
+        config = load_config(args.config)
+        if args.pipeline not in config.pipelines:
+            names = ", ".join(sorted(config.pipelines))
+            raise UsageError(f"--pipeline: {args.config} has no pipeline {args.pipeline!r} (it has: {names})")
+        if args.bootstrap_servers:
+            kafka = kafka_settings(args.config, args.bootstrap_servers)
+            config = config.model_copy(update={"kafka": kafka})
+        kafka = config.kafka
+    else:
+        kafka = kafka_settings(args.config, args.bootstrap_servers)
+    ranges = plan(kafka, args.topic, args.from_, args.until, args.partition)
+    total = sum(until - start for start, until in ranges.values())
+    where = ", ".join(f"[{p}] {s}..{u}" for p, (s, u) in sorted(ranges.items()) if s < u) or "nothing"
+    destination = args.to_topic if args.to_topic is not None else f"pipeline {args.pipeline}"
+    _err.print(f"replaying {total:,} records of {args.topic} ({where}) into {destination}")
+    if total == 0:
+        return 0
+    show = not args.quiet and sys.stderr.isatty()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=_err,
+        disable=not show,
+    ) as progress:
+        bar = progress.add_task("replay", total=total)
+        if args.to_topic is not None:
+            copied = copy(kafka, args.topic, ranges, args.to_topic, lambda n: progress.advance(bar, n))
+            rate = copied.total / max(copied.seconds, 1e-3)
+            summary = f"copied {copied.total:,} records to {args.to_topic} in {copied.seconds:.1f}s ({rate:,.0f}/s)"
+        else:
+            assert config is not None
+
+            def update(done: int, of: int) -> None:
+                progress.update(bar, completed=done, total=of)
+
+            ran = asyncio.run(through_pipeline(config, args.pipeline, args.topic, ranges, update))
+            kinds = ", ".join(f"{kind} {count:,}" for kind, count in sorted(ran.results.items())) or "none"
+            summary = (
+                f"replayed {total:,} records through pipeline {args.pipeline} in {ran.seconds:.1f}s: {kinds}; "
+                f"{ran.published:,} replies published, {ran.dead_lettered:,} dead-lettered, {ran.retries:,} retries"
+            )
+    print(summary)
+    return 0
