@@ -7,6 +7,7 @@ Scenarios (each on fresh topics of the same broker, with the same pre-produced i
 * sidecar scenarios, ``streamcar run`` (a separate process) publishing every reply of a trivial echo service:
   ``http-single`` (one HTTP call per message), ``http-batch`` (100 messages per call, the JSON envelope),
   ``grpc`` (one unary call per message), ``python`` and ``python-batch`` (in-process handlers, no network hop);
+* ``replay``: ``streamcar replay --to-topic`` copying the whole input (a separate process);
 * ``http-ceiling`` / ``grpc-ceiling``: the round trip alone (an aiohttp / grpc.aio client calling the same echo
   service, no Kafka): what one Python process can get out of that transport on this machine.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -240,6 +242,20 @@ def http_ceiling(n: int, concurrency: int, size: int) -> float:
         service.wait(10)
 
 
+def replay(bootstrap: str, source: str, out: str, n: int) -> float:
+    """``streamcar replay --to-topic`` (a separate process) copying the whole input.
+
+    Its own summary gives the time from the first fetch to the last acknowledgement: the copies keep the input's
+    timestamps, so they cannot time the run the way the other scenarios are timed.
+    """
+    cmd = [sys.executable, "-m", "streamcar", "replay", "--topic", source, "--from", "earliest", "--to-topic", out]
+    done = subprocess.run([*cmd, "-b", bootstrap, "--quiet"], check=True, capture_output=True, text=True, timeout=600)
+    match = re.search(r"copied ([\d,]+) records to \S+ in ([\d.]+)s", done.stdout)
+    if match is None or int(match[1].replace(",", "")) != n:
+        raise RuntimeError(f"unexpected replay summary: {done.stdout.strip()!r}")
+    return float(match[2])
+
+
 def grpc_ceiling(n: int, concurrency: int, size: int) -> float:
     """The gRPC round trip alone: a grpc.aio client calling the same echo service, no Kafka, no engine."""
     import asyncio
@@ -303,6 +319,7 @@ def main() -> int:
             scenarios[name] = lambda out, call=call, service=service, profile=profile: through_sidecar(  # type: ignore[misc]
                 bootstrap, source, out, n, workdir, args.max_in_flight, call, service, profile
             )
+        scenarios["replay"] = lambda out: replay(bootstrap, source, out, n)
         scenarios["http-ceiling"] = lambda out: http_ceiling(n, args.max_in_flight, args.size)
         scenarios["grpc-ceiling"] = lambda out: grpc_ceiling(n, args.max_in_flight, args.size)
         for name, run in scenarios.items():
