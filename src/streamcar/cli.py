@@ -7,6 +7,7 @@ set ``STREAMCAR_DEBUG=1`` to see the traceback of an unexpected one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import traceback
@@ -258,6 +259,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("streamcar: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # stdout's reader went away (`| head`): stop quietly, as Unix tools do
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # a bug: still one line unless asked for more
         if os.environ.get("STREAMCAR_DEBUG"):
             traceback.print_exc()

@@ -19,7 +19,7 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -98,6 +98,7 @@ class Position:
         return self.text or self.kind
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _RELATIVE = re.compile(r"-(\d+)")
 _OFFSET = re.compile(r"\d+")
 
@@ -122,11 +123,14 @@ def parse_position(text: str, *, option: str) -> Position:
         ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return Position("time", int(when.timestamp() * 1000), raw)
+    # integer arithmetic: float seconds * 1000 can land 1 ms low; a sub-ms time rounds up ("at or after")
+    return Position("time", -((_EPOCH - when) // timedelta(milliseconds=1)), raw)
 
 
-def partitions_of(consumer: Consumer | AdminClient, topic: str) -> list[int]:
+def partitions_of(consumer: Consumer, topic: str) -> list[int]:
     """The topic's partition numbers; KafkaError if it does not exist or the cluster cannot be reached."""
+    # A consumer, not an AdminClient: the admin client's metadata request auto-creates the topic on brokers
+    # with auto.create.topics.enable (Kafka's default).
     try:
         metadata = consumer.list_topics(topic=topic, timeout=TIMEOUT)
     except KafkaException as exc:
@@ -159,6 +163,9 @@ def resolve(
             found = consumer.offsets_for_times(query, timeout=TIMEOUT)
         except KafkaException as exc:
             raise KafkaError(f"{topic}: cannot look up offsets for {position}: {exc.args[0].str()}") from None
+        for tp in found:
+            if tp.error is not None:
+                raise KafkaError(f"{topic}[{tp.partition}]: cannot look up offsets for {position}: {tp.error.str()}")
         # -1: no record at or after that time in the partition, i.e. the end
         return {tp.partition: marks[tp.partition][1] if tp.offset < 0 else tp.offset for tp in found}
     result = {}

@@ -1,0 +1,329 @@
+"""``streamcar offsets show`` and ``streamcar offsets reset``: a consumer group's committed offsets.
+
+``show`` lists, per partition, the committed offset, the end offset (high watermark) and the lag. Without
+``--topic`` it covers every topic the group has committed offsets for or is assigned. The lag is
+``end - committed`` (never below 0); a partition without a committed offset shows ``-`` for both, as
+``kafka-consumer-groups.sh`` does: where such a group starts depends on its consumers' ``auto.offset.reset``,
+which the broker does not know. The total lag sums the partitions that have a lag.
+
+``reset`` computes the new offset of every partition of one topic (positions as in
+:mod:`streamcar.tools._common`) and prints the change; only ``--execute`` applies it. It refuses, before and at
+the moment of applying, while the group has members or is rebalancing: a live consumer would overwrite the
+new offsets with its own next commit. A group that does not exist yet may be reset: its offsets are created.
+
+Library use: :func:`group_offsets`, :func:`plan_reset` then :func:`apply_reset`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import KafkaError as RdKafkaError
+from confluent_kafka.admin import AdminClient
+from rich.console import Console
+from rich.table import Table
+
+from streamcar.config import KafkaConfig
+from streamcar.errors import KafkaError, StreamcarError, UsageError
+from streamcar.tools._common import (
+    TIMEOUT,
+    Position,
+    admin,
+    kafka_settings,
+    parse_position,
+    partitions_of,
+    reader,
+    resolve,
+    watermarks,
+)
+
+_IDLE_STATES = frozenset({"empty", "dead"})
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    name: str
+    state: str
+    """The broker's word for it, lower case: ``stable``, ``empty``, ``dead`` (no such group), ..."""
+    members: tuple[str, ...] = ()
+    """``client_id@host`` of each member."""
+    topics: frozenset[str] = frozenset()
+    """The topics assigned to its members."""
+
+    @property
+    def exists(self) -> bool:
+        return self.state != "dead"
+
+    @property
+    def active(self) -> bool:
+        """Whether consumers may commit for this group now (so its offsets must not be moved under them)."""
+        return bool(self.members) or self.state not in _IDLE_STATES
+
+    def summary(self) -> str:
+        if not self.exists:
+            return "no such group yet"
+        count = len(self.members)
+        return f"{self.state}, {count} member{'' if count == 1 else 's'}"
+
+
+class ActiveGroupError(StreamcarError):
+    """The group has members (or is rebalancing), so its offsets cannot be reset."""
+
+    retriable = True
+
+    def __init__(self, group: GroupInfo) -> None:
+        count = len(group.members)
+        if count:
+            shown = ", ".join(group.members[:3]) + (f", and {count - 3} more" if count > 3 else "")
+            who = f"has {count} active member{'' if count == 1 else 's'} ({shown})"
+        else:
+            who = f"is {group.state}"
+        super().__init__(f"consumer group {group.name!r} {who}: stop its consumers before resetting its offsets")
+        self.group = group
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    topic: str
+    partition: int
+    committed: int | None
+    """None: the group has not committed an offset for this partition."""
+    end: int | None
+    """The high watermark; None if the topic no longer exists."""
+
+    @property
+    def lag(self) -> int | None:
+        if self.committed is None or self.end is None:
+            return None
+        return max(self.end - self.committed, 0)
+
+
+@dataclass(frozen=True)
+class GroupOffsets:
+    group: GroupInfo
+    partitions: list[PartitionLag]
+
+    @property
+    def total_lag(self) -> int:
+        return sum(row.lag for row in self.partitions if row.lag is not None)
+
+
+@dataclass(frozen=True)
+class PlannedOffset:
+    partition: int
+    current: int | None
+    """The committed offset now; None if there is none."""
+    new: int
+
+
+@dataclass(frozen=True)
+class ResetPlan:
+    group: GroupInfo
+    """The group as it was when the plan was made."""
+    topic: str
+    to: Position
+    partitions: list[PlannedOffset]
+
+
+# --- the library ---------------------------------------------------------------------------------------------------
+
+
+def describe_group(client: AdminClient, group: str) -> GroupInfo:
+    description = _result(client.describe_consumer_groups([group], request_timeout=TIMEOUT)[group], group)
+    state = description.state.name.lower() if getattr(description, "state", None) is not None else "unknown"
+    members = tuple(f"{m.client_id}@{(m.host or '?').lstrip('/')}" for m in description.members)
+    topics = frozenset(
+        tp.topic for m in description.members if m.assignment is not None for tp in m.assignment.topic_partitions
+    )
+    return GroupInfo(group, state, members, topics)
+
+
+def group_offsets(kafka: KafkaConfig, group: str, topic: str | None = None) -> GroupOffsets:
+    """Committed offset, end offset and lag of ``group`` per partition of ``topic`` (default: of every topic it has
+    committed offsets for or is assigned); KafkaError if the group does not exist."""
+    client = admin(kafka)
+    info = describe_group(client, group)
+    if not info.exists:
+        raise KafkaError(f"consumer group {group!r} does not exist (no members, no committed offsets)")
+    committed = _committed(client, group)
+    consumer = reader(kafka)
+    try:
+        if topic is not None:
+            layout: dict[str, list[int] | None] = {topic: partitions_of(consumer, topic)}
+        else:
+            layout = _layout(consumer, {t for t, _ in committed} | info.topics)
+        rows = []
+        for name, partitions in sorted(layout.items()):
+            if partitions is None:  # deleted since the group committed to it
+                rows += [
+                    PartitionLag(name, p, offset, None) for (t, p), offset in sorted(committed.items()) if t == name
+                ]
+                continue
+            marks = watermarks(consumer, name, partitions)
+            rows += [PartitionLag(name, p, committed.get((name, p)), marks[p][1]) for p in partitions]
+    finally:
+        consumer.close()
+    return GroupOffsets(info, rows)
+
+
+def plan_reset(
+    kafka: KafkaConfig, group: str, topic: str, to: str | Position, partition: int | None = None
+) -> ResetPlan:
+    """Where ``reset`` would move ``group`` on ``topic`` (or only its ``partition``); changes nothing."""
+    position = to if isinstance(to, Position) else parse_position(to, option="--to")
+    consumer = reader(kafka)
+    try:
+        partitions = partitions_of(consumer, topic)
+        if partition is not None:
+            if partition not in partitions:
+                raise UsageError(f"--partition: {topic} has no partition {partition} (it has 0..{len(partitions) - 1})")
+            partitions = [partition]
+        marks = watermarks(consumer, topic, partitions)
+        targets = resolve(consumer, topic, partitions, position, marks)
+    finally:
+        consumer.close()
+    client = admin(kafka)
+    info = describe_group(client, group)
+    committed = _committed(client, group)
+    rows = [PlannedOffset(p, committed.get((topic, p)), targets[p]) for p in partitions]
+    return ResetPlan(info, topic, position, rows)
+
+
+def apply_reset(kafka: KafkaConfig, plan: ResetPlan) -> None:
+    """Commit ``plan``'s new offsets for its group; ActiveGroupError if the group has members now."""
+    client = admin(kafka)
+    group = plan.group.name
+    info = describe_group(client, group)
+    if info.active:
+        raise ActiveGroupError(info)
+    request = ConsumerGroupTopicPartitions(
+        group, [TopicPartition(plan.topic, r.partition, r.new) for r in plan.partitions]
+    )
+    result = _result(client.alter_consumer_group_offsets([request], request_timeout=TIMEOUT)[group], group)
+    failed = [tp for tp in result.topic_partitions if tp.error is not None]
+    if not failed:
+        return
+    # A consumer that joined after the check above makes the broker refuse the commit as from a non-member.
+    if any(tp.error.code() == RdKafkaError.UNKNOWN_MEMBER_ID for tp in failed):
+        raise ActiveGroupError(describe_group(client, group))
+    where = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in failed)
+    raise KafkaError(f"consumer group {group!r}: offsets of {where} not reset: {failed[0].error.str()}")
+
+
+def _result(future: concurrent.futures.Future[Any], group: str) -> Any:
+    try:
+        return future.result(timeout=TIMEOUT + 5)
+    except KafkaException as exc:
+        error = exc.args[0]
+        raise KafkaError(f"consumer group {group!r}: {error.str() if hasattr(error, 'str') else error}") from None
+    except concurrent.futures.TimeoutError:
+        raise KafkaError(f"consumer group {group!r}: no answer from Kafka within {TIMEOUT + 5:.0f}s") from None
+
+
+def _committed(client: AdminClient, group: str) -> dict[tuple[str, int], int]:
+    """Every offset the group has committed, by (topic, partition)."""
+    request = ConsumerGroupTopicPartitions(group)
+    answer = _result(client.list_consumer_group_offsets([request], request_timeout=TIMEOUT)[group], group)
+    return {(tp.topic, tp.partition): tp.offset for tp in answer.topic_partitions if tp.offset >= 0}
+
+
+def _layout(consumer: Consumer, topics: set[str]) -> dict[str, list[int] | None]:
+    """Partitions of each of ``topics``; None for a topic that does not exist (any more)."""
+    if not topics:
+        return {}
+    try:
+        metadata = consumer.list_topics(timeout=TIMEOUT)
+    except KafkaException as exc:
+        raise KafkaError(f"cannot reach Kafka: {exc.args[0].str() if exc.args else exc}") from None
+    layout: dict[str, list[int] | None] = {}
+    for name in topics:
+        found = metadata.topics.get(name)
+        ok = found is not None and found.error is None and found.partitions
+        layout[name] = sorted(found.partitions) if ok else None
+    return layout
+
+
+# --- the commands --------------------------------------------------------------------------------------------------
+
+
+def show_command(args: argparse.Namespace) -> int:
+    kafka = kafka_settings(args.config, args.bootstrap_servers)
+    result = group_offsets(kafka, args.group, args.topic)
+    if args.json:
+        document = {
+            "group": result.group.name,
+            "state": result.group.state,
+            "members": len(result.group.members),
+            "partitions": [
+                {"topic": r.topic, "partition": r.partition, "committed": r.committed, "end": r.end, "lag": r.lag}
+                for r in result.partitions
+            ],
+            "total_lag": result.total_lag,
+        }
+        print(json.dumps(document, indent=2))
+        return 0
+    table = Table()
+    table.add_column("topic")
+    for column in ("partition", "committed", "end", "lag"):
+        table.add_column(column, justify="right")
+    for r in result.partitions:
+        table.add_row(r.topic, str(r.partition), _number(r.committed), _number(r.end), _number(r.lag))
+    console = _console()
+    console.print(f"consumer group {result.group.name} ({result.group.summary()})")
+    console.print(table)
+    if not result.partitions:
+        console.print(f"no committed offsets{f' on {args.topic}' if args.topic else ''}")
+    console.print(f"total lag {result.total_lag:,}")
+    return 0
+
+
+def reset_command(args: argparse.Namespace) -> int:
+    position = parse_position(args.to, option="--to")  # bad usage is reported before any network call
+    kafka = kafka_settings(args.config, args.bootstrap_servers)
+    plan = plan_reset(kafka, args.group, args.topic, position, args.partition)
+    if args.execute:
+        apply_reset(kafka, plan)
+    if args.json:
+        document = {
+            "group": plan.group.name,
+            "state": plan.group.state,
+            "members": len(plan.group.members),
+            "topic": plan.topic,
+            "to": str(plan.to),
+            "executed": bool(args.execute),
+            "partitions": [{"partition": r.partition, "current": r.current, "new": r.new} for r in plan.partitions],
+        }
+        print(json.dumps(document, indent=2))
+    else:
+        table = Table()
+        for column in ("partition", "current", "new", "change"):
+            table.add_column(column, justify="right")
+        for r in plan.partitions:
+            change = "-" if r.current is None else f"{r.new - r.current:+,}"
+            table.add_row(str(r.partition), _number(r.current), _number(r.new), change)
+        console = _console()
+        console.print(f"consumer group {plan.group.name} ({plan.group.summary()}) on {plan.topic}: reset to {plan.to}")
+        console.print(table)
+    where = f"{len(plan.partitions)} partition{'' if len(plan.partitions) == 1 else 's'} of {plan.topic}"
+    if args.execute:
+        print(f"reset consumer group {plan.group.name} on {where}", file=sys.stderr)
+    else:
+        if plan.group.active:
+            print(f"note: {ActiveGroupError(plan.group)}", file=sys.stderr)
+        print("dry run: nothing was changed; add --execute to apply", file=sys.stderr)
+    return 0
+
+
+def _number(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _console() -> Console:
+    # Names are printed as they are (no rich markup), and a table piped to another program is not cut to 80 columns.
+    return Console(markup=False, highlight=False, width=None if sys.stdout.isatty() else 10_000)
