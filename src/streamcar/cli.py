@@ -164,10 +164,10 @@ def _build_tools(sub: argparse._SubParsersAction[_Parser]) -> None:
         "redrive", help="re-publish dead letters to their source topic (dry run unless --execute)"
     )
     dredrive.add_argument("--topic", required=True)
-    dredrive.add_argument("--limit", type=int, help="at most this many")
+    dredrive.add_argument("--limit", type=int, help="at most this many dead letters (skipped records do not count)")
     dredrive.add_argument("--execute", action="store_true", help="publish (default: show what would be published)")
     _add_cluster_args(dredrive)
-    dredrive.set_defaults(handler=_tool("dlq", "redrive_command"))
+    dredrive.set_defaults(handler=_tool("redrive", "redrive_command"))
 
     tail = sub.add_parser("tail", help="print the records of a topic")
     tail.add_argument("--topic", required=True)

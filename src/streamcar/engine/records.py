@@ -32,6 +32,10 @@ def reply_record(event: Event, reply: Reply) -> OutRecord:
     return OutRecord(key, reply.value, tuple(headers))
 
 
+REDRIVE_COUNT = "streamcar-redrive-count"
+"""How many times ``streamcar dlq redrive`` re-published the record; kept when it is dead-lettered again."""
+
+
 def dead_letter_record(
     event: Event, *, error: str, kind: str, attempts: int, failed_at: datetime | None = None
 ) -> OutRecord:
@@ -41,7 +45,7 @@ def dead_letter_record(
     replaced, so a record never holds two contradicting error stories.
     """
     when = (failed_at or datetime.now(UTC)).isoformat(timespec="milliseconds")
-    kept = [(k, v) for k, v in event.headers if not k.startswith(DLQ_HEADER_PREFIX) or k == "streamcar-redrives"]
+    kept = [(k, v) for k, v in event.headers if not k.startswith(DLQ_HEADER_PREFIX) or k == REDRIVE_COUNT]
     kept += [
         ("streamcar-error", error.encode("utf-8", "replace")),
         ("streamcar-error-kind", kind.encode()),

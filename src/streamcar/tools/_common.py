@@ -17,19 +17,27 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka.admin import AdminClient
 
 from streamcar.config import KafkaConfig, load_config
 from streamcar.errors import KafkaError, UsageError
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+RETRIES = 5  # attempts of a Kafka call whose error is retriable, 0.2 s apart and doubling
+# librdkafka does not flag these retriable, though the group coordinator is found again within moments
+_COORDINATOR_MOVED = frozenset(
+    {RdKafkaError.NOT_COORDINATOR, RdKafkaError.COORDINATOR_LOAD_IN_PROGRESS, RdKafkaError.COORDINATOR_NOT_AVAILABLE}
+)
+T = TypeVar("T")
 TIMEOUT = 15.0  # seconds for a metadata or offsets request
 
 
@@ -72,7 +80,8 @@ def admin(kafka: KafkaConfig) -> AdminClient:
 
 
 def reader(kafka: KafkaConfig, **extra: Any) -> Consumer:
-    """A consumer for assign()-style reading: no group membership, no commits, no offset storing."""
+    """A consumer for assign()-style reading: no group membership and no offset storing; nothing is committed
+    unless the caller passes its own group.id and commits (dlq redrive does, through transactions)."""
     settings = {
         "group.id": "streamcar-tools",  # required by librdkafka; never joined (assign only) and never committed to
         "enable.auto.commit": False,
@@ -180,3 +189,16 @@ def resolve(
         else:
             result[p] = max(high - position.value, low)
     return result
+
+
+def retrying(call: Callable[[], T], what: str) -> T:
+    """``call``, again after a backoff while librdkafka calls its error retriable (a coordinator moving, a timeout)."""
+    for attempt in range(RETRIES):
+        try:
+            return call()
+        except KafkaException as exc:
+            error: RdKafkaError = exc.args[0]
+            if not (error.retriable() or error.code() in _COORDINATOR_MOVED) or attempt == RETRIES - 1:
+                raise KafkaError(f"{what}: {error.str()}") from None
+            time.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")

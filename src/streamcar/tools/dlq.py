@@ -1,0 +1,288 @@
+"""``streamcar dlq show``: list the dead letters of a dead-letter topic.
+
+It reads the topic by assignment from its low to its high watermarks as measured at start (records added
+meanwhile are not shown), streaming, and parses each record's ``streamcar-*`` headers (DESIGN.md, "Dead-letter
+records") into a :class:`DeadLetter`. A record without ``streamcar-source-topic`` is not a streamcar dead letter;
+it is listed as such. Redriving them is :mod:`streamcar.tools.redrive`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+from collections import Counter
+from collections.abc import Generator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import KafkaError as RdKafkaError
+from rich.console import Console
+from rich.table import Table
+
+from streamcar.config import KafkaConfig
+from streamcar.engine.records import REDRIVE_COUNT
+from streamcar.errors import KafkaError, UsageError
+from streamcar.tools._common import (
+    kafka_settings,
+    parse_position,
+    partitions_of,
+    reader,
+    watermarks,
+)
+
+READ_BATCH = 500  # records per consume() while reading
+SAMPLE = 5  # dead letters (and skipped records) a summary names
+TABLE_ROWS = 1000  # rows per table printed by show
+_DROPPED_PREFIXES = ("streamcar-error", "streamcar-source-")
+_DROPPED = frozenset({"streamcar-attempts", "streamcar-failed-at", REDRIVE_COUNT})
+
+Headers = list[tuple[str, bytes | None]]
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    partition: int  # where it is in the dead-letter topic
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    source_topic: str | None
+    source_partition: int | None
+    source_offset: int | None
+    error: str | None
+    kind: str | None
+    attempts: int | None
+    failed_at: datetime | None
+    redrive_count: int
+    headers: Headers  # every header but the dead-letter ones: what a redrive re-publishes
+
+    @property
+    def is_dead_letter(self) -> bool:
+        return self.source_topic is not None
+
+    @property
+    def source(self) -> str:
+        if self.source_topic is None:
+            return "(not a streamcar dead letter)"
+        return f"{self.source_topic}[{_dash(self.source_partition)}]@{_dash(self.source_offset)}"
+
+    def redrive_headers(self) -> list[tuple[str, str | bytes | None]]:
+        return [*self.headers, (REDRIVE_COUNT, str(self.redrive_count + 1).encode())]
+
+
+def parse(msg: Message) -> DeadLetter:
+    """A record of a dead-letter topic; a malformed ``streamcar-*`` header value reads as absent."""
+    meta: dict[str, str] = {}
+    kept: Headers = []
+    for name, data in cast(Headers, msg.headers() or []):
+        if name.startswith(_DROPPED_PREFIXES) or name in _DROPPED:
+            meta[name] = (data or b"").decode("utf-8", "replace")
+        else:
+            kept.append((name, data))
+    return DeadLetter(
+        partition=msg.partition() or 0,
+        offset=msg.offset() or 0,
+        key=msg.key(),
+        value=msg.value(),
+        source_topic=meta.get("streamcar-source-topic") or None,
+        source_partition=_int(meta.get("streamcar-source-partition")),
+        source_offset=_int(meta.get("streamcar-source-offset")),
+        error=meta.get("streamcar-error"),
+        kind=meta.get("streamcar-error-kind"),
+        attempts=_int(meta.get("streamcar-attempts")),
+        failed_at=_time(meta.get("streamcar-failed-at")),
+        redrive_count=max(_int(meta.get(REDRIVE_COUNT)) or 0, 0),
+        headers=kept,
+    )
+
+
+@dataclass(frozen=True)
+class Filter:
+    source_topic: str | None = None
+    kind: str | None = None
+    since: datetime | None = None  # failed at or after
+    grep: str | None = None  # in the error text
+
+    def __call__(self, letter: DeadLetter) -> bool:
+        return (
+            (self.source_topic is None or letter.source_topic == self.source_topic)
+            and (self.kind is None or letter.kind == self.kind)
+            and (self.since is None or (letter.failed_at is not None and letter.failed_at >= self.since))
+            and (self.grep is None or self.grep in (letter.error or ""))
+        )
+
+
+def dead_letters(
+    kafka: KafkaConfig, topic: str, *, where: Filter | None = None, limit: int | None = None
+) -> Generator[DeadLetter, None, None]:
+    """``topic``'s records up to its end at start that ``where`` accepts (at most ``limit``); close to stop early."""
+    consumer = reader(kafka)
+    try:
+        marks = watermarks(consumer, topic, partitions_of(consumer, topic))
+        ends = {p: high for p, (low, high) in marks.items() if low < high}
+        if limit is not None and limit <= 0:
+            return
+        consumer.assign([TopicPartition(topic, p, marks[p][0]) for p in ends])
+        shown = 0
+        for msg in read_range(consumer, topic, ends):
+            letter = parse(msg)
+            if where is None or where(letter):
+                yield letter
+                shown += 1
+                if shown == limit:
+                    return
+    finally:
+        consumer.close()
+
+
+def read_range(consumer: Consumer, topic: str, ends: dict[int, int]) -> Generator[Message, None, None]:
+    """The assigned records before ``ends``, in order per partition; a partition is done at its end or EOF."""
+    remaining = set(ends)
+
+    def finish(partition: int) -> None:
+        if partition in remaining:
+            remaining.discard(partition)
+            consumer.pause([TopicPartition(topic, partition)])
+
+    while remaining:
+        for msg in consumer.consume(num_messages=READ_BATCH, timeout=0.2):
+            p: int = msg.partition()  # type: ignore[assignment]  # never None on a consumed record
+            error = msg.error()
+            if error is not None:
+                if error.code() != RdKafkaError._PARTITION_EOF:
+                    raise KafkaError(f"reading {topic}[{p}]: {error.str()}")
+                finish(p)
+                continue
+            offset: int = msg.offset()  # type: ignore[assignment]
+            if p not in remaining or offset >= ends[p]:
+                finish(p)
+                continue
+            yield msg
+            if offset >= ends[p] - 1:
+                finish(p)
+
+
+# --- the command ---------------------------------------------------------------------------------------------------
+
+
+def show_command(args: argparse.Namespace) -> int:
+    since = None
+    if args.since is not None:
+        try:
+            position = parse_position(args.since, option="--since")
+        except UsageError:
+            position = None
+        if position is None or position.kind != "time":
+            raise UsageError(f"--since: {args.since!r} is not an ISO 8601 time (e.g. 2026-11-25T10:00:00Z)")
+        since = datetime.fromtimestamp(position.value / 1000, UTC)
+    if args.limit is not None and args.limit < 0:
+        raise UsageError("-n/--limit: must be 0 or more")
+    kafka = kafka_settings(args.config, args.bootstrap_servers)
+    where = Filter(source_topic=args.source_topic, kind=args.kind, since=since, grep=args.grep)
+    letters = dead_letters(kafka, args.topic, where=where, limit=args.limit)
+    if args.json:
+        for letter in letters:
+            print(json.dumps(to_json(letter), separators=(",", ":")))
+        return 0
+    console, table = plain_console(), _table()
+    kinds: Counter[str] = Counter()
+    for letter in letters:
+        kinds[(letter.kind or "-") if letter.is_dead_letter else ""] += 1
+        failed_at = letter.failed_at.isoformat(timespec="seconds") if letter.failed_at else "-"
+        at, error = f"{letter.partition}:{letter.offset}", _clip(letter.error or "-", 80)
+        table.add_row(at, letter.source, letter.kind or "-", _dash(letter.attempts), failed_at, error, key_text(letter))
+        if table.row_count == TABLE_ROWS:  # printed as it fills: the memory stays bounded however long the topic
+            console.print(table)
+            table = _table()
+    if table.row_count:
+        console.print(table)
+    others = kinds.pop("", 0)
+    total = sum(kinds.values())
+    counts = ", ".join(f"{kind} {n:,}" for kind, n in sorted(kinds.items()))
+    summary = f"{total:,} dead letter{'' if total == 1 else 's'} in {args.topic}" + (f": {counts}" if counts else "")
+    if others:
+        summary += f"; {others:,} record{'' if others == 1 else 's'} without streamcar headers (not dead letters)"
+    console.print(summary)
+    return 0
+
+
+def to_json(letter: DeadLetter) -> dict[str, Any]:
+    """A dead letter for ``--json``: key, value and header values as UTF-8 text, or all base64 when one is not."""
+    utf8 = all(_decodes(b) for b in (letter.key, letter.value, *(v for _, v in letter.headers)))
+
+    def text(data: bytes | None) -> str | None:
+        return None if data is None else data.decode() if utf8 else base64.b64encode(data).decode()
+
+    names, pairs = [n for n, _ in letter.headers], [(n, text(v)) for n, v in letter.headers]
+    return {
+        "partition": letter.partition,
+        "offset": letter.offset,
+        "dead_letter": letter.is_dead_letter,
+        "source_topic": letter.source_topic,
+        "source_partition": letter.source_partition,
+        "source_offset": letter.source_offset,
+        "kind": letter.kind,
+        "error": letter.error,
+        "attempts": letter.attempts,
+        "failed_at": letter.failed_at.isoformat(timespec="milliseconds") if letter.failed_at else None,
+        "redrive_count": letter.redrive_count,
+        "key": text(letter.key),
+        "value": text(letter.value),
+        "headers": dict(pairs) if len(set(names)) == len(names) else [list(p) for p in pairs],
+        "encoding": "utf-8" if utf8 else "base64",
+    }
+
+
+def _table() -> Table:
+    table = Table()
+    for column in ("dlq", "source", "kind", "attempts", "failed at", "error", "key"):
+        table.add_column(column, justify="right" if column in ("dlq", "attempts") else "left")
+    return table
+
+
+def plain_console() -> Console:
+    # Errors are printed as they are (no rich markup), and a table piped to another program is not cut to 80 columns.
+    return Console(markup=False, highlight=False, width=None if sys.stdout.isatty() else 10_000)
+
+
+def _dash(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return None if text is None else int(text)
+    except ValueError:
+        return None
+
+
+def _time(text: str | None) -> datetime | None:
+    try:
+        when = datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+    return when if when is None or when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def _decodes(data: bytes | None) -> bool:
+    try:
+        if data is not None:
+            data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def key_text(letter: DeadLetter) -> str:
+    if letter.key is None:
+        return "<null>"
+    # one line: UTF-8 where it decodes, escapes for the rest and for control characters
+    text = letter.key.decode("utf-8", "backslashreplace")
+    return _clip("".join(c if c.isprintable() else repr(c)[1:-1] for c in text), 40)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
