@@ -1,9 +1,9 @@
 """The README's demo: local Kafka, the example orders service, the sidecar between them, events flowing.
 
 It starts a real Apache Kafka, the example service (examples/orders_service.py) and `streamcar run` with
-examples/streamcar.yaml, produces sample orders (two of them bad), shows the enriched replies the sidecar
-published and the dead letters it routed, then stops everything (the sidecar with SIGTERM: drain, commit,
-exit 0) and removes its temporary files.
+examples/streamcar.yaml, produces sample orders (two of them bad) with ``streamcar produce``, shows the enriched
+replies the sidecar published and, with ``streamcar dlq show``, the dead letters it routed, then stops
+everything (the sidecar with SIGTERM: drain, commit, exit 0) and removes its temporary files.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from rich.console import Console
@@ -84,7 +84,11 @@ def main() -> int:
         with console.status("waiting for the sidecar's replies and dead letters ..."):
             enriched = read(bootstrap, "orders-enriched", 6)
             dead = read(bootstrap, "orders-dlq", 2)
-        show(enriched, dead)
+        show(enriched)
+        console.print(
+            "[bold]orders-dlq[/bold]: dead letters, as [bold]streamcar dlq show --topic orders-dlq[/bold] lists them"
+        )
+        print(streamcar("dlq", "show", "--topic", "orders-dlq", "-b", bootstrap), end="", flush=True)
 
         sidecar.send_signal(signal.SIGTERM)
         code = sidecar.wait(30)
@@ -129,14 +133,23 @@ def wait_http(url: str, timeout: float = 20.0) -> None:
             time.sleep(0.1)
 
 
+def streamcar(*args: str, stdin: bytes | None = None) -> str:
+    """Run a ``streamcar`` command; its stdout, or StreamcarError with its one-line error."""
+    done = subprocess.run(
+        [sys.executable, "-m", "streamcar", *args], input=stdin, capture_output=True, timeout=60, check=False
+    )
+    if done.returncode != 0:
+        lines = done.stderr.decode(errors="replace").strip().splitlines()
+        raise StreamcarError(f"streamcar {args[0]} failed: {lines[-1] if lines else done.returncode}")
+    return done.stdout.decode(errors="replace")
+
+
 def produce(bootstrap: str) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True})
-    for i, value in enumerate(ORDERS):
-        producer.produce(
-            "orders", key=f"c-{i % 3}".encode(), value=value, headers={"content-type": b"application/json"}
-        )
-    if producer.flush(30) != 0:
-        raise StreamcarError("the demo orders were not acknowledged within 30 s")
+    """The orders, keyed by customer, through ``streamcar produce`` (lines of key<TAB>value on stdin)."""
+    lines = b"".join(f"c-{i % 3}\t".encode() + value + b"\n" for i, value in enumerate(ORDERS))
+    streamcar(
+        "produce", "--topic", "orders", "--keyed", "-H", "content-type=application/json", "-b", bootstrap, stdin=lines
+    )
 
 
 def read(bootstrap: str, topic: str, expect: int, timeout: float = 60.0) -> list[Message]:
@@ -151,7 +164,7 @@ def read(bootstrap: str, topic: str, expect: int, timeout: float = 60.0) -> list
     return got
 
 
-def show(enriched: list[Message], dead: list[Message]) -> None:
+def show(enriched: list[Message]) -> None:
     table = Table(title="orders-enriched: what the service replied, published by the sidecar")
     for column in ("key", "order", "total", "tier"):
         table.add_column(column)
@@ -161,14 +174,6 @@ def show(enriched: list[Message], dead: list[Message]) -> None:
             (msg.key() or b"").decode(), order["order_id"], f"{order['total']} {order['currency']}", order["tier"]
         )
     console.print(table)
-    letters = Table(title="orders-dlq: dead letters, with the reason in their headers")
-    for column in ("source", "kind", "error", "value"):
-        letters.add_column(column)
-    for msg in dead:
-        h = {k: v.decode() if isinstance(v, bytes) else str(v or "") for k, v in list(msg.headers() or [])}
-        source = f"{h['streamcar-source-topic']}[{h['streamcar-source-partition']}]@{h['streamcar-source-offset']}"
-        letters.add_row(source, h["streamcar-error-kind"], h["streamcar-error"], (msg.value() or b"").decode()[:40])
-    console.print(letters)
 
 
 if __name__ == "__main__":
