@@ -18,6 +18,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from streamcar.admin import AdminServer
 from streamcar.call import build_caller
 from streamcar.config import Config
 from streamcar.engine.pipeline import Pipeline
@@ -32,6 +33,7 @@ class Sidecar:
         self.config = config
         self.pipelines: dict[str, Pipeline] = {}
         self.started = asyncio.Event()
+        self.admin = AdminServer(config.admin.host, config.admin.port, lambda: self.pipelines)
 
     def producer_config(self) -> dict[str, str | int | float | bool]:
         """The cluster's client settings; AsyncProducer puts acks=all and idempotence under them."""
@@ -40,6 +42,7 @@ class Sidecar:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set (then drain and commit) or a pipeline fails (then raise its error)."""
         loop = asyncio.get_running_loop()
+        await self.admin.start()  # first: a taken admin port fails the start before anything is consumed
         producer = AsyncProducer(self.producer_config(), loop)
         halt = asyncio.Event()  # stops every pipeline: the caller's stop, or one pipeline's failure
         try:
@@ -63,6 +66,7 @@ class Sidecar:
                 raise failure
         finally:
             await producer.close()
+            await self.admin.close()
         log.info("streamcar stopped")
 
 

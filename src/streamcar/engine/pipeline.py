@@ -28,7 +28,7 @@ from streamcar.engine.retry import Backoff
 from streamcar.engine.scheduler import Lane, LaneScheduler, lane_for
 from streamcar.engine.work import PipelineStats, Work, event_from, lane_of, partition_of
 from streamcar.errors import KafkaError as StreamcarKafkaError
-from streamcar.event import Reply
+from streamcar.event import Reply, Result
 from streamcar.kafka.consumer import ConsumerBridge
 from streamcar.kafka.producer import AsyncProducer
 
@@ -245,6 +245,50 @@ class Pipeline:
         self._pace()
         self._dispatch()
 
+    # -- what the admin endpoints show -----------------------------------------------------------------------
+    def lag(self) -> dict[TP, int | None]:
+        """Per assigned partition: records from the next offset to commit to the high watermark (None: unknown,
+        i.e. nothing read since the partition was assigned, or no watermark seen yet)."""
+        highs = self._bridge.high_watermarks if self._bridge is not None else {}
+        lags: dict[TP, int | None] = {}
+        for tp in sorted(self._accepting):
+            mark, high = self._tracker.watermark(tp), highs.get(tp)
+            lags[tp] = None if mark is None or high is None else max(high - mark, 0)
+        return lags
+
+    @property
+    def kafka_error(self) -> str | None:
+        """Why the cluster did not answer the consumer's last probe; None when it did."""
+        return self._bridge.kafka_error if self._bridge is not None else "the consumer has not started"
+
+    def status(self) -> dict[str, object]:
+        """The pipeline at a glance, for /status (no secrets: the config's credentials never appear here)."""
+        stats = self.stats
+        lags = self.lag()
+        return {
+            "name": self.name,
+            "group": self.config.consume.group,
+            "topics": list(self.config.consume.topics),
+            "call": self.config.call.model_dump(mode="json", include={"url", "timeout", "batch"}),
+            "kafka_error": self.kafka_error,
+            "service_failing": stats.service_failing,
+            "last_call_error": stats.last_call_error or None,
+            "partitions": [
+                {"topic": t, "partition": p, "next_offset": self._tracker.watermark((t, p)), "lag": lag}
+                for (t, p), lag in lags.items()
+            ],
+            "lag": sum(lag for lag in lags.values() if lag is not None),
+            "in_flight": self.in_flight,
+            "buffered": self.buffered,
+            "consumed": stats.consumed,
+            "results": dict(stats.results),
+            "published": stats.published,
+            "dead_lettered": stats.dead_lettered,
+            "retries": stats.retries,
+            "calls": stats.calls,
+            "last_errors": list(stats.last_errors),
+        }
+
     # -- replay ---------------------------------------------------------------------------------------------
     def _reach(self, tp: TP) -> None:
         """Replay: ``tp`` has nothing more to read in its range."""
@@ -411,8 +455,11 @@ class Pipeline:
             except Exception as exc:  # a caller bug must not lose messages: retry them like a failed call
                 log.exception("%s: caller failed", self.name)
                 replies = [Reply.retry(error=f"{type(exc).__name__}: {exc}", kind="internal")] * len(works)
-            self.stats.calls += 1
-            self.stats.call_seconds += time.perf_counter() - started
+            failed = [r for r in replies if r.result is Result.RETRY]
+            failure = failed[0].error_kind if failed and len(failed) == len(replies) else None
+            self.stats.observe_call(time.perf_counter() - started, failure)
+            if failure is not None:
+                self.stats.last_call_error = failed[0].error or failure
             for work, reply in zip(works, replies, strict=True):
                 work.reply = reply
             await self._settle(works, touched)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -11,9 +12,17 @@ from streamcar.engine.offsets import TopicPartition as TP
 from streamcar.engine.scheduler import Lane
 from streamcar.event import Event, Reply
 
+CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+"""Upper bounds (seconds) of the call-duration histogram; a last, unbounded bucket follows."""
+FAILING_AFTER = 5
+"""Consecutive calls that could not reach the service (connection, timeout, 5xx) before it counts as failing."""
+_UNREACHABLE_KINDS = frozenset({"connection", "timeout", "tls", "http-status", "grpc-status", "http-client"})
+
 
 @dataclass
 class PipelineStats:
+    """The pipeline's counters, read by /metrics and /status at scrape time (nothing is exported per message)."""
+
     consumed: int = 0
     results: Counter[str] = field(default_factory=Counter)
     retries: int = 0
@@ -21,11 +30,29 @@ class PipelineStats:
     dead_lettered: int = 0
     calls: int = 0
     call_seconds: float = 0.0
+    call_buckets: list[int] = field(default_factory=lambda: [0] * (len(CALL_BUCKETS) + 1))
+    failed_calls_in_a_row: int = 0
+    last_call_error: str = ""
     last_errors: list[str] = field(default_factory=list)
 
     def note_error(self, text: str) -> None:
         self.last_errors.append(text)
         del self.last_errors[:-20]
+
+    def observe_call(self, seconds: float, failure: str | None) -> None:
+        """One call to the service took ``seconds``; ``failure`` is the error kind of a call that did not get
+        through (connection refused, timeout, 5xx), None for one the service answered."""
+        self.calls += 1
+        self.call_seconds += seconds
+        self.call_buckets[bisect_left(CALL_BUCKETS, seconds)] += 1
+        if failure is not None and failure in _UNREACHABLE_KINDS:
+            self.failed_calls_in_a_row += 1
+        else:
+            self.failed_calls_in_a_row = 0
+
+    @property
+    def service_failing(self) -> bool:
+        return self.failed_calls_in_a_row >= FAILING_AFTER
 
 
 class Work:

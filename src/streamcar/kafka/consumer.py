@@ -19,6 +19,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
@@ -43,6 +44,10 @@ class ConsumerListener(Protocol):
     async def on_lost(self, partitions: list[TP]) -> None: ...
 
     def on_error(self, error: KafkaError) -> None: ...
+
+
+LOOK_EVERY = 2.0  # seconds between refreshes of the watermarks and probes of the cluster
+PROBE_TIMEOUT = 2.0
 
 
 class ConsumerBridge:
@@ -81,6 +86,10 @@ class ConsumerBridge:
         self._wake = threading.Event()
         self._paused = False  # what the loop wants; the thread applies it (also to partitions assigned later)
         self._finished: set[TP] = set()  # paused whatever _paused says
+        # Published by the thread for /metrics, /status and /readyz (each a fresh object: readers need no lock).
+        self.high_watermarks: dict[TP, int] = {}
+        self.kafka_error: str | None = None  # why the cluster did not answer the last probe; None when it did
+        self._next_look = 0.0
         self._thread = threading.Thread(target=self._run, name=f"consumer-{','.join(topics)}", daemon=True)
         self._done: asyncio.Future[None] = loop.create_future()
 
@@ -210,6 +219,8 @@ class ConsumerBridge:
                 self._consumer.assign([TopicPartition(t, p, o) for (t, p), o in self._assignment.items()])
             while not self._stopping.is_set():
                 self._run_commands()
+                if time.monotonic() >= self._next_look:
+                    self._look_around()
                 # The loop is behind: wait. Never poll() here to "serve callbacks": on a consumer poll() returns
                 # a record, and one dropped here would be skipped by the watermark, hence lost.
                 if not self._pending.acquire(blocking=False):
@@ -231,6 +242,24 @@ class ConsumerBridge:
             except Exception:
                 log.exception("closing the consumer failed")
             self._loop.call_soon_threadsafe(_settle, self._done, None)
+
+    def _look_around(self) -> None:
+        """Every few seconds: the assigned partitions' high watermarks (librdkafka's cached ones, no request) for
+        the lag, and one metadata request to know whether the cluster answers."""
+        self._next_look = time.monotonic() + LOOK_EVERY
+        try:
+            assignment = self._consumer.assignment()
+            highs = {}
+            for tp in assignment:
+                _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+                if high >= 0:
+                    highs[(tp.topic, tp.partition)] = high
+            self.high_watermarks = highs
+            self._consumer.list_topics(topic=self._topics[0], timeout=PROBE_TIMEOUT)
+            self.kafka_error = None
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            self.kafka_error = error.str() if isinstance(error, KafkaError) else str(exc)
 
     def _call_loop(self, coro: Awaitable[Any], timeout: float) -> Any:
         async def wrapper() -> Any:

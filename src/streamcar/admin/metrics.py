@@ -1,0 +1,70 @@
+"""``/metrics``: the pipelines' counters in the Prometheus text format, with DESIGN.md's names.
+
+Nothing is counted per message for Prometheus: a collector reads each pipeline's :class:`PipelineStats` (and
+its lag) when Prometheus scrapes, so the hot path pays nothing for the metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from streamcar.engine.pipeline import Pipeline
+from streamcar.engine.work import CALL_BUCKETS
+
+
+class PipelineCollector(Collector):
+    def __init__(self, pipelines: Callable[[], Mapping[str, Pipeline]]) -> None:
+        self._pipelines = pipelines
+
+    def collect(self) -> Iterable[Metric]:
+        consumed = CounterMetricFamily("streamcar_consumed", "Records consumed", labels=["pipeline"])
+        results = CounterMetricFamily(
+            "streamcar_results", "Messages done, by result (success, drop, dead-letter)", labels=["pipeline", "result"]
+        )
+        retries = CounterMetricFamily("streamcar_retries", "Calls scheduled again after a failure", labels=["pipeline"])
+        published = CounterMetricFamily("streamcar_published", "Replies published", labels=["pipeline"])
+        dead = CounterMetricFamily(
+            "streamcar_dead_letter", "Records sent to the dead-letter topic", labels=["pipeline"]
+        )
+        in_flight = GaugeMetricFamily(
+            "streamcar_in_flight", "Messages taken and not done (in a call, publishing, retrying)", labels=["pipeline"]
+        )
+        lag = GaugeMetricFamily(
+            "streamcar_consumer_lag",
+            "Records from the next offset to commit to the high watermark",
+            labels=["pipeline", "topic", "partition"],
+        )
+        calls = HistogramMetricFamily("streamcar_call_seconds", "Duration of calls to the service", labels=["pipeline"])
+        for name, pipeline in sorted(self._pipelines().items()):
+            stats = pipeline.stats
+            consumed.add_metric([name], stats.consumed)
+            for result in ("success", "drop", "dead-letter"):
+                results.add_metric([name, result], stats.results.get(result, 0))
+            retries.add_metric([name], stats.retries)
+            published.add_metric([name], stats.published)
+            dead.add_metric([name], stats.dead_lettered)
+            in_flight.add_metric([name], pipeline.in_flight)
+            for (topic, partition), value in pipeline.lag().items():
+                if value is not None:
+                    lag.add_metric([name, topic, str(partition)], value)
+            cumulative, buckets = 0, []
+            for bound, count in zip((*CALL_BUCKETS, float("inf")), stats.call_buckets, strict=True):
+                cumulative += count
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            calls.add_metric([name], buckets, stats.call_seconds)
+        yield from (consumed, results, retries, published, dead, in_flight, lag, calls)
+
+
+def registry_for(pipelines: Callable[[], Mapping[str, Pipeline]]) -> CollectorRegistry:
+    """A registry of its own per sidecar (not prometheus_client's global one), so several can live in a process."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PipelineCollector(pipelines))
+    return registry
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)
