@@ -148,6 +148,7 @@ def through_sidecar(
         server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     config = {
         "kafka": {"bootstrap_servers": bootstrap},
+        "admin": {"listen": "127.0.0.1:0"},
         "pipelines": {
             "bench": {
                 "consume": {"topics": [source], "group": f"bench-{uuid.uuid4().hex[:8]}"},

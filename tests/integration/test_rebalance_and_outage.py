@@ -31,11 +31,15 @@ async def test_member_joins_and_leaves_mid_run(
     try:
         spec = pipeline(source, group, service.url, publish=out, max_in_flight=max_in_flight)
         config = make_config(kafka.bootstrap, {"p": spec})
-        await asyncio.to_thread(produce_records, kafka, source, [(f"k{i % 101}".encode(), b"v") for i in range(n)])
+        records = [(f"k{i % 101}".encode(), b"v") for i in range(n)]
+        await asyncio.to_thread(produce_records, kafka, source, records[: n // 2])
         async with running(config) as first:
             await asyncio.to_thread(wait_for, lambda: service.count() >= 2000, timeout=60, what="progress")
             async with running(config, assigned_within=60) as second:
                 one, two = first.pipelines["p"], second.pipelines["p"]
+                # the second half arrives once both members hold partitions: each has its share to do, however
+                # fast the first one got through the first half
+                await asyncio.to_thread(produce_records, kafka, source, records[n // 2 :])
                 await asyncio.to_thread(
                     wait_for,
                     lambda: bool(one.assigned) and bool(two.assigned) and two.stats.consumed >= 1000,
