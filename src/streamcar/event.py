@@ -19,6 +19,18 @@ class Result(StrEnum):
     RETRY = "retry"
     DEAD_LETTER = "dead-letter"
 
+    @classmethod
+    def named(cls, text: object) -> Result | None:
+        """The result a service named, in any case (``dead_letter`` and ``deadletter`` too); None for anything else."""
+        return _RESULT_NAMES.get(str(text or "").strip().lower())
+
+
+_RESULT_NAMES = {
+    **{result.value: result for result in Result},
+    "dead_letter": Result.DEAD_LETTER,
+    "deadletter": Result.DEAD_LETTER,
+}
+
 
 class KeepKey:
     """Sentinel: the reply record keeps the input record's key."""

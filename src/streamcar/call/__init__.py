@@ -13,7 +13,7 @@ from typing import Protocol
 
 from streamcar.config import CallConfig
 from streamcar.errors import ConfigError
-from streamcar.event import Event, Reply
+from streamcar.event import Event, Reply, Result
 
 
 class Caller(Protocol):
@@ -29,6 +29,21 @@ class Caller(Protocol):
 
 
 CallerFactory = Callable[[CallConfig, int], Caller]
+
+
+def override(value: str | None, *, error: str, header: str, retry_after: float | None, kind: str) -> Reply | None:
+    """The reply a service's ``Streamcar-Result`` (HTTP) or ``streamcar-result`` (gRPC) asks for, or None.
+
+    ``error`` describes the call (``HTTP 503``, ``gRPC UNAVAILABLE: ...``); ``kind`` is a retry's error kind.
+    """
+    result = Result.named(value)
+    if result is Result.DROP:
+        return Reply.drop()
+    if result is Result.RETRY:
+        return Reply.retry(after=retry_after, error=f"{error} ({header}: retry)", kind=kind)
+    if result is Result.DEAD_LETTER:
+        return Reply.dead_letter(f"{error} ({header}: dead-letter)", kind="rejected")
+    return None
 
 
 def _http(config: CallConfig, max_in_flight: int) -> Caller:
@@ -60,4 +75,4 @@ def build_caller(config: CallConfig, max_in_flight: int) -> Caller:
     return factory(config, max_in_flight)
 
 
-__all__ = ["Caller", "CallerFactory", "build_caller"]
+__all__ = ["Caller", "CallerFactory", "build_caller", "override"]

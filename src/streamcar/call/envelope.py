@@ -22,14 +22,6 @@ from typing import Any
 
 from streamcar.event import KEEP_KEY, Event, KeepKey, Reply, Result
 
-_STATUSES = {
-    "success": Result.SUCCESS,
-    "drop": Result.DROP,
-    "retry": Result.RETRY,
-    "dead-letter": Result.DEAD_LETTER,
-    "dead_letter": Result.DEAD_LETTER,
-    "deadletter": Result.DEAD_LETTER,
-}
 _Pairs = list[tuple[str, bytes | None]]
 
 
@@ -87,7 +79,7 @@ def decode_results(body: bytes, expected: int) -> list[Reply]:
 def _reply(result: object) -> Reply:
     if not isinstance(result, dict):
         raise TypeError("not an object")
-    status = _STATUSES.get(str(result.get("status", "")).strip().lower())
+    status = Result.named(result.get("status"))
     if status is None:
         raise ValueError(f"unknown status {result.get('status')!r} (success, drop, retry or dead-letter)")
     error = result.get("error")

@@ -27,6 +27,7 @@ from typing import Any
 
 import grpc
 
+from streamcar.call import override
 from streamcar.config import CallConfig, GrpcTarget, ServiceTlsConfig, format_duration
 from streamcar.errors import ConfigError
 from streamcar.event import KEEP_KEY, Event, KeepKey, Reply
@@ -120,15 +121,17 @@ def parse_retry_after(value: str | None) -> float | None:
 def reply_from_status(code: Any, details: str, metadata: Iterable[tuple[str, str | bytes]], response: bytes) -> Reply:
     """The reply for a finished call: its status code, details, response metadata (initial, then trailing) and bytes."""
     received = tuple(metadata)
-    override = (_text(received, "streamcar-result") or "").strip().lower()
     retry_after = parse_retry_after(_text(received, "retry-after"))
     error = f"gRPC {code.name}" + (f": {details}" if details and code != grpc.StatusCode.OK else "")
-    if override == "drop":
-        return Reply.drop()
-    if override == "retry":
-        return Reply.retry(after=retry_after, error=f"{error} (streamcar-result: retry)", kind="grpc-status")
-    if override in ("dead-letter", "dead_letter", "deadletter"):
-        return Reply.dead_letter(f"{error} (streamcar-result: dead-letter)", kind="rejected")
+    asked = override(
+        _text(received, "streamcar-result"),
+        error=error,
+        header="streamcar-result",
+        retry_after=retry_after,
+        kind="grpc-status",
+    )
+    if asked is not None:
+        return asked
     if code == grpc.StatusCode.OK:
         return _success(received, response)
     if code in RETRY_CODES:

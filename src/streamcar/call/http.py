@@ -22,6 +22,7 @@ from urllib.parse import quote_from_bytes, unquote_to_bytes
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from streamcar.call import override
 from streamcar.call.envelope import EnvelopeError, decode_results, encode_messages
 from streamcar.config import CallConfig, ServiceTlsConfig
 from streamcar.errors import ConfigError
@@ -74,15 +75,17 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def reply_from_response(status: int, headers: CIMultiDictProxy[str] | CIMultiDict[str], body: bytes) -> Reply:
-    override = headers.get("Streamcar-Result", "").strip().lower()
     retry_after = parse_retry_after(headers.get("Retry-After"))
     error = f"HTTP {status}" + (f": {_snippet(body)}" if body and not 200 <= status < 300 else "")
-    if override == "drop":
-        return Reply.drop()
-    if override == "retry":
-        return Reply.retry(after=retry_after, error=f"{error} (Streamcar-Result: retry)", kind="http-status")
-    if override in ("dead-letter", "dead_letter", "deadletter"):
-        return Reply.dead_letter(f"{error} (Streamcar-Result: dead-letter)", kind="rejected")
+    asked = override(
+        headers.get("Streamcar-Result"),
+        error=error,
+        header="Streamcar-Result",
+        retry_after=retry_after,
+        kind="http-status",
+    )
+    if asked is not None:
+        return asked
     if 200 <= status < 300:
         return _success(headers, body)
     if status in RETRY_STATUSES or (status >= 500 and status != 501):
@@ -94,15 +97,13 @@ def replies_from_batch_response(
     status: int, headers: CIMultiDictProxy[str] | CIMultiDict[str], body: bytes, count: int
 ) -> list[Reply]:
     """The replies for a batch of ``count`` messages from the service's HTTP response."""
-    override = headers.get("Streamcar-Result", "").strip().lower()
     after = parse_retry_after(headers.get("Retry-After"))
     what = f"HTTP {status} for a batch of {count}"
-    if override == "drop":
-        return [Reply.drop()] * count
-    if override == "retry":
-        return [Reply.retry(after=after, error=f"{what} (Streamcar-Result: retry)", kind="http-status")] * count
-    if override in ("dead-letter", "dead_letter", "deadletter"):
-        return [Reply.dead_letter(f"{what} (Streamcar-Result: dead-letter)", kind="rejected")] * count
+    asked = override(
+        headers.get("Streamcar-Result"), error=what, header="Streamcar-Result", retry_after=after, kind="http-status"
+    )
+    if asked is not None:
+        return [asked] * count
     if not 200 <= status < 300:
         error = what + (f": {_snippet(body)}" if body else "")
         return [Reply.retry(after=after, error=error, kind="http-status")] * count
