@@ -212,14 +212,8 @@ class HttpCaller:
             ) as response:
                 body = await response.read()
                 return replies_from_batch_response(response.status, response.headers, body, len(events))
-        except TimeoutError:
-            return [Reply.retry(error=f"no reply within {self._timeout.total}s", kind="timeout")] * len(events)
-        except aiohttp.ClientSSLError as exc:
-            return [Reply.retry(error=f"TLS error: {exc}", kind="tls")] * len(events)
-        except aiohttp.ClientConnectionError as exc:
-            return [Reply.retry(error=f"connection error: {exc}", kind="connection")] * len(events)
-        except aiohttp.ClientError as exc:
-            return [Reply.retry(error=f"HTTP client error: {exc}", kind="http-client")] * len(events)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return [self._unanswered(exc)] * len(events)
 
     async def _call_one(self, event: Event) -> Reply:
         session = self._ready_session()
@@ -233,11 +227,15 @@ class HttpCaller:
             ) as response:
                 body = await response.read()
                 return reply_from_response(response.status, response.headers, body)
-        except TimeoutError:
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return self._unanswered(exc)
+
+    def _unanswered(self, exc: TimeoutError | aiohttp.ClientError) -> Reply:
+        """The retry for a call that got no HTTP reply: timed out, TLS refused, connection failed, client error."""
+        if isinstance(exc, TimeoutError):
             return Reply.retry(error=f"no reply within {self._timeout.total}s", kind="timeout")
-        except aiohttp.ClientSSLError as exc:
+        if isinstance(exc, aiohttp.ClientSSLError):
             return Reply.retry(error=f"TLS error: {exc}", kind="tls")
-        except aiohttp.ClientConnectionError as exc:
+        if isinstance(exc, aiohttp.ClientConnectionError):
             return Reply.retry(error=f"connection error: {exc}", kind="connection")
-        except aiohttp.ClientError as exc:
-            return Reply.retry(error=f"HTTP client error: {exc}", kind="http-client")
+        return Reply.retry(error=f"HTTP client error: {exc}", kind="http-client")
