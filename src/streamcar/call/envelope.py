@@ -36,7 +36,7 @@ def encode_messages(events: Sequence[Event]) -> bytes:
     """The request body for ``events``."""
     messages = []
     for event in events:
-        encoding, encode = _encoder([event.key, event.value, *(value for _, value in event.headers)])
+        encoding, encode = encoder([event.key, event.value, *(value for _, value in event.headers)])
         messages.append(
             {
                 "topic": event.topic,
@@ -44,7 +44,7 @@ def encode_messages(events: Sequence[Event]) -> bytes:
                 "offset": event.offset,
                 "timestamp": event.timestamp,
                 "key": encode(event.key),
-                "headers": _header_object(event.headers, encode),
+                "headers": header_object(event.headers, encode),
                 "value": encode(event.value),
                 "encoding": encoding,
             }
@@ -153,11 +153,11 @@ def _result(reply: Reply) -> dict[str, Any]:
     if reply.content_type and all(name != "content-type" for name, _ in headers):
         headers.append(("content-type", reply.content_type.encode()))
     key = None if isinstance(reply.key, KeepKey) else reply.key
-    encoding, encode = _encoder([reply.value, key, *(value for _, value in headers)])
+    encoding, encode = encoder([reply.value, key, *(value for _, value in headers)])
     result: dict[str, Any] = {"status": reply.result.value, "value": encode(reply.value), "encoding": encoding}
     if not isinstance(reply.key, KeepKey):
         result["key"] = encode(reply.key)
-    result["headers"] = _header_object(headers, encode)
+    result["headers"] = header_object(headers, encode)
     result["error"] = reply.error
     if reply.result is Result.RETRY and reply.retry_after is not None:
         result["retry_after"] = reply.retry_after
@@ -184,7 +184,8 @@ def _decoder(encoding: object) -> Callable[[object], bytes | None]:
     raise ValueError(f"unknown encoding {encoding!r} (utf-8 or base64)")
 
 
-def _encoder(values: Iterable[bytes | None]) -> tuple[str, Callable[[bytes | None], str | None]]:
+def encoder(values: Iterable[bytes | None]) -> tuple[str, Callable[[bytes | None], str | None]]:
+    """The encoding for an entry holding ``values`` (``utf-8`` if they all decode, else ``base64``) and its encoder."""
     try:
         for value in values:
             if value is not None:
@@ -204,7 +205,8 @@ def _header_items(headers: object) -> list[tuple[object, object]]:
     raise ValueError('"headers" must be an object')
 
 
-def _header_object(headers: Iterable[tuple[str, bytes | None]], encode: Callable[[bytes | None], str | None]) -> Any:
+def header_object(headers: Iterable[tuple[str, bytes | None]], encode: Callable[[bytes | None], str | None]) -> Any:
+    """Encoded headers as an object, or as ``[name, value]`` pairs when a name repeats."""
     pairs = [(name, encode(value)) for name, value in headers]
     names = [name for name, _ in pairs]
     if len(set(names)) != len(names):

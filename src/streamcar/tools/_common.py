@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from typing import Any, Literal, TypeVar
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka.admin import AdminClient
+from rich.console import Console
 
 from streamcar.config import KafkaConfig, load_config
 from streamcar.errors import KafkaError, UsageError
@@ -67,6 +69,11 @@ def _first_error(exc: ValueError) -> str:
         if found:
             return str(found[0].get("msg", exc)).removeprefix("Value error, ")
     return str(exc)
+
+
+def plain_console() -> Console:
+    """stdout for tables and lines: text printed as it is (no rich markup), and not cut to 80 columns when piped."""
+    return Console(markup=False, highlight=False, width=None if sys.stdout.isatty() else 10_000)
 
 
 def client_config(kafka: KafkaConfig, **extra: Any) -> dict[str, Any]:
@@ -136,8 +143,9 @@ def parse_position(text: str, *, option: str) -> Position:
     return Position("time", -((_EPOCH - when) // timedelta(milliseconds=1)), raw)
 
 
-def partitions_of(consumer: Consumer, topic: str) -> list[int]:
-    """The topic's partition numbers; KafkaError if it does not exist or the cluster cannot be reached."""
+def partitions_of(consumer: Consumer, topic: str, *, only: int | None = None) -> list[int]:
+    """The topic's partition numbers (just ``only``, when given); KafkaError if it does not exist or the cluster
+    cannot be reached, UsageError if it has no partition ``only``."""
     # A consumer, not an AdminClient: the admin client's metadata request auto-creates the topic on brokers
     # with auto.create.topics.enable (Kafka's default).
     try:
@@ -147,7 +155,12 @@ def partitions_of(consumer: Consumer, topic: str) -> list[int]:
     found = metadata.topics.get(topic)
     if found is None or found.error is not None or not found.partitions:
         raise KafkaError(f"topic {topic!r} does not exist")
-    return sorted(found.partitions)
+    partitions = sorted(found.partitions)
+    if only is None:
+        return partitions
+    if only not in partitions:
+        raise UsageError(f"--partition: {topic} has no partition {only} (it has 0..{len(partitions) - 1})")
+    return [only]
 
 
 def watermarks(consumer: Consumer, topic: str, partitions: Iterable[int]) -> dict[int, tuple[int, int]]:

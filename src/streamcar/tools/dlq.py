@@ -9,9 +9,7 @@ it is listed as such. Redriving them is :mod:`streamcar.tools.redrive`.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
-import sys
 from collections import Counter
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -20,9 +18,9 @@ from typing import Any, cast
 
 from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
-from rich.console import Console
 from rich.table import Table
 
+from streamcar.call.envelope import encoder, header_object
 from streamcar.config import KafkaConfig
 from streamcar.engine.records import REDRIVE_COUNT
 from streamcar.errors import KafkaError, UsageError
@@ -30,6 +28,7 @@ from streamcar.tools._common import (
     kafka_settings,
     parse_position,
     partitions_of,
+    plain_console,
     reader,
     watermarks,
 )
@@ -211,12 +210,7 @@ def show_command(args: argparse.Namespace) -> int:
 
 def to_json(letter: DeadLetter) -> dict[str, Any]:
     """A dead letter for ``--json``: key, value and header values as UTF-8 text, or all base64 when one is not."""
-    utf8 = all(_decodes(b) for b in (letter.key, letter.value, *(v for _, v in letter.headers)))
-
-    def text(data: bytes | None) -> str | None:
-        return None if data is None else data.decode() if utf8 else base64.b64encode(data).decode()
-
-    names, pairs = [n for n, _ in letter.headers], [(n, text(v)) for n, v in letter.headers]
+    encoding, encode = encoder([letter.key, letter.value, *(v for _, v in letter.headers)])
     return {
         "partition": letter.partition,
         "offset": letter.offset,
@@ -229,10 +223,10 @@ def to_json(letter: DeadLetter) -> dict[str, Any]:
         "attempts": letter.attempts,
         "failed_at": letter.failed_at.isoformat(timespec="milliseconds") if letter.failed_at else None,
         "redrive_count": letter.redrive_count,
-        "key": text(letter.key),
-        "value": text(letter.value),
-        "headers": dict(pairs) if len(set(names)) == len(names) else [list(p) for p in pairs],
-        "encoding": "utf-8" if utf8 else "base64",
+        "key": encode(letter.key),
+        "value": encode(letter.value),
+        "headers": header_object(letter.headers, encode),
+        "encoding": encoding,
     }
 
 
@@ -241,11 +235,6 @@ def _table() -> Table:
     for column in ("dlq", "source", "kind", "attempts", "failed at", "error", "key"):
         table.add_column(column, justify="right" if column in ("dlq", "attempts") else "left")
     return table
-
-
-def plain_console() -> Console:
-    # Errors are printed as they are (no rich markup), and a table piped to another program is not cut to 80 columns.
-    return Console(markup=False, highlight=False, width=None if sys.stdout.isatty() else 10_000)
 
 
 def _dash(value: int | None) -> str:
@@ -265,15 +254,6 @@ def _time(text: str | None) -> datetime | None:
     except ValueError:
         return None
     return when if when is None or when.tzinfo is not None else when.replace(tzinfo=UTC)
-
-
-def _decodes(data: bytes | None) -> bool:
-    try:
-        if data is not None:
-            data.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def key_text(letter: DeadLetter) -> str:

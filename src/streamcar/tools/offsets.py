@@ -26,11 +26,10 @@ from typing import Any
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka.admin import AdminClient
-from rich.console import Console
 from rich.table import Table
 
 from streamcar.config import KafkaConfig
-from streamcar.errors import KafkaError, StreamcarError, UsageError
+from streamcar.errors import KafkaError, StreamcarError
 from streamcar.tools._common import (
     TIMEOUT,
     Position,
@@ -38,6 +37,7 @@ from streamcar.tools._common import (
     kafka_settings,
     parse_position,
     partitions_of,
+    plain_console,
     reader,
     resolve,
     watermarks,
@@ -179,11 +179,7 @@ def plan_reset(
     position = to if isinstance(to, Position) else parse_position(to, option="--to")
     consumer = reader(kafka)
     try:
-        partitions = partitions_of(consumer, topic)
-        if partition is not None:
-            if partition not in partitions:
-                raise UsageError(f"--partition: {topic} has no partition {partition} (it has 0..{len(partitions) - 1})")
-            partitions = [partition]
+        partitions = partitions_of(consumer, topic, only=partition)
         marks = watermarks(consumer, topic, partitions)
         targets = resolve(consumer, topic, partitions, position, marks)
     finally:
@@ -274,7 +270,7 @@ def show_command(args: argparse.Namespace) -> int:
         table.add_column(column, justify="right")
     for r in result.partitions:
         table.add_row(r.topic, str(r.partition), _number(r.committed), _number(r.end), _number(r.lag))
-    console = _console()
+    console = plain_console()
     console.print(f"consumer group {result.group.name} ({result.group.summary()})")
     console.print(table)
     if not result.partitions:
@@ -307,7 +303,7 @@ def reset_command(args: argparse.Namespace) -> int:
         for r in plan.partitions:
             change = "-" if r.current is None else f"{r.new - r.current:+,}"
             table.add_row(str(r.partition), _number(r.current), _number(r.new), change)
-        console = _console()
+        console = plain_console()
         console.print(f"consumer group {plan.group.name} ({plan.group.summary()}) on {plan.topic}: reset to {plan.to}")
         console.print(table)
     where = f"{len(plan.partitions)} partition{'' if len(plan.partitions) == 1 else 's'} of {plan.topic}"
@@ -322,8 +318,3 @@ def reset_command(args: argparse.Namespace) -> int:
 
 def _number(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
-
-
-def _console() -> Console:
-    # Names are printed as they are (no rich markup), and a table piped to another program is not cut to 80 columns.
-    return Console(markup=False, highlight=False, width=None if sys.stdout.isatty() else 10_000)

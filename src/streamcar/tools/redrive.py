@@ -39,11 +39,12 @@ from streamcar.tools._common import (
     client_config,
     kafka_settings,
     partitions_of,
+    plain_console,
     reader,
     retrying,
     watermarks,
 )
-from streamcar.tools.dlq import SAMPLE, DeadLetter, key_text, parse, plain_console, read_range
+from streamcar.tools.dlq import SAMPLE, DeadLetter, key_text, parse, read_range
 
 BATCH = 500  # dead letters per transaction: what an interrupted run leaves uncommitted, to be redone
 

@@ -62,11 +62,7 @@ def plan(kafka: KafkaConfig, topic: str, start: str, until: str | None, partitio
     end = parse_position(until, option="--until") if until is not None else None
     consumer = reader(kafka)
     try:
-        partitions = partitions_of(consumer, topic)
-        if partition is not None:
-            if partition not in partitions:
-                raise UsageError(f"--partition: {topic} has no partition {partition} (it has 0..{len(partitions) - 1})")
-            partitions = [partition]
+        partitions = partitions_of(consumer, topic, only=partition)
         marks = watermarks(consumer, topic, partitions)
         starts = resolve(consumer, topic, partitions, begin, marks)
         ends = resolve(consumer, topic, partitions, end, marks) if end is not None else {p: marks[p][1] for p in marks}

@@ -22,7 +22,6 @@ fails. A ``--keyed`` line without a TAB stops the command (exit 2) once the line
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import json
 import os
@@ -33,6 +32,7 @@ from typing import Any
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message, Producer, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
 
+from streamcar.call.envelope import encoder, header_object
 from streamcar.config import KafkaConfig
 from streamcar.errors import KafkaError, UsageError
 from streamcar.tools._common import (
@@ -136,36 +136,21 @@ def format_line(msg: Message) -> str:
 
 
 def format_json(msg: Message) -> dict[str, Any]:
-    key, value = msg.key(), msg.value()
+    """A record for ``--json``, in the batch envelope's fields and encodings."""
     found = msg.headers() or []
     items = found.items() if isinstance(found, dict) else found  # a consumed record's are a list
     headers = [(name, None if v is None else _bytes(v)) for name, v in items]
-    raw = [key, value]
-    try:
-        for item in (*raw, *(v for _, v in headers)):
-            if item is not None:
-                item.decode()
-        encoding = "utf-8"
-    except UnicodeDecodeError:
-        encoding = "base64"
-
-    def encode(data: bytes | None) -> str | None:
-        if data is None:
-            return None
-        return data.decode() if encoding == "utf-8" else base64.b64encode(data).decode("ascii")
-
-    pairs = [(name, encode(v)) for name, v in headers]
+    key, value = msg.key(), msg.value()
+    encoding, encode = encoder([key, value, *(v for _, v in headers)])
     kind, timestamp = msg.timestamp()
-    names = [name for name, _ in pairs]
     return {
         "topic": msg.topic(),
         "partition": msg.partition(),
         "offset": msg.offset(),
         "timestamp": None if kind == TIMESTAMP_NOT_AVAILABLE else timestamp,
-        "key": encode(raw[0]),
-        "value": encode(raw[1]),
-        # pairs only when a name repeats, as in the batch envelope
-        "headers": [list(pair) for pair in pairs] if len(set(names)) != len(names) else dict(pairs),
+        "key": encode(key),
+        "value": encode(value),
+        "headers": header_object(headers, encode),
         "encoding": encoding,
     }
 
