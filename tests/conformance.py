@@ -20,7 +20,7 @@ import os
 import random
 import threading
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ from streamcar.service import aiohttp_event, aiohttp_response, batch_reply, even
 
 from grpc_service import Handler as GrpcHandler
 from grpc_service import Seen, echo_pb2
+from threaded import ThreadedServer
 
 FLAKY_FAILURES = 2
 COMMANDS = ("ok", "drop", "flaky", "fail", "reject")
@@ -134,36 +135,16 @@ async def handle_batch(events: list[Event]) -> list[Reply]:
 # --- HTTP, single and batch delivery, written with streamcar.service ------------------------------------------------
 
 
-class HttpBehaviourService:
+class HttpBehaviourService(ThreadedServer):
     """An aiohttp service on its own thread and loop: ``/single`` and ``/batch`` answer through a behaviour."""
 
     def __init__(self, behaviour: Behaviour) -> None:
+        super().__init__("conformance-http")
         self.behaviour = behaviour
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="conformance-http", daemon=True)
         self._runner: web.AppRunner | None = None
-        self.port = 0
 
     def url(self, batch: bool) -> str:
         return f"http://127.0.0.1:{self.port}/{'batch' if batch else 'single'}"
-
-    def _run(self, coro: Awaitable[None]) -> None:
-        async def wrap() -> None:
-            await coro
-
-        asyncio.run_coroutine_threadsafe(wrap(), self._loop).result(30)
-
-    def start(self) -> HttpBehaviourService:
-        self._thread.start()
-        self._run(self._up())
-        return self
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            self._run(self._runner.cleanup())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
 
     async def _up(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -174,6 +155,11 @@ class HttpBehaviourService:
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
+
+    async def _down(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
 
     async def _single(self, request: web.Request) -> web.StreamResponse:
         return aiohttp_response(await self.behaviour.answer(await aiohttp_event(request)))

@@ -9,7 +9,6 @@ UNAVAILABLE) and come back on the same port, and can serve TLS, optionally requi
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import importlib
 import importlib.resources
@@ -24,6 +23,8 @@ from types import ModuleType
 from typing import Any
 
 import grpc
+
+from threaded import ThreadedServer
 
 PROTOS = Path(__file__).parent / "protos"
 SERVICE = "streamcar.test.Orders"
@@ -98,48 +99,22 @@ async def receipt(seen: Seen, context: Any) -> bytes:
     return bytes(messages.Receipt(id=got.id, amount=got.amount, status="ok").SerializeToString())
 
 
-class TestGrpcService:
+class TestGrpcService(ThreadedServer):
     __test__ = False  # not a pytest test class
 
     def __init__(self, handler: Handler = receipt, *, tls: ServerTls | None = None) -> None:
+        super().__init__("test-grpc-service")
         echo_pb2()  # compile before serving, not inside the first call
         self.handler = handler
         self.tls = tls
         self.seen: list[Seen] = []
         self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="test-grpc-service", daemon=True)
         self._server: Any = None
-        self.port = 0
 
     @property
     def url(self) -> str:
         scheme = "grpcs" if self.tls is not None else "grpc"
         return f"{scheme}://127.0.0.1:{self.port}/{SERVICE}/{METHOD}"
-
-    def _run(self, coro: Awaitable[None]) -> None:
-        async def wrap() -> None:
-            await coro
-
-        asyncio.run_coroutine_threadsafe(wrap(), self._loop).result(30)
-
-    def start(self) -> TestGrpcService:
-        self._thread.start()
-        self._run(self._up())
-        return self
-
-    def stop(self) -> None:
-        self._run(self._down())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
-
-    def down(self) -> None:
-        """Stop serving: calls in flight are cancelled and new calls fail with UNAVAILABLE."""
-        self._run(self._down())
-
-    def up(self) -> None:
-        self._run(self._up())
 
     async def _up(self) -> None:
         server = grpc.aio.server()

@@ -6,7 +6,6 @@ It can go down (the listening socket closes, connections are refused) and come b
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -14,6 +13,8 @@ from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
+
+from threaded import ThreadedServer
 
 Handler = Callable[["Seen"], Awaitable[web.StreamResponse]]
 
@@ -37,45 +38,19 @@ async def echo_upper(seen: Seen) -> web.StreamResponse:
     return web.Response(body=seen.body.upper(), content_type="text/plain")
 
 
-class TestService:
+class TestService(ThreadedServer):
     __test__ = False  # not a pytest test class
 
     def __init__(self, handler: Handler = echo_upper) -> None:
+        super().__init__("test-service")
         self.handler = handler
         self.seen: list[Seen] = []
         self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="test-service", daemon=True)
         self._runner: web.AppRunner | None = None
-        self.port = 0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/handle"
-
-    def _run(self, coro: Awaitable[None]) -> None:
-        async def wrap() -> None:
-            await coro
-
-        asyncio.run_coroutine_threadsafe(wrap(), self._loop).result(30)
-
-    def start(self) -> TestService:
-        self._thread.start()
-        self._run(self._up())
-        return self
-
-    def stop(self) -> None:
-        self._run(self._down())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
-
-    def down(self) -> None:
-        """Stop listening: calls now fail with connection refused."""
-        self._run(self._down())
-
-    def up(self) -> None:
-        self._run(self._up())
 
     async def _up(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
