@@ -94,6 +94,6 @@ class Outcomes:
         elif result == "dead-letter":
             reply = work.reply
             kind, error = (reply.error_kind, reply.error) if reply is not None else ("", "")
-            self._stats.dead_lettered += 1
+            self._stats.note_dead_letter(work.event, kind or "rejected", error or "")
             self._stats.note_error(f"{work.event.idempotency_key}: {kind}: {error}")
             log.warning("%s: dead-lettered %s (%s): %s", self._name, work.event.idempotency_key, kind, error)

@@ -287,6 +287,7 @@ class Pipeline:
             "retries": stats.retries,
             "calls": stats.calls,
             "last_errors": list(stats.last_errors),
+            "recent_dead_letters": list(stats.recent_dead_letters),
         }
 
     # -- replay ---------------------------------------------------------------------------------------------

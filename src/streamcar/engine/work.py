@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from confluent_kafka import Message
@@ -34,6 +35,23 @@ class PipelineStats:
     failed_calls_in_a_row: int = 0
     last_call_error: str = ""
     last_errors: list[str] = field(default_factory=list)
+    recent_dead_letters: deque[dict[str, object]] = field(default_factory=lambda: deque(maxlen=20))
+    """The last dead letters, newest last: source topic/partition/offset, key, kind, error, time."""
+
+    def note_dead_letter(self, event: Event, kind: str, error: str) -> None:
+        self.dead_lettered += 1
+        key = None if event.key is None else event.key.decode("utf-8", "backslashreplace")
+        self.recent_dead_letters.append(
+            {
+                "topic": event.topic,
+                "partition": event.partition,
+                "offset": event.offset,
+                "key": key,
+                "kind": kind,
+                "error": error,
+                "at": time.time(),
+            }
+        )
 
     def note_error(self, text: str) -> None:
         self.last_errors.append(text)
