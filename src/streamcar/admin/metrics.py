@@ -38,6 +38,12 @@ class PipelineCollector(Collector):
             "Records from the next offset to commit to the high watermark",
             labels=["pipeline", "topic", "partition"],
         )
+        circuit = GaugeMetricFamily(
+            "streamcar_circuit_open", "1 while the circuit to the service is open or half-open", labels=["pipeline"]
+        )
+        opened = CounterMetricFamily(
+            "streamcar_circuit_opened", "Times the circuit to the service opened", labels=["pipeline"]
+        )
         calls = HistogramMetricFamily("streamcar_call_seconds", "Duration of calls to the service", labels=["pipeline"])
         for name, pipeline in sorted(self._pipelines().items()):
             stats = pipeline.stats
@@ -48,6 +54,8 @@ class PipelineCollector(Collector):
             published.add_metric([name], stats.published)
             dead.add_metric([name], stats.dead_lettered)
             in_flight.add_metric([name], pipeline.in_flight)
+            circuit.add_metric([name], 0 if pipeline.circuit_open is None else 1)
+            opened.add_metric([name], pipeline.circuit_opened)
             for (topic, partition), value in pipeline.lag().items():
                 if value is not None:
                     lag.add_metric([name, topic, str(partition)], value)
@@ -56,7 +64,7 @@ class PipelineCollector(Collector):
                 cumulative += count
                 buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
             calls.add_metric([name], buckets, stats.call_seconds)
-        yield from (consumed, results, retries, published, dead, in_flight, lag, calls)
+        yield from (consumed, results, retries, published, dead, in_flight, lag, calls, circuit, opened)
 
 
 def registry_for(pipelines: Callable[[], Mapping[str, Pipeline]]) -> CollectorRegistry:

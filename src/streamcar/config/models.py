@@ -303,6 +303,30 @@ class RetryConfig(_Model):
         return self
 
 
+class CircuitBreakerConfig(_Model):
+    """Stop calling a service that is down: pause consumption, probe, resume. While the circuit is open no
+    message uses up its retries, so none is dead-lettered only because the service was down."""
+
+    enabled: bool = True
+    failure_ratio: float = Field(default=0.5, gt=0, le=1)
+    """Open when at least this share of the calls within ``window`` could not get through..."""
+    min_calls: int = Field(default=20, ge=1)
+    """...and at least this many calls were made within it."""
+    window: Duration = Field(default=10.0, gt=0)
+    consecutive: int = Field(default=5, ge=1)
+    """Also open after this many calls in a row could not get through (and at once on a refused connection)."""
+    open_for: Duration = Field(default=1.0, gt=0)
+    """How long to wait before the first probe call; doubles after each failed probe."""
+    max_open: Duration = Field(default=30.0, gt=0)
+    """The longest wait between probes."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.max_open < self.open_for:
+            _raise_problems([(("max_open",), f"must be at least open_for ({format_duration(self.open_for)})")])
+        return self
+
+
 class PublishConfig(_Model):
     topic: TopicName
     """Where reply payloads go."""
@@ -320,6 +344,7 @@ class PipelineConfig(_Model):
     max_in_flight: int = Field(default=256, ge=1, le=100_000)
     """Messages being called at once; beyond it partitions are paused."""
     retry: RetryConfig = RetryConfig()
+    circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
     publish: PublishConfig | None = None
     dead_letter: DeadLetterConfig | None = None
     shutdown_timeout: Duration = 30.0

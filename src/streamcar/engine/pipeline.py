@@ -21,6 +21,7 @@ from confluent_kafka import KafkaError, KafkaException, Message
 
 from streamcar.call import Caller
 from streamcar.config import KafkaConfig, PipelineConfig
+from streamcar.engine.breaker import OUTAGE_KINDS, CircuitBreaker, Closed, Opened, State
 from streamcar.engine.offsets import OffsetTracker
 from streamcar.engine.offsets import TopicPartition as TP
 from streamcar.engine.outcomes import Ack, Outcomes
@@ -76,6 +77,9 @@ class Pipeline:
         self._running: dict[Work, asyncio.Task[Any]] = {}  # in a call or settling; a batch shares one task
         self._waiting: dict[Work, asyncio.TimerHandle] = {}  # retries of one batch share one timer
         self._held: set[Work] = set()  # answered, waiting for an earlier message of their lane (batches only)
+        self._breaker = CircuitBreaker(config.circuit_breaker)
+        self._parked: list[Work] = []  # retries that came due while the circuit was open
+        self._probe_timer: asyncio.TimerHandle | None = None
         self._batch_size = config.call.batch.max_messages
         self._max_wait = config.call.batch.max_wait
         self._forming: list[Work] = []  # the batch being gathered
@@ -181,6 +185,9 @@ class Pipeline:
         for handle in set(self._waiting.values()):
             handle.cancel()
         self._waiting.clear()
+        self._parked.clear()  # never called again: redelivered after the restart like everything uncommitted
+        if self._probe_timer is not None:
+            self._probe_timer.cancel()
         if self._linger is not None:
             self._linger.cancel()
         self._forming.clear()  # never sent: redelivered after the restart like everything uncommitted
@@ -257,6 +264,17 @@ class Pipeline:
         return lags
 
     @property
+    def circuit_open(self) -> str | None:
+        """Why the circuit is open (or half-open, probing); None while it is closed."""
+        breaker = self._breaker
+        return None if breaker.state is State.CLOSED else f"{breaker.state.value}: {breaker.reason}"
+
+    @property
+    def circuit_opened(self) -> int:
+        """How many times the circuit opened."""
+        return self._breaker.opened
+
+    @property
     def kafka_error(self) -> str | None:
         """Why the cluster did not answer the consumer's last probe; None when it did."""
         return self._bridge.kafka_error if self._bridge is not None else "the consumer has not started"
@@ -272,6 +290,9 @@ class Pipeline:
             "call": self.config.call.model_dump(mode="json", include={"url", "timeout", "batch"}),
             "kafka_error": self.kafka_error,
             "service_failing": stats.service_failing,
+            "circuit": self._breaker.state.value,
+            "circuit_reason": self._breaker.reason or None,
+            "circuit_opened": self._breaker.opened,
             "last_call_error": stats.last_call_error or None,
             "partitions": [
                 {"topic": t, "partition": p, "next_offset": self._tracker.watermark((t, p)), "lag": lag}
@@ -344,6 +365,7 @@ class Pipeline:
         for work in [w for w in self._waiting if w.tp in tps]:
             del self._waiting[work]  # its timer may carry other partitions' retries too: it skips this one
         self._held = {w for w in self._held if w.tp not in tps}
+        self._parked = [w for w in self._parked if w.tp not in tps]
         self._forming = [w for w in self._forming if w.tp not in tps]
 
     def _release(self, tps: set[TP]) -> dict[TP, int | None]:
@@ -376,7 +398,7 @@ class Pipeline:
         buffered = len(self._scheduler)
         if buffered >= self._prefetch:
             bridge.pause_all()
-        elif bridge.paused and buffered <= self._prefetch // 2 and not self._draining:
+        elif bridge.paused and buffered <= self._prefetch // 2 and not self._draining and self._breaker.allows():
             bridge.resume_all()
 
     def _dispatch(self) -> None:
@@ -385,8 +407,8 @@ class Pipeline:
         Single delivery starts one call per message. Batch delivery gathers taken messages into a forming batch
         that goes out when it is full, when no more may be taken, or ``batch.max_wait`` after its first message.
         """
-        if self._draining:
-            return
+        if self._draining or not self._breaker.allows():
+            return  # an open circuit calls nothing until its probe got through
         sched = self._scheduler
         free = self.config.max_in_flight - self._occupied()
         size = self._batch_size
@@ -419,10 +441,10 @@ class Pipeline:
             self._launch(batch)
 
     def _occupied(self) -> int:
-        return len(self._running) + len(self._waiting) + len(self._held) + len(self._forming)
+        return len(self._running) + len(self._waiting) + len(self._held) + len(self._forming) + len(self._parked)
 
-    def _launch(self, works: list[Work]) -> None:
-        task = asyncio.get_running_loop().create_task(self._process(works))
+    def _launch(self, works: list[Work], *, probe: bool = False) -> None:
+        task = asyncio.get_running_loop().create_task(self._process(works, probe))
         for work in works:
             self._running[work] = task
 
@@ -442,8 +464,9 @@ class Pipeline:
                 return
 
     # -- one call ---------------------------------------------------------------------------------------------
-    async def _process(self, works: list[Work]) -> None:
-        """Call the service for ``works`` (a batch, or a batch of one) and act on each reply."""
+    async def _process(self, works: list[Work], probe: bool = False) -> None:
+        """Call the service for ``works`` (a batch, or a batch of one) and act on each reply; a ``probe`` is the
+        one call a half-open circuit lets through."""
         touched = list(works)  # grows by the held messages this task settles; all leave _running at the end
         try:
             for work in works:
@@ -461,6 +484,10 @@ class Pipeline:
             self.stats.observe_call(time.perf_counter() - started, failure)
             if failure is not None:
                 self.stats.last_call_error = failed[0].error or failure
+            self._on_circuit(self._breaker.record(time.monotonic(), failure, probe=probe))
+            if failure in OUTAGE_KINDS and not self._breaker.allows():
+                for work in works:  # the service is down: this attempt does not count against the message
+                    work.attempts -= 1
             for work, reply in zip(works, replies, strict=True):
                 work.reply = reply
             await self._settle(works, touched)
@@ -567,9 +594,58 @@ class Pipeline:
         due = [w for w in works if self._waiting.pop(w, None) is not None and self._current(w)]
         if self._draining:
             return
+        if not self._breaker.allows():
+            self._parked.extend(due)  # called again once the circuit closes (or the first as its probe)
+            return
         size = self._batch_size
         for start in range(0, len(due), size):
             self._launch(due[start : start + size])
+
+    # -- the circuit breaker ------------------------------------------------------------------------------
+    def _on_circuit(self, transition: Opened | Closed | None) -> None:
+        if isinstance(transition, Opened):
+            if transition.first:
+                log.warning(
+                    "%s: circuit open: %s; consumption paused, probing in %.1fs",
+                    self.name,
+                    transition.reason,
+                    transition.wait,
+                )
+                self.stats.note_error(f"circuit open: {transition.reason}")
+            else:
+                log.info(
+                    "%s: circuit still open: %s; next probe in %.1fs", self.name, transition.reason, transition.wait
+                )
+            if self._bridge is not None:
+                self._bridge.pause_all()
+            if self._probe_timer is not None:
+                self._probe_timer.cancel()
+            self._probe_timer = asyncio.get_running_loop().call_later(transition.wait, self._start_probe)
+        elif isinstance(transition, Closed):
+            log.warning(
+                "%s: circuit closed: the service answered again after %.1fs; resuming", self.name, transition.outage
+            )
+            parked, self._parked = self._parked, []
+            size = self._batch_size
+            for start in range(0, len(parked), size):
+                self._launch(parked[start : start + size])
+            self._pace()
+            self._dispatch()
+
+    def _start_probe(self) -> None:
+        """Open long enough: let one call through, with the oldest parked retry or else a waiting message."""
+        self._probe_timer = None
+        if self._draining or self._breaker.state is not State.OPEN:
+            return
+        if self._parked:
+            works = [self._parked.pop(0)]
+        elif self._scheduler.ready_count:
+            works = self._scheduler.take(1)
+        else:  # nothing to probe with: nothing is at risk either; the next calls tell again
+            self._on_circuit(self._breaker.reset(time.monotonic()))
+            return
+        self._breaker.probe()
+        self._launch(works, probe=True)
 
     def _complete(self, work: Work, result: str) -> None:
         self.stats.results[result] += 1

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Message
 
+from streamcar.engine.breaker import OUTAGE_KINDS
 from streamcar.engine.offsets import TopicPartition as TP
 from streamcar.engine.scheduler import Lane
 from streamcar.event import Event, Reply
@@ -17,7 +18,6 @@ CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 """Upper bounds (seconds) of the call-duration histogram; a last, unbounded bucket follows."""
 FAILING_AFTER = 5
 """Consecutive calls that could not reach the service (connection, timeout, 5xx) before it counts as failing."""
-_UNREACHABLE_KINDS = frozenset({"connection", "timeout", "tls", "http-status", "grpc-status", "http-client"})
 
 
 @dataclass
@@ -63,7 +63,7 @@ class PipelineStats:
         self.calls += 1
         self.call_seconds += seconds
         self.call_buckets[bisect_left(CALL_BUCKETS, seconds)] += 1
-        if failure is not None and failure in _UNREACHABLE_KINDS:
+        if failure is not None and failure in OUTAGE_KINDS:
             self.failed_calls_in_a_row += 1
         else:
             self.failed_calls_in_a_row = 0

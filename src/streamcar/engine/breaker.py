@@ -1,0 +1,156 @@
+"""The circuit breaker: stop calling a service that is down instead of burning every message's retries.
+
+States::
+
+    closed --(too many calls fail)--> open --(open_for passes)--> half-open --(the probe gets through)--> closed
+                                       ^                              |
+                                       +-----(the probe fails)--------+   (open_for doubles, up to max_open)
+
+*Closed* calls as usual. It opens when, within ``window``, at least ``min_calls`` calls were made and at least
+``failure_ratio`` of them could not get through, when ``consecutive`` calls in a row could not, or at once when
+a call could not even connect. *Open* makes no calls: the pipeline pauses consumption and parks its retries.
+*Half-open* lets exactly one call through, a probe; its answer closes or reopens the circuit.
+
+A call "could not get through" when the service did not answer it usefully: refused connection, timeout, TLS
+failure, a retryable status (5xx, 429, UNAVAILABLE...). A service that answers "dead-letter this one" is up.
+
+This module is pure logic (the clock is passed in); the pipeline acts on the transitions it reports.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass
+
+from streamcar.config import CircuitBreakerConfig
+
+# Reply kinds that mean the service could not be reached or could not serve (see streamcar.call); "retry" (an
+# explicit Streamcar-Result), "bad-reply" and "internal" are the service or the sidecar speaking, not an outage.
+OUTAGE_KINDS = frozenset(
+    {"connection", "timeout", "tls", "http-status", "http-client", "grpc-status", "grpc-client", "exception"}
+)
+# Not reaching the service at all says nothing about the message: no need to wait for more evidence.
+_DOWN_AT_ONCE = frozenset({"connection"})
+
+
+class State(enum.Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half-open"
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """The circuit just opened (``first``: it was closed; else a probe failed): probe after ``wait`` seconds."""
+
+    wait: float
+    reason: str
+    first: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The circuit just closed after being open for ``outage`` seconds."""
+
+    outage: float
+
+
+Transition = Opened | Closed | None
+
+
+class CircuitBreaker:
+    def __init__(self, config: CircuitBreakerConfig) -> None:
+        self.config = config
+        self.state = State.CLOSED
+        self.reason = ""
+        """Why the circuit last opened."""
+        self.opened = 0
+        """How many times it opened."""
+        self.open_until = 0.0
+        """While open: when the probe is due (clock of the calls)."""
+        self.probing = False
+        """Half-open: the one probe call is in flight."""
+        self._calls: deque[tuple[float, bool]] = deque()  # (time, got through) within the window
+        self._failed_in_window = 0
+        self._in_a_row = 0
+        self._wait = config.open_for
+        self._since = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.enabled
+
+    def allows(self) -> bool:
+        """May a call that is not a probe start now?"""
+        return self.state is State.CLOSED
+
+    def due(self, now: float) -> bool:
+        """Open, and the time to probe has come: the caller moves to half-open with :meth:`probe`."""
+        return self.state is State.OPEN and now >= self.open_until
+
+    def probe(self) -> None:
+        """The probe call starts (open -> half-open)."""
+        self.state = State.HALF_OPEN
+        self.probing = True
+
+    def record(self, now: float, failure: str | None, *, probe: bool = False) -> Transition:
+        """A call ended: ``failure`` is its reply kind when no message of it got through, None otherwise."""
+        outage = failure is not None and failure in OUTAGE_KINDS
+        if not self.enabled:
+            return None
+        if probe or self.state is State.HALF_OPEN:
+            if not probe:
+                return None  # a call started before the circuit opened: the probe decides
+            self.probing = False
+            if outage:
+                self._wait = min(self._wait * 2, self.config.max_open)
+                return self._open(now, f"the probe failed: {failure}")
+            return self._close(now)
+        if self.state is State.OPEN:
+            return None  # calls that started before it opened; their answers no longer matter
+        self._remember(now, outage)
+        if not outage:
+            return None
+        assert failure is not None
+        if failure in _DOWN_AT_ONCE:
+            return self._open(now, f"the service refused the connection ({failure})")
+        if self._in_a_row >= self.config.consecutive:
+            return self._open(now, f"{self._in_a_row} calls in a row could not get through ({failure})")
+        total = len(self._calls)
+        if total >= self.config.min_calls and self._failed_in_window >= self.config.failure_ratio * total:
+            window = self.config.window
+            return self._open(now, f"{self._failed_in_window} of {total} calls in {window:g}s failed ({failure})")
+        return None
+
+    def _remember(self, now: float, outage: bool) -> None:
+        calls = self._calls
+        calls.append((now, not outage))
+        self._failed_in_window += outage
+        self._in_a_row = self._in_a_row + 1 if outage else 0
+        horizon = now - self.config.window
+        while calls and calls[0][0] < horizon:
+            _, through = calls.popleft()
+            self._failed_in_window -= not through
+
+    def reset(self, now: float) -> Closed:
+        """Close without a probe (there was nothing to probe with)."""
+        return self._close(now)
+
+    def _open(self, now: float, reason: str) -> Opened:
+        first = self.state is State.CLOSED
+        if first:
+            self._since = now
+            self.opened += 1
+        self.state = State.OPEN
+        self.reason = reason
+        self.open_until = now + self._wait
+        return Opened(self._wait, reason, first)
+
+    def _close(self, now: float) -> Closed:
+        self.state = State.CLOSED
+        self.probing = False
+        self._wait = self.config.open_for
+        self._calls.clear()
+        self._failed_in_window = self._in_a_row = 0
+        return Closed(now - self._since)

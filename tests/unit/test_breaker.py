@@ -1,0 +1,130 @@
+"""The circuit breaker's state machine: when it opens, how it probes, when it closes."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streamcar.config import CircuitBreakerConfig
+from streamcar.engine.breaker import OUTAGE_KINDS, CircuitBreaker, Closed, Opened, State
+
+
+def breaker(**settings: object) -> CircuitBreaker:
+    return CircuitBreaker(CircuitBreakerConfig.model_validate(settings))
+
+
+def test_a_refused_connection_opens_at_once() -> None:
+    b = breaker()
+    opened = b.record(0.0, "connection")
+    assert isinstance(opened, Opened)
+    assert opened.first
+    assert opened.wait == 1.0
+    assert "refused the connection" in opened.reason
+    assert b.state is State.OPEN
+    assert not b.allows()
+    assert b.opened == 1
+
+
+def test_consecutive_failures_open_and_a_success_resets_the_run() -> None:
+    b = breaker(consecutive=3, min_calls=1000)
+    assert b.record(0.0, "timeout") is None
+    assert b.record(0.1, "http-status") is None
+    assert b.record(0.2, None) is None  # the service answered: the run starts over
+    assert b.record(0.3, "timeout") is None
+    assert b.record(0.4, "timeout") is None
+    opened = b.record(0.5, "grpc-status")
+    assert isinstance(opened, Opened)
+    assert "3 calls in a row" in opened.reason
+
+
+def test_the_failure_ratio_opens_only_with_enough_calls_in_the_window() -> None:
+    b = breaker(consecutive=1000, min_calls=10, failure_ratio=0.5, window="10s")
+    now = 0.0
+    for _ in range(4):  # 8 calls, half failed: too few calls to judge
+        assert b.record(now, None) is None
+        assert b.record(now, "http-status") is None
+        now += 0.1
+    assert b.record(now, None) is None  # 9 calls, 4 failed
+    opened = b.record(now, "http-status")  # 10 calls, 5 failed
+    assert isinstance(opened, Opened)
+    assert "5 of 10 calls" in opened.reason
+
+
+def test_old_calls_leave_the_window() -> None:
+    b = breaker(consecutive=1000, min_calls=4, failure_ratio=0.5, window="10s")
+    for at in (0.0, 1.0, 2.0):
+        assert b.record(at, "timeout") is None  # three failures: too few calls to judge
+    # 20 s later they are outside the window; counted, a fourth failure would make 4 of 4
+    assert b.record(20.0, "timeout") is None
+    assert b.state is State.CLOSED
+    for at in (20.1, 20.2):
+        assert b.record(at, "timeout") is None
+    assert isinstance(b.record(20.3, "timeout"), Opened)  # 4 of 4 within the window
+
+
+def test_answers_that_are_not_outages_never_open_it() -> None:
+    b = breaker(consecutive=1, min_calls=1)
+    for kind in ("retry", "bad-reply", "internal", None):
+        assert b.record(0.0, kind) is None
+    assert b.state is State.CLOSED
+
+
+def test_a_failed_probe_reopens_with_a_doubled_wait_up_to_max_open() -> None:
+    b = breaker(open_for="1s", max_open="3s")
+    b.record(0.0, "connection")
+    waits = []
+    now = 0.0
+    for _ in range(4):
+        now = b.open_until
+        assert b.due(now)
+        b.probe()
+        assert b.state is State.HALF_OPEN
+        assert not b.allows()
+        reopened = b.record(now, "connection", probe=True)
+        assert isinstance(reopened, Opened)
+        assert not reopened.first
+        waits.append(reopened.wait)
+    assert waits == [2.0, 3.0, 3.0, 3.0]
+    assert b.opened == 1  # one outage, however many probes
+
+
+def test_a_probe_that_gets_through_closes_it_and_resets_the_wait() -> None:
+    b = breaker(open_for="1s")
+    b.record(5.0, "connection")
+    assert not b.due(5.5)
+    assert b.due(6.0)
+    b.probe()
+    assert b.record(6.1, "timeout") is None  # a call from before the opening: only the probe decides
+    closed = b.record(6.2, None, probe=True)
+    assert isinstance(closed, Closed)
+    assert abs(closed.outage - 1.2) < 1e-9
+    assert b.allows()
+    assert isinstance(b.record(7.0, "connection"), Opened)
+    assert b.open_until == 8.0  # the wait is back to open_for
+
+
+def test_disabled_never_opens() -> None:
+    b = breaker(enabled=False)
+    for i in range(100):
+        assert b.record(float(i), "connection") is None
+    assert b.allows()
+
+
+@given(st.lists(st.tuples(st.sampled_from([None, *sorted(OUTAGE_KINDS), "retry"]), st.booleans()), max_size=200))
+def test_only_a_probe_ever_closes_an_open_circuit(calls: list[tuple[str | None, bool]]) -> None:
+    b = breaker(consecutive=3, min_calls=5)
+    now = 0.0
+    for failure, probe_when_due in calls:
+        now += 0.25
+        was = b.state
+        probing = False
+        if probe_when_due and b.due(now):
+            b.probe()
+            probing = True
+        transition = b.record(now, failure, probe=probing)
+        if isinstance(transition, Closed):
+            assert probing
+            assert failure not in OUTAGE_KINDS
+        if was is State.OPEN and not probing:
+            assert b.state is State.OPEN
+        assert b.allows() == (b.state is State.CLOSED)
