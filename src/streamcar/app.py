@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from streamcar.config import Config
 from streamcar.engine.pipeline import Pipeline
 from streamcar.errors import StreamcarError
 from streamcar.kafka.producer import AsyncProducer
+from streamcar.logs import configure_logging
 
 log = logging.getLogger("streamcar")
 
@@ -52,7 +51,12 @@ class Sidecar:
             tasks = {asyncio.create_task(p.run(halt), name=f"pipeline-{n}") for n, p in self.pipelines.items()}
             relay = asyncio.create_task(_relay(stop, halt))
             self.started.set()
-            log.info("streamcar running %d pipeline(s): %s", len(tasks), ", ".join(self.pipelines))
+            log.info(
+                "streamcar running %d pipeline(s): %s",
+                len(tasks),
+                ", ".join(self.pipelines),
+                extra={"event": "started", "pipelines": list(self.pipelines), "admin_port": self.admin.port},
+            )
             failure: BaseException | None = None
             pending = set(tasks)
             while pending:
@@ -67,7 +71,7 @@ class Sidecar:
         finally:
             await producer.close()
             await self.admin.close()
-        log.info("streamcar stopped")
+        log.info("streamcar stopped", extra={"event": "stopped"})
 
 
 def _as_config(config: Config | Path | str) -> Config:
@@ -85,22 +89,14 @@ async def serve(config: Config | Path | str, stop: asyncio.Event | None = None) 
 
 def run(config: Config | Path | str) -> None:
     """Run the sidecar in the foreground until SIGTERM/SIGINT; raises StreamcarError on failure."""
-    configure_logging()
-    run_forever(_as_config(config))
+    loaded = _as_config(config)
+    configure_logging(configured=(loaded.log.format, loaded.log.level), secrets=loaded.secrets())
+    run_forever(loaded)
 
 
 async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
     await source.wait()
     target.set()
-
-
-def configure_logging() -> None:
-    level = os.environ.get("STREAMCAR_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(
-        level=level if level in logging.getLevelNamesMapping() else "INFO",
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def _run_loop(main: Coroutine[Any, Any, None]) -> None:
@@ -126,7 +122,8 @@ def run_forever(config: Config) -> None:
             nonlocal signals
             signals += 1
             if signals == 1:
-                log.info("%s received: draining", signal.Signals(signum).name)
+                name = signal.Signals(signum).name
+                log.info("%s received: draining", name, extra={"event": "signal", "signal": name})
                 stop.set()
             else:
                 log.warning("second signal: abandoning the drain")

@@ -65,11 +65,14 @@ def _kafka_fetch(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from streamcar.app import configure_logging, run_forever
+    from streamcar.app import run_forever
     from streamcar.config import load_config
+    from streamcar.logs import configure_logging
 
     config = load_config(args.config)
-    configure_logging()
+    configure_logging(
+        args.log_format, args.log_level, configured=(config.log.format, config.log.level), secrets=config.secrets()
+    )
     run_forever(config)
     return 0
 
@@ -229,6 +232,12 @@ def build_parser() -> _Parser:
 
     run = sub.add_parser("run", help="run the sidecar")
     _add_config_arg(run)
+    run.add_argument(
+        "--log-format", choices=["console", "json"], help="log lines as text or JSON (default: the config's log.format)"
+    )
+    run.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="least severe level logged (default: info)"
+    )
     run.set_defaults(handler=_run)
 
     check = sub.add_parser("check", help="validate a config file; every invalid field is reported")

@@ -88,7 +88,7 @@ async def test_service_down_opens_the_circuit_pauses_and_dead_letters_nothing(
     assert circuit_gauge(metrics) == 1
     document = json.loads(status)["pipelines"][0]
     assert document["circuit"] in ("open", "half-open")
-    assert "refused the connection" in document["circuit_reason"]
+    assert "could not be reached" in document["circuit_reason"]
     assert ready_after == 200
 
 
@@ -144,3 +144,42 @@ async def test_failing_calls_open_it_but_a_poison_message_is_still_dead_lettered
     assert reason is not None
     assert "calls in a row could not get through (http-status)" in reason
     assert len(letters) == 1  # the poison only: nothing dead-lettered while the service failed every call
+
+
+async def test_a_lone_poison_message_that_trips_the_circuit_still_reaches_the_dead_letter_topic(
+    kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str]
+) -> None:
+    source, out, dlq = topic_factory(1), topic_factory(1), topic_factory(1)
+
+    async def handler(seen: Seen) -> web.StreamResponse:
+        if seen.body == b"poison":
+            return web.Response(status=503, text="cannot handle this one")
+        return web.Response(body=seen.body.upper())
+
+    service = TestService(handler).start()
+    try:
+        # its five attempts are five failed calls in a row: the circuit opens on the last one (which is not
+        # counted), then the probe -- the poison itself, the only message -- fails with an answer and counts
+        spec = pipeline(
+            source,
+            group_factory(),
+            service.url,
+            publish=out,
+            dead_letter=dlq,
+            retry={"attempts": 5, "initial_backoff": "20ms", "max_backoff": "50ms"},
+            circuit_breaker={"consecutive": 5, "open_for": "200ms"},
+        )
+        async with running(make_config(kafka.bootstrap, {"p": spec})) as sidecar:
+            p = sidecar.pipelines["p"]
+            await asyncio.to_thread(produce_records, kafka, source, [(b"k", b"poison")])
+            (letter,) = await asyncio.to_thread(read_topic, kafka, dlq, expect=1, timeout=30)
+            await asyncio.to_thread(produce_records, kafka, source, [(b"k", b"after")])
+            (reply,) = await asyncio.to_thread(read_topic, kafka, out, expect=1, timeout=30)
+            opened = p.circuit_opened
+    finally:
+        service.stop()
+
+    assert opened == 1
+    assert dict(letter.headers() or [])["streamcar-attempts"] == b"5"
+    assert reply.value() == b"AFTER"
+    assert [s.body for s in service.requests()] == [b"poison"] * 6 + [b"after"]

@@ -19,7 +19,7 @@ def test_a_refused_connection_opens_at_once() -> None:
     assert isinstance(opened, Opened)
     assert opened.first
     assert opened.wait == 1.0
-    assert "refused the connection" in opened.reason
+    assert "could not be reached" in opened.reason
     assert b.state is State.OPEN
     assert not b.allows()
     assert b.opened == 1
@@ -77,7 +77,7 @@ def test_a_failed_probe_reopens_with_a_doubled_wait_up_to_max_open() -> None:
     for _ in range(4):
         now = b.open_until
         assert b.due(now)
-        b.probe()
+        b.probe(1)
         assert b.state is State.HALF_OPEN
         assert not b.allows()
         reopened = b.record(now, "connection", probe=True)
@@ -93,7 +93,7 @@ def test_a_probe_that_gets_through_closes_it_and_resets_the_wait() -> None:
     b.record(5.0, "connection")
     assert not b.due(5.5)
     assert b.due(6.0)
-    b.probe()
+    b.probe(1)
     assert b.record(6.1, "timeout") is None  # a call from before the opening: only the probe decides
     closed = b.record(6.2, None, probe=True)
     assert isinstance(closed, Closed)
@@ -101,6 +101,22 @@ def test_a_probe_that_gets_through_closes_it_and_resets_the_wait() -> None:
     assert b.allows()
     assert isinstance(b.record(7.0, "connection"), Opened)
     assert b.open_until == 8.0  # the wait is back to open_for
+
+
+def test_the_first_probe_that_gets_through_closes_it_and_all_must_fail_to_reopen() -> None:
+    b = breaker()
+    b.record(0.0, "connection")
+    b.probe(3)
+    assert b.record(1.0, "http-status", probe=True) is None
+    assert b.record(1.0, "timeout", probe=True) is None
+    assert b.state is State.HALF_OPEN
+    assert isinstance(b.record(1.1, None, probe=True), Closed)
+    b.record(2.0, "connection")
+    b.probe(2)
+    assert b.record(3.0, "http-status", probe=True) is None
+    reopened = b.record(3.0, "http-status", probe=True)
+    assert isinstance(reopened, Opened)
+    assert reopened.wait == 2.0
 
 
 def test_disabled_never_opens() -> None:
@@ -119,7 +135,7 @@ def test_only_a_probe_ever_closes_an_open_circuit(calls: list[tuple[str | None, 
         was = b.state
         probing = False
         if probe_when_due and b.due(now):
-            b.probe()
+            b.probe(1)
             probing = True
         transition = b.record(now, failure, probe=probing)
         if isinstance(transition, Closed):

@@ -118,6 +118,10 @@ def parse_retry_after(value: str | None) -> float | None:
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
+# UNAVAILABLE from the channel itself (nothing listens), as opposed to a service answering UNAVAILABLE
+_NOT_REACHED = re.compile(r"failed to connect|connection refused|connect failed|name resolution", re.I)
+
+
 def reply_from_status(code: Any, details: str, metadata: Iterable[tuple[str, str | bytes]], response: bytes) -> Reply:
     """The reply for a finished call: its status code, details, response metadata (initial, then trailing) and bytes."""
     received = tuple(metadata)
@@ -134,6 +138,8 @@ def reply_from_status(code: Any, details: str, metadata: Iterable[tuple[str, str
         return asked
     if code == grpc.StatusCode.OK:
         return _success(received, response)
+    if code == grpc.StatusCode.UNAVAILABLE and _NOT_REACHED.search(details):
+        return Reply.retry(after=retry_after, error=error, kind="connection")
     if code in RETRY_CODES:
         return Reply.retry(after=retry_after, error=error, kind="grpc-status")
     return Reply.dead_letter(error, kind="grpc-status")

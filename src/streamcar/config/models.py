@@ -316,7 +316,9 @@ class CircuitBreakerConfig(_Model):
     consecutive: int = Field(default=5, ge=1)
     """Also open after this many calls in a row could not get through (and at once on a refused connection)."""
     open_for: Duration = Field(default=1.0, gt=0)
-    """How long to wait before the first probe call; doubles after each failed probe."""
+    """How long to wait before probing; doubles each time every probe failed."""
+    probes: int = Field(default=3, ge=1, le=100)
+    """Calls let through to probe the service; the first that gets through closes the circuit."""
     max_open: Duration = Field(default=30.0, gt=0)
     """The longest wait between probes."""
 
@@ -362,11 +364,21 @@ class PipelineConfig(_Model):
         return self
 
 
+class LogConfig(_Model):
+    """How the sidecar logs (``run --log-format/--log-level`` and $STREAMCAR_LOG_FORMAT/_LEVEL take precedence)."""
+
+    format: Literal["console", "json"] = "console"
+    """console: one readable line per event; json: one JSON object per line (time, level, logger, message,
+    event, pipeline, topic, partition, offset...). Secrets are redacted in both."""
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
 class Config(_Model):
     """streamcar configuration."""
 
     kafka: KafkaConfig
     admin: AdminConfig = AdminConfig()
+    log: LogConfig = LogConfig()
     pipelines: dict[PipelineName, PipelineConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -394,6 +406,24 @@ class Config(_Model):
             pipeline["call"]["url"] = _redact_url(pipeline["call"]["url"])
             pipeline["call"]["headers"] = _mask(pipeline["call"]["headers"])
         return data
+
+    def secrets(self) -> list[str]:
+        """Every secret value in the config, for the log redactor: the Kafka password, credential-named
+        librdkafka settings and call headers (whole values and their last word, e.g. a bearer token), and
+        passwords in call URLs."""
+        found: list[str] = []
+        security = self.kafka.security
+        if security is not None and security.password is not None:
+            found.append(security.password.get_secret_value())
+        found += [str(v) for k, v in self.kafka.librdkafka.items() if _SECRET_NAME.search(k)]
+        for pipeline in self.pipelines.values():
+            for name, value in pipeline.call.headers.items():
+                if _SECRET_NAME.search(name):
+                    found += [value, value.split()[-1]] if value.split() else [value]
+            password = urlsplit(pipeline.call.url).password
+            if password:
+                found.append(password)
+        return [secret for secret in found if secret]
 
     def summary(self) -> list[str]:
         """One line per pipeline: ``orders: orders -> http://... (group orders-service, ordering key)``."""

@@ -4,12 +4,13 @@ States::
 
     closed --(too many calls fail)--> open --(open_for passes)--> half-open --(the probe gets through)--> closed
                                        ^                              |
-                                       +-----(the probe fails)--------+   (open_for doubles, up to max_open)
+                                       +-----(every probe fails)------+   (open_for doubles, up to max_open)
 
 *Closed* calls as usual. It opens when, within ``window``, at least ``min_calls`` calls were made and at least
 ``failure_ratio`` of them could not get through, when ``consecutive`` calls in a row could not, or at once when
 a call could not even connect. *Open* makes no calls: the pipeline pauses consumption and parks its retries.
-*Half-open* lets exactly one call through, a probe; its answer closes or reopens the circuit.
+*Half-open* lets ``probes`` calls through (messages not tried yet first: a retry may fail because of itself); the
+first of them that gets through closes the circuit, and it reopens when all of them failed.
 
 A call "could not get through" when the service did not answer it usefully: refused connection, timeout, TLS
 failure, a retryable status (5xx, 429, UNAVAILABLE...). A service that answers "dead-letter this one" is up.
@@ -31,7 +32,7 @@ OUTAGE_KINDS = frozenset(
     {"connection", "timeout", "tls", "http-status", "http-client", "grpc-status", "grpc-client", "exception"}
 )
 # Not reaching the service at all says nothing about the message: no need to wait for more evidence.
-_DOWN_AT_ONCE = frozenset({"connection"})
+UNREACHED_KINDS = frozenset({"connection", "tls"})
 
 
 class State(enum.Enum):
@@ -69,8 +70,8 @@ class CircuitBreaker:
         """How many times it opened."""
         self.open_until = 0.0
         """While open: when the probe is due (clock of the calls)."""
-        self.probing = False
-        """Half-open: the one probe call is in flight."""
+        self.probing = 0
+        """Half-open: probe calls in flight."""
         self._calls: deque[tuple[float, bool]] = deque()  # (time, got through) within the window
         self._failed_in_window = 0
         self._in_a_row = 0
@@ -89,10 +90,10 @@ class CircuitBreaker:
         """Open, and the time to probe has come: the caller moves to half-open with :meth:`probe`."""
         return self.state is State.OPEN and now >= self.open_until
 
-    def probe(self) -> None:
-        """The probe call starts (open -> half-open)."""
+    def probe(self, calls: int) -> None:
+        """``calls`` probe calls start (open -> half-open)."""
         self.state = State.HALF_OPEN
-        self.probing = True
+        self.probing = calls
 
     def record(self, now: float, failure: str | None, *, probe: bool = False) -> Transition:
         """A call ended: ``failure`` is its reply kind when no message of it got through, None otherwise."""
@@ -101,20 +102,22 @@ class CircuitBreaker:
             return None
         if probe or self.state is State.HALF_OPEN:
             if not probe:
-                return None  # a call started before the circuit opened: the probe decides
-            self.probing = False
-            if outage:
-                self._wait = min(self._wait * 2, self.config.max_open)
-                return self._open(now, f"the probe failed: {failure}")
-            return self._close(now)
+                return None  # a call started before the circuit opened: the probes decide
+            if not outage:
+                return self._close(now)
+            self.probing -= 1
+            if self.probing > 0:
+                return None
+            self._wait = min(self._wait * 2, self.config.max_open)
+            return self._open(now, f"the probe failed: {failure}")
         if self.state is State.OPEN:
             return None  # calls that started before it opened; their answers no longer matter
         self._remember(now, outage)
         if not outage:
             return None
         assert failure is not None
-        if failure in _DOWN_AT_ONCE:
-            return self._open(now, f"the service refused the connection ({failure})")
+        if failure in UNREACHED_KINDS:
+            return self._open(now, f"the service could not be reached ({failure})")
         if self._in_a_row >= self.config.consecutive:
             return self._open(now, f"{self._in_a_row} calls in a row could not get through ({failure})")
         total = len(self._calls)
@@ -149,7 +152,7 @@ class CircuitBreaker:
 
     def _close(self, now: float) -> Closed:
         self.state = State.CLOSED
-        self.probing = False
+        self.probing = 0
         self._wait = self.config.open_for
         self._calls.clear()
         self._failed_in_window = self._in_a_row = 0

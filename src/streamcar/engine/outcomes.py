@@ -66,6 +66,7 @@ class Outcomes:
                     self._name,
                     work.event.idempotency_key,
                     error,
+                    extra=self._fields("undeliverable", work, kind),
                 )
                 self._stats.note_error(f"{work.event.idempotency_key}: {error}")
             slow.append(work)
@@ -87,6 +88,19 @@ class Outcomes:
             work.reply = Reply.retry(error=f"the dead-letter topic refused it: {error}", kind="dead-letter")
             work.attempts = min(work.attempts, self._config.retry.attempts - 1)
 
+    def _fields(self, event: str, work: Work, kind: str | None) -> dict[str, object]:
+        """The structured fields of a log line about ``work`` (keys in JSON logs)."""
+        e = work.event
+        return {
+            "event": event,
+            "pipeline": self._name,
+            "topic": e.topic,
+            "partition": e.partition,
+            "offset": e.offset,
+            "kind": kind,
+            "attempts": work.attempts,
+        }
+
     def count(self, work: Work, result: str) -> None:
         if result == "success":
             if work.reply is not None and work.reply.value is not None and self._config.publish is not None:
@@ -96,4 +110,11 @@ class Outcomes:
             kind, error = (reply.error_kind, reply.error) if reply is not None else ("", "")
             self._stats.note_dead_letter(work.event, kind or "rejected", error or "")
             self._stats.note_error(f"{work.event.idempotency_key}: {kind}: {error}")
-            log.warning("%s: dead-lettered %s (%s): %s", self._name, work.event.idempotency_key, kind, error)
+            log.warning(
+                "%s: dead-lettered %s (%s): %s",
+                self._name,
+                work.event.idempotency_key,
+                kind,
+                error,
+                extra=self._fields("dead-letter", work, kind),
+            )

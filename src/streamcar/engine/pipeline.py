@@ -21,7 +21,7 @@ from confluent_kafka import KafkaError, KafkaException, Message
 
 from streamcar.call import Caller
 from streamcar.config import KafkaConfig, PipelineConfig
-from streamcar.engine.breaker import OUTAGE_KINDS, CircuitBreaker, Closed, Opened, State
+from streamcar.engine.breaker import OUTAGE_KINDS, UNREACHED_KINDS, CircuitBreaker, Closed, Opened, State
 from streamcar.engine.offsets import OffsetTracker
 from streamcar.engine.offsets import TopicPartition as TP
 from streamcar.engine.outcomes import Ack, Outcomes
@@ -377,7 +377,7 @@ class Pipeline:
 
     def on_error(self, error: KafkaError) -> None:
         if error.fatal() or error.code() in _FATAL_CODES:
-            log.error("%s: Kafka error: %s", self.name, error.str())
+            log.error("%s: Kafka error: %s", self.name, error.str(), extra=self._fields("kafka-error"))
             self._fail(StreamcarKafkaError(f"pipeline {self.name}: {error.str()}"))
         elif error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
             log.warning("%s: %s (waiting for the topic to exist)", self.name, error.str())
@@ -485,8 +485,11 @@ class Pipeline:
             if failure is not None:
                 self.stats.last_call_error = failed[0].error or failure
             self._on_circuit(self._breaker.record(time.monotonic(), failure, probe=probe))
-            if failure in OUTAGE_KINDS and not self._breaker.allows():
-                for work in works:  # the service is down: this attempt does not count against the message
+            if failure in OUTAGE_KINDS and not self._breaker.allows() and (not probe or failure in UNREACHED_KINDS):
+                # The service is down: this attempt does not count against the message. A failed probe does count
+                # when the service answered it: the probe's message itself may be what fails (a poison message
+                # that is the only traffic must still reach the dead-letter topic).
+                for work in works:
                     work.attempts -= 1
             for work, reply in zip(works, replies, strict=True):
                 work.reply = reply
@@ -610,11 +613,16 @@ class Pipeline:
                     self.name,
                     transition.reason,
                     transition.wait,
+                    extra=self._fields("circuit-open", reason=transition.reason),
                 )
                 self.stats.note_error(f"circuit open: {transition.reason}")
             else:
                 log.info(
-                    "%s: circuit still open: %s; next probe in %.1fs", self.name, transition.reason, transition.wait
+                    "%s: circuit still open: %s; next probe in %.1fs",
+                    self.name,
+                    transition.reason,
+                    transition.wait,
+                    extra=self._fields("circuit-probe-failed", reason=transition.reason),
                 )
             if self._bridge is not None:
                 self._bridge.pause_all()
@@ -623,7 +631,10 @@ class Pipeline:
             self._probe_timer = asyncio.get_running_loop().call_later(transition.wait, self._start_probe)
         elif isinstance(transition, Closed):
             log.warning(
-                "%s: circuit closed: the service answered again after %.1fs; resuming", self.name, transition.outage
+                "%s: circuit closed: the service answered again after %.1fs; resuming",
+                self.name,
+                transition.outage,
+                extra=self._fields("circuit-closed", outage_seconds=round(transition.outage, 3)),
             )
             parked, self._parked = self._parked, []
             size = self._batch_size
@@ -632,20 +643,27 @@ class Pipeline:
             self._pace()
             self._dispatch()
 
+    def _fields(self, event: str, **more: object) -> dict[str, object]:
+        """The structured fields of a notable log line (keys in JSON logs)."""
+        return {"event": event, "pipeline": self.name, **more}
+
     def _start_probe(self) -> None:
-        """Open long enough: let one call through, with the oldest parked retry or else a waiting message."""
+        """Open long enough: let a few calls through, with messages not tried yet if there are any (a retry may
+        fail because of itself), then the oldest parked retries."""
         self._probe_timer = None
         if self._draining or self._breaker.state is not State.OPEN:
             return
-        if self._parked:
-            works = [self._parked.pop(0)]
-        elif self._scheduler.ready_count:
-            works = self._scheduler.take(1)
-        else:  # nothing to probe with: nothing is at risk either; the next calls tell again
+        count = self.config.circuit_breaker.probes
+        sched = self._scheduler
+        works = sched.take(min(count, sched.ready_count)) if sched.ready_count else []
+        while self._parked and len(works) < count:
+            works.append(self._parked.pop(0))
+        if not works:  # nothing to probe with: nothing is at risk either; the next calls tell again
             self._on_circuit(self._breaker.reset(time.monotonic()))
             return
-        self._breaker.probe()
-        self._launch(works, probe=True)
+        self._breaker.probe(len(works))
+        for work in works:
+            self._launch([work], probe=True)
 
     def _complete(self, work: Work, result: str) -> None:
         self.stats.results[result] += 1
@@ -675,7 +693,7 @@ class Pipeline:
         try:
             await bridge.commit(points)
         except KafkaException as exc:  # e.g. mid-rebalance; the next tick (or the revoke) commits again
-            log.info("%s: commit deferred: %s", self.name, exc)
+            log.info("%s: commit deferred: %s", self.name, exc, extra=self._fields("commit-deferred"))
             return
         finally:
             self._committing = False

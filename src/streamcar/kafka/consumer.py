@@ -69,6 +69,7 @@ class ConsumerBridge:
         conf.setdefault("logger", logging.getLogger("streamcar.librdkafka"))
         self._consumer = Consumer(conf)
         self._topics = topics
+        self._group = str(conf.get("group.id", ""))
         # Replay: read exactly these partitions from these offsets (assign, no group membership) instead of
         # subscribing; the listener hears of them through on_assigned as if the group had assigned them.
         self._assignment = dict(assignment) if assignment is not None else None
@@ -269,7 +270,7 @@ class ConsumerBridge:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
-        log.info("assigned %s", _fmt(tps))
+        log.info("%s: assigned %s", self._group, _fmt(tps), extra=self._fields("assigned", tps))
         # Assign here rather than letting the client do it after we return, so partitions that arrive while
         # backpressure holds the others paused are paused before they fetch anything.
         consumer.incremental_assign(partitions)
@@ -280,7 +281,7 @@ class ConsumerBridge:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
-        log.info("revoking %s", _fmt(tps))
+        log.info("%s: revoking %s", self._group, _fmt(tps), extra=self._fields("revoked", tps))
         try:
             offsets: dict[TP, int] = self._call_loop(self._listener.on_revoked(tps), self._revoke_timeout + 10)
         except Exception:
@@ -293,8 +294,16 @@ class ConsumerBridge:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
-        log.warning("lost %s (another member owns them now; nothing is committed for them)", _fmt(tps))
+        log.warning(
+            "%s: lost %s (another member owns them now; nothing is committed for them)",
+            self._group,
+            _fmt(tps),
+            extra=self._fields("lost", tps),
+        )
         self._call_loop(self._listener.on_lost(tps), self._revoke_timeout)
+
+    def _fields(self, event: str, tps: list[TP]) -> dict[str, object]:
+        return {"event": event, "group": self._group, "partitions": [f"{t}[{p}]" for t, p in sorted(tps)]}
 
     def _error_cb(self, error: KafkaError) -> None:
         self._loop.call_soon_threadsafe(self._listener.on_error, error)

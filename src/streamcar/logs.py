@@ -1,0 +1,130 @@
+"""Logging: one line per notable event, as text for a terminal or one JSON object per line for a log pipeline.
+
+Notable events carry an ``event`` name and their subject as fields (``pipeline``, ``topic``, ``partition``,
+``offset``, ``kind``...), passed as ``extra=``; the JSON format writes them as keys, the console format appends
+nothing (the message already says it). librdkafka's own log lines (``%4|...|FAIL|...`` on stderr otherwise) are
+routed through the ``streamcar.librdkafka`` logger, so they take the same format.
+
+Secrets never reach the output: :class:`Redactor` sits on the handler and replaces the configured secret values
+(Kafka password, credential headers, passwords in URLs) and anything shaped like a credential (``password=...``,
+``Bearer ...``) in every message, field and traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any, Literal
+
+LogFormat = Literal["console", "json"]
+LEVELS = ("debug", "info", "warning", "error")
+REDACTED = "***"
+
+# Attributes every LogRecord has; anything else on a record came through ``extra=`` and is a field.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+_SHAPED = [
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), rf"\1 {REDACTED}"),
+    (
+        re.compile(r"(?i)\b((?:sasl\.)?password|passwd|secret|token|api[_-]?key)(\"?\s*[=:]\s*\"?)([^\s\",;&]+)"),
+        rf"\1\2{REDACTED}",
+    ),
+    (re.compile(r"(://[^/\s:@]+):[^/\s@]+@"), rf"\1:{REDACTED}@"),
+]
+
+
+class Redactor(logging.Filter):
+    """Replaces secrets in every record that passes the handler it is attached to."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self._secrets: list[str] = []
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        # longest first, so that a secret containing another one is replaced whole; very short values would
+        # blank out ordinary words, so they are left to the shape rules
+        known = {s for s in (*self._secrets, *secrets) if len(s) >= 4}
+        self._secrets = sorted(known, key=len, reverse=True)
+
+    def scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        for pattern, replacement in _SHAPED:
+            text = pattern.sub(replacement, text)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        record.msg, record.args = self.scrub(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.scrub(record.exc_text)
+        for name, value in vars(record).items():
+            if name not in _STANDARD and isinstance(value, str):
+                setattr(record, name, self.scrub(value))
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ms), level, logger, message, the record's fields, error."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        seconds = int(record.created)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        entry: dict[str, Any] = {
+            "time": f"{stamp}.{int((record.created - seconds) * 1000):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name, value in vars(record).items():
+            if name not in _STANDARD and not name.startswith("_") and name not in entry:
+                entry[name] = value
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["error"] = record.exc_text
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def resolve(
+    format: str | None, level: str | None, *, configured: tuple[str, str] | None = None
+) -> tuple[LogFormat, str]:
+    """The format and level in force: the arguments (the command line), else $STREAMCAR_LOG_FORMAT and
+    $STREAMCAR_LOG_LEVEL, else ``configured`` (the config file's ``log``), else console and info."""
+    default_format, default_level = configured or ("console", "info")
+    chosen = (format or os.environ.get("STREAMCAR_LOG_FORMAT") or default_format).lower()
+    named = (level or os.environ.get("STREAMCAR_LOG_LEVEL") or default_level).lower()
+    return ("json" if chosen == "json" else "console"), (named if named in LEVELS else "info")
+
+
+def configure_logging(
+    format: str | None = None,
+    level: str | None = None,
+    *,
+    configured: tuple[str, str] | None = None,
+    secrets: Iterable[str] = (),
+) -> None:
+    """Send every logger's records to stderr in the format and at the level :func:`resolve` picks, with
+    ``secrets`` (and anything shaped like a credential) redacted."""
+    chosen, named = resolve(format, level, configured=configured)
+    handler = logging.StreamHandler(sys.stderr)
+    if chosen == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(Redactor(secrets))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(named.upper())
+    logging.captureWarnings(True)
+    for noisy in ("aiohttp.access", "grpc._cython"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
