@@ -14,23 +14,30 @@ import logging
 import signal
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamcar.admin import AdminServer
 from streamcar.call import build_caller
 from streamcar.config import Config
 from streamcar.engine.pipeline import Pipeline
+from streamcar.engine.tracing import Tracing
 from streamcar.errors import StreamcarError
 from streamcar.kafka.producer import AsyncProducer
 from streamcar.logs import configure_logging
+from streamcar.telemetry import tracer_provider
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("streamcar")
 
 
 class Sidecar:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, tracer_provider: TracerProvider | None = None) -> None:
+        """``tracer_provider``: where spans go when ``tracing.enabled`` (default: one built from the config)."""
         self.config = config
         self.pipelines: dict[str, Pipeline] = {}
+        self._tracer_provider = tracer_provider
         self.started = asyncio.Event()
         self.admin = AdminServer(config.admin.host, config.admin.port, lambda: self.pipelines)
 
@@ -41,13 +48,27 @@ class Sidecar:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set (then drain and commit) or a pipeline fails (then raise its error)."""
         loop = asyncio.get_running_loop()
+        owned = None
+        if self.config.tracing.enabled and self._tracer_provider is None:
+            owned = tracer_provider(self.config.tracing)  # before anything starts: a missing SDK is a config error
+        provider = self._tracer_provider or owned
         await self.admin.start()  # first: a taken admin port fails the start before anything is consumed
         producer = AsyncProducer(self.producer_config(), loop)
         halt = asyncio.Event()  # stops every pipeline: the caller's stop, or one pipeline's failure
         try:
             for name, pipeline_config in self.config.pipelines.items():
                 caller = build_caller(pipeline_config.call, pipeline_config.max_in_flight)
-                self.pipelines[name] = Pipeline(name, pipeline_config, self.config.kafka, caller, producer)
+                tracing = None
+                if provider is not None and self.config.tracing.enabled:
+                    tracing = Tracing(
+                        provider.get_tracer("streamcar"),
+                        pipeline=name,
+                        group=pipeline_config.consume.group,
+                        target=pipeline_config.call.target_text,
+                    )
+                self.pipelines[name] = Pipeline(
+                    name, pipeline_config, self.config.kafka, caller, producer, tracing=tracing
+                )
             tasks = {asyncio.create_task(p.run(halt), name=f"pipeline-{n}") for n, p in self.pipelines.items()}
             relay = asyncio.create_task(_relay(stop, halt))
             self.started.set()
@@ -71,6 +92,8 @@ class Sidecar:
         finally:
             await producer.close()
             await self.admin.close()
+            if owned is not None:
+                await asyncio.to_thread(owned.shutdown)  # exports the spans still batched
         log.info("streamcar stopped", extra={"event": "stopped"})
 
 

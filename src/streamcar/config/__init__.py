@@ -24,6 +24,7 @@ from streamcar.config.models import (
     RetryConfig,
     SecurityConfig,
     ServiceTlsConfig,
+    TracingConfig,
 )
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "RetryConfig",
     "SecurityConfig",
     "ServiceTlsConfig",
+    "TracingConfig",
     "format_duration",
     "json_schema",
     "load_config",

@@ -284,6 +284,11 @@ class CallConfig(_Model):
     def target(self) -> CallTarget:
         return parse_target(self.url)
 
+    @property
+    def target_text(self) -> str:
+        """The URL with any password in it replaced by ``***``."""
+        return _redact_url(self.url)
+
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():
             yield name, _redact_url(value) if name == "url" else value
@@ -373,12 +378,38 @@ class LogConfig(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class TracingConfig(_Model):
+    """OpenTelemetry spans per message (process, call, publish), continuing the trace of the record's
+    ``traceparent``. Needs the SDK: ``pip install 'streamcar[tracing]'`` (the container image has it)."""
+
+    enabled: bool = False
+    exporter: Literal["otlp", "console"] = "otlp"
+    """otlp: OTLP over HTTP (protobuf) to ``endpoint``; console: spans as JSON on stdout (for debugging)."""
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    """The collector's OTLP/HTTP traces URL."""
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)
+    """Sent with every export (e.g. an API key)."""
+    service_name: NonEmptyStr = "streamcar"
+    """The ``service.name`` resource attribute of the spans."""
+    sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    """Share of new traces recorded; a record's sampled traceparent is always followed."""
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:4318/v1/traces")
+        return value.strip()
+
+
 class Config(_Model):
     """streamcar configuration."""
 
     kafka: KafkaConfig
     admin: AdminConfig = AdminConfig()
     log: LogConfig = LogConfig()
+    tracing: TracingConfig = TracingConfig()
     pipelines: dict[PipelineName, PipelineConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -405,6 +436,7 @@ class Config(_Model):
         for pipeline in data["pipelines"].values():
             pipeline["call"]["url"] = _redact_url(pipeline["call"]["url"])
             pipeline["call"]["headers"] = _mask(pipeline["call"]["headers"])
+        data["tracing"]["headers"] = _mask(data["tracing"]["headers"])
         return data
 
     def secrets(self) -> list[str]:
@@ -416,6 +448,7 @@ class Config(_Model):
         if security is not None and security.password is not None:
             found.append(security.password.get_secret_value())
         found += [str(v) for k, v in self.kafka.librdkafka.items() if _SECRET_NAME.search(k)]
+        found += [v for k, v in self.tracing.headers.items() if _SECRET_NAME.search(k)]
         for pipeline in self.pipelines.values():
             for name, value in pipeline.call.headers.items():
                 if _SECRET_NAME.search(name):

@@ -8,12 +8,14 @@ without a dead-letter topic an undeliverable message is kept and retried slowly,
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 from confluent_kafka import Message
 
 from streamcar.config import PipelineConfig
-from streamcar.engine.records import dead_letter_record, reply_record
+from streamcar.engine.records import OutRecord, dead_letter_record, reply_record
+from streamcar.engine.tracing import Tracing
 from streamcar.engine.work import PipelineStats, Work
 from streamcar.event import Reply, Result
 from streamcar.kafka.producer import AsyncProducer, ProduceError
@@ -24,8 +26,16 @@ Ack = asyncio.Future[Message]
 
 
 class Outcomes:
-    def __init__(self, name: str, config: PipelineConfig, producer: AsyncProducer, stats: PipelineStats) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: PipelineConfig,
+        producer: AsyncProducer,
+        stats: PipelineStats,
+        tracing: Tracing | None = None,
+    ) -> None:
         self._name = name
+        self._tracing = tracing
         self._config = config
         self._producer = producer
         self._stats = stats
@@ -43,7 +53,7 @@ class Outcomes:
             if reply.value is None or publish is None:
                 return "success", None
             record = reply_record(work.event, reply)
-            return "success", self._producer.send(publish.topic, record.value, record.key, record.headers)
+            return "success", self._send(work, publish.topic, record, dead_letter=False)
         if result is Result.DROP:
             return "drop", None
         if result is Result.RETRY:
@@ -72,7 +82,16 @@ class Outcomes:
             slow.append(work)
             return None
         record = dead_letter_record(work.event, error=error, kind=kind, attempts=work.attempts)
-        return "dead-letter", self._producer.send(dlq.topic, record.value, record.key, record.headers)
+        return "dead-letter", self._send(work, dlq.topic, record, dead_letter=True)
+
+    def _send(self, work: Work, topic: str, record: OutRecord, *, dead_letter: bool) -> Ack:
+        tracing = self._tracing
+        if tracing is None:
+            return self._producer.send(topic, record.value, record.key, record.headers)
+        span, headers = tracing.publish(work, topic, record.headers, dead_letter=dead_letter)
+        ack = self._producer.send(topic, record.value, record.key, headers)
+        ack.add_done_callback(functools.partial(Tracing.published, span))
+        return ack
 
     def refused(self, work: Work, result: str, error: BaseException) -> None:
         """The broker did not take ``work``'s reply or dead letter: decide what acting on it again means."""

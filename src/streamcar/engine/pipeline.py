@@ -27,6 +27,7 @@ from streamcar.engine.offsets import TopicPartition as TP
 from streamcar.engine.outcomes import Ack, Outcomes
 from streamcar.engine.retry import Backoff
 from streamcar.engine.scheduler import Lane, LaneScheduler, lane_for
+from streamcar.engine.tracing import Tracing
 from streamcar.engine.work import PipelineStats, Work, event_from, lane_of, partition_of
 from streamcar.errors import KafkaError as StreamcarKafkaError
 from streamcar.event import Reply, Result
@@ -61,6 +62,7 @@ class Pipeline:
         producer: AsyncProducer,
         *,
         replay: Mapping[TP, tuple[int, int]] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.name = name
         self.config = config
@@ -69,7 +71,8 @@ class Pipeline:
         self._caller = caller
         self._producer = producer
         self._backoff = Backoff(config.retry.initial_backoff, config.retry.max_backoff)
-        self._outcomes = Outcomes(name, config, producer, self.stats)
+        self._tracing = tracing
+        self._outcomes = Outcomes(name, config, producer, self.stats, tracing)
         self._tracker = OffsetTracker()
         self._scheduler: LaneScheduler[Work] = LaneScheduler(lane_of, partition_of)
         self._generation: dict[TP, int] = {}
@@ -248,7 +251,10 @@ class Pipeline:
                 continue
             self.stats.consumed += 1
             lane = lane_for(ordering, event.topic, event.partition, event.key)
-            self._scheduler.submit(Work(event, tp, lane, self._generation[tp]))
+            work = Work(event, tp, lane, self._generation[tp])
+            if self._tracing is not None:
+                self._tracing.consumed(work)
+            self._scheduler.submit(work)
         self._pace()
         self._dispatch()
 
@@ -471,14 +477,18 @@ class Pipeline:
         try:
             for work in works:
                 work.attempts += 1
+            tracing = self._tracing
+            span, events = tracing.call(works) if tracing is not None else (None, [work.event for work in works])
             started = time.perf_counter()
             try:
-                replies = await self._caller.call([work.event for work in works])
+                replies = await self._caller.call(events)
                 if len(replies) != len(works):
                     raise RuntimeError(f"{len(replies)} replies for {len(works)} events")
             except Exception as exc:  # a caller bug must not lose messages: retry them like a failed call
                 log.exception("%s: caller failed", self.name)
                 replies = [Reply.retry(error=f"{type(exc).__name__}: {exc}", kind="internal")] * len(works)
+            if span is not None:
+                Tracing.called(span, replies)
             failed = [r for r in replies if r.result is Result.RETRY]
             failure = failed[0].error_kind if failed and len(failed) == len(replies) else None
             self.stats.observe_call(time.perf_counter() - started, failure)
@@ -666,6 +676,8 @@ class Pipeline:
             self._launch([work], probe=True)
 
     def _complete(self, work: Work, result: str) -> None:
+        if work.span is not None:
+            Tracing.done(work, result)
         self.stats.results[result] += 1
         self._tracker.done(work.tp, work.event.offset)
         self._scheduler.finish(work)

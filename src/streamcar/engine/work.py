@@ -8,6 +8,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from confluent_kafka import Message
+from opentelemetry.trace import Span
 
 from streamcar.engine.breaker import OUTAGE_KINDS
 from streamcar.engine.offsets import TopicPartition as TP
@@ -93,6 +94,7 @@ class Work:
         "last_kind",
         "reply",
         "settled",
+        "span",
         "tp",
     )
 
@@ -108,6 +110,7 @@ class Work:
         self.reply: Reply | None = None
         self.settled: str | None = None
         self.held: list[Work] | None = None
+        self.span: Span | None = None  # the message's "process" span when tracing is on
 
     def hold(self, later: Work) -> None:
         """``later`` (same lane, later offset) completes only after this one does."""
