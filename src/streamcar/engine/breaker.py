@@ -31,6 +31,7 @@ from streamcar.config import CircuitBreakerConfig
 OUTAGE_KINDS = frozenset(
     {"connection", "timeout", "tls", "http-status", "http-client", "grpc-status", "grpc-client", "exception"}
 )
+_SLICES = 10  # the failure-ratio window is counted in this many slices, so it slides in steps of a tenth
 # Not reaching the service at all says nothing about the message: no need to wait for more evidence.
 UNREACHED_KINDS = frozenset({"connection", "tls"})
 
@@ -72,7 +73,11 @@ class CircuitBreaker:
         """While open: when the probe is due (clock of the calls)."""
         self.probing = 0
         """Half-open: probe calls in flight."""
-        self._calls: deque[tuple[float, bool]] = deque()  # (time, got through) within the window
+        # The window in _SLICES slices of [slice number, calls, failed calls]: memory stays constant however many
+        # calls a second go through (a deque of every call would hold hundreds of thousands).
+        self._slice = config.window / _SLICES
+        self._slices: deque[list[int]] = deque()
+        self._calls_in_window = 0
         self._failed_in_window = 0
         self._in_a_row = 0
         self._wait = config.open_for
@@ -120,21 +125,27 @@ class CircuitBreaker:
             return self._open(now, f"the service could not be reached ({failure})")
         if self._in_a_row >= self.config.consecutive:
             return self._open(now, f"{self._in_a_row} calls in a row could not get through ({failure})")
-        total = len(self._calls)
+        total = self._calls_in_window
         if total >= self.config.min_calls and self._failed_in_window >= self.config.failure_ratio * total:
             window = self.config.window
             return self._open(now, f"{self._failed_in_window} of {total} calls in {window:g}s failed ({failure})")
         return None
 
     def _remember(self, now: float, outage: bool) -> None:
-        calls = self._calls
-        calls.append((now, not outage))
+        number = int(now / self._slice)
+        slices = self._slices
+        if not slices or slices[-1][0] != number:
+            slices.append([number, 0, 0])
+        current = slices[-1]
+        current[1] += 1
+        current[2] += outage
+        self._calls_in_window += 1
         self._failed_in_window += outage
         self._in_a_row = self._in_a_row + 1 if outage else 0
-        horizon = now - self.config.window
-        while calls and calls[0][0] < horizon:
-            _, through = calls.popleft()
-            self._failed_in_window -= not through
+        while slices[0][0] <= number - _SLICES:
+            _, calls, failed = slices.popleft()
+            self._calls_in_window -= calls
+            self._failed_in_window -= failed
 
     def reset(self, now: float) -> Closed:
         """Close without a probe (there was nothing to probe with)."""
@@ -154,6 +165,6 @@ class CircuitBreaker:
         self.state = State.CLOSED
         self.probing = 0
         self._wait = self.config.open_for
-        self._calls.clear()
-        self._failed_in_window = self._in_a_row = 0
+        self._slices.clear()
+        self._calls_in_window = self._failed_in_window = self._in_a_row = 0
         return Closed(now - self._since)
