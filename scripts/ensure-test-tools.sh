@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
-# Installs the independent tools the integration tests cross-check against (kcat), when missing.
+# Installs the independent tools the integration tests check against, when missing (Debian packages):
+# kcat for the cross-client checks, chromium (headless) for the status page test.
 set -euo pipefail
-if command -v kcat >/dev/null 2>&1; then
+missing=()
+command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing+=(chromium)
+if [ "${#missing[@]}" -eq 0 ]; then
   exit 0
 fi
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
-  echo "installing kcat (Debian package) for the cross-client tests" >&2
-  apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null
-elif command -v sudo >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-  sudo apt-get update -qq >/dev/null
-  sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null
+  sudo=()
+elif command -v apt-get >/dev/null 2>&1 && command -v sudo >/dev/null 2>&1; then
+  sudo=(sudo)
 else
-  echo "kcat is not installed and cannot be installed here; the kcat cross-check will be skipped" >&2
+  echo "not installed and cannot be installed here: ${missing[*]}; the tests that need them will be skipped" \
+    "(and fail in CI)" >&2
+  exit 0
 fi
+echo "installing ${missing[*]} (Debian packages) for the integration tests" >&2
+"${sudo[@]}" apt-get update -qq >/dev/null
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -5,18 +5,23 @@
   otherwise. A service counts as failing after several calls in a row could not get through (refused, timed out,
   5xx): a restart would not help it, but a load balancer or an operator should know;
 * ``/metrics`` -- Prometheus text (see :mod:`streamcar.admin.metrics`);
-* ``/status`` -- JSON: each pipeline's partitions, next offsets, lag, in-flight work, counts and last errors.
+* ``/status`` -- JSON: each pipeline's partitions, next offsets, lag, in-flight work, counts and last errors;
+* ``/`` -- the same for a person: an HTML page that refreshes itself from ``/status`` (see
+  :mod:`streamcar.admin.page`). It is self-contained, and its CSP lets only its own inlined style and script run.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import secrets
+import time
 from collections.abc import Callable, Mapping
 
 from aiohttp import web
 
 from streamcar.admin.metrics import exposition, registry_for
+from streamcar.admin.page import content_security_policy, render_page
 from streamcar.engine.pipeline import Pipeline
 from streamcar.errors import StreamcarError
 
@@ -39,6 +44,7 @@ class AdminServer:
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/status", self._status)
+        app.router.add_get("/", self._page)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         try:
@@ -47,7 +53,7 @@ class AdminServer:
             await self._runner.cleanup()
             raise StreamcarError(f"admin.listen {self.host}:{self.port}: {exc.strerror or exc}") from None
         self.port = int(self._runner.addresses[0][1])
-        log.info("admin endpoints on http://%s:%d (/healthz /readyz /metrics /status)", self.host, self.port)
+        log.info("admin endpoints on http://%s:%d (/ /healthz /readyz /metrics /status)", self.host, self.port)
 
     async def close(self) -> None:
         if self._runner is not None:
@@ -81,7 +87,21 @@ class AdminServer:
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=exposition(self._registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    async def _status(self, request: web.Request) -> web.Response:
+    def _document(self) -> dict[str, object]:
         pipelines = [pipeline.status() for _, pipeline in sorted(self._pipelines().items())]
-        body = json.dumps({"ready": not self.problems(), "pipelines": pipelines}, indent=2) + "\n"
+        return {"ready": not self.problems(), "pipelines": pipelines}
+
+    async def _status(self, request: web.Request) -> web.Response:
+        body = json.dumps(self._document(), indent=2) + "\n"
         return web.Response(text=body, content_type="application/json")
+
+    async def _page(self, request: web.Request) -> web.Response:
+        nonce = secrets.token_urlsafe(18)
+        headers = {
+            "Cache-Control": "no-store",
+            "Content-Security-Policy": content_security_policy(nonce),
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+        }
+        body = render_page(self._document(), nonce=nonce, now=time.time())
+        return web.Response(text=body, content_type="text/html", charset="utf-8", headers=headers)

@@ -293,7 +293,10 @@ class Pipeline:
             "name": self.name,
             "group": self.config.consume.group,
             "topics": list(self.config.consume.topics),
-            "call": self.config.call.model_dump(mode="json", include={"url", "timeout", "batch"}),
+            "call": {
+                **self.config.call.model_dump(mode="json", include={"timeout", "batch"}),
+                "url": self.config.call.target_text,  # a password in the URL never shows
+            },
             "kafka_error": self.kafka_error,
             "service_failing": stats.service_failing,
             "circuit": self._breaker.state.value,
