@@ -1,4 +1,4 @@
-"""The admin endpoints of DESIGN.md: ``/healthz``, ``/readyz``, ``/metrics`` and ``/status``."""
+"""The admin endpoints of DESIGN.md: ``/healthz``, ``/readyz``, ``/metrics``, ``/status`` and the status page ``/``."""
 
 from streamcar.admin.server import AdminServer
 
