@@ -1,48 +1,63 @@
 """Benchmarks: the sidecar against the ceiling, measured in one run on one broker.
 
-    python -m bench [--messages N] [--partitions P] [--json FILE]
+    python -m bench [--messages N] [--partitions P] [--replay-messages M] [--only ...] [--json FILE]
 
-Scenarios (each on fresh topics of the same broker, with the same pre-produced input):
-* ``ceiling``: a plain confluent-kafka consume -> produce loop (what librdkafka alone does on this machine);
+Scenarios (fresh output topics on the same broker):
+* ``kafka-producer-perf`` / ``kafka-consumer-perf``: Apache Kafka's own perf tools (acks=all): the broker's limit;
+* ``ceiling``: a plain confluent-kafka consume -> produce loop: what librdkafka alone does on this machine;
 * sidecar scenarios, ``streamcar run`` (a separate process) publishing every reply of a trivial echo service:
-  ``http-single`` (one HTTP call per message), ``http-batch`` (100 messages per call, the JSON envelope),
-  ``grpc`` (one unary call per message), ``python`` and ``python-batch`` (in-process handlers, no network hop);
-* ``replay``: ``streamcar replay --to-topic`` copying the whole input (a separate process);
-* ``http-ceiling`` / ``grpc-ceiling``: the round trip alone (an aiohttp / grpc.aio client calling the same echo
-  service, no Kafka): what one Python process can get out of that transport on this machine.
+  ``http-single`` (one HTTP call per message), ``http-batch`` (100 per call, the JSON envelope), ``grpc``,
+  ``python`` and ``python-batch`` (in-process handlers, no network hop);
+* ``slow-keyed``: a service taking 20 ms per call, ONE partition, 1,000 keys, ``ordering: key``, against the
+  ideal ``max_in_flight / 20 ms``; ``slow-partition``: the same with ``ordering: partition``, the one-at-a-time
+  baseline of the peers (ideal 50 msg/s);
+* ``replay`` of ``--replay-messages`` records into a topic, against a ceiling loop copying the same records;
+* ``http-round-trip`` / ``grpc-round-trip``: an aiohttp / grpc.aio client calling the same echo service, no Kafka.
 
-Throughput is counted from the output records' own timestamps (first to last reply), so process start-up and
-the group join are not part of it. Figures are only comparable as ratios within one run.
+Throughput counts the output records' own timestamps (first to last), so start-up and the group join are not
+part of it. Latency: after the throughput phase, records are produced at a steady ``--latency-rate`` into a
+second input topic the same runner consumes; each reply's LogAppendTime minus its input's gives p50 / p99,
+and the ceiling's figures are what Kafka itself adds (the +p50 / +p99 columns are the difference). Peak RSS is
+the sidecar process's VmHWM. Figures are only comparable as ratios within one run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import yaml
-from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 from rich.console import Console
 from rich.table import Table
 
-from streamcar.devkafka import LocalKafka, free_ports
+from bench.kafka_io import LATENCY, THROUGHPUT, OutputReader, create_topic, percentile, produce_input, produce_paced
+from bench.runners import CeilingLoop, grpc_round_trip, http_round_trip, kafka_perf, peak_rss_mib, replay, sidecar
+from streamcar.devkafka import LocalKafka
 
 HERE = Path(__file__).resolve().parent
 console = Console(stderr=True)
+
+BATCH = {"max_messages": 100, "max_wait": "5ms"}
+# Call settings per sidecar scenario, and the service each needs.
+SIDECAR_SCENARIOS: dict[str, tuple[dict[str, object], str | None]] = {
+    "http-single": ({"url": "http://127.0.0.1:{port}/echo"}, "http"),
+    "http-batch": ({"url": "http://127.0.0.1:{port}/batch", "batch": BATCH}, "http"),
+    "grpc": ({"url": "grpc://127.0.0.1:{port}/bench.Echo/Echo"}, "grpc"),
+    "python": ({"url": "python:bench.echo_handlers:echo"}, None),
+    "python-batch": ({"url": "python:bench.echo_handlers:echo_batch", "batch": BATCH}, None),
+}
+SLOW_MS = 20
+Runner = Callable[[list[str], str], AbstractContextManager[int | None]]
+"""Starts consuming the given topics into the output topic for the duration of a ``with``; yields the pid whose
+memory to measure (None: this process)."""
 
 
 @dataclass
@@ -52,240 +67,102 @@ class Result:
     seconds: float
     msgs_per_s: float
     ratio_to_ceiling: float | None = None
-    ratio_to_round_trip: float | None = None  # http-* to http-ceiling, grpc to grpc-ceiling
+    ratio: float | None = None  # to its own reference (see `reference`)
+    reference: str | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    peak_rss_mib: float | None = None
 
 
-def create_topic(bootstrap: str, name: str, partitions: int) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
+class Bench:
+    def __init__(self, args: argparse.Namespace, bootstrap: str, workdir: Path) -> None:
+        self.args = args
+        self.bootstrap = bootstrap
+        self.workdir = workdir
+        self.results: list[Result] = []
 
+    def topic(self, name: str, partitions: int | None = None) -> str:
+        create_topic(self.bootstrap, name, partitions or self.args.partitions)
+        return name
 
-def produce_input(bootstrap: str, topic: str, n: int, size: int) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True})
-    value = b"x" * size
-    for i in range(n):
-        while True:
+    def measure(self, name: str, source: str, n: int, runner: Runner) -> Result:
+        """Run ``runner`` (consuming ``source`` and a latency topic, publishing to a fresh topic): throughput
+        over ``source``'s ``n`` records, then latency over paced records, then its peak memory."""
+        args = self.args
+        out, lat = self.topic(f"out-{name}"), self.topic(f"lat-{name}")
+        reader, inputs = OutputReader(self.bootstrap, out), OutputReader(self.bootstrap, lat)
+        try:
+            with console.status(f"{name}: throughput ..."), runner([source, lat], out) as pid:
+                seconds = reader.wait(THROUGHPUT, n).span(THROUGHPUT)
+                count = args.latency_rate * args.latency_seconds
+                console.log(f"{name}: {n / seconds:,.0f} msg/s; latency at {args.latency_rate}/s ...")
+                produce_paced(self.bootstrap, lat, count, args.latency_rate, args.size)
+                stamps = reader.wait(LATENCY, count, timeout=120).stamps[LATENCY]
+                rss = peak_rss_mib(pid) if pid is not None else None
+            sent = inputs.wait(LATENCY, count, timeout=60).stamps[LATENCY]
+        finally:
+            reader.close()
+            inputs.close()
+        latencies = [stamps[i] - sent[i] for i in sent]
+        result = Result(name, n, round(seconds, 3), round(n / seconds, 1), peak_rss_mib=rss)
+        result.p50_ms, result.p99_ms = round(percentile(latencies, 0.5), 1), round(percentile(latencies, 0.99), 1)
+        return self.add(result)
+
+    def add(self, result: Result) -> Result:
+        self.results.append(result)
+        console.log(f"{result.scenario}: {result.msgs_per_s:,.0f} msg/s")
+        return result
+
+    def through_sidecar(
+        self,
+        call: dict[str, object],
+        service: str | None,
+        profile: Path | None,
+        *,
+        max_in_flight: int | None = None,
+        service_args: tuple[str, ...] = (),
+        ordering: str = "key",
+    ) -> Runner:
+        @contextmanager
+        def run(topics: list[str], out: str) -> Iterator[int | None]:
+            with sidecar(
+                self.bootstrap,
+                topics,
+                out,
+                self.workdir,
+                call=call,
+                service=service,
+                service_args=service_args,
+                max_in_flight=max_in_flight or self.args.max_in_flight,
+                ordering=ordering,
+                profile=profile,
+            ) as process:
+                yield process.pid
+
+        return run
+
+    def ceiling(self) -> Runner:
+        @contextmanager
+        def run(topics: list[str], out: str) -> Iterator[int | None]:
+            loop = CeilingLoop(self.bootstrap, topics, out)
+            loop.start()
             try:
-                producer.produce(topic, key=f"key-{i % 1000}".encode(), value=value)
-                break
-            except BufferError:
-                producer.poll(0.05)
-    assert producer.flush(120) == 0
+                yield None
+            finally:
+                loop.stop()
 
+        return run
 
-def output_span(bootstrap: str, topic: str, n: int, timeout: float = 600.0) -> tuple[int, float]:
-    """Wait for ``n`` records in ``topic``; return the count and the seconds between first and last timestamp."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}"})
-    partitions = consumer.list_topics(topic=topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-    first, last, count = float("inf"), 0.0, 0
-    deadline = time.monotonic() + timeout
-    while count < n and time.monotonic() < deadline:
-        for msg in consumer.consume(num_messages=10_000, timeout=0.5):
-            if msg.error() is None:
-                ts = msg.timestamp()[1] / 1000
-                first, last, count = min(first, ts), max(last, ts), count + 1
-    consumer.close()
-    if count < n:
-        raise TimeoutError(f"only {count} of {n} records reached {topic} within {timeout:.0f}s")
-    return count, max(last - first, 1e-3)
-
-
-def ceiling(bootstrap: str, source: str, out: str, n: int) -> float:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"ceiling-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 5})
-    consumer.subscribe([source])
-    done = 0
-    while done < n:
-        batch = consumer.consume(num_messages=1000, timeout=1.0)
-        for msg in batch:
-            if msg.error() is None:
-                while True:
-                    try:
-                        producer.produce(out, key=msg.key(), value=msg.value())
-                        break
-                    except BufferError:
-                        producer.poll(0.01)
-                done += 1
-        producer.poll(0)
-        if batch:
-            consumer.commit(asynchronous=True)
-    producer.flush(60)
-    consumer.close()
-    return output_span(bootstrap, out, n)[1]
-
-
-SERVICES = {
-    "http": [sys.executable, str(HERE / "echo_service.py")],
-    "grpc": [sys.executable, str(HERE / "echo_grpc.py")],
-}
-
-
-def through_sidecar(
-    bootstrap: str,
-    source: str,
-    out: str,
-    n: int,
-    workdir: Path,
-    max_in_flight: int,
-    call: dict[str, object],
-    service: str | None,
-    profile: Path | None,
-) -> float:
-    """``streamcar run`` (a separate process) with ``call``; ``service`` (http, grpc) is started beside it and
-    ``{port}`` in the call URL is its port. In-process handlers are imported from this repository (PYTHONPATH)."""
-    port = free_ports(1)[0]
-    server = None
-    if service is not None:
-        cmd = [*SERVICES[service], str(port)]
-        server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    config = {
-        "kafka": {"bootstrap_servers": bootstrap},
-        "admin": {"listen": "127.0.0.1:0"},
-        "pipelines": {
-            "bench": {
-                "consume": {"topics": [source], "group": f"bench-{uuid.uuid4().hex[:8]}"},
-                "call": {**call, "url": str(call["url"]).format(port=port)},
-                "max_in_flight": max_in_flight,
-                "publish": {"topic": out},
-            }
-        },
-    }
-    config_file = workdir / f"{out}.yaml"
-    config_file.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "STREAMCAR_LOG_LEVEL": "WARNING", "PYTHONPATH": str(HERE.parent)}
-    sidecar = subprocess.Popen([sys.executable, "-m", "streamcar", "run", "-c", str(config_file)], env=env)
-    spy = None
-    try:
-        if profile is not None:  # py-spy samples the sidecar; the folded stacks feed any flamegraph tool
-            profile.parent.mkdir(parents=True, exist_ok=True)
-            py_spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-            if py_spy is None:
-                raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
-            cmd = [py_spy, "record", "--format", "raw", "-r", "100", "--nonblocking", "-o", str(profile)]
-            spy = subprocess.Popen([*cmd, "--pid", str(sidecar.pid)], stdout=subprocess.DEVNULL)
-        return output_span(bootstrap, out, n)[1]
-    finally:
-        if spy is not None:
-            spy.send_signal(signal.SIGINT)
-            spy.wait(30)
-        for process in (sidecar, server):
-            if process is None:
-                continue
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
-
-
-# Call settings per sidecar scenario, and the service each needs.
-SIDECAR_SCENARIOS: dict[str, tuple[dict[str, object], str | None]] = {
-    "http-single": ({"url": "http://127.0.0.1:{port}/echo"}, "http"),
-    "http-batch": ({"url": "http://127.0.0.1:{port}/batch", "batch": {"max_messages": 100, "max_wait": "5ms"}}, "http"),
-    "grpc": ({"url": "grpc://127.0.0.1:{port}/bench.Echo/Echo"}, "grpc"),
-    "python": ({"url": "python:bench.echo_handlers:echo"}, None),
-    "python-batch": (
-        {"url": "python:bench.echo_handlers:echo_batch", "batch": {"max_messages": 100, "max_wait": "5ms"}},
-        None,
-    ),
-}
-
-
-def http_ceiling(n: int, concurrency: int, size: int) -> float:
-    """The HTTP round trip alone: an aiohttp client posting to the same echo service, no Kafka, no engine."""
-    import asyncio
-
-    import aiohttp
-
-    port = free_ports(1)[0]
-    service = subprocess.Popen(
-        [sys.executable, str(HERE / "echo_service.py"), str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-    )
-
-    async def run() -> float:
-        url = f"http://127.0.0.1:{port}/echo"
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
-            for _ in range(100):  # wait for the service to listen
-                try:
-                    async with session.post(url, data=b"up") as response:
-                        await response.read()
-                    break
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.1)
-            body = b"x" * size
-            todo = iter(range(n))
-
-            async def worker() -> None:
-                for i in todo:
-                    headers = {"Kafka-Offset": str(i), "Idempotency-Key": f"t-0-{i}"}
-                    async with session.post(url, data=body, headers=headers) as response:
-                        await response.read()
-
-            started = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
-            return time.perf_counter() - started
-
-    try:
-        import uvloop
-
-        return uvloop.run(run())
-    finally:
-        service.terminate()
-        service.wait(10)
-
-
-def replay(bootstrap: str, source: str, out: str, n: int) -> float:
-    """``streamcar replay --to-topic`` (a separate process) copying the whole input.
-
-    Its own summary gives the time from the first fetch to the last acknowledgement: the copies keep the input's
-    timestamps, so they cannot time the run the way the other scenarios are timed.
-    """
-    cmd = [sys.executable, "-m", "streamcar", "replay", "--topic", source, "--from", "earliest", "--to-topic", out]
-    done = subprocess.run([*cmd, "-b", bootstrap, "--quiet"], check=True, capture_output=True, text=True, timeout=600)
-    match = re.search(r"copied ([\d,]+) records to \S+ in ([\d.]+)s", done.stdout)
-    if match is None or int(match[1].replace(",", "")) != n:
-        raise RuntimeError(f"unexpected replay summary: {done.stdout.strip()!r}")
-    return float(match[2])
-
-
-def grpc_ceiling(n: int, concurrency: int, size: int) -> float:
-    """The gRPC round trip alone: a grpc.aio client calling the same echo service, no Kafka, no engine."""
-    import asyncio
-
-    import grpc
-
-    port = free_ports(1)[0]
-    server = subprocess.Popen([*SERVICES["grpc"], str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-
-    async def run() -> float:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            await asyncio.wait_for(channel.channel_ready(), 30)
-            call = channel.unary_unary("/bench.Echo/Echo")
-            body = b"x" * size
-            todo = iter(range(n))
-
-            async def worker() -> None:
-                for i in todo:
-                    await call(body, metadata=(("kafka-offset", str(i)), ("idempotency-key", f"t-0-{i}")))
-
-            started = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(min(concurrency, 100))))  # one connection's streams
-            return time.perf_counter() - started
-
-    try:
-        return asyncio.run(run())
-    finally:
-        server.terminate()
-        server.wait(10)
+    def throughput_only(self, name: str, source: str, n: int, runner: Runner) -> Result:
+        out = self.topic(f"out-{name}", 1)
+        reader = OutputReader(self.bootstrap, out)
+        try:
+            with console.status(f"{name} ..."), runner([source], out) as pid:
+                seconds = reader.wait(THROUGHPUT, n).span(THROUGHPUT)
+                rss = peak_rss_mib(pid) if pid is not None else None
+        finally:
+            reader.close()
+        return self.add(Result(name, n, round(seconds, 3), round(n / seconds, 1), peak_rss_mib=rss))
 
 
 def main() -> int:
@@ -294,66 +171,130 @@ def main() -> int:
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--size", type=int, default=256, help="value bytes")
     parser.add_argument("--max-in-flight", type=int, default=256)
+    parser.add_argument("--latency-rate", type=int, default=500, help="records/s of the latency phase")
+    parser.add_argument("--latency-seconds", type=int, default=4)
+    parser.add_argument("--slow-messages", type=int, default=6000)
+    parser.add_argument("--slow-in-flight", type=int, default=64, help="max_in_flight of the slow-service runs")
+    parser.add_argument("--replay-messages", type=int, default=1_000_000)
+    parser.add_argument("--perf-messages", type=int, default=500_000, help="records for Kafka's own perf tools")
     parser.add_argument("--json", type=Path, default=HERE / "results" / "latest.json")
     parser.add_argument("--profile", type=Path, help="record the sidecar with py-spy into FILE.<scenario>.txt")
-    parser.add_argument("--only", nargs="+", choices=sorted(SIDECAR_SCENARIOS), help="sidecar scenarios to run")
+    parser.add_argument("--only", nargs="+", help="scenarios to run (the ceiling always runs)")
     args = parser.parse_args()
     n = args.messages
+
+    def wanted(name: str) -> bool:
+        return not args.only or name in args.only
 
     # SIGTERM (a timeout, a CI cancel) unwinds like Ctrl-C, so the finally below stops Kafka and removes files
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = Path(tempfile.mkdtemp(prefix="streamcar-bench-"))
     cluster = LocalKafka(workdir / "kafka")
-    results: list[Result] = []
+    started = time.monotonic()
     try:
         with console.status("starting Kafka ..."):
-            bootstrap = cluster.start(nodes=1, port=0, heap="1g", die_with_parent=True).bootstrap
-        source = "bench-input"
-        create_topic(bootstrap, source, args.partitions)
+            bench = Bench(args, cluster.start(nodes=1, port=0, heap="1g", die_with_parent=True).bootstrap, workdir)
+        source = bench.topic("input")
         with console.status(f"producing {n} input records ..."):
-            produce_input(bootstrap, source, n, args.size)
-        scenarios: dict[str, Callable[[str], float]] = {"ceiling": lambda out: ceiling(bootstrap, source, out, n)}
+            produce_input(bench.bootstrap, source, n, args.size)
+        if wanted("kafka-perf"):
+            with console.status("kafka-producer-perf-test / kafka-consumer-perf-test ..."):
+                produced, consumed = kafka_perf(bench.bootstrap, bench.topic("perf"), args.perf_messages, args.size)
+            for name, rate in (("kafka-producer-perf", produced), ("kafka-consumer-perf", consumed)):
+                bench.add(Result(name, args.perf_messages, round(args.perf_messages / rate, 3), round(rate, 1)))
+        ceiling = bench.measure("ceiling", source, n, bench.ceiling())
         for name, (call, service) in SIDECAR_SCENARIOS.items():
-            if args.only and name not in args.only:
-                continue
-            profile = args.profile.with_suffix(f".{name}.txt") if args.profile else None
-            scenarios[name] = lambda out, call=call, service=service, profile=profile: through_sidecar(  # type: ignore[misc]
-                bootstrap, source, out, n, workdir, args.max_in_flight, call, service, profile
-            )
-        scenarios["replay"] = lambda out: replay(bootstrap, source, out, n)
-        scenarios["http-ceiling"] = lambda out: http_ceiling(n, args.max_in_flight, args.size)
-        scenarios["grpc-ceiling"] = lambda out: grpc_ceiling(n, args.max_in_flight, args.size)
-        for name, run in scenarios.items():
-            out = f"bench-out-{name}"
-            create_topic(bootstrap, out, args.partitions)
-            with console.status(f"running {name} ..."):
-                seconds = run(out)
-            results.append(Result(name, n, round(seconds, 3), round(n / seconds, 1)))
+            if wanted(name):
+                profile = args.profile.with_suffix(f".{name}.txt") if args.profile else None
+                bench.measure(name, source, n, bench.through_sidecar(call, service, profile))
+
+        slow_call: dict[str, object] = {"url": "http://127.0.0.1:{port}/echo", "timeout": "10s"}
+        if wanted("slow-keyed") or wanted("slow-partition"):
+            slow = bench.topic("slow-input", 1)
+            with console.status("producing the slow-service input ..."):
+                produce_input(bench.bootstrap, slow, args.slow_messages, args.size, keys=1000)
+            delay = (str(SLOW_MS),)
+            if wanted("slow-keyed"):
+                keyed = bench.through_sidecar(
+                    slow_call, "http", None, service_args=delay, max_in_flight=args.slow_in_flight
+                )
+                result = bench.throughput_only("slow-keyed", slow, args.slow_messages, keyed)
+                ideal = args.slow_in_flight / (SLOW_MS / 1000)
+                result.ratio, result.reference = round(result.msgs_per_s / ideal, 3), f"ideal {ideal:,.0f}/s"
+            if wanted("slow-partition"):
+                few = min(args.slow_messages, 300)  # one at a time: 50 a second at best
+                one = bench.topic("slow-one", 1)
+                produce_input(bench.bootstrap, one, few, args.size, keys=1000)
+                partition = bench.through_sidecar(
+                    slow_call, "http", None, service_args=delay, max_in_flight=args.slow_in_flight, ordering="partition"
+                )
+                result = bench.throughput_only("slow-partition", one, few, partition)
+                ideal = 1000 / SLOW_MS
+                result.ratio, result.reference = round(result.msgs_per_s / ideal, 3), f"ideal {ideal:,.0f}/s"
+
+        if wanted("replay"):
+            m = args.replay_messages
+            big = bench.topic("replay-input")
+            with console.status(f"producing {m:,} records for the replay ..."):
+                produce_input(bench.bootstrap, big, m, args.size)
+            copy = bench.throughput_only("replay-ceiling", big, m, bench.ceiling())
+            with console.status(f"replaying {m:,} records ..."):
+                seconds = replay(bench.bootstrap, big, bench.topic("out-replay"), m)
+            result = bench.add(Result("replay", m, round(seconds, 3), round(m / seconds, 1)))
+            result.ratio, result.reference = round(result.msgs_per_s / copy.msgs_per_s, 3), "replay-ceiling"
+
+        for name, trip in (("http-round-trip", http_round_trip), ("grpc-round-trip", grpc_round_trip)):
+            if wanted(name) or wanted(name.split("-")[0]) or wanted(f"{name.split('-')[0]}-single"):
+                with console.status(f"{name} ..."):
+                    seconds = trip(n, args.max_in_flight, args.size)
+                bench.add(Result(name, n, round(seconds, 3), round(n / seconds, 1)))
     finally:
         cluster.stop(timeout=20)
         shutil.rmtree(workdir, ignore_errors=True)
 
-    top = results[0].msgs_per_s
+    report(bench.results, ceiling, args, time.monotonic() - started)
+    return 0
+
+
+def report(results: list[Result], ceiling: Result, args: argparse.Namespace, elapsed: float) -> None:
     by_name = {r.scenario: r for r in results}
     for r in results:
-        r.ratio_to_ceiling = round(r.msgs_per_s / top, 3)
-        transport = by_name.get(f"{r.scenario.split('-')[0]}-ceiling")
-        if transport is not None and r.scenario != "ceiling":
-            r.ratio_to_round_trip = round(r.msgs_per_s / transport.msgs_per_s, 3)
-    table = Table(title=f"streamcar bench: {n} messages, {args.partitions} partitions, {args.size} B values")
-    for column in ("scenario", "msgs/s", "ratio to ceiling", "ratio to its transport's round trip"):
-        table.add_column(column, justify="right")
+        r.ratio_to_ceiling = round(r.msgs_per_s / ceiling.msgs_per_s, 3)
+        transport = {"http-single": "http-round-trip", "http-batch": "http-round-trip", "grpc": "grpc-round-trip"}
+        reference = by_name.get(transport.get(r.scenario, ""))
+        if reference is not None:
+            r.ratio, r.reference = round(r.msgs_per_s / reference.msgs_per_s, 3), reference.scenario
+    title = f"streamcar bench: {args.messages} messages, {args.partitions} partitions, {args.size} B values"
+    table = Table(title=title)
+    columns = ("scenario", "msgs/s", "/ ceiling", "ratio", "to", "p50 ms", "p99 ms", "+p50 ms", "+p99 ms", "RSS MiB")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("scenario", "to") else "right")
+
+    def number(value: float | None, digits: int = 1) -> str:
+        return "-" if value is None else f"{value:,.{digits}f}"
+
     for r in results:
-        trip = "-" if r.ratio_to_round_trip is None else f"{r.ratio_to_round_trip:.3f}"
-        table.add_row(r.scenario, f"{r.msgs_per_s:,.0f}", f"{r.ratio_to_ceiling:.3f}", trip)
-    Console().print(table)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(
-        json.dumps(
-            {"args": {k: str(v) for k, v in vars(args).items()}, "results": [asdict(r) for r in results]}, indent=2
+        added = [
+            None if v is None or c is None else v - c
+            for v, c in ((r.p50_ms, ceiling.p50_ms), (r.p99_ms, ceiling.p99_ms))
+        ]
+        table.add_row(
+            r.scenario,
+            f"{r.msgs_per_s:,.0f}",
+            number(r.ratio_to_ceiling, 3),
+            number(r.ratio, 3),
+            r.reference or "",
+            number(r.p50_ms),
+            number(r.p99_ms),
+            number(added[0]) if r is not ceiling else "",
+            number(added[1]) if r is not ceiling else "",
+            number(r.peak_rss_mib),
         )
-    )
-    return 0
+    Console(width=max(160, Console().width)).print(table)
+    console.log(f"bench took {elapsed:.0f}s")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    document = {"args": {k: str(v) for k, v in vars(args).items()}, "results": [asdict(r) for r in results]}
+    args.json.write_text(json.dumps(document, indent=2) + "\n")
 
 
 if __name__ == "__main__":

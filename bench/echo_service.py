@@ -1,8 +1,10 @@
 """The trivial HTTP service of the benchmarks: ``/echo`` echoes the body back (200); ``/batch`` answers a batch
-envelope with every value echoed. Run: python bench/echo_service.py PORT"""
+envelope with every value echoed. Run: python bench/echo_service.py PORT [DELAY_MS] (the slow service: each
+call waits DELAY_MS first)."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 from aiohttp import web
@@ -10,9 +12,14 @@ from aiohttp import web
 from streamcar import Reply
 from streamcar.service import batch_reply, events_from_batch
 
+DELAY = float(sys.argv[2]) / 1000 if len(sys.argv) > 2 else 0.0
+
 
 async def echo(request: web.Request) -> web.Response:
-    return web.Response(body=await request.read())
+    body = await request.read()
+    if DELAY:
+        await asyncio.sleep(DELAY)
+    return web.Response(body=body)
 
 
 async def echo_batch(request: web.Request) -> web.Response:

@@ -1,0 +1,105 @@
+"""The benchmarks' Kafka plumbing: topics, input records (all at once, or paced for latency), reading outputs.
+
+Every input value starts with a tag and a 9-digit id (``T000000042xxxx``): the echo services return it as is, so
+an output record names the input it answers. ``T`` records measure throughput (pre-produced, then drained as fast
+as possible); ``L`` records measure latency (produced at a steady rate well below capacity). Input and output
+topics stamp records with the broker's LogAppendTime, so a latency is the time from the input's append to its
+reply's append, measured on one clock and untouched by the producers' start-up.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+THROUGHPUT, LATENCY = b"T", b"L"
+
+
+def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    config = {"message.timestamp.type": "LogAppendTime"}
+    admin.create_topics([NewTopic(name, partitions, 1, config=config)])[name].result(30)
+
+
+def value(tag: bytes, i: int, size: int) -> bytes:
+    head = tag + b"%09d" % i
+    return head + b"x" * max(0, size - len(head))
+
+
+def _produce(producer: Producer, topic: str, key: bytes, payload: bytes) -> None:
+    while True:
+        try:
+            producer.produce(topic, key=key, value=payload)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
+def produce_input(bootstrap: str, topic: str, n: int, size: int, *, keys: int = 1000) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True})
+    for i in range(n):
+        _produce(producer, topic, f"key-{i % keys}".encode(), value(THROUGHPUT, i, size))
+    assert producer.flush(120) == 0
+
+
+def produce_paced(bootstrap: str, topic: str, n: int, rate: float, size: int) -> None:
+    """``n`` latency records at ``rate`` a second."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "enable.idempotence": True})
+    start = time.monotonic()
+    for i in range(n):
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            producer.poll(delay)
+        _produce(producer, topic, f"key-{i % 1000}".encode(), value(LATENCY, i, size))
+        producer.poll(0)
+    assert producer.flush(60) == 0
+
+
+@dataclass
+class Outputs:
+    """What reached a topic, by tag: each input id (first seen) and its record's timestamp (ms)."""
+
+    stamps: dict[bytes, dict[int, float]]
+
+    def span(self, tag: bytes) -> float:
+        """Seconds from the first to the last output of ``tag``."""
+        times = self.stamps[tag].values()
+        return max((max(times) - min(times)) / 1000, 1e-3)
+
+
+class OutputReader:
+    """Reads an output topic from the start, incrementally, as the scenario goes."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}"})
+        partitions = self._consumer.list_topics(topic=topic, timeout=10).topics[topic].partitions
+        self._consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        self.outputs = Outputs({THROUGHPUT: {}, LATENCY: {}})
+        self._topic = topic
+
+    def wait(self, tag: bytes, n: int, timeout: float = 600.0) -> Outputs:
+        """Until ``n`` distinct inputs of ``tag`` were answered (bounded)."""
+        seen = self.outputs.stamps[tag]
+        deadline = time.monotonic() + timeout
+        while len(seen) < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {len(seen)} of {n} {tag.decode()} records reached {self._topic}")
+            for msg in self._consumer.consume(num_messages=10_000, timeout=0.5):
+                payload = msg.value()
+                if msg.error() is None and payload:
+                    stamps = self.outputs.stamps.setdefault(payload[:1], {})
+                    stamps.setdefault(int(payload[1:10]), float(msg.timestamp()[1]))
+        return self.outputs
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]

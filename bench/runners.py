@@ -1,0 +1,279 @@
+"""What the benchmarks run: the librdkafka ceiling loop, ``streamcar run`` beside an echo service, ``streamcar
+replay``, the bare transport round trips, and Apache Kafka's own perf tools."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+from confluent_kafka import Consumer, Producer
+
+from streamcar.devkafka import free_ports
+from streamcar.devkafka.fetch import ensure_jars
+
+HERE = Path(__file__).resolve().parent
+SERVICES = {
+    "http": [sys.executable, str(HERE / "echo_service.py")],
+    "grpc": [sys.executable, str(HERE / "echo_grpc.py")],
+}
+
+
+class CeilingLoop(threading.Thread):
+    """A plain confluent-kafka consume -> produce loop (acks=all, idempotent, committing as it goes): what
+    librdkafka alone does on this machine with the sidecar's job minus the call."""
+
+    def __init__(self, bootstrap: str, topics: list[str], out: str) -> None:
+        super().__init__(name="ceiling", daemon=True)
+        self._servers, self._topics, self._out = bootstrap, topics, out
+        self._halt = threading.Event()
+        self.failure: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # reported by stop()
+            self.failure = exc
+
+    def _loop(self) -> None:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self._servers,
+                "group.id": f"ceiling-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 50,
+            }
+        )
+        producer = Producer(
+            {"bootstrap.servers": self._servers, "acks": "all", "enable.idempotence": True, "linger.ms": 5}
+        )
+        consumer.subscribe(self._topics)
+        committed = time.monotonic()
+        while not self._halt.is_set():
+            batch = consumer.consume(num_messages=1000, timeout=0.005)  # returns at once when records wait
+            for msg in batch:
+                if msg.error() is None:
+                    while True:
+                        try:
+                            producer.produce(self._out, key=msg.key(), value=msg.value())
+                            break
+                        except BufferError:
+                            producer.poll(0.01)
+            producer.poll(0)
+            if batch and time.monotonic() - committed >= 1.0:  # like the sidecar's commit_interval
+                consumer.commit(asynchronous=True)
+                committed = time.monotonic()
+        producer.flush(60)
+        consumer.close()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(60)
+        if self.failure is not None:
+            raise self.failure
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """The process's peak resident memory (VmHWM), MiB; None where /proc does not say."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
+    return round(int(match[1]) / 1024, 1) if match else None
+
+
+def _stop(process: subprocess.Popen[bytes] | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+@contextlib.contextmanager
+def sidecar(
+    bootstrap: str,
+    topics: list[str],
+    out: str,
+    workdir: Path,
+    *,
+    call: dict[str, object],
+    service: str | None,
+    service_args: tuple[str, ...] = (),
+    max_in_flight: int,
+    ordering: str = "key",
+    profile: Path | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``streamcar run`` (a separate process) with ``call`` until the block ends; ``service`` (http, grpc) runs
+    beside it and ``{port}`` in the call URL is its port. In-process handlers come from this repository."""
+    port = free_ports(1)[0]
+    server = None
+    if service is not None:
+        cmd = [*SERVICES[service], str(port), *service_args]
+        server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    config = {
+        "kafka": {"bootstrap_servers": bootstrap},
+        "admin": {"listen": "127.0.0.1:0"},
+        "pipelines": {
+            "bench": {
+                "consume": {"topics": topics, "group": f"bench-{uuid.uuid4().hex[:8]}"},
+                "call": {**call, "url": str(call["url"]).format(port=port)},
+                "max_in_flight": max_in_flight,
+                "ordering": ordering,
+                "publish": {"topic": out},
+            }
+        },
+    }
+    config_file = workdir / f"{out}.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "STREAMCAR_LOG_LEVEL": "WARNING", "PYTHONPATH": str(HERE.parent)}
+    process = subprocess.Popen([sys.executable, "-m", "streamcar", "run", "-c", str(config_file)], env=env)
+    spy = None
+    try:
+        if profile is not None:  # py-spy samples the sidecar; the folded stacks feed any flamegraph tool
+            profile.parent.mkdir(parents=True, exist_ok=True)
+            py_spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+            if py_spy is None:
+                raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+            cmd = [py_spy, "record", "--format", "raw", "-r", "100", "--nonblocking", "-o", str(profile)]
+            spy = subprocess.Popen([*cmd, "--pid", str(process.pid)], stdout=subprocess.DEVNULL)
+        yield process
+    finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
+        _stop(process)
+        _stop(server)
+
+
+def replay(bootstrap: str, source: str, out: str, n: int) -> float:
+    """``streamcar replay --to-topic`` (a separate process) copying all of ``source``: its own summary gives the
+    seconds from the first fetch to the last acknowledgement (the copies keep the input's timestamps)."""
+    cmd = [sys.executable, "-m", "streamcar", "replay", "--topic", source, "--from", "earliest", "--to-topic", out]
+    done = subprocess.run([*cmd, "-b", bootstrap, "--quiet"], check=True, capture_output=True, text=True, timeout=900)
+    match = re.search(r"copied ([\d,]+) records to \S+ in ([\d.]+)s", done.stdout)
+    if match is None or int(match[1].replace(",", "")) != n:
+        raise RuntimeError(f"unexpected replay summary: {done.stdout.strip()!r}")
+    return float(match[2])
+
+
+def kafka_perf(bootstrap: str, topic: str, n: int, size: int) -> tuple[float, float]:
+    """The broker's own limit: ``kafka-producer-perf-test`` (acks=all) then ``kafka-consumer-perf-test`` from
+    the fetched kafka-tools, on ``topic``; their records per second."""
+    java = shutil.which("java") or "java"
+    classpath = f"{ensure_jars()}/*"
+    produced = subprocess.run(
+        [
+            *(java, "-Xmx512m", "-cp", classpath, "org.apache.kafka.tools.ProducerPerformance"),
+            *("--topic", topic, "--num-records", str(n), "--record-size", str(size), "--throughput", "-1"),
+            *("--producer-props", f"bootstrap.servers={bootstrap}", "acks=all", "linger.ms=5"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    match = re.search(r"^\d+ records sent, ([\d.]+) records/sec", produced.stdout, re.M)
+    if match is None:
+        raise RuntimeError(f"unexpected producer perf output: {produced.stdout[-500:]!r}")
+    consumed = subprocess.run(
+        [
+            *(java, "-Xmx512m", "-cp", classpath, "org.apache.kafka.tools.ConsumerPerformance"),
+            *("--bootstrap-server", bootstrap, "--topic", topic, "--messages", str(n), "--timeout", "60000"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    rows = [line for line in consumed.stdout.splitlines() if line and line[0].isdigit()]
+    if not rows:
+        raise RuntimeError(f"unexpected consumer perf output: {consumed.stdout[-500:]!r}")
+    # start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, ...
+    fields = [field.strip() for field in rows[-1].split(",")]
+    return float(match[1]), float(fields[5])
+
+
+def http_round_trip(n: int, concurrency: int, size: int) -> float:
+    """The HTTP round trip alone: an aiohttp client posting to the same echo service, no Kafka, no engine."""
+    import asyncio
+
+    import aiohttp
+
+    port = free_ports(1)[0]
+    service = subprocess.Popen([*SERVICES["http"], str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+    async def run() -> float:
+        url = f"http://127.0.0.1:{port}/echo"
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+            for _ in range(100):  # wait for the service to listen
+                try:
+                    async with session.post(url, data=b"up") as response:
+                        await response.read()
+                    break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.1)
+            body = b"x" * size
+            todo = iter(range(n))
+
+            async def worker() -> None:
+                for i in todo:
+                    headers = {"Kafka-Offset": str(i), "Idempotency-Key": f"t-0-{i}"}
+                    async with session.post(url, data=body, headers=headers) as response:
+                        await response.read()
+
+            started = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return time.perf_counter() - started
+
+    try:
+        import uvloop
+
+        return uvloop.run(run())
+    finally:
+        _stop(service)
+
+
+def grpc_round_trip(n: int, concurrency: int, size: int) -> float:
+    """The gRPC round trip alone: a grpc.aio client calling the same echo service, no Kafka, no engine."""
+    import asyncio
+
+    import grpc
+
+    port = free_ports(1)[0]
+    server = subprocess.Popen([*SERVICES["grpc"], str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+    async def run() -> float:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await asyncio.wait_for(channel.channel_ready(), 30)
+            call = channel.unary_unary("/bench.Echo/Echo")
+            body = b"x" * size
+            todo = iter(range(n))
+
+            async def worker() -> None:
+                for i in todo:
+                    await call(body, metadata=(("kafka-offset", str(i)), ("idempotency-key", f"t-0-{i}")))
+
+            started = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(min(concurrency, 100))))  # one connection's streams
+            return time.perf_counter() - started
+
+    try:
+        return asyncio.run(run())
+    finally:
+        _stop(server)
