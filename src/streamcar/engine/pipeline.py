@@ -557,9 +557,9 @@ class Pipeline:
             if slow:
                 self._schedule_retry(slow, self.config.retry.max_backoff)
 
-            pending = [future for _, _, future in sent if future is not None]
+            pending = [future for _, _, future in sent if future is not None and not future.done()]
             if pending:
-                await asyncio.wait(pending)
+                await _all_done(pending)
 
             blockers.clear()
             again: list[Work] = []
@@ -713,3 +713,20 @@ class Pipeline:
         finally:
             self._committing = False
         self._tracker.mark_committed(points)
+
+
+def _all_done(futures: list[Ack]) -> asyncio.Future[None]:
+    """A future done once every one of ``futures`` is (whatever their outcome): what ``asyncio.wait`` does, minus
+    its sets, timeout and per-call wrapping, which showed in profiles of the per-message path."""
+    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    remaining = len(futures)
+
+    def one_done(_: Ack) -> None:
+        nonlocal remaining
+        remaining -= 1
+        if remaining == 0 and not waiter.done():
+            waiter.set_result(None)
+
+    for future in futures:
+        future.add_done_callback(one_done)
+    return waiter
