@@ -3,6 +3,9 @@
 * ``kafka`` -- one single-node broker for the whole session (started on first use).
 * ``kafka_cluster`` -- a 3-node cluster (replication 3, min.insync.replicas 2) for tests marked ``cluster``,
   started for the module that uses it and stopped after it.
+* ``kafka_secure`` -- a single-node broker that also has a SASL_SSL listener (SCRAM-SHA-512, a self-made CA),
+  for the module that uses it: ``handle.bootstrap`` is still PLAINTEXT (topic set-up), ``cluster.layout()``
+  holds the secure bootstrap and the dev user's credentials.
 * ``topic_factory`` / ``group_factory`` -- unique topic and group names per test, so tests never share state.
 
 Every JVM is stopped at session end (and at interpreter exit, should the session be torn down abruptly).
@@ -23,11 +26,13 @@ from streamcar.devkafka import LocalKafka
 from support import KafkaHandle, TopicFactory, create_topic
 
 
-def _running_kafka(tmp_path_factory: pytest.TempPathFactory, name: str, nodes: int) -> Iterator[KafkaHandle]:
+def _running_kafka(
+    tmp_path_factory: pytest.TempPathFactory, name: str, nodes: int, security: str | None = None
+) -> Iterator[KafkaHandle]:
     cluster = LocalKafka(tmp_path_factory.mktemp(name))
     atexit.register(cluster.stop, timeout=10)
     heap = "512m" if nodes == 1 else "384m"
-    layout = cluster.start(nodes=nodes, port=0, heap=heap, timeout=180, die_with_parent=True)
+    layout = cluster.start(nodes=nodes, port=0, heap=heap, timeout=180, die_with_parent=True, security=security)
     try:
         yield KafkaHandle(cluster, layout.bootstrap)
     finally:
@@ -50,6 +55,11 @@ def kafka(kafka_session: KafkaHandle) -> Iterator[KafkaHandle]:
 @pytest.fixture(scope="module")
 def kafka_cluster_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaHandle]:
     yield from _running_kafka(tmp_path_factory, "kafka3", 3)
+
+
+@pytest.fixture(scope="module")
+def kafka_secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaHandle]:
+    yield from _running_kafka(tmp_path_factory, "kafka-secure", 1, security="sasl-ssl")
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from streamcar.engine.pipeline import Pipeline
 from streamcar.engine.tracing import Tracing
 from streamcar.errors import StreamcarError
 from streamcar.kafka.producer import AsyncProducer
+from streamcar.kafka.security import check_access
 from streamcar.logs import configure_logging
 from streamcar.telemetry import tracer_provider
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("streamcar")
+ACCESS_TIMEOUT = 5.0  # seconds for Kafka's first answer at start-up; silence past it is the pipelines' to wait out
 
 
 class Sidecar:
@@ -48,11 +50,16 @@ class Sidecar:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set (then drain and commit) or a pipeline fails (then raise its error)."""
         loop = asyncio.get_running_loop()
+        # A rejected password or an untrusted broker certificate ends the start here, in one line and after one
+        # or two attempts, before a consumer or producer exists to retry it forever (and before anything is
+        # consumed). A Kafka that is down is no reason to stop: the pipelines wait for it, and /readyz says so.
+        if not await asyncio.to_thread(check_access, self.config.kafka.client_config(), ACCESS_TIMEOUT):
+            log.warning("Kafka (%s) does not answer yet; waiting for it", self.config.kafka.bootstrap_servers)
         owned = None
         if self.config.tracing.enabled and self._tracer_provider is None:
             owned = tracer_provider(self.config.tracing)  # before anything starts: a missing SDK is a config error
         provider = self._tracer_provider or owned
-        await self.admin.start()  # first: a taken admin port fails the start before anything is consumed
+        await self.admin.start()  # a taken admin port fails the start before anything is consumed
         producer = AsyncProducer(self.producer_config(), loop)
         halt = asyncio.Event()  # stops every pipeline: the caller's stop, or one pipeline's failure
         try:

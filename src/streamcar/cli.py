@@ -209,6 +209,12 @@ def _build_kafka(sub: argparse._SubParsersAction[_Parser]) -> None:
     start.add_argument("--port", type=int, default=None, help="client port of node 1 (default 9092)")
     start.add_argument("--heap", default="512m", help="JVM heap per node (default: %(default)s)")
     start.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the brokers")
+    start.add_argument(
+        "--security",
+        choices=("plaintext", "sasl-ssl"),
+        help="sasl-ssl adds a SASL_SSL listener (SCRAM-SHA-512, a self-made CA) next to the PLAINTEXT one "
+        "(default: what the data dir was created with, plaintext for a new one)",
+    )
     start.set_defaults(handler=_kafka_start)
 
     stop = ksub.add_parser("stop", help="stop exactly the processes that 'start' launched")

@@ -2,9 +2,15 @@
 
 A cluster lives in one data directory::
 
-    <data-dir>/layout.json          cluster id, node ids and ports (fixed at the first start)
+    <data-dir>/layout.json          cluster id, node ids and ports (fixed at the first start); with security,
+                                    the dev user's name and password too (so the file is the owner's only)
     <data-dir>/log4j2.yaml
+    <data-dir>/tls/                 with security: the self-made CA (ca.pem) and the brokers' PEM keystore
     <data-dir>/node-<id>/server.properties, data/, kafka.log, pid
+
+Listeners: every node has a PLAINTEXT client listener (``port``) and a PLAINTEXT controller listener, and the
+brokers talk to each other over PLAINTEXT. ``security="sasl-ssl"`` adds a SASL_SSL client listener
+(``secure_port``: SCRAM-SHA-512 over TLS) for one dev user, created when the storage is formatted.
 
 ``pid`` files record the JVMs we launched; every JVM carries ``-Dstreamcar.node=<node dir>`` on its
 command line, and ``stop`` signals a pid only while its command line still holds that marker, so it ends
@@ -25,7 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from streamcar.devkafka.fetch import KAFKA_VERSION, cache_root, ensure_jars, java_binary
-from streamcar.errors import ToolingError
+from streamcar.devkafka.security import MODES, Security, ensure_broker_pki
+from streamcar.errors import StreamcarError, ToolingError
 
 DEFAULT_PORT = 9092
 
@@ -63,6 +70,8 @@ class Node:
     node_id: int
     port: int
     controller_port: int
+    secure_port: int | None = None
+    """The SASL_SSL client listener's port (a cluster started with security)."""
 
 
 @dataclass
@@ -71,10 +80,23 @@ class Layout:
     nodes: list[Node]
     kafka_version: str = KAFKA_VERSION
     extra_properties: dict[str, str] = field(default_factory=dict)
+    security: Security | None = None
 
     @property
     def bootstrap(self) -> str:
+        """The PLAINTEXT client listeners (always there)."""
         return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    @property
+    def secure_bootstrap(self) -> str | None:
+        """The SASL_SSL client listeners, or None for a cluster started without security."""
+        if self.security is None:
+            return None
+        return ",".join(f"127.0.0.1:{n.secure_port}" for n in self.nodes)
+
+    @property
+    def mode(self) -> str:
+        return "plaintext" if self.security is None else "sasl-ssl"
 
 
 @dataclass(frozen=True)
@@ -125,31 +147,56 @@ class LocalKafka:
             return None
         except (OSError, ValueError) as exc:
             raise ToolingError(f"{self._layout_file} is unreadable ({exc}); remove {self.data_dir}") from exc
+        security = raw.get("security")
         return Layout(
             cluster_id=raw["cluster_id"],
             nodes=[Node(**n) for n in raw["nodes"]],
             kafka_version=raw.get("kafka_version", KAFKA_VERSION),
             extra_properties=raw.get("extra_properties", {}),
+            security=Security(**security) if security else None,
         )
 
     def _save_layout(self, layout: Layout) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         tmp = self._layout_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(layout), indent=2))
+        # it may hold the dev user's password: readable by its owner only, from the moment it exists
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(asdict(layout), indent=2))
         tmp.replace(self._layout_file)
 
-    def _plan(self, nodes: int, port: int | None) -> Layout:
+    def _plan(self, nodes: int, port: int | None, security: str = "plaintext") -> Layout:
+        """Ports for a new cluster: the client ports from ``port`` (9092) up, then (with security) the SASL_SSL
+        ports right after them (9093 for one node), and controller ports wherever the kernel finds room."""
         base = port if port is not None else DEFAULT_PORT
+        secure = security == "sasl-ssl"
+        listeners = 2 if secure else 1
         if port == 0:  # any free ports
-            ports = free_ports(nodes * 2)
-            client, controller = ports[:nodes], ports[nodes:]
+            ports = free_ports(nodes * (listeners + 1))
+            client, controller = ports[: nodes * listeners], ports[nodes * listeners :]
         else:
-            client = [base + i for i in range(nodes)]
-            controller = [p for p in free_ports(nodes * 2) if p not in client][:nodes]
+            client = [base + i for i in range(nodes * listeners)]
+            controller = [p for p in free_ports(nodes * 4) if p not in client][:nodes]
         return Layout(
             cluster_id=_cluster_id(),
-            nodes=[Node(i + 1, client[i], controller[i]) for i in range(nodes)],
+            nodes=[Node(i + 1, client[i], controller[i], client[nodes + i] if secure else None) for i in range(nodes)],
+            security=Security.new(self._tls_dir) if secure else None,
         )
+
+    def check_security(self, layout: Layout | None, security: str | None) -> None:
+        """ToolingError unless ``security`` (None: whatever the data dir has) suits ``layout``."""
+        if security is not None and security not in MODES:
+            raise ToolingError(f"--security must be one of {', '.join(MODES)}, not {security!r}")
+        if layout is not None and security is not None and security != layout.mode:
+            # SCRAM users are created when the storage is formatted: a formatted cluster cannot gain them later
+            raise ToolingError(
+                f"{self.data_dir} was created with --security {layout.mode}; stop it and remove that folder, "
+                f"or pass another --data-dir to use --security {security}"
+            )
+
+    @property
+    def _tls_dir(self) -> Path:
+        return self.data_dir / "tls"
 
     def node_dir(self, node_id: int) -> Path:
         return self.data_dir / f"node-{node_id}"
@@ -189,17 +236,21 @@ class LocalKafka:
         timeout: float = 120.0,
         extra_properties: dict[str, str] | None = None,
         die_with_parent: bool = False,
+        security: str | None = None,
     ) -> Layout:
         """Start every node that is not running (formatting storage on first use) and wait until all answer.
 
         Idempotent: an already running cluster is left alone. ``port=0`` picks free ports. ``die_with_parent``
         (Linux) has the kernel kill the JVMs when this process dies, however it dies: for test sessions.
+        ``security="sasl-ssl"`` adds a SASL_SSL listener (SCRAM-SHA-512, a self-made CA) for a dev user whose
+        name, password and CA file the layout records; None keeps what the data dir was created with.
         """
         if nodes not in (1, 3):
             raise ToolingError(f"--nodes must be 1 or 3, not {nodes}")
         layout = self.layout()
+        self.check_security(layout, security)
         if layout is None:
-            layout = self._plan(nodes, port)
+            layout = self._plan(nodes, port, security or "plaintext")
             if extra_properties:
                 layout.extra_properties.update(extra_properties)
         elif len(layout.nodes) != nodes:
@@ -216,8 +267,8 @@ class LocalKafka:
         if not to_start:
             return layout
         for node in to_start:
-            for p in (node.port, node.controller_port):
-                if not port_is_free(p):
+            for p in (node.port, node.controller_port, node.secure_port):
+                if p is not None and not port_is_free(p):
                     raise ToolingError(
                         f"port {p} on 127.0.0.1 is in use (node {node.node_id}); stop whatever holds it "
                         "or choose another --port"
@@ -226,6 +277,8 @@ class LocalKafka:
         java = java_binary()
         self._save_layout(layout)
         (self.data_dir / "log4j2.yaml").write_text(_LOG4J2)
+        if layout.security is not None:
+            ensure_broker_pki(self._tls_dir)  # made at the first start, remade when near expiry
         for node in to_start:
             self._write_properties(layout, node)
             self._format(java, libs, layout, node)
@@ -261,6 +314,12 @@ class LocalKafka:
             # a dev broker: the first consumer group should not wait 3 s for more members
             "group.initial.rebalance.delay.ms": "0",
         }
+        if layout.security is not None:
+            secure = f"SASL_SSL://127.0.0.1:{node.secure_port}"
+            props["listeners"] += f",{secure}"
+            props["advertised.listeners"] += f",{secure}"
+            props["listener.security.protocol.map"] += ",SASL_SSL:SASL_SSL"
+            props.update(layout.security.listener_properties(self._tls_dir))
         props.update(layout.extra_properties)
         node_dir = self.node_dir(node.node_id)
         node_dir.mkdir(parents=True, exist_ok=True)
@@ -283,6 +342,8 @@ class LocalKafka:
             "-c",
             str(node_dir / "server.properties"),
         ]
+        if layout.security is not None:
+            cmd += layout.security.format_args()
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         if result.returncode != 0:
             tail = " | ".join((result.stdout + result.stderr).strip().splitlines()[-3:])
@@ -320,12 +381,14 @@ class LocalKafka:
         (node_dir / "pid").write_text(f"{proc.pid}\n")
 
     def wait_ready(self, layout: Layout | None = None, *, timeout: float = 120.0) -> None:
-        """Wait until every node's JVM runs and the cluster's metadata lists every broker."""
+        """Wait until every node's JVM runs, the cluster's metadata lists every broker and (with security) the
+        SASL_SSL listener accepts the dev user."""
         layout = layout or self.layout()
         if layout is None:
             raise ToolingError(f"no cluster in {self.data_dir}")
         deadline = time.monotonic() + timeout
         expected = {n.node_id for n in layout.nodes}
+        secure_problem = None
         while True:
             for node in layout.nodes:
                 if self.pid(node.node_id) is None:
@@ -333,12 +396,33 @@ class LocalKafka:
                     self.stop(timeout=10)
                     raise ToolingError(f"Kafka node {node.node_id} exited during start-up; log tail: {tail}")
             if expected <= self.brokers_answering(layout, timeout=2):
-                return
+                secure_problem = self.secure_problem(layout)
+                if secure_problem is None:
+                    return
             if time.monotonic() > deadline:
                 tails = "; ".join(f"node {n.node_id}: {self.log_tail(n.node_id)}" for n in layout.nodes)
                 self.stop(timeout=10)
+                if secure_problem is not None:
+                    raise ToolingError(
+                        f"the SASL_SSL listener did not accept the dev user within {timeout:.0f}s: "
+                        f"{secure_problem}; {tails}"
+                    )
                 raise ToolingError(f"Kafka did not answer within {timeout:.0f}s; {tails}")
             time.sleep(0.25)
+
+    def secure_problem(self, layout: Layout | None = None, *, timeout: float = 2.0) -> str | None:
+        """None when the SASL_SSL listener accepts the dev user (or the cluster has none), else why it did not."""
+        from streamcar.kafka.security import check_access
+
+        layout = layout or self.layout()
+        if layout is None or layout.security is None:
+            return None
+        config = {"bootstrap.servers": layout.secure_bootstrap, **layout.security.client_config()}
+        try:
+            answered = check_access(config, timeout)
+        except StreamcarError as exc:
+            return str(exc)
+        return None if answered else f"nothing answered on {layout.secure_bootstrap}"
 
     def brokers_answering(self, layout: Layout | None = None, *, timeout: float = 2.0) -> set[int]:
         """Node ids that the cluster's metadata lists as live brokers (empty when nothing answers)."""

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streamcar.engine.offsets import TopicPartition as TP
+from streamcar.kafka.security import IDENTITY, explain
 
 log = logging.getLogger("streamcar.kafka.consumer")
 
@@ -70,6 +71,8 @@ class ConsumerBridge:
         self._consumer = Consumer(conf)
         self._topics = topics
         self._group = str(conf.get("group.id", ""))
+        self._identity = {key: conf[key] for key in IDENTITY if key in conf}  # what explain() names
+        self._security_failed = False
         # Replay: read exactly these partitions from these offsets (assign, no group membership) instead of
         # subscribing; the listener hears of them through on_assigned as if the group had assigned them.
         self._assignment = dict(assignment) if assignment is not None else None
@@ -306,6 +309,14 @@ class ConsumerBridge:
         return {"event": event, "group": self._group, "partitions": [f"{t}[{p}]" for t, p in sorted(tps)]}
 
     def _error_cb(self, error: KafkaError) -> None:
+        explained = explain(error, self._identity)
+        if explained is not None:
+            # librdkafka fails every reconnect the same way: the listener hears it once, in words naming the
+            # user or the CA file (the pipeline fails on it, as on any authentication or TLS error)
+            if self._security_failed:
+                return
+            self._security_failed = True
+            error = KafkaError(error.code(), explained)
         self._loop.call_soon_threadsafe(self._listener.on_error, error)
 
 

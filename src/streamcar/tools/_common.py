@@ -32,6 +32,7 @@ from rich.console import Console
 
 from streamcar.config import KafkaConfig, load_config
 from streamcar.errors import KafkaError, UsageError
+from streamcar.kafka.security import AccessWatch, await_access, creation_failure
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 RETRIES = 5  # attempts of a Kafka call whose error is retriable, 0.2 s apart and doubling
@@ -78,12 +79,30 @@ def plain_console() -> Console:
 
 def client_config(kafka: KafkaConfig, **extra: Any) -> dict[str, Any]:
     config: dict[str, Any] = dict(kafka.client_config())
+    if not os.environ.get("STREAMCAR_DEBUG"):
+        # A tool says what failed in one line; librdkafka's own log (a line per reconnect, dozens a second when a
+        # broker is down or refuses us) would bury it. A log_level in the config's librdkafka section still wins.
+        config.setdefault("log_level", 0)
     config.update(extra)
     return config
 
 
+def _connected(factory: Callable[[dict[str, Any]], T], config: dict[str, Any]) -> T:
+    """A client of ``config`` that has reached Kafka: KafkaError at once, in one line, if Kafka refuses our
+    credentials or certificate (instead of librdkafka retrying them until the tool's request times out)."""
+    watch = AccessWatch(config)
+    try:
+        client = factory({**config, "error_cb": watch})
+    except KafkaException as exc:
+        raise KafkaError(creation_failure(exc, config)) from None
+    if not await_access(client, watch, TIMEOUT) and not watch.all_down:
+        raise KafkaError(f"cannot reach Kafka at {config['bootstrap.servers']}: no answer within {TIMEOUT:.0f}s")
+    # every broker down: not ours to judge here, the tool's own request waits for them and says so
+    return client
+
+
 def admin(kafka: KafkaConfig) -> AdminClient:
-    return AdminClient(client_config(kafka))
+    return _connected(AdminClient, client_config(kafka))
 
 
 def reader(kafka: KafkaConfig, **extra: Any) -> Consumer:
@@ -97,7 +116,7 @@ def reader(kafka: KafkaConfig, **extra: Any) -> Consumer:
         "auto.offset.reset": "earliest",
         **extra,
     }
-    return Consumer(client_config(kafka, **settings))
+    return _connected(Consumer, client_config(kafka, **settings))
 
 
 # --- positions -------------------------------------------------------------------------------------------------------
