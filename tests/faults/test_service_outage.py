@@ -1,0 +1,60 @@
+"""The service goes down for a few seconds mid-run, then comes back on the same port: with only two attempts per
+message, nothing is dead-lettered and every input is replied to once, in order (the circuit breaker's own
+promises are test_circuit_breaker's)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from invariants import check, reply_with_id
+from service import TestService
+from sidecar import make_config, pipeline, running
+from support import KafkaHandle, TopicFactory, produce_records, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+
+async def test_service_down_then_back(
+    kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str]
+) -> None:
+    source, out, dlq = topic_factory(3), topic_factory(3), topic_factory(1)
+    group = group_factory()
+    n, outage = 3000, 5.0
+    service = TestService(reply_with_id).start()
+    try:
+        spec = pipeline(
+            source,
+            group,
+            service.url,
+            publish=out,
+            dead_letter=dlq,
+            max_in_flight=64,
+            retry={"attempts": 2, "initial_backoff": "20ms", "max_backoff": "20ms"},
+            circuit_breaker={"open_for": "300ms", "max_open": "1s"},
+        )
+        records = [(f"k{i % 97}".encode(), b"v") for i in range(n)]
+        await asyncio.to_thread(produce_records, kafka, source, records)
+        async with running(make_config(kafka.bootstrap, {"p": spec})):
+            await asyncio.to_thread(wait_for, lambda: service.count() >= n // 4, timeout=60, what="progress")
+            service.down()
+            down_at = service.count()
+            await asyncio.sleep(outage)
+            service.up()
+            assert down_at < n, "the outage should start while input is left"
+            await asyncio.to_thread(
+                check,
+                kafka,
+                group=group,
+                source=source,
+                out=out,
+                dlq=dlq,
+                calls=service.requests,
+                crashes=False,
+                max_duplicates=0,
+                dead_letters={},
+            )
+    finally:
+        service.stop()

@@ -1,0 +1,67 @@
+"""Repeated SIGKILL of ``streamcar run``: no drain, no commit, replies in the producer's buffer gone, and yet
+every input ends with a reply, in per-key order, with duplicates bounded by what a crash redoes."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from invariants import check, reply_with_id
+from service import TestService
+from sidecar import SidecarProcess, make_config, pipeline
+from support import KafkaHandle, TopicFactory, produce_records, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+
+def test_repeated_sigkill_loses_nothing(
+    kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str], tmp_path: Path
+) -> None:
+    source, out, dlq = topic_factory(3), topic_factory(3), topic_factory(1)
+    group = group_factory()
+    n, max_in_flight, kills = 6000, 128, 3
+    service = TestService(reply_with_id).start()
+    process: SidecarProcess | None = None
+    try:
+        produce_records(kafka, source, [(f"k{i % 97}".encode(), str(i).encode()) for i in range(n)])
+        spec = pipeline(
+            source, group, service.url, publish=out, dead_letter=dlq, max_in_flight=max_in_flight, commit_interval="1s"
+        )
+        # a killed member stays in the group until its session times out: keep that short so restarts are quick
+        config = make_config(
+            kafka.bootstrap, {"p": spec}, librdkafka={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
+        )
+        for round_ in range(kills):
+            process = SidecarProcess(config, tmp_path).start()
+            target = service.count() + n // (kills + 2)
+            wait_for(
+                lambda target=target: service.count() >= target,  # type: ignore[misc]
+                timeout=60,
+                what=f"progress before kill {round_ + 1}",
+            )
+            process.kill()  # SIGKILL
+        assert service.count() < n, "the kills should land while input is left"
+        process = SidecarProcess(config, tmp_path).start()
+        verdict = check(
+            kafka,
+            group=group,
+            source=source,
+            out=out,
+            dlq=dlq,
+            calls=service.requests,
+            crashes=True,
+            # A crash redoes what was in flight (<= max_in_flight), what completed since the last commit was
+            # triggered (max_in_flight / 2) and what completed while that commit travelled to the broker.
+            max_duplicates=kills * 3 * max_in_flight,
+            dead_letters={},
+        )
+        print(f"duplicates after {kills} SIGKILLs: {verdict.duplicates}")
+        process.signal(signal.SIGTERM)
+        assert process.wait(30) == 0, process.log_tail()
+    finally:
+        if process is not None:
+            process.kill()
+        service.stop()
