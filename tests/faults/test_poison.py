@@ -129,11 +129,6 @@ async def test_poison_messages_reach_the_dead_letter_topic_and_traffic_flows(
     assert INJECTION not in calls  # never sent: no header injection either
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the broker refuses the whole produce batch (MSG_SIZE_TOO_LARGE) and the engine dead-letters "
-    "every reply in it with kind publish, not only the oversized one",
-)
 async def test_a_reply_too_large_for_the_output_topic_is_dead_lettered_alone(
     kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str]
 ) -> None:

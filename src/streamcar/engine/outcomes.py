@@ -87,9 +87,9 @@ class Outcomes:
     def _send(self, work: Work, topic: str, record: OutRecord, *, dead_letter: bool) -> Ack:
         tracing = self._tracing
         if tracing is None:
-            return self._producer.send(topic, record.value, record.key, record.headers)
+            return self._producer.send(topic, record.value, record.key, record.headers, alone=work.alone)
         span, headers = tracing.publish(work, topic, record.headers, dead_letter=dead_letter)
-        ack = self._producer.send(topic, record.value, record.key, headers)
+        ack = self._producer.send(topic, record.value, record.key, headers, alone=work.alone)
         ack.add_done_callback(functools.partial(Tracing.published, span))
         return ack
 
@@ -100,6 +100,11 @@ class Outcomes:
         log.warning("%s: producing to %s failed (%s)", self._name, topic.topic if topic else "?", error)
         if transient:
             return  # librdkafka gave up after message.timeout.ms: hand the same record over again
+        if isinstance(error, ProduceError) and error.too_large and not work.alone:
+            # the broker refuses a whole batch when one record is too large for the topic: send each again alone,
+            # and only the one that is really too large fails again
+            work.alone = True
+            return
         if result == "success":
             work.reply = Reply.dead_letter(f"publishing the reply failed: {error}", kind="publish")
         else:

@@ -84,6 +84,7 @@ class Work:
     """
 
     __slots__ = (
+        "alone",
         "attempts",
         "blocked",
         "event",
@@ -111,6 +112,7 @@ class Work:
         self.settled: str | None = None
         self.held: list[Work] | None = None
         self.span: Span | None = None  # the message's "process" span when tracing is on
+        self.alone = False  # its record goes in a batch of its own (its last batch was refused as too large)
 
     def hold(self, later: Work) -> None:
         """``later`` (same lane, later offset) completes only after this one does."""

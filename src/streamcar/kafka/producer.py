@@ -41,6 +41,9 @@ class ProduceError(Exception):
         super().__init__(error.str())
         self.error = error
         self.permanent = error.code() in PERMANENT_PRODUCE_ERRORS or error.fatal()
+        self.too_large = error.code() == KafkaError.MSG_SIZE_TOO_LARGE
+        """The broker refused the *batch* the record was in as too large for the topic: every record of that
+        batch gets this error, so only a record sent alone (``send(alone=True)``) is known to be too large."""
 
 
 class AsyncProducer:
@@ -52,6 +55,8 @@ class AsyncProducer:
             "compression.type": "lz4",
         }
         conf.update(config)
+        self._config = dict(conf)
+        self._alone: AsyncProducer | None = None
         conf["error_cb"] = self._error_cb
         conf.setdefault("logger", logging.getLogger("streamcar.librdkafka"))
         self._producer = Producer(conf)
@@ -82,7 +87,9 @@ class AsyncProducer:
         else:
             log.debug("producer: %s", error.str())
 
-    def send(self, topic: str, value: bytes | None, key: bytes | None, headers: Headers = ()) -> Ack:
+    def send(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Headers = (), *, alone: bool = False
+    ) -> Ack:
         """Hand one record to librdkafka now and return the future of its acknowledgement.
 
         Records reach librdkafka in the order of ``send`` calls, and the idempotent producer keeps that order per
@@ -90,7 +97,15 @@ class AsyncProducer:
         acknowledgement in turn. When librdkafka's local queue is full the record (and every later one, to keep
         the order) waits in a backlog that a task feeds in as the queue drains. The future fails with
         :class:`ProduceError`.
+
+        ``alone``: through a second producer that puts one record in each batch (created on first use), to tell a
+        record that is too large for its topic from the records that shared its batch.
         """
+        if alone:
+            if self._alone is None:
+                solo = {k: v for k, v in self._config.items() if k not in ("error_cb", "logger")}
+                self._alone = AsyncProducer({**solo, "batch.num.messages": 1, "linger.ms": 0}, self._loop)
+            return self._alone.send(topic, value, key, headers)
         future: asyncio.Future[Message] = self._loop.create_future()
         if self._backlog:
             self._backlog.append((future, topic, value, key, headers))
@@ -129,6 +144,8 @@ class AsyncProducer:
             backlog.popleft()
 
     async def close(self, grace: float = 10.0) -> None:
+        if self._alone is not None:
+            await self._alone.close(grace)
         if self._feeder is not None and not self._feeder.done():
             try:
                 await asyncio.wait_for(asyncio.shield(self._feeder), grace)
