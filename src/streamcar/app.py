@@ -25,6 +25,7 @@ from streamcar.errors import StreamcarError
 from streamcar.kafka.producer import AsyncProducer
 from streamcar.kafka.security import check_access
 from streamcar.logs import configure_logging
+from streamcar.preflight import preflight
 from streamcar.telemetry import tracer_provider
 
 if TYPE_CHECKING:
@@ -120,6 +121,7 @@ async def serve(config: Config | Path | str, stop: asyncio.Event | None = None) 
 def run(config: Config | Path | str) -> None:
     """Run the sidecar in the foreground until SIGTERM/SIGINT; raises StreamcarError on failure."""
     loaded = _as_config(config)
+    preflight(loaded)
     configure_logging(configured=(loaded.log.format, loaded.log.level), secrets=loaded.secrets())
     run_forever(loaded)
 

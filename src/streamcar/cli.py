@@ -68,8 +68,10 @@ def _run(args: argparse.Namespace) -> int:
     from streamcar.app import run_forever
     from streamcar.config import load_config
     from streamcar.logs import configure_logging
+    from streamcar.preflight import preflight
 
     config = load_config(args.config)
+    preflight(config)
     configure_logging(
         args.log_format, args.log_level, configured=(config.log.format, config.log.level), secrets=config.secrets()
     )
@@ -79,8 +81,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from streamcar.config import load_config
+    from streamcar.preflight import preflight
 
-    for line in load_config(args.config).summary():
+    config = load_config(args.config)
+    preflight(config)
+    for line in config.summary():
         print(line)
     return 0
 

@@ -173,7 +173,8 @@ def channel_count(max_in_flight: int) -> int:
     return max(1, min(_MAX_CHANNELS, math.ceil(max_in_flight / _STREAMS_PER_CONNECTION)))
 
 
-def _credentials(tls: ServiceTlsConfig | None) -> Any:
+def read_credentials(tls: ServiceTlsConfig | None) -> Any:
+    """The channel credentials of ``call.tls``; ConfigError naming the field when a file is unusable."""
     if tls is None:
         return grpc.ssl_channel_credentials()  # the CAs bundled with grpc (GRPC_DEFAULT_SSL_ROOTS_FILE_PATH overrides)
     return grpc.ssl_channel_credentials(
@@ -219,7 +220,7 @@ class GrpcCaller:
         address = f"{host}:{self._target.port}"
         options = list(_CHANNEL_OPTIONS)
         if self._target.tls:
-            credentials = _credentials(self._tls)
+            credentials = read_credentials(self._tls)
             if self._tls is not None and self._tls.server_name is not None:
                 options.append(("grpc.ssl_target_name_override", self._tls.server_name))
             self._channels = [
