@@ -111,6 +111,7 @@ def test_the_first_probe_that_gets_through_closes_it_and_all_must_fail_to_reopen
     assert b.record(1.0, "timeout", probe=True) is None
     assert b.state is State.HALF_OPEN
     assert isinstance(b.record(1.1, None, probe=True), Closed)
+    assert b.record(1.2, None, probe=True) is None  # the last probe answers after the circuit closed
     b.record(2.0, "connection")
     b.probe(2)
     assert b.record(3.0, "http-status", probe=True) is None

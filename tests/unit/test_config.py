@@ -491,7 +491,13 @@ def test_cli_check_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkey
         monkeypatch.setenv(name, value)
     path = tmp_path / "streamcar.yaml"
     path.write_text(DESIGN_EXAMPLE, encoding="utf-8")
-    assert main(["check", "-c", str(path)]) == 0
+    # the example's CA file is on the machine it was written for, not here: only --static accepts it
+    assert main(["check", "-c", str(path)]) == 2
+    assert (
+        capsys.readouterr().err
+        == "streamcar: kafka.security.ca_file: cannot read /etc/kafka/ca.pem: No such file or directory\n"
+    )
+    assert main(["check", "--static", "-c", str(path)]) == 0
     out, err = capsys.readouterr()
     assert out == "orders: orders -> http://127.0.0.1:8080/orders (group orders-service, ordering key)\n"
     assert err == ""

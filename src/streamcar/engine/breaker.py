@@ -105,7 +105,7 @@ class CircuitBreaker:
         outage = failure is not None and failure in OUTAGE_KINDS
         if not self.enabled:
             return None
-        if probe or self.state is State.HALF_OPEN:
+        if self.state is State.HALF_OPEN:
             if not probe:
                 return None  # a call started before the circuit opened: the probes decide
             if not outage:
@@ -117,6 +117,7 @@ class CircuitBreaker:
             return self._open(now, f"the probe failed: {failure}")
         if self.state is State.OPEN:
             return None  # calls that started before it opened; their answers no longer matter
+        # closed: any call, a probe that answered after another one closed the circuit included
         self._remember(now, outage)
         if not outage:
             return None
