@@ -82,6 +82,7 @@ class Pipeline:
         self._running: dict[Work, asyncio.Task[Any]] = {}  # in a call or settling; a batch shares one task
         self._waiting: dict[Work, asyncio.TimerHandle] = {}  # retries of one batch share one timer
         self._held: set[Work] = set()  # answered, waiting for an earlier message of their lane (batches only)
+        self._calling = 0  # messages launched into a call that has not returned yet
         self._breaker = CircuitBreaker(config.circuit_breaker)
         self._parked: list[Work] = []  # retries that came due while the circuit was open
         self._probe_timer: asyncio.TimerHandle | None = None
@@ -141,8 +142,8 @@ class Pipeline:
     @property
     def in_flight(self) -> int:
         """Messages taken from the scheduler and not done: in a call, publishing, waiting for a retry or held
-        behind an earlier message of their lane. At most max_in_flight."""
-        return self._occupied()
+        behind an earlier message of their lane."""
+        return len(self._running) + len(self._waiting) + len(self._held) + len(self._forming) + len(self._parked)
 
     @property
     def buffered(self) -> int:
@@ -490,9 +491,13 @@ class Pipeline:
             self._launch(batch)
 
     def _occupied(self) -> int:
-        return len(self._running) + len(self._waiting) + len(self._held) + len(self._forming) + len(self._parked)
+        """What counts against max_in_flight: messages in a call, forming a batch, waiting for a retry, parked or
+        held. Not those whose reply is being published: their call slot is free while the broker acknowledges
+        (their key still waits, so order holds), else a slow service's slots would idle through every ack."""
+        return self._calling + len(self._waiting) + len(self._held) + len(self._forming) + len(self._parked)
 
     def _launch(self, works: list[Work], *, probe: bool = False) -> None:
+        self._calling += len(works)  # now, not when the task starts: a dispatch meanwhile must see them
         task = asyncio.get_running_loop().create_task(self._process(works, probe))
         for work in works:
             self._running[work] = task
@@ -530,6 +535,8 @@ class Pipeline:
             except Exception as exc:  # a caller bug must not lose messages: retry them like a failed call
                 log.exception("%s: caller failed", self.name)
                 replies = [Reply.retry(error=f"{type(exc).__name__}: {exc}", kind="internal")] * len(works)
+            finally:
+                self._calling -= len(works)
             if span is not None:
                 Tracing.called(span, replies)
             failed = [r for r in replies if r.result is Result.RETRY]
@@ -546,6 +553,7 @@ class Pipeline:
                     work.attempts -= 1
             for work, reply in zip(works, replies, strict=True):
                 work.reply = reply
+            self._dispatch()  # the call's slots are free: the next calls need not wait for the broker's acks
             await self._settle(works, touched)
         except asyncio.CancelledError:
             raise
