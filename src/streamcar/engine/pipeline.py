@@ -553,7 +553,6 @@ class Pipeline:
                     work.attempts -= 1
             for work, reply in zip(works, replies, strict=True):
                 work.reply = reply
-            self._dispatch()  # the call's slots are free: the next calls need not wait for the broker's acks
             await self._settle(works, touched)
         except asyncio.CancelledError:
             raise
@@ -607,6 +606,9 @@ class Pipeline:
 
             pending = [future for _, _, future in sent if future is not None and not future.done()]
             if pending:
+                # every message of this round is now publishing, waiting for a retry or held: the call slots of
+                # the publishing ones are free, and the next calls need not wait for the broker's acks
+                self._dispatch()
                 await _all_done(pending)
 
             blockers.clear()
