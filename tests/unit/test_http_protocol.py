@@ -8,7 +8,8 @@ import time
 import pytest
 from multidict import CIMultiDict
 
-from streamcar.call.http import parse_retry_after, reply_from_response, request_headers
+from streamcar.call.http import HttpCaller, parse_retry_after, reply_from_response, request_headers
+from streamcar.config import CallConfig
 from streamcar.event import KEEP_KEY, Event, Result
 
 
@@ -98,3 +99,16 @@ def test_request_without_key_or_content_type() -> None:
     h = request_headers(Event("t", 0, 0, -1, None, None), {})
     assert "Kafka-Key" not in h
     assert h["Content-Type"] == "application/octet-stream"
+
+
+async def test_a_record_header_with_control_characters_is_dead_lettered_without_a_call() -> None:
+    caller = HttpCaller(CallConfig.model_validate({"url": "http://127.0.0.1:9/x"}), max_connections=1)
+    await caller.start()
+    try:
+        event = Event("t", 0, 1, 0, b"k", b"v", (("content-type", b"text/plain\r\nX-Injected: yes"),))
+        [reply] = await caller.call([event])  # port 9 listens to nothing: a call would come back a retry
+    finally:
+        await caller.close()
+    assert reply.result is Result.DEAD_LETTER
+    assert reply.error_kind == "rejected"
+    assert reply.error == "record header 'content-type' holds control characters: it cannot be an HTTP header"

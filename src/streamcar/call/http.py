@@ -40,10 +40,25 @@ def encode_header_name(name: str) -> str:
     return quote_from_bytes(name.encode(), safe=_TOKEN_SAFE)
 
 
+class UnsendableHeader(ValueError):
+    """A record header that goes into an HTTP header as it is (content-type, traceparent, tracestate) holds a
+    control character: sending it would inject headers, and no retry changes the record."""
+
+
+def _raw(name: str, value: bytes) -> str:
+    text = value.decode("latin-1")
+    if any((ord(char) < 0x20 and char != "\t") or char == "\x7f" for char in text):
+        raise UnsendableHeader(f"record header {name!r} holds control characters: it cannot be an HTTP header")
+    return text
+
+
 def request_headers(event: Event, static: dict[str, str]) -> CIMultiDict[str]:
+    """The request headers of a single call; :class:`UnsendableHeader` when a record header cannot be sent."""
     headers: CIMultiDict[str] = CIMultiDict(static)
     content_type = event.header("content-type")
-    headers["Content-Type"] = content_type.decode("latin-1") if content_type is not None else "application/octet-stream"
+    headers["Content-Type"] = (
+        _raw("content-type", content_type) if content_type is not None else "application/octet-stream"
+    )
     headers["Kafka-Topic"] = event.topic
     headers["Kafka-Partition"] = str(event.partition)
     headers["Kafka-Offset"] = str(event.offset)
@@ -56,7 +71,7 @@ def request_headers(event: Event, static: dict[str, str]) -> CIMultiDict[str]:
     for name in _PASSTHROUGH:
         value = event.header(name)
         if value is not None:
-            headers[name] = value.decode("latin-1")
+            headers[name] = _raw(name, value)
     return headers
 
 
@@ -218,10 +233,14 @@ class HttpCaller:
     async def _call_one(self, event: Event) -> Reply:
         session = self._ready_session()
         try:
+            headers = request_headers(event, self._static_headers)
+        except UnsendableHeader as exc:
+            return Reply.dead_letter(str(exc), kind="rejected")
+        try:
             async with session.post(
                 self._url,
                 data=event.value or b"",
-                headers=request_headers(event, self._static_headers),
+                headers=headers,
                 allow_redirects=False,
                 server_hostname=self._server_name,
             ) as response:
