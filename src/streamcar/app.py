@@ -119,11 +119,15 @@ async def serve(config: Config | Path | str, stop: asyncio.Event | None = None) 
     await Sidecar(_as_config(config)).run(stop or asyncio.Event())
 
 
-def run(config: Config | Path | str) -> None:
-    """Run the sidecar in the foreground until SIGTERM/SIGINT; raises StreamcarError on failure."""
+def run(config: Config | Path | str, *, log_format: str | None = None, log_level: str | None = None) -> None:
+    """Run the sidecar in the foreground until SIGTERM/SIGINT; raises StreamcarError on failure.
+
+    ``log_format`` / ``log_level`` override the environment and the config's ``log`` (``streamcar run``'s flags).
+    """
     loaded = _as_config(config)
     preflight(loaded)
-    configure_logging(configured=(loaded.log.format, loaded.log.level), secrets=loaded.secrets())
+    configured = (loaded.log.format, loaded.log.level)
+    configure_logging(log_format, log_level, configured=configured, secrets=loaded.secrets())
     run_forever(loaded)
 
 

@@ -65,17 +65,10 @@ def _kafka_fetch(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from streamcar.app import run_forever
+    from streamcar.app import run
     from streamcar.config import load_config
-    from streamcar.logs import configure_logging
-    from streamcar.preflight import preflight
 
-    config = load_config(args.config)
-    preflight(config)
-    configure_logging(
-        args.log_format, args.log_level, configured=(config.log.format, config.log.level), secrets=config.secrets()
-    )
-    run_forever(config)
+    run(load_config(args.config), log_format=args.log_format, log_level=args.log_level)
     return 0
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from confluent_kafka import KafkaException, Producer
 
-from streamcar.config import CallConfig, Config, GrpcTarget, HttpTarget, PythonTarget, SecurityConfig
+from streamcar.config import CallConfig, Config, GrpcTarget, HttpTarget, PythonTarget, SecurityConfig, read_pem
 from streamcar.errors import ConfigError
 
 _SILENT = logging.getLogger("streamcar.preflight.librdkafka")
@@ -57,12 +57,9 @@ def _kafka_files(security: SecurityConfig) -> list[str]:
         if path is None:
             continue
         try:
-            data = path.read_bytes()
-        except OSError as exc:
-            found.append(f"kafka.security.{field}: cannot read {path}: {exc.strerror or exc}")
-            continue
-        if b"-----BEGIN " not in data:
-            found.append(f"kafka.security.{field}: {path} holds no PEM data")
+            read_pem(path, f"kafka.security.{field}")
+        except ConfigError as exc:
+            found += exc.problems
     return found
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import grpc
 
 from streamcar.call import override
-from streamcar.config import CallConfig, GrpcTarget, ServiceTlsConfig, format_duration
+from streamcar.config import CallConfig, GrpcTarget, ServiceTlsConfig, format_duration, read_pem
 from streamcar.errors import ConfigError
 from streamcar.event import KEEP_KEY, Event, KeepKey, Reply
 
@@ -185,15 +185,7 @@ def read_credentials(tls: ServiceTlsConfig | None) -> Any:
 
 
 def _read_pem(path: Path | None, field: str) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"call.tls.{field}: cannot read {path}: {exc.strerror or exc}") from exc
-    if b"-----BEGIN " not in data:
-        raise ConfigError(f"call.tls.{field}: {path} holds no PEM data")
-    return data
+    return None if path is None else read_pem(path, f"call.tls.{field}")
 
 
 class GrpcCaller:

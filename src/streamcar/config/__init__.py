@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from streamcar.config._durations import Duration, format_duration, parse_duration
+from streamcar.config._files import read_pem
 from streamcar.config._loader import json_schema, load_config, parse_config
 from streamcar.config._targets import CallTarget, GrpcTarget, HttpTarget, PythonTarget
 from streamcar.config.models import (
@@ -53,4 +54,5 @@ __all__ = [
     "load_config",
     "parse_config",
     "parse_duration",
+    "read_pem",
 ]

@@ -349,7 +349,8 @@ class PipelineConfig(_Model):
     call: CallConfig
     ordering: Literal["key", "partition", "none"] = "key"
     max_in_flight: int = Field(default=256, ge=1, le=100_000)
-    """Messages being called at once; beyond it partitions are paused."""
+    """Messages in a call to the service at once (or waiting for a retry); a key's next message waits for its
+    previous one to be done."""
     retry: RetryConfig = RetryConfig()
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
     publish: PublishConfig | None = None
@@ -461,7 +462,7 @@ class Config(_Model):
     def summary(self) -> list[str]:
         """One line per pipeline: ``orders: orders -> http://... (group orders-service, ordering key)``."""
         return [
-            f"{name}: {', '.join(p.consume.topics)} -> {_redact_url(p.call.url)} "
+            f"{name}: {', '.join(p.consume.topics)} -> {p.call.target_text} "
             f"(group {p.consume.group}, ordering {p.ordering})"
             for name, p in self.pipelines.items()
         ]

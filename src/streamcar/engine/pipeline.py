@@ -95,8 +95,7 @@ class Pipeline:
         self._failure: BaseException | None = None
         self._failed = asyncio.Event()
         # Consumed records wait here (behind their key, or for a free call slot) up to this many; beyond it the
-        # consumer pauses. Pausing purges librdkafka's prefetch and a resumed fetch takes a while, so the buffer
-        # must outlast that refetch or the service sits idle: resume at half of it.
+        # consumer thread is held back until the buffer drained to half (see _hand_back).
         self._prefetch = max(PREFETCH, 2 * config.max_in_flight)
         self._withheld = 0  # batches the consumer thread was not yet allowed to follow with another
         self._stall_timer: asyncio.TimerHandle | None = None
@@ -663,9 +662,12 @@ class Pipeline:
         if not self._breaker.allows():
             self._parked.extend(due)  # called again once the circuit closes (or the first as its probe)
             return
+        self._launch_in_batches(due)
+
+    def _launch_in_batches(self, works: list[Work]) -> None:
         size = self._batch_size
-        for start in range(0, len(due), size):
-            self._launch(due[start : start + size])
+        for start in range(0, len(works), size):
+            self._launch(works[start : start + size])
 
     # -- the circuit breaker ------------------------------------------------------------------------------
     def _on_circuit(self, transition: Opened | Closed | None) -> None:
@@ -700,9 +702,7 @@ class Pipeline:
                 extra=self._fields("circuit-closed", outage_seconds=round(transition.outage, 3)),
             )
             parked, self._parked = self._parked, []
-            size = self._batch_size
-            for start in range(0, len(parked), size):
-                self._launch(parked[start : start + size])
+            self._launch_in_batches(parked)
             self._pace()
             self._dispatch()
 

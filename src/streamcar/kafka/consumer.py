@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streamcar.engine.offsets import TopicPartition as TP
-from streamcar.kafka.security import IDENTITY, explain
+from streamcar.kafka.security import explain, identity
 
 log = logging.getLogger("streamcar.kafka.consumer")
 
@@ -71,7 +71,7 @@ class ConsumerBridge:
         self._consumer = Consumer(conf)
         self._topics = topics
         self._group = str(conf.get("group.id", ""))
-        self._identity = {key: conf[key] for key in IDENTITY if key in conf}  # what explain() names
+        self._identity = identity(conf)
         self._security_failed = False
         # Replay: read exactly these partitions from these offsets (assign, no group membership) instead of
         # subscribing; the listener hears of them through on_assigned as if the group had assigned them.

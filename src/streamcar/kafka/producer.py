@@ -55,7 +55,7 @@ class AsyncProducer:
             "compression.type": "lz4",
         }
         conf.update(config)
-        self._config = dict(conf)
+        self._config = dict(conf)  # before its callbacks: what a second producer of the same settings needs
         self._alone: AsyncProducer | None = None
         conf["error_cb"] = self._error_cb
         conf.setdefault("logger", logging.getLogger("streamcar.librdkafka"))
@@ -103,8 +103,7 @@ class AsyncProducer:
         """
         if alone:
             if self._alone is None:
-                solo = {k: v for k, v in self._config.items() if k not in ("error_cb", "logger")}
-                self._alone = AsyncProducer({**solo, "batch.num.messages": 1, "linger.ms": 0}, self._loop)
+                self._alone = AsyncProducer({**self._config, "batch.num.messages": 1, "linger.ms": 0}, self._loop)
             return self._alone.send(topic, value, key, headers)
         future: asyncio.Future[Message] = self._loop.create_future()
         if self._backlog:

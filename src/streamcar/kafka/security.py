@@ -29,6 +29,12 @@ SECURITY_FAILURES = frozenset(
 IDENTITY = ("sasl.username", "sasl.mechanism", "sasl.mechanisms", "ssl.ca.location")
 """The client settings :func:`explain` names (a copy of these is all a watcher keeps: no password)."""
 
+
+def identity(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of ``config`` that :func:`explain` names, and nothing else (no password)."""
+    return {key: config[key] for key in IDENTITY if key in config}
+
+
 _BROKER = re.compile(r"^(?:[a-z_]+://)?(?P<broker>[^/\s]+)/(?:bootstrap|\d+): ")
 _ELAPSED = re.compile(r"\s*\(after \d+ms in state [A-Z_]+\)\s*$")
 _OPENSSL_CODE = re.compile(r"error:[0-9A-Fa-f]+:[^:]*:[^:]*:")
@@ -77,7 +83,7 @@ class AccessWatch:
     """
 
     def __init__(self, config: Mapping[str, Any]) -> None:
-        self._identity = {key: config[key] for key in IDENTITY if key in config}
+        self._identity = identity(config)
         self._lock = threading.Lock()
         self.failure: str | None = None
         self.all_down = False
