@@ -12,13 +12,17 @@ Scenarios (fresh output topics on the same broker):
   ideal ``max_in_flight / 20 ms``; ``slow-partition``: the same with ``ordering: partition``, the one-at-a-time
   baseline of the peers (ideal 50 msg/s);
 * ``replay`` of ``--replay-messages`` records into a topic, against a ceiling loop copying the same records;
-* ``http-round-trip`` / ``grpc-round-trip``: an aiohttp / grpc.aio client calling the same echo service, no Kafka.
+* ``http-round-trip`` / ``grpc-round-trip``: the client the sidecar calls with (streamcar's HTTP/1.1 client,
+  grpc.aio) calling the same echo service, no Kafka, no engine; ``aiohttp-round-trip``: the same with an aiohttp
+  client, for comparison.
 
 Throughput counts the output records' own timestamps (first to last), so start-up and the group join are not
 part of it. Latency: after the throughput phase, records are produced at a steady ``--latency-rate`` into a
 second input topic the same runner consumes; each reply's LogAppendTime minus its input's gives p50 / p99,
-and the ceiling's figures are what Kafka itself adds (the +p50 / +p99 columns are the difference). Peak RSS is
-the sidecar process's VmHWM. Figures are only comparable as ratios within one run.
+and the ceiling's figures are what Kafka itself adds (the +p50 / +p99 columns are the difference). CPU µs/msg is the
+CPU time (all threads) the sidecar (or a round trip's client) spent per message between 10% and 90% of the
+outputs, and the service's beside it. Peak RSS is the sidecar process's VmHWM. Figures are only comparable as
+ratios within one run.
 """
 
 from __future__ import annotations
@@ -39,7 +43,17 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.kafka_io import LATENCY, THROUGHPUT, OutputReader, create_topic, percentile, produce_input, produce_paced
-from bench.runners import CeilingLoop, grpc_round_trip, http_round_trip, kafka_perf, peak_rss_mib, replay, sidecar
+from bench.runners import (
+    CeilingLoop,
+    CpuMeter,
+    RoundTrip,
+    grpc_round_trip,
+    http_round_trip,
+    kafka_perf,
+    peak_rss_mib,
+    replay,
+    sidecar,
+)
 from streamcar.devkafka import LocalKafka
 
 HERE = Path(__file__).resolve().parent
@@ -55,9 +69,9 @@ SIDECAR_SCENARIOS: dict[str, tuple[dict[str, object], str | None]] = {
     "python-batch": ({"url": "python:bench.echo_handlers:echo_batch", "batch": BATCH}, None),
 }
 SLOW_MS = 20
-Runner = Callable[[list[str], str], AbstractContextManager[int | None]]
-"""Starts consuming the given topics into the output topic for the duration of a ``with``; yields the pid whose
-memory to measure (None: this process)."""
+Runner = Callable[[list[str], str], AbstractContextManager[dict[str, int]]]
+"""Starts consuming the given topics into the output topic for the duration of a ``with``; yields the processes
+to measure by role (``sidecar``, ``service``), none for a loop in this process."""
 
 
 @dataclass
@@ -71,6 +85,8 @@ class Result:
     reference: str | None = None
     p50_ms: float | None = None
     p99_ms: float | None = None
+    cpu_us: float | None = None  # CPU per message: the sidecar's, or a round trip's client's
+    service_us: float | None = None  # the service's CPU per message
     peak_rss_mib: float | None = None
 
 
@@ -92,13 +108,14 @@ class Bench:
         out, lat = self.topic(f"out-{name}"), self.topic(f"lat-{name}")
         reader, inputs = OutputReader(self.bootstrap, out), OutputReader(self.bootstrap, lat)
         try:
-            with console.status(f"{name}: throughput ..."), runner([source, lat], out) as pid:
-                seconds = reader.wait(THROUGHPUT, n).span(THROUGHPUT)
+            with console.status(f"{name}: throughput ..."), runner([source, lat], out) as pids:
+                meter = CpuMeter(pids, n)
+                seconds = reader.wait(THROUGHPUT, n, progress=meter.progress).span(THROUGHPUT)
                 count = args.latency_rate * args.latency_seconds
                 console.log(f"{name}: {n / seconds:,.0f} msg/s; latency at {args.latency_rate}/s ...")
                 produce_paced(self.bootstrap, lat, count, args.latency_rate, args.size)
                 stamps = reader.wait(LATENCY, count, timeout=120).stamps[LATENCY]
-                rss = peak_rss_mib(pid) if pid is not None else None
+                rss = peak_rss_mib(pids["sidecar"]) if "sidecar" in pids else None
             sent = inputs.wait(LATENCY, count, timeout=60).stamps[LATENCY]
         finally:
             reader.close()
@@ -106,6 +123,7 @@ class Bench:
         latencies = [stamps[i] - sent[i] for i in sent]
         result = Result(name, n, round(seconds, 3), round(n / seconds, 1), peak_rss_mib=rss)
         result.p50_ms, result.p99_ms = round(percentile(latencies, 0.5), 1), round(percentile(latencies, 0.99), 1)
+        result.cpu_us, result.service_us = meter.micros_per_message("sidecar"), meter.micros_per_message("service")
         return self.add(result)
 
     def add(self, result: Result) -> Result:
@@ -124,7 +142,7 @@ class Bench:
         ordering: str = "key",
     ) -> Runner:
         @contextmanager
-        def run(topics: list[str], out: str) -> Iterator[int | None]:
+        def run(topics: list[str], out: str) -> Iterator[dict[str, int]]:
             with sidecar(
                 self.bootstrap,
                 topics,
@@ -136,18 +154,21 @@ class Bench:
                 max_in_flight=max_in_flight or self.args.max_in_flight,
                 ordering=ordering,
                 profile=profile,
-            ) as process:
-                yield process.pid
+            ) as running:
+                pids = {"sidecar": running.process.pid}
+                if running.service is not None:
+                    pids["service"] = running.service.pid
+                yield pids
 
         return run
 
     def ceiling(self) -> Runner:
         @contextmanager
-        def run(topics: list[str], out: str) -> Iterator[int | None]:
+        def run(topics: list[str], out: str) -> Iterator[dict[str, int]]:
             loop = CeilingLoop(self.bootstrap, topics, out)
             loop.start()
             try:
-                yield None
+                yield {}
             finally:
                 loop.stop()
 
@@ -157,12 +178,15 @@ class Bench:
         out = self.topic(f"out-{name}", 1)
         reader = OutputReader(self.bootstrap, out)
         try:
-            with console.status(f"{name} ..."), runner([source], out) as pid:
-                seconds = reader.wait(THROUGHPUT, n).span(THROUGHPUT)
-                rss = peak_rss_mib(pid) if pid is not None else None
+            with console.status(f"{name} ..."), runner([source], out) as pids:
+                meter = CpuMeter(pids, n)
+                seconds = reader.wait(THROUGHPUT, n, progress=meter.progress).span(THROUGHPUT)
+                rss = peak_rss_mib(pids["sidecar"]) if "sidecar" in pids else None
         finally:
             reader.close()
-        return self.add(Result(name, n, round(seconds, 3), round(n / seconds, 1), peak_rss_mib=rss))
+        result = Result(name, n, round(seconds, 3), round(n / seconds, 1), peak_rss_mib=rss)
+        result.cpu_us, result.service_us = meter.micros_per_message("sidecar"), meter.micros_per_message("service")
+        return self.add(result)
 
 
 def main() -> int:
@@ -243,11 +267,19 @@ def main() -> int:
             result = bench.add(Result("replay", m, round(seconds, 3), round(m / seconds, 1)))
             result.ratio, result.reference = round(result.msgs_per_s / copy.msgs_per_s, 3), "replay-ceiling"
 
-        for name, trip in (("http-round-trip", http_round_trip), ("grpc-round-trip", grpc_round_trip)):
-            if wanted(name) or wanted(name.split("-")[0]) or wanted(f"{name.split('-')[0]}-single"):
+        trips: dict[str, Callable[[], RoundTrip]] = {
+            "http-round-trip": lambda: http_round_trip(n, args.max_in_flight, args.size),
+            "aiohttp-round-trip": lambda: http_round_trip(n, args.max_in_flight, args.size, client="aiohttp"),
+            "grpc-round-trip": lambda: grpc_round_trip(n, args.max_in_flight, args.size),
+        }
+        for name, trip in trips.items():
+            transport = "grpc" if name.startswith("grpc") else "http"
+            if wanted(name) or wanted(transport) or wanted(f"{transport}-single"):
                 with console.status(f"{name} ..."):
-                    seconds = trip(n, args.max_in_flight, args.size)
-                bench.add(Result(name, n, round(seconds, 3), round(n / seconds, 1)))
+                    done = trip()
+                result = Result(name, n, round(done.seconds, 3), round(n / done.seconds, 1))
+                result.cpu_us, result.service_us = done.client_us, done.service_us
+                bench.add(result)
     finally:
         cluster.stop(timeout=20)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -266,7 +298,10 @@ def report(results: list[Result], ceiling: Result, args: argparse.Namespace, ela
             r.ratio, r.reference = round(r.msgs_per_s / reference.msgs_per_s, 3), reference.scenario
     title = f"streamcar bench: {args.messages} messages, {args.partitions} partitions, {args.size} B values"
     table = Table(title=title)
-    columns = ("scenario", "msgs/s", "/ ceiling", "ratio", "to", "p50 ms", "p99 ms", "+p50 ms", "+p99 ms", "RSS MiB")
+    columns = (
+        *("scenario", "msgs/s", "/ ceiling", "ratio", "to", "p50 ms", "p99 ms", "+p50 ms", "+p99 ms"),
+        *("CPU µs/msg", "service µs", "RSS MiB"),
+    )
     for column in columns:
         table.add_column(column, justify="left" if column in ("scenario", "to") else "right")
 
@@ -288,6 +323,8 @@ def report(results: list[Result], ceiling: Result, args: argparse.Namespace, ela
             number(r.p99_ms),
             number(added[0]) if r is not ceiling else "",
             number(added[1]) if r is not ceiling else "",
+            number(r.cpu_us),
+            number(r.service_us),
             number(r.peak_rss_mib),
         )
     Console(width=max(160, Console().width)).print(table)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -82,18 +83,23 @@ class OutputReader:
         self.outputs = Outputs({THROUGHPUT: {}, LATENCY: {}})
         self._topic = topic
 
-    def wait(self, tag: bytes, n: int, timeout: float = 600.0) -> Outputs:
-        """Until ``n`` distinct inputs of ``tag`` were answered (bounded)."""
+    def wait(
+        self, tag: bytes, n: int, timeout: float = 600.0, progress: Callable[[int], None] | None = None
+    ) -> Outputs:
+        """Until ``n`` distinct inputs of ``tag`` were answered (bounded); ``progress`` hears the count after every
+        read (a few times a second at least, so a CPU meter can take its readings between two of them)."""
         seen = self.outputs.stamps[tag]
         deadline = time.monotonic() + timeout
         while len(seen) < n:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"only {len(seen)} of {n} {tag.decode()} records reached {self._topic}")
-            for msg in self._consumer.consume(num_messages=10_000, timeout=0.5):
+            for msg in self._consumer.consume(num_messages=2000, timeout=0.1):
                 payload = msg.value()
                 if msg.error() is None and payload:
                     stamps = self.outputs.stamps.setdefault(payload[:1], {})
                     stamps.setdefault(int(payload[1:10]), float(msg.timestamp()[1]))
+            if progress is not None:
+                progress(len(seen))
         return self.outputs
 
     def close(self) -> None:

@@ -8,12 +8,14 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -84,6 +86,43 @@ class CeilingLoop(threading.Thread):
             raise self.failure
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, every thread) the process used so far; None where /proc does not say."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class CpuMeter:
+    """CPU per message of some processes while outputs arrive: a reading once 10% of the ``n`` outputs are in and
+    one once 90% are, so start-up (imports, the group join) and the tail are not counted."""
+
+    pids: dict[str, int]
+    n: int
+    first: tuple[int, dict[str, float]] | None = None
+    last: tuple[int, dict[str, float]] | None = None
+
+    def _read(self) -> dict[str, float]:
+        return {name: cpu for name, pid in self.pids.items() if (cpu := cpu_seconds(pid)) is not None}
+
+    def progress(self, count: int) -> None:
+        if self.first is None and count >= self.n // 10:
+            self.first = (count, self._read())
+        elif self.first is not None and self.last is None and count >= self.n * 9 // 10:
+            self.last = (count, self._read())
+
+    def micros_per_message(self, name: str) -> float | None:
+        if self.first is None or self.last is None or self.last[0] <= self.first[0]:
+            return None
+        before, after = self.first[1].get(name), self.last[1].get(name)
+        if before is None or after is None:
+            return None
+        return round(1e6 * (after - before) / (self.last[0] - self.first[0]), 1)
+
+
 def peak_rss_mib(pid: int) -> float | None:
     """The process's peak resident memory (VmHWM), MiB; None where /proc does not say."""
     try:
@@ -105,6 +144,12 @@ def _stop(process: subprocess.Popen[bytes] | None) -> None:
         process.wait(10)
 
 
+@dataclass
+class Sidecar:
+    process: subprocess.Popen[bytes]
+    service: subprocess.Popen[bytes] | None
+
+
 @contextlib.contextmanager
 def sidecar(
     bootstrap: str,
@@ -118,7 +163,7 @@ def sidecar(
     max_in_flight: int,
     ordering: str = "key",
     profile: Path | None = None,
-) -> Iterator[subprocess.Popen[bytes]]:
+) -> Iterator[Sidecar]:
     """``streamcar run`` (a separate process) with ``call`` until the block ends; ``service`` (http, grpc) runs
     beside it and ``{port}`` in the call URL is its port. In-process handlers come from this repository."""
     port = free_ports(1)[0]
@@ -152,7 +197,7 @@ def sidecar(
                 raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
             cmd = [py_spy, "record", "--format", "raw", "-r", "100", "--nonblocking", "-o", str(profile)]
             spy = subprocess.Popen([*cmd, "--pid", str(process.pid)], stdout=subprocess.DEVNULL)
-        yield process
+        yield Sidecar(process, server)
     finally:
         if spy is not None:
             spy.send_signal(signal.SIGINT)
@@ -209,27 +254,58 @@ def kafka_perf(bootstrap: str, topic: str, n: int, size: int) -> tuple[float, fl
     return float(match[1]), float(fields[5])
 
 
-def http_round_trip(n: int, concurrency: int, size: int) -> float:
-    """The HTTP round trip alone: an aiohttp client posting to the same echo service, no Kafka, no engine."""
+@dataclass
+class RoundTrip:
+    seconds: float
+    client_us: float
+    """CPU of the client per call (this process)."""
+    service_us: float | None
+    """CPU of the service per call."""
+
+
+def _wait_listening(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def http_round_trip(n: int, concurrency: int, size: int, *, client: str = "streamcar") -> RoundTrip:
+    """The HTTP round trip alone, no Kafka, no engine: ``streamcar``'s own client (what the sidecar calls with)
+    or an ``aiohttp`` client, ``concurrency`` calls at a time to the same echo service."""
     import asyncio
 
     import aiohttp
+    import uvloop
+
+    from streamcar.call.http1 import Http1Pool
 
     port = free_ports(1)[0]
     service = subprocess.Popen([*SERVICES["http"], str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/echo"
+    body = b"x" * size
+    todo = iter(range(n))
 
-    async def run() -> float:
-        url = f"http://127.0.0.1:{port}/echo"
+    async def with_streamcar() -> None:
+        pool = Http1Pool(url, limit=concurrency, timeout=30)
+
+        async def worker() -> None:
+            for i in todo:
+                headers = [("Kafka-Offset", str(i)), ("Idempotency-Key", f"t-0-{i}")]
+                await pool.post(headers, body)
+
+        try:
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+        finally:
+            await pool.close()
+
+    async def with_aiohttp() -> None:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
-            for _ in range(100):  # wait for the service to listen
-                try:
-                    async with session.post(url, data=b"up") as response:
-                        await response.read()
-                    break
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.1)
-            body = b"x" * size
-            todo = iter(range(n))
 
             async def worker() -> None:
                 for i in todo:
@@ -237,19 +313,25 @@ def http_round_trip(n: int, concurrency: int, size: int) -> float:
                     async with session.post(url, data=body, headers=headers) as response:
                         await response.read()
 
-            started = time.perf_counter()
             await asyncio.gather(*(worker() for _ in range(concurrency)))
-            return time.perf_counter() - started
 
     try:
-        import uvloop
-
-        return uvloop.run(run())
+        _wait_listening(port)
+        service_before, cpu_before = cpu_seconds(service.pid), time.process_time()
+        started = time.perf_counter()
+        uvloop.run(with_streamcar() if client == "streamcar" else with_aiohttp())
+        seconds = time.perf_counter() - started
+        client_us = 1e6 * (time.process_time() - cpu_before) / n
+        service_after = cpu_seconds(service.pid)
+        service_us = (
+            None if service_before is None or service_after is None else 1e6 * (service_after - service_before) / n
+        )
+        return RoundTrip(seconds, round(client_us, 1), None if service_us is None else round(service_us, 1))
     finally:
         _stop(service)
 
 
-def grpc_round_trip(n: int, concurrency: int, size: int) -> float:
+def grpc_round_trip(n: int, concurrency: int, size: int) -> RoundTrip:
     """The gRPC round trip alone: a grpc.aio client calling the same echo service, no Kafka, no engine."""
     import asyncio
 
@@ -274,6 +356,13 @@ def grpc_round_trip(n: int, concurrency: int, size: int) -> float:
             return time.perf_counter() - started
 
     try:
-        return asyncio.run(run())
+        service_before, cpu_before = cpu_seconds(server.pid), time.process_time()
+        seconds = asyncio.run(run())
+        client_us = 1e6 * (time.process_time() - cpu_before) / n
+        service_after = cpu_seconds(server.pid)
+        service_us = (
+            None if service_before is None or service_after is None else 1e6 * (service_after - service_before) / n
+        )
+        return RoundTrip(seconds, round(client_us, 1), None if service_us is None else round(service_us, 1))
     finally:
         _stop(server)

@@ -8,7 +8,7 @@ import time
 import pytest
 from multidict import CIMultiDict
 
-from streamcar.call.http import HttpCaller, parse_retry_after, reply_from_response, request_headers
+from streamcar.call.http import HttpCaller, parse_retry_after, reply_from_response, request_headers, static_headers
 from streamcar.config import CallConfig
 from streamcar.event import KEEP_KEY, Event, Result
 
@@ -83,7 +83,7 @@ def test_request_headers_encode_metadata() -> None:
         b"v",
         (("content-type", b"application/json"), ("traceparent", b"00-a-b-01"), ("a b", b"\x00"), ("n", None)),
     )
-    h = request_headers(event, {"Authorization": "Bearer t"})
+    h = CIMultiDict(request_headers(event, static_headers({"Authorization": "Bearer t"})))
     assert h["Authorization"] == "Bearer t"
     assert h["Content-Type"] == "application/json"
     assert (h["Kafka-Topic"], h["Kafka-Partition"], h["Kafka-Offset"]) == ("orders", "2", "41")
@@ -96,7 +96,7 @@ def test_request_headers_encode_metadata() -> None:
 
 
 def test_request_without_key_or_content_type() -> None:
-    h = request_headers(Event("t", 0, 0, -1, None, None), {})
+    h = CIMultiDict(request_headers(Event("t", 0, 0, -1, None, None), []))
     assert "Kafka-Key" not in h
     assert h["Content-Type"] == "application/octet-stream"
 

@@ -14,7 +14,7 @@ from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 
 from streamcar.call.envelope import decode_results, encode_messages
-from streamcar.call.http import reply_from_response, request_headers
+from streamcar.call.http import reply_from_response, request_headers, static_headers
 from streamcar.event import KEEP_KEY, Event, Reply, Result
 from streamcar.service import (
     aiohttp_event,
@@ -38,7 +38,7 @@ ODD_HEADERS: tuple[tuple[str, bytes | None], ...] = (
 
 
 def sidecar_request(event: Event) -> CIMultiDict[str]:
-    return request_headers(event, {"Authorization": "Bearer x"})
+    return CIMultiDict(request_headers(event, static_headers({"Authorization": "Bearer x"})))
 
 
 @pytest.mark.parametrize("key", [b"order-1", b"\x00\xff/ %", b"", None])

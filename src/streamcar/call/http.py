@@ -19,12 +19,12 @@ import time
 from collections.abc import Sequence
 from urllib.parse import quote_from_bytes, unquote_to_bytes
 
-import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from streamcar.call import override
 from streamcar.call.envelope import EnvelopeError, decode_results, encode_messages
-from streamcar.config import CallConfig, ServiceTlsConfig
+from streamcar.call.http1 import ConnectError, Disconnected, Http1Pool, HttpError, TlsError
+from streamcar.config import CallConfig, ServiceTlsConfig, format_duration
 from streamcar.errors import ConfigError
 from streamcar.event import KEEP_KEY, Event, KeepKey, Reply
 
@@ -34,6 +34,11 @@ HEADER_PREFIX = "Kafka-Header-"
 _TOKEN_SAFE = "!#$&'*+-.^_`|~"
 _MAX_ERROR_BODY = 300
 _PASSTHROUGH = ("traceparent", "tracestate")
+# What each request sets itself: a static header of the same name (call.headers) gives way to it.
+_PER_REQUEST = frozenset(
+    {"content-type", "idempotency-key", "kafka-topic", "kafka-partition", "kafka-offset", "kafka-timestamp"}
+    | {"kafka-key"}
+)
 
 
 def encode_header_name(name: str) -> str:
@@ -52,26 +57,36 @@ def _raw(name: str, value: bytes) -> str:
     return text
 
 
-def request_headers(event: Event, static: dict[str, str]) -> CIMultiDict[str]:
-    """The request headers of a single call; :class:`UnsendableHeader` when a record header cannot be sent."""
-    headers: CIMultiDict[str] = CIMultiDict(static)
+def static_headers(configured: dict[str, str]) -> list[tuple[str, str]]:
+    """``call.headers`` as sent with every single call: without those each request sets itself."""
+    return [(name, value) for name, value in configured.items() if name.lower() not in _PER_REQUEST]
+
+
+def request_headers(event: Event, static: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The request headers of a single call after ``static`` (see :func:`static_headers`), names as sent;
+    :class:`UnsendableHeader` when a record header cannot be sent."""
     content_type = event.header("content-type")
-    headers["Content-Type"] = (
-        _raw("content-type", content_type) if content_type is not None else "application/octet-stream"
-    )
-    headers["Kafka-Topic"] = event.topic
-    headers["Kafka-Partition"] = str(event.partition)
-    headers["Kafka-Offset"] = str(event.offset)
-    headers["Kafka-Timestamp"] = str(event.timestamp)
-    if event.key is not None:
-        headers["Kafka-Key"] = quote_from_bytes(event.key, safe="")
-    for name, value in event.headers:
-        headers.add(HEADER_PREFIX + encode_header_name(name), quote_from_bytes(value or b"", safe=""))
-    headers["Idempotency-Key"] = event.idempotency_key
-    for name in _PASSTHROUGH:
-        value = event.header(name)
-        if value is not None:
-            headers[name] = _raw(name, value)
+    key = event.key
+    topic, partition, offset = event.topic, event.partition, event.offset
+    headers = [
+        *static,
+        ("Content-Type", "application/octet-stream" if content_type is None else _raw("content-type", content_type)),
+        ("Kafka-Topic", topic),
+        ("Kafka-Partition", str(partition)),
+        ("Kafka-Offset", str(offset)),
+        ("Kafka-Timestamp", str(event.timestamp)),
+        ("Idempotency-Key", f"{topic}-{partition}-{offset}"),
+    ]
+    if key is not None:
+        headers.append(("Kafka-Key", quote_from_bytes(key, safe="")))
+    if event.headers:
+        for name, value in event.headers:
+            headers.append((HEADER_PREFIX + encode_header_name(name), quote_from_bytes(value or b"", safe="")))
+        for name in _PASSTHROUGH:
+            value = event.header(name)
+            if value is not None:
+                headers = [pair for pair in headers if pair[0].lower() != name]  # the record's wins over call.headers
+                headers.append((name, _raw(name, value)))
     return headers
 
 
@@ -180,81 +195,77 @@ def _reason(exc: OSError | ssl.SSLError) -> str:
 class HttpCaller:
     def __init__(self, config: CallConfig, *, max_connections: int) -> None:
         self._url = config.url
-        self._static_headers = dict(config.headers)
-        self._timeout = aiohttp.ClientTimeout(total=config.timeout)
+        self._timeout = config.timeout
         self._max_connections = max_connections
         self._batch = config.batch.max_messages > 1
         self._tls = config.tls
         self._server_name = config.tls.server_name if config.tls is not None else None
-        self._session: aiohttp.ClientSession | None = None
+        # Host from call.headers names the virtual host (the connection still goes to the URL's address)
+        self._host = next((v for k, v in config.headers.items() if k.lower() == "host"), None)
+        configured = {k: v for k, v in config.headers.items() if k.lower() != "host"}
+        self._static = static_headers(configured)
+        self._batch_headers = [
+            *((k, v) for k, v in configured.items() if k.lower() not in ("content-type", "kafka-batch-size")),
+            ("Content-Type", "application/json"),
+        ]
+        self._pool: Http1Pool | None = None
 
     async def start(self) -> None:
-        context: ssl.SSLContext | bool = True if self._tls is None else ssl_context(self._tls)
-        connector = aiohttp.TCPConnector(
-            limit=self._max_connections, ttl_dns_cache=60, enable_cleanup_closed=True, ssl=context
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector, timeout=self._timeout, auto_decompress=True, skip_auto_headers=("User-Agent",)
+        context = None if self._tls is None else ssl_context(self._tls)
+        self._pool = Http1Pool(
+            self._url,
+            limit=self._max_connections,
+            timeout=self._timeout,
+            ssl_context=context,
+            server_hostname=self._server_name,
+            host_header=self._host,
         )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
     async def call(self, events: Sequence[Event]) -> list[Reply]:
         if self._batch:
             return await self._call_batch(events)
+        if len(events) == 1:
+            return [await self._call_one(events[0])]
         return [await self._call_one(event) for event in events]
 
-    def _ready_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
+    def _ready_pool(self) -> Http1Pool:
+        if self._pool is None:
             raise RuntimeError("HttpCaller.start() was not awaited")
-        return self._session
+        return self._pool
 
     async def _call_batch(self, events: Sequence[Event]) -> list[Reply]:
-        session = self._ready_session()
-        headers = CIMultiDict(self._static_headers)
-        headers["Content-Type"] = "application/json"
-        headers["Kafka-Batch-Size"] = str(len(events))
+        pool = self._ready_pool()
+        headers = [*self._batch_headers, ("Kafka-Batch-Size", str(len(events)))]
         try:
-            async with session.post(
-                self._url,
-                data=encode_messages(events),
-                headers=headers,
-                allow_redirects=False,
-                server_hostname=self._server_name,
-            ) as response:
-                body = await response.read()
-                return replies_from_batch_response(response.status, response.headers, body, len(events))
-        except (TimeoutError, aiohttp.ClientError) as exc:
+            response = await pool.post(headers, encode_messages(events))
+        except (TimeoutError, HttpError) as exc:
             return [self._unanswered(exc)] * len(events)
+        return replies_from_batch_response(response.status, response.headers, response.body, len(events))
 
     async def _call_one(self, event: Event) -> Reply:
-        session = self._ready_session()
+        pool = self._ready_pool()
         try:
-            headers = request_headers(event, self._static_headers)
+            headers = request_headers(event, self._static)
         except UnsendableHeader as exc:
             return Reply.dead_letter(str(exc), kind="rejected")
         try:
-            async with session.post(
-                self._url,
-                data=event.value or b"",
-                headers=headers,
-                allow_redirects=False,
-                server_hostname=self._server_name,
-            ) as response:
-                body = await response.read()
-                return reply_from_response(response.status, response.headers, body)
-        except (TimeoutError, aiohttp.ClientError) as exc:
+            response = await pool.post(headers, event.value or b"")
+        except (TimeoutError, HttpError) as exc:
             return self._unanswered(exc)
+        return reply_from_response(response.status, response.headers, response.body)
 
-    def _unanswered(self, exc: TimeoutError | aiohttp.ClientError) -> Reply:
-        """The retry for a call that got no HTTP reply: timed out, TLS refused, connection failed, client error."""
+    def _unanswered(self, exc: TimeoutError | HttpError) -> Reply:
+        """The retry for a call that got no HTTP reply: timed out, TLS refused, connection failed or ended, or a
+        response we cannot read."""
         if isinstance(exc, TimeoutError):
-            return Reply.retry(error=f"no reply within {self._timeout.total}s", kind="timeout")
-        if isinstance(exc, aiohttp.ClientSSLError):
+            return Reply.retry(error=f"no reply within {format_duration(self._timeout)}", kind="timeout")
+        if isinstance(exc, TlsError):
             return Reply.retry(error=f"TLS error: {exc}", kind="tls")
-        if isinstance(exc, aiohttp.ClientConnectionError):
+        if isinstance(exc, ConnectError | Disconnected):
             return Reply.retry(error=f"connection error: {exc}", kind="connection")
         return Reply.retry(error=f"HTTP client error: {exc}", kind="http-client")

@@ -231,7 +231,11 @@ class ConsumerBridge:
                     self._wake.wait(self._poll_interval)
                     self._wake.clear()  # then the loop's top looks at commands and the semaphore again
                     continue
-                records = self._consumer.consume(num_messages=self._batch_size, timeout=self._poll_interval)
+                # consume(n, timeout) waits for n records or the whole timeout: at a low rate every record would
+                # wait out the interval. So wait for the first, then take what else is already fetched.
+                records = self._consumer.consume(num_messages=1, timeout=self._poll_interval)
+                if records and self._batch_size > 1:
+                    records += self._consumer.consume(num_messages=self._batch_size - 1, timeout=0)
                 if records:
                     self._loop.call_soon_threadsafe(self._listener.on_records, records)
                 else:
