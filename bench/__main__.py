@@ -1,6 +1,6 @@
 """Benchmarks: the sidecar against the ceiling, measured in one run on one broker.
 
-    python -m bench [--messages N] [--partitions P] [--replay-messages M] [--only ...] [--json FILE]
+    python -m bench [--messages N] [--ceiling-messages C] [--partitions P] [--replay-messages M] [--only ...]
 
 Scenarios (fresh output topics on the same broker):
 * ``kafka-producer-perf`` / ``kafka-consumer-perf``: Apache Kafka's own perf tools (acks=all): the broker's limit;
@@ -21,8 +21,8 @@ part of it. Latency: after the throughput phase, records are produced at a stead
 second input topic the same runner consumes; each reply's LogAppendTime minus its input's gives p50 / p99,
 and the ceiling's figures are what Kafka itself adds (the +p50 / +p99 columns are the difference). CPU µs/msg is the
 CPU time (all threads) the sidecar (or a round trip's client) spent per message between 10% and 90% of the
-outputs, and the service's beside it. Peak RSS is the sidecar process's VmHWM. Figures are only comparable as
-ratios within one run.
+outputs, and the service's and the broker's beside it (together they share the machine's cores). Peak RSS is
+the sidecar process's VmHWM. Figures are only comparable as ratios within one run.
 """
 
 from __future__ import annotations
@@ -87,13 +87,15 @@ class Result:
     p99_ms: float | None = None
     cpu_us: float | None = None  # CPU per message: the sidecar's, or a round trip's client's
     service_us: float | None = None  # the service's CPU per message
+    broker_us: float | None = None  # the broker's CPU per message
     peak_rss_mib: float | None = None
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, bootstrap: str, workdir: Path) -> None:
+    def __init__(self, args: argparse.Namespace, bootstrap: str, workdir: Path, broker: int | None) -> None:
         self.args = args
         self.bootstrap = bootstrap
+        self.broker = broker  # the broker JVM's pid
         self.workdir = workdir
         self.results: list[Result] = []
 
@@ -109,7 +111,7 @@ class Bench:
         reader, inputs = OutputReader(self.bootstrap, out), OutputReader(self.bootstrap, lat)
         try:
             with console.status(f"{name}: throughput ..."), runner([source, lat], out) as pids:
-                meter = CpuMeter(pids, n)
+                meter = self.meter(pids, n)
                 seconds = reader.wait(THROUGHPUT, n, progress=meter.progress).span(THROUGHPUT)
                 count = args.latency_rate * args.latency_seconds
                 console.log(f"{name}: {n / seconds:,.0f} msg/s; latency at {args.latency_rate}/s ...")
@@ -124,7 +126,11 @@ class Bench:
         result = Result(name, n, round(seconds, 3), round(n / seconds, 1), peak_rss_mib=rss)
         result.p50_ms, result.p99_ms = round(percentile(latencies, 0.5), 1), round(percentile(latencies, 0.99), 1)
         result.cpu_us, result.service_us = meter.micros_per_message("sidecar"), meter.micros_per_message("service")
+        result.broker_us = meter.micros_per_message("broker")
         return self.add(result)
+
+    def meter(self, pids: dict[str, int], n: int) -> CpuMeter:
+        return CpuMeter(pids if self.broker is None else {**pids, "broker": self.broker}, n)
 
     def add(self, result: Result) -> Result:
         self.results.append(result)
@@ -179,19 +185,23 @@ class Bench:
         reader = OutputReader(self.bootstrap, out)
         try:
             with console.status(f"{name} ..."), runner([source], out) as pids:
-                meter = CpuMeter(pids, n)
+                meter = self.meter(pids, n)
                 seconds = reader.wait(THROUGHPUT, n, progress=meter.progress).span(THROUGHPUT)
                 rss = peak_rss_mib(pids["sidecar"]) if "sidecar" in pids else None
         finally:
             reader.close()
         result = Result(name, n, round(seconds, 3), round(n / seconds, 1), peak_rss_mib=rss)
         result.cpu_us, result.service_us = meter.micros_per_message("sidecar"), meter.micros_per_message("service")
+        result.broker_us = meter.micros_per_message("broker")
         return self.add(result)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--messages", type=int, default=50_000)
+    parser.add_argument(
+        "--ceiling-messages", type=int, default=300_000, help="records for the ceiling (fast: few would time noise)"
+    )
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--size", type=int, default=256, help="value bytes")
     parser.add_argument("--max-in-flight", type=int, default=256)
@@ -217,7 +227,9 @@ def main() -> int:
     started = time.monotonic()
     try:
         with console.status("starting Kafka ..."):
-            bench = Bench(args, cluster.start(nodes=1, port=0, heap="1g", die_with_parent=True).bootstrap, workdir)
+            started_kafka = cluster.start(nodes=1, port=0, heap="1g", die_with_parent=True)
+            broker = next((node.pid for node in cluster.status() if node.pid is not None), None)
+            bench = Bench(args, started_kafka.bootstrap, workdir, broker)
         source = bench.topic("input")
         with console.status(f"producing {n} input records ..."):
             produce_input(bench.bootstrap, source, n, args.size)
@@ -226,7 +238,10 @@ def main() -> int:
                 produced, consumed = kafka_perf(bench.bootstrap, bench.topic("perf"), args.perf_messages, args.size)
             for name, rate in (("kafka-producer-perf", produced), ("kafka-consumer-perf", consumed)):
                 bench.add(Result(name, args.perf_messages, round(args.perf_messages / rate, 3), round(rate, 1)))
-        ceiling = bench.measure("ceiling", source, n, bench.ceiling())
+        ceiling_source = bench.topic("ceiling-input")
+        with console.status(f"producing {args.ceiling_messages} ceiling input records ..."):
+            produce_input(bench.bootstrap, ceiling_source, args.ceiling_messages, args.size)
+        ceiling = bench.measure("ceiling", ceiling_source, args.ceiling_messages, bench.ceiling())
         for name, (call, service) in SIDECAR_SCENARIOS.items():
             if wanted(name):
                 profile = args.profile.with_suffix(f".{name}.txt") if args.profile else None
@@ -300,7 +315,7 @@ def report(results: list[Result], ceiling: Result, args: argparse.Namespace, ela
     table = Table(title=title)
     columns = (
         *("scenario", "msgs/s", "/ ceiling", "ratio", "to", "p50 ms", "p99 ms", "+p50 ms", "+p99 ms"),
-        *("CPU µs/msg", "service µs", "RSS MiB"),
+        *("CPU µs/msg", "service µs", "broker µs", "RSS MiB"),
     )
     for column in columns:
         table.add_column(column, justify="left" if column in ("scenario", "to") else "right")
@@ -325,6 +340,7 @@ def report(results: list[Result], ceiling: Result, args: argparse.Namespace, ela
             number(added[1]) if r is not ceiling else "",
             number(r.cpu_us),
             number(r.service_us),
+            number(r.broker_us),
             number(r.peak_rss_mib),
         )
     Console(width=max(160, Console().width)).print(table)

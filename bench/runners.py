@@ -195,7 +195,8 @@ def sidecar(
             py_spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
             if py_spy is None:
                 raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
-            cmd = [py_spy, "record", "--format", "raw", "-r", "100", "--nonblocking", "-o", str(profile)]
+            rate = os.environ.get("PYSPY_RATE", "100")  # samples a second
+            cmd = [py_spy, "record", "--format", "raw", "-r", rate, "--nonblocking", "-o", str(profile)]
             spy = subprocess.Popen([*cmd, "--pid", str(process.pid)], stdout=subprocess.DEVNULL)
         yield Sidecar(process, server)
     finally:
