@@ -263,6 +263,17 @@ class RoundTrip:
     service_us: float | None
     """CPU of the service per call."""
 
+    @classmethod
+    def taken(
+        cls, seconds: float, n: int, client_before: float, service: int, service_before: float | None
+    ) -> RoundTrip:
+        """``n`` calls took ``seconds``; this process's CPU time and the service's were ``*_before`` at the start."""
+        client_us = round(1e6 * (time.process_time() - client_before) / n, 1)
+        service_after = cpu_seconds(service)
+        if service_before is None or service_after is None:
+            return cls(seconds, client_us, None)
+        return cls(seconds, client_us, round(1e6 * (service_after - service_before) / n, 1))
+
 
 def _wait_listening(port: int) -> None:
     deadline = time.monotonic() + 30
@@ -322,12 +333,7 @@ def http_round_trip(n: int, concurrency: int, size: int, *, client: str = "strea
         started = time.perf_counter()
         uvloop.run(with_streamcar() if client == "streamcar" else with_aiohttp())
         seconds = time.perf_counter() - started
-        client_us = 1e6 * (time.process_time() - cpu_before) / n
-        service_after = cpu_seconds(service.pid)
-        service_us = (
-            None if service_before is None or service_after is None else 1e6 * (service_after - service_before) / n
-        )
-        return RoundTrip(seconds, round(client_us, 1), None if service_us is None else round(service_us, 1))
+        return RoundTrip.taken(seconds, n, cpu_before, service.pid, service_before)
     finally:
         _stop(service)
 
@@ -359,11 +365,6 @@ def grpc_round_trip(n: int, concurrency: int, size: int) -> RoundTrip:
     try:
         service_before, cpu_before = cpu_seconds(server.pid), time.process_time()
         seconds = asyncio.run(run())
-        client_us = 1e6 * (time.process_time() - cpu_before) / n
-        service_after = cpu_seconds(server.pid)
-        service_us = (
-            None if service_before is None or service_after is None else 1e6 * (service_after - service_before) / n
-        )
-        return RoundTrip(seconds, round(client_us, 1), None if service_us is None else round(service_us, 1))
+        return RoundTrip.taken(seconds, n, cpu_before, server.pid, service_before)
     finally:
         _stop(server)

@@ -175,6 +175,10 @@ def test_librdkafka_overrides_are_applied_last() -> None:
         ({"pipelines.p.call.timeout": "5h"}, "pipelines.p.call.timeout: invalid duration '5h'"),
         ({"pipelines.p.call.headers": {"Bad Name": "x"}}, "pipelines.p.call.headers.Bad Name: invalid header"),
         ({"pipelines.p.call.headers": {"X-A": "a\r\nb"}}, "pipelines.p.call.headers.X-A: line breaks are not"),
+        (
+            {"pipelines.p.call.headers": {"Content-Length": "3"}},
+            "pipelines.p.call.headers.Content-Length: set by streamcar on each request",
+        ),
         ({"pipelines.p.call.batch.max_messages": 0}, "pipelines.p.call.batch.max_messages: must be greater"),
         ({"pipelines.p.call.batch.max_messages": 10_001}, "pipelines.p.call.batch.max_messages: must be less"),
         (

@@ -112,3 +112,12 @@ async def test_a_record_header_with_control_characters_is_dead_lettered_without_
     assert reply.result is Result.DEAD_LETTER
     assert reply.error_kind == "rejected"
     assert reply.error == "record header 'content-type' holds control characters: it cannot be an HTTP header"
+
+
+def test_call_headers_give_way_to_what_each_request_sets() -> None:
+    configured = {"Content-Type": "text/x", "kafka-offset": "1", "Idempotency-Key": "k", "X-Team": "a"}
+    assert static_headers(configured) == [("X-Team", "a")]
+    event = Event("t", 0, 5, 0, None, b"v", (("traceparent", b"00-rec-01"),))
+    headers = request_headers(event, [("traceparent", "00-static-01"), ("X-Team", "a")])
+    assert [value for name, value in headers if name == "traceparent"] == ["00-rec-01"]
+    assert ("X-Team", "a") in headers

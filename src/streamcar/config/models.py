@@ -67,6 +67,10 @@ PipelineName = Annotated[
 NonEmptyStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# Headers that frame an HTTP/1.1 request or manage its connection: the sidecar's client sets them itself.
+_CONNECTION_HEADERS = frozenset(
+    {"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer", "expect"}
+)
 # Names whose values are credentials in librdkafka settings and HTTP headers; over-redacting is harmless.
 _SECRET_NAME = re.compile(r"pass|secret|token|auth|cookie|credential|key$|\.pem$|jaas|oauthbearer\.config", re.I)
 REDACTED = "***"
@@ -277,6 +281,12 @@ class CallConfig(_Model):
             problems.append((("batch", "max_messages"), "gRPC takes one record per call; batch needs http or python"))
         if self.tls is not None and not (isinstance(target, HttpTarget | GrpcTarget) and target.tls):
             problems.append((("tls",), "applies to https:// and grpcs:// services only"))
+        if target.kind == "http":
+            problems.extend(
+                (("headers", name), "set by streamcar on each request (it frames and keeps the connection)")
+                for name in self.headers
+                if name.lower() in _CONNECTION_HEADERS
+            )
         _raise_problems(problems)
         return self
 
