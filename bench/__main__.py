@@ -19,10 +19,12 @@ Scenarios (fresh output topics on the same broker):
 Throughput counts the output records' own timestamps (first to last), so start-up and the group join are not
 part of it. Latency: after the throughput phase, records are produced at a steady ``--latency-rate`` into a
 second input topic the same runner consumes; each reply's LogAppendTime minus its input's gives p50 / p99,
-and the ceiling's figures are what Kafka itself adds (the +p50 / +p99 columns are the difference). CPU µs/msg is the
-CPU time (all threads) the sidecar (or a round trip's client) spent per message between 10% and 90% of the
-outputs, and the service's and the broker's beside it (together they share the machine's cores). Peak RSS is
-the sidecar process's VmHWM. Figures are only comparable as ratios within one run.
+and the ceiling's figures are what Kafka itself adds (the +p50 / +p99 columns are the difference).
+
+CPU µs/msg: the CPU time (all threads) the sidecar, or a round trip's client, spent per message between 10% and
+90% of the outputs; beside it the service's and the broker's (leaving out its JIT compiler threads). The three
+share the machine's cores. Peak RSS is the sidecar process's VmHWM. Figures are only comparable as ratios within
+one run.
 """
 
 from __future__ import annotations

@@ -86,19 +86,44 @@ class CeilingLoop(threading.Thread):
             raise self.failure
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """CPU time (user + system, every thread) the process used so far; None where /proc does not say."""
+def cpu_seconds(pid: int, *, skip: tuple[str, ...] = ()) -> float | None:
+    """CPU time (user + system, every thread) the process used so far, but for threads whose name starts with one
+    of ``skip``; None where /proc does not say."""
+    if not skip:
+        return _ticks(Path(f"/proc/{pid}/stat"))
+    total = 0.0
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return None
+    for task in tasks:
+        try:
+            if (task / "comm").read_text().startswith(skip):
+                continue
+        except OSError:
+            continue  # the thread ended meanwhile
+        total += _ticks(task / "stat") or 0.0
+    return total
+
+
+def _ticks(stat: Path) -> float | None:
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+JIT_THREADS = ("C1 CompilerThre", "C2 CompilerThre")
+"""The JVM's just-in-time compilers: a young broker spends whole cores on them for a while, which says nothing
+about the work a scenario asks of it."""
+
+
 @dataclass
 class CpuMeter:
     """CPU per message of some processes while outputs arrive: a reading once 10% of the ``n`` outputs are in and
-    one once 90% are, so start-up (imports, the group join) and the tail are not counted."""
+    one once 90% are, so start-up (imports, the group join) and the tail are not counted. The broker's JIT
+    compiler threads are left out."""
 
     pids: dict[str, int]
     n: int
@@ -106,7 +131,10 @@ class CpuMeter:
     last: tuple[int, dict[str, float]] | None = None
 
     def _read(self) -> dict[str, float]:
-        return {name: cpu for name, pid in self.pids.items() if (cpu := cpu_seconds(pid)) is not None}
+        readings = {
+            name: cpu_seconds(pid, skip=JIT_THREADS if name == "broker" else ()) for name, pid in self.pids.items()
+        }
+        return {name: cpu for name, cpu in readings.items() if cpu is not None}
 
     def progress(self, count: int) -> None:
         if self.first is None and count >= self.n // 10:
