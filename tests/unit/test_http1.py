@@ -187,6 +187,20 @@ async def test_response_framings(serve: Callable[[Answer], Awaitable[Server]], r
     assert server.connections == 1  # the framing let the connection be reused
 
 
+async def test_a_server_that_answers_twice_loses_its_connection(serve: Callable[[Answer], Awaitable[Server]]) -> None:
+    async def twice(request: Request, writer: asyncio.StreamWriter, n: int) -> bool:
+        writer.write(response(request.body) + response(b"stale"))
+        return True
+
+    server = await serve(twice)
+    client = pool(server, limit=1)
+    try:
+        assert [(await client.post([], b)).body for b in (b"a", b"b", b"c")] == [b"a", b"b", b"c"]
+    finally:
+        await client.close()
+    assert server.connections == 3
+
+
 async def test_a_body_ended_by_the_connection_and_connection_close(
     serve: Callable[[Answer], Awaitable[Server]],
 ) -> None:

@@ -134,6 +134,10 @@ class _Connection(asyncio.Protocol):
             self._fail(Disconnected(f"the server closed the connection {what}{_cause(exc)}", answered=answered))
 
     # -- httptools callbacks ------------------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self._waiter is None:  # a second response to one request: whatever follows cannot be trusted
+            self.close()
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
 
@@ -305,6 +309,8 @@ class Http1Pool:
                 if not connection.closed and loop.time() - connection.idle_since < IDLE_TIMEOUT:
                     return connection
                 self._discard(connection)
+            if fresh and self._open >= self._limit and self._idle:
+                self._discard(self._idle.pop(0))  # a new connection is wanted: the oldest idle one makes room
             if self._open < self._limit:
                 break
             slot = loop.create_future()
