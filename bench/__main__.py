@@ -23,8 +23,8 @@ and the ceiling's figures are what Kafka itself adds (the +p50 / +p99 columns ar
 
 CPU µs/msg: the CPU time (all threads) the sidecar, or a round trip's client, spent per message between 10% and
 90% of the outputs; beside it the service's and the broker's (leaving out its JIT compiler threads). The three
-share the machine's cores. Peak RSS is the sidecar process's VmHWM. Figures are only comparable as ratios within
-one run.
+share the machine's cores; "busy" is how busy all of them were meanwhile. Peak RSS is the sidecar process's
+VmHWM. Figures are only comparable as ratios within one run.
 """
 
 from __future__ import annotations
@@ -90,6 +90,7 @@ class Result:
     cpu_us: float | None = None  # CPU per message: the sidecar's, or a round trip's client's
     service_us: float | None = None  # the service's CPU per message
     broker_us: float | None = None  # the broker's CPU per message
+    busy: float | None = None  # how busy the machine's cores were meanwhile (1.0: all, all the time)
     peak_rss_mib: float | None = None
 
 
@@ -128,7 +129,7 @@ class Bench:
         result = Result(name, n, round(seconds, 3), round(n / seconds, 1), peak_rss_mib=rss)
         result.p50_ms, result.p99_ms = round(percentile(latencies, 0.5), 1), round(percentile(latencies, 0.99), 1)
         result.cpu_us, result.service_us = meter.micros_per_message("sidecar"), meter.micros_per_message("service")
-        result.broker_us = meter.micros_per_message("broker")
+        result.broker_us, result.busy = meter.micros_per_message("broker"), meter.machine_busy()
         return self.add(result)
 
     def meter(self, pids: dict[str, int], n: int) -> CpuMeter:
@@ -194,7 +195,7 @@ class Bench:
             reader.close()
         result = Result(name, n, round(seconds, 3), round(n / seconds, 1), peak_rss_mib=rss)
         result.cpu_us, result.service_us = meter.micros_per_message("sidecar"), meter.micros_per_message("service")
-        result.broker_us = meter.micros_per_message("broker")
+        result.broker_us, result.busy = meter.micros_per_message("broker"), meter.machine_busy()
         return self.add(result)
 
 
@@ -295,7 +296,7 @@ def main() -> int:
                 with console.status(f"{name} ..."):
                     done = trip()
                 result = Result(name, n, round(done.seconds, 3), round(n / done.seconds, 1))
-                result.cpu_us, result.service_us = done.client_us, done.service_us
+                result.cpu_us, result.service_us, result.busy = done.client_us, done.service_us, done.busy
                 bench.add(result)
     finally:
         cluster.stop(timeout=20)
@@ -317,7 +318,7 @@ def report(results: list[Result], ceiling: Result, args: argparse.Namespace, ela
     table = Table(title=title)
     columns = (
         *("scenario", "msgs/s", "/ ceiling", "ratio", "to", "p50 ms", "p99 ms", "+p50 ms", "+p99 ms"),
-        *("CPU µs/msg", "service µs", "broker µs", "RSS MiB"),
+        *("CPU µs/msg", "service µs", "broker µs", "busy", "RSS MiB"),
     )
     for column in columns:
         table.add_column(column, justify="left" if column in ("scenario", "to") else "right")
@@ -343,6 +344,7 @@ def report(results: list[Result], ceiling: Result, args: argparse.Namespace, ela
             number(r.cpu_us),
             number(r.service_us),
             number(r.broker_us),
+            "-" if r.busy is None else f"{r.busy:.0%}",
             number(r.peak_rss_mib),
         )
     Console(width=max(160, Console().width)).print(table)

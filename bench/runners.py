@@ -134,7 +134,20 @@ class CpuMeter:
         readings = {
             name: cpu_seconds(pid, skip=JIT_THREADS if name == "broker" else ()) for name, pid in self.pids.items()
         }
+        machine = _machine_ticks()
+        if machine is not None:
+            readings["machine-busy"], readings["machine-all"] = machine
         return {name: cpu for name, cpu in readings.items() if cpu is not None}
+
+    def machine_busy(self) -> float | None:
+        """How busy the machine's cores were between the two readings (1.0: every core all the time)."""
+        if self.first is None or self.last is None:
+            return None
+        (_, before), (_, after) = self.first, self.last
+        if "machine-all" not in before or "machine-all" not in after:
+            return None
+        spent = after["machine-all"] - before["machine-all"]
+        return round((after["machine-busy"] - before["machine-busy"]) / spent, 3) if spent > 0 else None
 
     def progress(self, count: int) -> None:
         if self.first is None and count >= self.n // 10:
@@ -149,6 +162,16 @@ class CpuMeter:
         if before is None or after is None:
             return None
         return round(1e6 * (after - before) / (self.last[0] - self.first[0]), 1)
+
+
+def _machine_ticks() -> tuple[float, float] | None:
+    """Ticks of all cores so far: (busy, all); None where /proc does not say."""
+    try:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle and iowait
+    return float(sum(ticks) - idle), float(sum(ticks))
 
 
 def peak_rss_mib(pid: int) -> float | None:
@@ -290,17 +313,31 @@ class RoundTrip:
     """CPU of the client per call (this process)."""
     service_us: float | None
     """CPU of the service per call."""
+    busy: float | None
+    """How busy the machine's cores were meanwhile."""
 
-    @classmethod
-    def taken(
-        cls, seconds: float, n: int, client_before: float, service: int, service_before: float | None
-    ) -> RoundTrip:
-        """``n`` calls took ``seconds``; this process's CPU time and the service's were ``*_before`` at the start."""
-        client_us = round(1e6 * (time.process_time() - client_before) / n, 1)
-        service_after = cpu_seconds(service)
-        if service_before is None or service_after is None:
-            return cls(seconds, client_us, None)
-        return cls(seconds, client_us, round(1e6 * (service_after - service_before) / n, 1))
+
+class _TripMeter:
+    """Readings at the start of a round trip run: this process's CPU, the service's, the machine's."""
+
+    def __init__(self, service: int) -> None:
+        self._service = service
+        self._client = time.process_time()
+        self._service_cpu = cpu_seconds(service)
+        self._machine = _machine_ticks()
+
+    def done(self, seconds: float, n: int) -> RoundTrip:
+        """``n`` calls took ``seconds``."""
+        client_us = round(1e6 * (time.process_time() - self._client) / n, 1)
+        service_cpu, machine = cpu_seconds(self._service), _machine_ticks()
+        service_us = None
+        if self._service_cpu is not None and service_cpu is not None:
+            service_us = round(1e6 * (service_cpu - self._service_cpu) / n, 1)
+        before = self._machine
+        busy = None
+        if before is not None and machine is not None:
+            busy = round((machine[0] - before[0]) / max(machine[1] - before[1], 1.0), 3)
+        return RoundTrip(seconds, client_us, service_us, busy)
 
 
 def _wait_listening(port: int) -> None:
@@ -357,11 +394,11 @@ def http_round_trip(n: int, concurrency: int, size: int, *, client: str = "strea
 
     try:
         _wait_listening(port)
-        service_before, cpu_before = cpu_seconds(service.pid), time.process_time()
+        meter = _TripMeter(service.pid)
         started = time.perf_counter()
         uvloop.run(with_streamcar() if client == "streamcar" else with_aiohttp())
         seconds = time.perf_counter() - started
-        return RoundTrip.taken(seconds, n, cpu_before, service.pid, service_before)
+        return meter.done(seconds, n)
     finally:
         _stop(service)
 
@@ -391,8 +428,7 @@ def grpc_round_trip(n: int, concurrency: int, size: int) -> RoundTrip:
             return time.perf_counter() - started
 
     try:
-        service_before, cpu_before = cpu_seconds(server.pid), time.process_time()
-        seconds = asyncio.run(run())
-        return RoundTrip.taken(seconds, n, cpu_before, server.pid, service_before)
+        meter = _TripMeter(server.pid)
+        return meter.done(asyncio.run(run()), n)
     finally:
         _stop(server)
