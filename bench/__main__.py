@@ -347,7 +347,7 @@ def report(results: list[Result], ceiling: Result, args: argparse.Namespace, ela
             "-" if r.busy is None else f"{r.busy:.0%}",
             number(r.peak_rss_mib),
         )
-    Console(width=max(160, Console().width)).print(table)
+    Console(width=max(190, Console().width)).print(table)
     console.log(f"bench took {elapsed:.0f}s")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     document = {"args": {k: str(v) for k, v in vars(args).items()}, "results": [asdict(r) for r in results]}
