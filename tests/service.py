@@ -28,6 +28,7 @@ class Seen:
     body: bytes
     headers: dict[str, str]
     at: float
+    peer: int = 0  # the client's port: one per connection
 
     @property
     def id(self) -> tuple[str, int, int]:
@@ -41,9 +42,10 @@ async def echo_upper(seen: Seen) -> web.StreamResponse:
 class TestService(ThreadedServer):
     __test__ = False  # not a pytest test class
 
-    def __init__(self, handler: Handler = echo_upper) -> None:
+    def __init__(self, handler: Handler = echo_upper, *, keepalive_timeout: float = 75.0) -> None:
         super().__init__("test-service")
         self.handler = handler
+        self.keepalive_timeout = keepalive_timeout  # seconds an idle kept-alive connection stays open
         self.seen: list[Seen] = []
         self._lock = threading.Lock()
         self._runner: web.AppRunner | None = None
@@ -55,7 +57,9 @@ class TestService(ThreadedServer):
     async def _up(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/handle", self._handle)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        self._runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, keepalive_timeout=self.keepalive_timeout
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
         await site.start()
@@ -77,6 +81,7 @@ class TestService(ThreadedServer):
             body=await request.read(),
             headers=dict(request.headers),
             at=time.monotonic(),
+            peer=_peer_port(request),
         )
         with self._lock:
             self.seen.append(seen)
@@ -89,3 +94,8 @@ class TestService(ThreadedServer):
     def count(self) -> int:
         with self._lock:
             return len(self.seen)
+
+
+def _peer_port(request: web.Request) -> int:
+    peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+    return int(peer[1]) if peer else 0

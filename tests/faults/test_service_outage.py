@@ -58,3 +58,43 @@ async def test_service_down_then_back(
             )
     finally:
         service.stop()
+
+
+async def test_a_service_that_closes_idle_connections_at_once_costs_no_attempt(
+    kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str]
+) -> None:
+    """Services close kept-alive connections after their own idle timeout (gunicorn: 2 s, Node: 5 s), and a call
+    can go out on a connection in the very moment it closes. Here the timeout is 20 ms and the input trickles, so
+    that race is frequent: with a single attempt per message, any call it failed would be dead-lettered."""
+    source, out, dlq = topic_factory(1), topic_factory(1), topic_factory(1)
+    group = group_factory()
+    n = 150
+    service = TestService(reply_with_id, keepalive_timeout=0.02).start()
+    try:
+        spec = pipeline(
+            source, group, service.url, publish=out, dead_letter=dlq, max_in_flight=4, retry={"attempts": 1}
+        )
+        producer = kafka.producer(**{"linger.ms": 0})
+        async with running(make_config(kafka.bootstrap, {"p": spec})) as sidecar:
+            for i in range(n):  # a trickle: gaps of 0 to 30 ms, around the service's idle timeout
+                producer.produce(source, key=f"k{i % 7}".encode(), value=b"v")
+                assert await asyncio.to_thread(producer.flush, 10) == 0
+                await asyncio.sleep(0.005 * (i % 7))
+            await asyncio.to_thread(
+                check,
+                kafka,
+                group=group,
+                source=source,
+                out=out,
+                dlq=dlq,
+                calls=service.requests,
+                crashes=False,
+                max_duplicates=0,
+                dead_letters={},
+            )
+            retries = sidecar.pipelines["p"].stats.retries
+    finally:
+        service.stop()
+    assert retries == 0
+    connections = len({seen.peer for seen in service.requests()})
+    assert connections > n // 4, f"the service closed few connections ({connections}): the race was not run"
