@@ -632,12 +632,13 @@ class Pipeline:
                     again.append(work)
                     if work.lane is not None:
                         blockers[work.lane] = work
-            task = asyncio.current_task()
-            assert task is not None
-            for work in released:  # settled by this task now: revoke and shutdown wait for them like any call
-                self._held.discard(work)
-                self._running[work] = task
-                touched.append(work)
+            if released:
+                task = asyncio.current_task()
+                assert task is not None
+                for work in released:  # settled by this task now: revoke and shutdown wait for them like any call
+                    self._held.discard(work)
+                    self._running[work] = task
+                    touched.append(work)
             if again:
                 await asyncio.sleep(self._backoff.delay(1))
             works = again + released

@@ -140,6 +140,8 @@ def event_from(msg: Message) -> Event:
     assert offset is not None
     _, timestamp = msg.timestamp()
     raw = msg.headers()
-    pairs = raw.items() if isinstance(raw, dict) else (raw or ())
+    if not raw:
+        return Event(topic, partition, offset, timestamp, msg.key(), msg.value())
+    pairs = raw.items() if isinstance(raw, dict) else raw
     headers = tuple((k, v if v is None or isinstance(v, bytes) else str(v).encode()) for k, v in pairs)
     return Event(topic, partition, offset, timestamp, msg.key(), msg.value(), headers)
