@@ -351,6 +351,8 @@ class LocalKafka:
 
     def _launch(self, java: str, libs: Path, node: Node, heap: str, die_with_parent: bool) -> None:
         node_dir = self.node_dir(node.node_id)
+        tmp = node_dir / "tmp"
+        tmp.mkdir(exist_ok=True)
         cmd = [
             java,
             f"-Xmx{heap}",
@@ -359,6 +361,10 @@ class LocalKafka:
             "-XX:MaxGCPauseMillis=20",
             "-XX:+ExitOnOutOfMemoryError",
             "-Djava.awt.headless=true",
+            # The JVM's own temporary files stay in the node's directory (removed with it), not in /tmp, where
+            # lz4-java left a copy of its native library at every start and a killed node left its perf data.
+            f"-Djava.io.tmpdir={tmp}",
+            "-XX:-UsePerfData",
             f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.yaml'}",
             f"-Dkafka.logs.dir={node_dir}",
             self._marker(node.node_id),
