@@ -128,14 +128,15 @@ class Bench:
         latencies = [stamps[i] - sent[i] for i in sent]
         result = Result(name, n, round(seconds, 3), round(n / seconds, 1), peak_rss_mib=rss)
         result.p50_ms, result.p99_ms = round(percentile(latencies, 0.5), 1), round(percentile(latencies, 0.99), 1)
-        result.cpu_us, result.service_us = meter.micros_per_message("sidecar"), meter.micros_per_message("service")
-        result.broker_us, result.busy = meter.micros_per_message("broker"), meter.machine_busy()
-        return self.add(result)
+        return self.add(result, meter)
 
     def meter(self, pids: dict[str, int], n: int) -> CpuMeter:
         return CpuMeter(pids if self.broker is None else {**pids, "broker": self.broker}, n)
 
-    def add(self, result: Result) -> Result:
+    def add(self, result: Result, meter: CpuMeter | None = None) -> Result:
+        if meter is not None:
+            result.cpu_us, result.service_us = meter.micros_per_message("sidecar"), meter.micros_per_message("service")
+            result.broker_us, result.busy = meter.micros_per_message("broker"), meter.machine_busy()
         self.results.append(result)
         console.log(f"{result.scenario}: {result.msgs_per_s:,.0f} msg/s")
         return result
@@ -193,10 +194,7 @@ class Bench:
                 rss = peak_rss_mib(pids["sidecar"]) if "sidecar" in pids else None
         finally:
             reader.close()
-        result = Result(name, n, round(seconds, 3), round(n / seconds, 1), peak_rss_mib=rss)
-        result.cpu_us, result.service_us = meter.micros_per_message("sidecar"), meter.micros_per_message("service")
-        result.broker_us, result.busy = meter.micros_per_message("broker"), meter.machine_busy()
-        return self.add(result)
+        return self.add(Result(name, n, round(seconds, 3), round(n / seconds, 1), peak_rss_mib=rss), meter)
 
 
 def main() -> int:

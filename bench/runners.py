@@ -119,49 +119,59 @@ JIT_THREADS = ("C1 CompilerThre", "C2 CompilerThre")
 about the work a scenario asks of it."""
 
 
+@dataclass(frozen=True)
+class Reading:
+    """CPU seconds used so far by each named process, and the machine's (busy, all) core ticks."""
+
+    cpu: dict[str, float]
+    machine: tuple[float, float] | None
+
+    @classmethod
+    def take(cls, pids: dict[str, int]) -> Reading:
+        """The broker's JIT compiler threads are left out of its CPU."""
+        readings = {name: cpu_seconds(pid, skip=JIT_THREADS if name == "broker" else ()) for name, pid in pids.items()}
+        return cls({name: cpu for name, cpu in readings.items() if cpu is not None}, _machine_ticks())
+
+    def micros_per_message(self, later: Reading, name: str, messages: int) -> float | None:
+        """CPU µs per message of ``name`` from this reading to ``later``, over ``messages``."""
+        before, after = self.cpu.get(name), later.cpu.get(name)
+        if before is None or after is None or messages <= 0:
+            return None
+        return round(1e6 * (after - before) / messages, 1)
+
+    def busy(self, later: Reading) -> float | None:
+        """How busy the machine's cores were from this reading to ``later`` (1.0: every core all the time)."""
+        if self.machine is None or later.machine is None or later.machine[1] <= self.machine[1]:
+            return None
+        return round((later.machine[0] - self.machine[0]) / (later.machine[1] - self.machine[1]), 3)
+
+
 @dataclass
 class CpuMeter:
     """CPU per message of some processes while outputs arrive: a reading once 10% of the ``n`` outputs are in and
-    one once 90% are, so start-up (imports, the group join) and the tail are not counted. The broker's JIT
-    compiler threads are left out."""
+    one once 90% are, so start-up (imports, the group join) and the tail are not counted."""
 
     pids: dict[str, int]
     n: int
-    first: tuple[int, dict[str, float]] | None = None
-    last: tuple[int, dict[str, float]] | None = None
-
-    def _read(self) -> dict[str, float]:
-        readings = {
-            name: cpu_seconds(pid, skip=JIT_THREADS if name == "broker" else ()) for name, pid in self.pids.items()
-        }
-        machine = _machine_ticks()
-        if machine is not None:
-            readings["machine-busy"], readings["machine-all"] = machine
-        return {name: cpu for name, cpu in readings.items() if cpu is not None}
-
-    def machine_busy(self) -> float | None:
-        """How busy the machine's cores were between the two readings (1.0: every core all the time)."""
-        if self.first is None or self.last is None:
-            return None
-        (_, before), (_, after) = self.first, self.last
-        if "machine-all" not in before or "machine-all" not in after:
-            return None
-        spent = after["machine-all"] - before["machine-all"]
-        return round((after["machine-busy"] - before["machine-busy"]) / spent, 3) if spent > 0 else None
+    first: tuple[int, Reading] | None = None
+    last: tuple[int, Reading] | None = None
 
     def progress(self, count: int) -> None:
         if self.first is None and count >= self.n // 10:
-            self.first = (count, self._read())
+            self.first = (count, Reading.take(self.pids))
         elif self.first is not None and self.last is None and count >= self.n * 9 // 10:
-            self.last = (count, self._read())
+            self.last = (count, Reading.take(self.pids))
 
     def micros_per_message(self, name: str) -> float | None:
-        if self.first is None or self.last is None or self.last[0] <= self.first[0]:
+        if self.first is None or self.last is None:
             return None
-        before, after = self.first[1].get(name), self.last[1].get(name)
-        if before is None or after is None:
+        (counted, before), (later_count, after) = self.first, self.last
+        return before.micros_per_message(after, name, later_count - counted)
+
+    def machine_busy(self) -> float | None:
+        if self.first is None or self.last is None:
             return None
-        return round(1e6 * (after - before) / (self.last[0] - self.first[0]), 1)
+        return self.first[1].busy(self.last[1])
 
 
 def _machine_ticks() -> tuple[float, float] | None:
@@ -318,26 +328,19 @@ class RoundTrip:
 
 
 class _TripMeter:
-    """Readings at the start of a round trip run: this process's CPU, the service's, the machine's."""
+    """A reading at the start of a round trip run: this process (the client), the service, the machine."""
 
     def __init__(self, service: int) -> None:
-        self._service = service
-        self._client = time.process_time()
-        self._service_cpu = cpu_seconds(service)
-        self._machine = _machine_ticks()
+        self._pids = {"client": os.getpid(), "service": service}
+        self._before = Reading.take(self._pids)
 
     def done(self, seconds: float, n: int) -> RoundTrip:
         """``n`` calls took ``seconds``."""
-        client_us = round(1e6 * (time.process_time() - self._client) / n, 1)
-        service_cpu, machine = cpu_seconds(self._service), _machine_ticks()
-        service_us = None
-        if self._service_cpu is not None and service_cpu is not None:
-            service_us = round(1e6 * (service_cpu - self._service_cpu) / n, 1)
-        before = self._machine
-        busy = None
-        if before is not None and machine is not None:
-            busy = round((machine[0] - before[0]) / max(machine[1] - before[1], 1.0), 3)
-        return RoundTrip(seconds, client_us, service_us, busy)
+        after = Reading.take(self._pids)
+        client_us = self._before.micros_per_message(after, "client", n)
+        assert client_us is not None  # this process's own /proc entry is always there
+        service_us = self._before.micros_per_message(after, "service", n)
+        return RoundTrip(seconds, client_us, service_us, self._before.busy(after))
 
 
 def _wait_listening(port: int) -> None:
