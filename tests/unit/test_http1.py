@@ -456,7 +456,7 @@ def test_any_split_of_the_stream_gives_the_same_response(
         loop = asyncio.get_running_loop()
         connection = _Connection(loop)
         connection.connection_made(FakeTransport())  # type: ignore[arg-type]
-        waiter = connection.request(b"POST / HTTP/1.1\r\n\r\n", loop.time() + 5)
+        waiter = connection.request((b"POST / HTTP/1.1\r\n\r\n",), loop.time() + 5)
         points = sorted({c for c in cuts if 0 < c < len(stream)})
         for start, end in zip([0, *points], [*points, len(stream)], strict=True):
             connection.data_received(stream[start:end])

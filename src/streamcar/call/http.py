@@ -34,11 +34,21 @@ HEADER_PREFIX = "Kafka-Header-"
 _TOKEN_SAFE = "!#$&'*+-.^_`|~"
 _MAX_ERROR_BODY = 300
 _PASSTHROUGH = ("traceparent", "tracestate")
-# What each request sets itself: a static header of the same name (call.headers) gives way to it.
+# What each request sets itself: a static header of the same name (call.headers) gives way to it. Host is the
+# client's (see HttpCaller).
 _PER_REQUEST = frozenset(
-    {"content-type", "idempotency-key", "kafka-topic", "kafka-partition", "kafka-offset", "kafka-timestamp"}
-    | {"kafka-key"}
+    {
+        "host",
+        "content-type",
+        "idempotency-key",
+        "kafka-topic",
+        "kafka-partition",
+        "kafka-offset",
+        "kafka-timestamp",
+        "kafka-key",
+    }
 )
+_PER_BATCH = frozenset({"host", "content-type", "kafka-batch-size"})
 
 
 def encode_header_name(name: str) -> str:
@@ -57,9 +67,10 @@ def _raw(name: str, value: bytes) -> str:
     return text
 
 
-def static_headers(configured: dict[str, str]) -> list[tuple[str, str]]:
-    """``call.headers`` as sent with every single call: without those each request sets itself."""
-    return [(name, value) for name, value in configured.items() if name.lower() not in _PER_REQUEST]
+def static_headers(configured: dict[str, str], own: frozenset[str] = _PER_REQUEST) -> list[tuple[str, str]]:
+    """``call.headers`` as sent with every call: without those each request sets itself (``own``, lowercase;
+    by default a single call's)."""
+    return [(name, value) for name, value in configured.items() if name.lower() not in own]
 
 
 def request_headers(event: Event, static: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -75,7 +86,7 @@ def request_headers(event: Event, static: list[tuple[str, str]]) -> list[tuple[s
         ("Kafka-Partition", str(partition)),
         ("Kafka-Offset", str(offset)),
         ("Kafka-Timestamp", str(event.timestamp)),
-        ("Idempotency-Key", f"{topic}-{partition}-{offset}"),
+        ("Idempotency-Key", event.idempotency_key),
     ]
     if key is not None:
         headers.append(("Kafka-Key", quote_from_bytes(key, safe="")))
@@ -202,12 +213,8 @@ class HttpCaller:
         self._server_name = config.tls.server_name if config.tls is not None else None
         # Host from call.headers names the virtual host (the connection still goes to the URL's address)
         self._host = next((v for k, v in config.headers.items() if k.lower() == "host"), None)
-        configured = {k: v for k, v in config.headers.items() if k.lower() != "host"}
-        self._static = static_headers(configured)
-        self._batch_headers = [
-            *((k, v) for k, v in configured.items() if k.lower() not in ("content-type", "kafka-batch-size")),
-            ("Content-Type", "application/json"),
-        ]
+        self._static = static_headers(config.headers)
+        self._batch_headers = [*static_headers(config.headers, _PER_BATCH), ("Content-Type", "application/json")]
         self._pool: Http1Pool | None = None
 
     async def start(self) -> None:
@@ -229,8 +236,6 @@ class HttpCaller:
     async def call(self, events: Sequence[Event]) -> list[Reply]:
         if self._batch:
             return await self._call_batch(events)
-        if len(events) == 1:
-            return [await self._call_one(events[0])]
         return [await self._call_one(event) for event in events]
 
     def _ready_pool(self) -> Http1Pool:

@@ -158,13 +158,14 @@ class _Connection(asyncio.Protocol):
         self._complete()
 
     # -- requests -----------------------------------------------------------------------------------------
-    def request(self, data: bytes, deadline: float) -> asyncio.Future[Response]:
-        """Send ``data`` (a whole request); the future holds the response."""
+    def request(self, data: tuple[bytes, ...], deadline: float) -> asyncio.Future[Response]:
+        """Send ``data`` (the pieces of a whole request); the future holds the response."""
         assert self.transport is not None
         waiter = self._waiter = self._loop.create_future()
         self._timer = self._loop.call_at(deadline, self._time_out)
         self.used += 1
-        self.transport.write(data)
+        for piece in data:
+            self.transport.write(piece)
         return waiter
 
     @property
@@ -272,16 +273,13 @@ class Http1Pool:
         lines.extend(f"{name}: {value}\r\n" for name, value in headers)
         lines.append(f"Content-Length: {len(body)}\r\n\r\n")
         head = "".join(lines).encode("utf-8", "surrogateescape")
-        data = head + body if len(body) < 65536 else None
+        # one write (one segment) for the usual small body; a large one is not copied to join it
+        data = (head + body,) if len(body) < 65536 else (head, body)
         fresh = False
         while True:
             connection = await self._acquire(loop, deadline, fresh=fresh)
             try:
-                if data is None:
-                    assert connection.transport is not None
-                    connection.transport.write(head)
-                waiter = connection.request(body if data is None else data, deadline)
-                return await waiter
+                return await connection.request(data, deadline)
             except Disconnected as exc:
                 if fresh or connection.used == 1 or exc.answered:
                     raise
@@ -348,11 +346,9 @@ class Http1Pool:
         if connection.reusable and not self._closed:
             connection.idle_since = asyncio.get_running_loop().time()
             self._idle.append(connection)
+            self._wake_one()
         else:
-            connection.close()  # a request still outstanding (timed out, cancelled) makes it unusable
-            self._discard(connection)
-            return
-        self._wake_one()
+            self._discard(connection)  # a request still outstanding (timed out, cancelled) makes it unusable
 
     def _discard(self, connection: _Connection) -> None:
         connection.close()

@@ -13,7 +13,7 @@ from opentelemetry.trace import Span
 from streamcar.engine.breaker import OUTAGE_KINDS
 from streamcar.engine.offsets import TopicPartition as TP
 from streamcar.engine.scheduler import Lane
-from streamcar.event import Event, Reply
+from streamcar.event import Event, Headers, Reply
 
 CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 """Upper bounds (seconds) of the call-duration histogram; a last, unbounded bucket follows."""
@@ -140,8 +140,8 @@ def event_from(msg: Message) -> Event:
     assert offset is not None
     _, timestamp = msg.timestamp()
     raw = msg.headers()
-    if not raw:
-        return Event(topic, partition, offset, timestamp, msg.key(), msg.value())
-    pairs = raw.items() if isinstance(raw, dict) else raw
-    headers = tuple((k, v if v is None or isinstance(v, bytes) else str(v).encode()) for k, v in pairs)
+    headers: Headers = ()
+    if raw:
+        pairs = raw.items() if isinstance(raw, dict) else raw
+        headers = tuple((k, v if v is None or isinstance(v, bytes) else str(v).encode()) for k, v in pairs)
     return Event(topic, partition, offset, timestamp, msg.key(), msg.value(), headers)
