@@ -45,9 +45,12 @@ class Sidecar:
         self.started = asyncio.Event()
         self.admin = AdminServer(config.admin.host, config.admin.port, lambda: self.pipelines)
 
-    def producer_config(self) -> dict[str, str | int | float | bool]:
+    def producer_config(self, pipeline: str) -> dict[str, str | int | float | bool]:
         """The cluster's client settings; AsyncProducer puts acks=all and idempotence under them."""
-        return self.config.kafka.client_config()
+        config = self.config.kafka.client_config()
+        if "client.id" not in self.config.kafka.librdkafka:
+            config["client.id"] = f"{self.config.kafka.client_id}-{pipeline}"
+        return config
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set (then drain and commit) or a pipeline fails (then raise its error)."""
@@ -62,10 +65,14 @@ class Sidecar:
             owned = tracer_provider(self.config.tracing)  # before anything starts: a missing SDK is a config error
         provider = self._tracer_provider or owned
         await self.admin.start()  # a taken admin port fails the start before anything is consumed
-        producer = AsyncProducer(self.producer_config(), loop)
+        producers: list[AsyncProducer] = []
         halt = asyncio.Event()  # stops every pipeline: the caller's stop, or one pipeline's failure
         try:
             for name, pipeline_config in self.config.pipelines.items():
+                # A producer of its own per pipeline: records one pipeline cannot publish (a missing topic) fill
+                # that producer's queue, never the one another pipeline's replies go through.
+                producer = AsyncProducer(self.producer_config(name), loop)
+                producers.append(producer)
                 caller = build_caller(pipeline_config.call, pipeline_config.max_in_flight)
                 tracing = None
                 if provider is not None and self.config.tracing.enabled:
@@ -99,7 +106,8 @@ class Sidecar:
             if failure is not None:
                 raise failure
         finally:
-            await producer.close()
+            for producer in producers:
+                await producer.close(0)  # each pipeline closed its own within its stop grace: this is a no-op
             await self.admin.close()
             if owned is not None:
                 await asyncio.to_thread(owned.shutdown)  # exports the spans still batched

@@ -110,9 +110,18 @@ class Reply:
         return cls(Result.DEAD_LETTER, error=reason, error_kind=kind)
 
 
+def text_bytes(text: str) -> bytes:
+    """``text`` as UTF-8, with the bytes a ``surrogateescape`` decoding kept back restored (a reply header that was
+    not UTF-8 comes back as the very bytes the service sent), and any other unencodable character escaped."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace")
+
+
 def _headers(headers: Headers | dict[str, bytes | str] | None) -> Headers:
     if not headers:
         return ()
     if isinstance(headers, dict):
-        return tuple((k, v.encode() if isinstance(v, str) else v) for k, v in headers.items())
+        return tuple((k, text_bytes(v) if isinstance(v, str) else v) for k, v in headers.items())
     return tuple(headers)

@@ -128,3 +128,37 @@ def configure_logging(
     logging.captureWarnings(True)
     for noisy in ("aiohttp.access", "grpc._cython"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class Throttle:
+    """One log line per condition per ``interval``: a condition that hits every record (a topic that refuses
+    everything, a service that drops every connection) must cost one line, not one per record.
+
+    :meth:`allow` says whether a line for ``key`` may go out now and how many were held back since the last one
+    (for the line to say so). Keys are conditions, not records: few, but capped anyway.
+    """
+
+    MAX_KEYS = 1000
+
+    def __init__(self, interval: float = 10.0, clock: Any = time.monotonic) -> None:
+        self.interval = interval
+        self._clock = clock
+        self._last: dict[object, list[float | int]] = {}  # key -> [time of the last line, lines held back]
+
+    def allow(self, key: object) -> int | None:
+        """None: hold this line back; else the number held back since the last line for ``key``."""
+        now = self._clock()
+        entry = self._last.get(key)
+        if entry is not None and now - entry[0] < self.interval:
+            entry[1] += 1
+            return None
+        if entry is None and len(self._last) >= self.MAX_KEYS:
+            self._last.clear()
+        held = 0 if entry is None else int(entry[1])
+        self._last[key] = [now, 0]
+        return held
+
+
+def held_back(count: int, interval: float) -> str:
+    """The tail of a throttled line: ``" (and 41 more like it in the last 10s)"``, or nothing."""
+    return f" (and {count:,} more like it in the last {interval:g}s)" if count else ""

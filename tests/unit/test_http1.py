@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamcar.call.http1 import (
+    BadReply,
     ConnectError,
     Disconnected,
     Http1Pool,
@@ -352,17 +353,26 @@ async def test_a_cancelled_request_does_not_leave_its_connection_for_the_next(
 
 
 @pytest.mark.parametrize(
-    ("raw", "error"),
+    ("raw", "kind", "error"),
     [
-        (b"HTTP/1.1 2OO OK\r\n\r\n", "unreadable HTTP response"),
-        (b"SSH-2.0-OpenSSH_9.2\r\n", "unreadable HTTP response"),
-        (b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (300 * 1024), "exceed 256 KiB"),
-        (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 3\r\n\r\nnot", "does not decode"),
-        (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", "switched"),
+        (b"HTTP/1.1 2OO OK\r\n\r\n", ProtocolError, "unreadable HTTP response"),
+        (b"SSH-2.0-OpenSSH_9.2\r\n", ProtocolError, "unreadable HTTP response"),
+        (b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (300 * 1024), BadReply, "exceed 256 KiB"),
+        (b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (300 * 1024) + b"\r\n\r\n", BadReply, "exceed 256 KiB"),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 3\r\n\r\nnot",
+            BadReply,
+            "does not decode",
+        ),
+        (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            ProtocolError,
+            "switched",
+        ),
     ],
 )
 async def test_unreadable_responses_are_protocol_errors(
-    serve: Callable[[Answer], Awaitable[Server]], raw: bytes, error: str
+    serve: Callable[[Answer], Awaitable[Server]], raw: bytes, kind: type[Exception], error: str
 ) -> None:
     async def garbage(request: Request, writer: asyncio.StreamWriter, n: int) -> bool:
         writer.write(raw)
@@ -373,7 +383,7 @@ async def test_unreadable_responses_are_protocol_errors(
     server = await serve(garbage)
     client = pool(server, timeout=5)
     try:
-        with pytest.raises(ProtocolError, match=error):
+        with pytest.raises(kind, match=error):
             await asyncio.wait_for(client.post([], b"x"), 0.4)
     finally:
         await client.close()
@@ -454,7 +464,7 @@ def test_any_split_of_the_stream_gives_the_same_response(
 
     async def feed() -> Response:
         loop = asyncio.get_running_loop()
-        connection = _Connection(loop)
+        connection = _Connection(loop, 1 << 20)
         connection.connection_made(FakeTransport())  # type: ignore[arg-type]
         waiter = connection.request((b"POST / HTTP/1.1\r\n\r\n",), loop.time() + 5)
         points = sorted({c for c in cuts if 0 < c < len(stream)})

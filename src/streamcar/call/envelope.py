@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from streamcar.event import KEEP_KEY, Event, KeepKey, Reply, Result
+from streamcar.event import KEEP_KEY, Event, KeepKey, Reply, Result, text_bytes
 
 _Pairs = list[tuple[str, bytes | None]]
 
@@ -151,7 +151,7 @@ def encode_results(replies: Sequence[Reply]) -> bytes:
 def _result(reply: Reply) -> dict[str, Any]:
     headers: _Pairs = list(reply.headers)
     if reply.content_type and all(name != "content-type" for name, _ in headers):
-        headers.append(("content-type", reply.content_type.encode()))
+        headers.append(("content-type", text_bytes(reply.content_type)))
     key = None if isinstance(reply.key, KeepKey) else reply.key
     encoding, encode = encoder([reply.value, key, *(value for _, value in headers)])
     result: dict[str, Any] = {"status": reply.result.value, "value": encode(reply.value), "encoding": encoding}

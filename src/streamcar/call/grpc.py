@@ -54,16 +54,17 @@ _PASSTHROUGH = ("traceparent", "tracestate")
 # enough connections that none queues, within a bound.
 _STREAMS_PER_CONNECTION = 100
 _MAX_CHANNELS = 8
-_MAX_MESSAGE = 64 * 1024 * 1024
+_MAX_SEND = 64 * 1024 * 1024
 _CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     # without it channels to the same target share one subchannel, hence one connection
     ("grpc.use_local_subchannel_pool", 1),
     # the default reconnect backoff grows to 2 minutes; a service back from an outage should be seen in seconds
     ("grpc.initial_reconnect_backoff_ms", 500),
     ("grpc.max_reconnect_backoff_ms", 5000),
-    ("grpc.max_receive_message_length", _MAX_MESSAGE),
-    ("grpc.max_send_message_length", _MAX_MESSAGE),
+    ("grpc.max_send_message_length", _MAX_SEND),
 )
+# grpc's own words when a response is over grpc.max_receive_message_length (call.max_response_bytes)
+_TOO_LARGE = re.compile(r"larger than max", re.I)
 # our deadline and the elapsed time are read from the same monotonic clock; this absorbs rounding only
 _DEADLINE_SLACK = 0.005
 
@@ -199,6 +200,7 @@ class GrpcCaller:
         self._tls = config.tls
         self._headers = dict(config.headers)
         self._timeout = config.timeout
+        self._max_response = config.max_response_bytes
         self._channel_count = channel_count(max_in_flight)
         self._static: Metadata = ()
         self._channels: list[Any] = []
@@ -210,7 +212,7 @@ class GrpcCaller:
         self._static = static_metadata(self._headers)
         host = f"[{self._target.host}]" if ":" in self._target.host else self._target.host
         address = f"{host}:{self._target.port}"
-        options = list(_CHANNEL_OPTIONS)
+        options = [*_CHANNEL_OPTIONS, ("grpc.max_receive_message_length", self._max_response)]
         if self._target.tls:
             credentials = read_credentials(self._tls)
             if self._tls is not None and self._tls.server_name is not None:
@@ -249,8 +251,12 @@ class GrpcCaller:
             code = exc.code()
             if code == grpc.StatusCode.DEADLINE_EXCEEDED and loop.time() - started >= self._timeout - _DEADLINE_SLACK:
                 return Reply.retry(error=f"no reply within {format_duration(self._timeout)}", kind="timeout")
+            details = exc.details() or ""
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED and _TOO_LARGE.search(details):
+                error = f"the response exceeds {self._max_response:,} bytes (call.max_response_bytes): {details}"
+                return Reply.retry(error=error, kind="bad-reply")  # grpc refused it on our side: no outage
             received = (*(exc.initial_metadata() or ()), *(exc.trailing_metadata() or ()))
-            return reply_from_status(code, exc.details() or "", received, b"")
+            return reply_from_status(code, details, received, b"")
         except grpc.aio.BaseError as exc:  # refused by the client library before reaching the service
             return Reply.retry(error=f"gRPC client error: {type(exc).__name__}: {exc}", kind="grpc-client")
         except asyncio.CancelledError:

@@ -23,7 +23,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from streamcar.call import override
 from streamcar.call.envelope import EnvelopeError, decode_results, encode_messages
-from streamcar.call.http1 import ConnectError, Disconnected, Http1Pool, HttpError, TlsError
+from streamcar.call.http1 import BadReply, ConnectError, Disconnected, Http1Pool, HttpError, TlsError
 from streamcar.config import CallConfig, ServiceTlsConfig, format_duration
 from streamcar.errors import ConfigError
 from streamcar.event import KEEP_KEY, Event, KeepKey, Reply
@@ -69,8 +69,13 @@ def _raw(name: str, value: bytes) -> str:
 
 def static_headers(configured: dict[str, str], own: frozenset[str] = _PER_REQUEST) -> list[tuple[str, str]]:
     """``call.headers`` as sent with every call: without those each request sets itself (``own``, lowercase;
-    by default a single call's)."""
-    return [(name, value) for name, value in configured.items() if name.lower() not in own]
+    by default a single call's). Values go out as their UTF-8 bytes (see :meth:`Http1Pool.post`)."""
+    return [(name, _wire(value)) for name, value in configured.items() if name.lower() not in own]
+
+
+def _wire(text: str) -> str:
+    """``text``'s UTF-8 bytes, one character each (an environment variable's undecodable bytes as they were)."""
+    return text if text.isascii() else text.encode("utf-8", "surrogateescape").decode("latin-1")
 
 
 def request_headers(event: Event, static: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -157,23 +162,24 @@ def replies_from_batch_response(
 
 
 def _success(headers: CIMultiDictProxy[str] | CIMultiDict[str], body: bytes) -> Reply:
+    """A 2xx reply with a body. Header values are latin-1 text (one character per byte the service sent, see
+    :class:`~streamcar.call.http1.Response`), so each becomes the exact bytes it was: ``Kafka-Key`` and
+    ``Kafka-Header-*`` after percent-decoding, ``Content-Type`` once :func:`~streamcar.event.text_bytes`
+    encodes it for the ``content-type`` record header."""
     if not body:
         return Reply.success(None)
     key: bytes | KeepKey | None = KEEP_KEY
     if "Kafka-Key" in headers:
-        key = unquote_to_bytes(headers["Kafka-Key"])
+        key = unquote_to_bytes(headers["Kafka-Key"].encode("latin-1"))
     record_headers: list[tuple[str, bytes | None]] = []
     for name, value in headers.items():
         if len(name) > len(HEADER_PREFIX) and name[: len(HEADER_PREFIX)].lower() == HEADER_PREFIX.lower():
-            decoded = unquote_to_bytes(name[len(HEADER_PREFIX) :]).decode("utf-8", "replace")
-            record_headers.append((decoded, unquote_to_bytes(value)))
+            decoded = unquote_to_bytes(name[len(HEADER_PREFIX) :].encode("latin-1")).decode("utf-8", "replace")
+            record_headers.append((decoded, unquote_to_bytes(value.encode("latin-1"))))
     content_type = headers.get("Content-Type")
-    return Reply.success(
-        body,
-        key=key,
-        headers=tuple(record_headers),
-        content_type=content_type,
-    )
+    if content_type is not None:  # its bytes as UTF-8 where they are, escaped where not: encoding gives them back
+        content_type = content_type.encode("latin-1").decode("utf-8", "surrogateescape")
+    return Reply.success(body, key=key, headers=tuple(record_headers), content_type=content_type)
 
 
 def _snippet(body: bytes) -> str:
@@ -207,6 +213,7 @@ class HttpCaller:
     def __init__(self, config: CallConfig, *, max_connections: int) -> None:
         self._url = config.url
         self._timeout = config.timeout
+        self._max_response = config.max_response_bytes
         self._max_connections = max_connections
         self._batch = config.batch.max_messages > 1
         self._tls = config.tls
@@ -226,6 +233,7 @@ class HttpCaller:
             ssl_context=context,
             server_hostname=self._server_name,
             host_header=self._host,
+            max_response=self._max_response,
         )
 
     async def close(self) -> None:
@@ -271,6 +279,12 @@ class HttpCaller:
             return Reply.retry(error=f"no reply within {format_duration(self._timeout)}", kind="timeout")
         if isinstance(exc, TlsError):
             return Reply.retry(error=f"TLS error: {exc}", kind="tls")
-        if isinstance(exc, ConnectError | Disconnected):
+        if isinstance(exc, BadReply):
+            return Reply.retry(error=str(exc), kind="bad-reply")
+        if isinstance(exc, ConnectError):
             return Reply.retry(error=f"connection error: {exc}", kind="connection")
+        if isinstance(exc, Disconnected):
+            # the service took the connection, then dropped it: maybe for this very request (one too large for
+            # it, a handler that crashes on it), so it says nothing about the other messages
+            return Reply.retry(error=f"connection error: {exc}", kind="disconnected")
         return Reply.retry(error=f"HTTP client error: {exc}", kind="http-client")

@@ -10,7 +10,12 @@ parser of Node.js, through ``httptools``, the binding uvicorn uses):
 * the request in one write: ``Host``, ``Content-Length`` and the caller's headers (URL credentials become Basic
   authorization);
 * responses framed by Content-Length, chunked, or the end of the connection; 1xx interim responses skipped;
-  ``gzip``/``deflate`` content decoded;
+  ``gzip``/``deflate`` content decoded in bounded steps that yield to the loop;
+* a bound on every response (``max_response``: head and body, decompressed), checked as the bytes arrive, and
+  on its head (:data:`MAX_HEAD`), so neither a body that never ends nor a compression bomb nor a huge head can
+  exhaust memory or hold the loop;
+* header values kept as the bytes they are (decoded as latin-1, which maps each byte to one character and
+  back, as RFC 9110 treats field values: opaque octets);
 * one deadline per request covering the wait for a connection, connecting, TLS, sending and the whole response;
   a connection whose request timed out or was cancelled is closed, never reused;
 * a request sent on a kept-alive connection that the server closed before answering (its keep-alive timeout
@@ -24,7 +29,8 @@ Failures, all :class:`HttpError` except the timeout::
      ├─ ConnectError   no connection: refused, unreachable, unknown host
      ├─ TlsError       the TLS handshake failed or the server refused our certificate
      ├─ Disconnected   the connection ended before a complete response
-     └─ ProtocolError  the response is not HTTP/1.x we can read
+     ├─ ProtocolError  the response is not HTTP/1.x we can read
+     └─ BadReply       a response beyond the bounds, or a body that does not decode
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ from multidict import CIMultiDict
 
 MAX_HEAD = 256 * 1024
 """Bytes of status line and headers a response may have: beyond it the server is not one we can talk to."""
+DECODE_STEP = 256 * 1024
+"""Bytes of decompressed body produced between two yields to the loop (about a millisecond of zlib)."""
 IDLE_TIMEOUT = 15.0
 """Seconds a kept-alive connection may sit unused before we close it rather than reuse it (as aiohttp does)."""
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"  # RFC 3986 pchar and '/': kept as written, existing escapes included
@@ -72,18 +80,25 @@ class ProtocolError(HttpError):
     pass
 
 
+class BadReply(HttpError):
+    """A complete-looking response that cannot be used: too large, or its content coding does not decode."""
+
+
 @dataclass(slots=True)
 class Response:
     status: int
     headers: CIMultiDict[str]
+    """Names and values decoded as latin-1: ``value.encode("latin-1")`` gives the bytes the server sent."""
     body: bytes
+    head_size: int = 0
 
 
 class _Connection(asyncio.Protocol):
     """One connection; at most one request outstanding (no pipelining)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_response: int) -> None:
         self._loop = loop
+        self._max_response = max_response
         self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.closed = False
@@ -93,7 +108,10 @@ class _Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._headers: list[tuple[str, str]] = []
         self._body: list[bytes] = []
-        self._head_bytes = 0
+        self._head_bytes = 0  # raw bytes received while the head was incomplete
+        self._head_size = 0  # bytes of the parsed header fields
+        self._size = 0  # head fields and body so far
+        self._over = False  # the response passed max_response
         self._headers_done = False
         self._framed = False  # Content-Length or chunked; otherwise the body ends with the connection
         self._keep_alive = True
@@ -115,8 +133,11 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(ProtocolError(f"unreadable HTTP response: {exc}"))
         else:
-            if not self._headers_done and self._head_bytes > MAX_HEAD:  # still no end of the headers
-                self._fail(ProtocolError(f"the response headers exceed {MAX_HEAD // 1024} KiB"))
+            # After the feed, not only between reads: one read can hold a whole oversized head.
+            if self._head_size > MAX_HEAD or (not self._headers_done and self._head_bytes > MAX_HEAD):
+                self._fail(BadReply(f"the response headers exceed {MAX_HEAD // 1024} KiB"))
+        if self._over:
+            self._fail(BadReply(f"the response exceeds {_size(self._max_response)} (call.max_response_bytes)"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -139,7 +160,9 @@ class _Connection(asyncio.Protocol):
             self.close()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size <= MAX_HEAD:
+            self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
@@ -148,11 +171,15 @@ class _Connection(asyncio.Protocol):
         ) or self._parser.get_status_code() in (204, 304)
 
     def on_body(self, body: bytes) -> None:
-        self._body.append(body)
+        self._size += len(body)
+        if self._size + self._head_size > self._max_response:
+            self._over = True  # failed once the feed returns; nothing more is kept
+        elif not self._over:
+            self._body.append(body)
 
     def on_message_complete(self) -> None:
         if 100 <= self._parser.get_status_code() < 200:  # interim (103 Early Hints, a stray 100): the real one follows
-            self._headers, self._body, self._head_bytes, self._headers_done = [], [], 0, False
+            self._reset_message()
             return
         self._keep_alive = self._parser.should_keep_alive()
         self._complete()
@@ -183,29 +210,24 @@ class _Connection(asyncio.Protocol):
 
     def _complete(self) -> None:
         waiter = self._waiter
+        if self._over:
+            return  # data_received fails it once the feed returns
         status = self._parser.get_status_code()
-        headers = CIMultiDict(self._headers)
-        body = b"".join(self._body)
+        response = Response(status, CIMultiDict(self._headers), b"".join(self._body), self._head_size)
         self._reset()
-        if waiter is None or waiter.done():
-            return
-        coding = headers.get("Content-Encoding", "").strip().lower()
-        if body and coding in ("gzip", "x-gzip", "deflate"):
-            try:
-                body = _decode(body, coding)
-            except zlib.error as exc:
-                self.close()
-                waiter.set_exception(ProtocolError(f"the {coding} response body does not decode: {exc}"))
-                return
-            del headers["Content-Encoding"]
-        waiter.set_result(Response(status, headers, body))
+        if waiter is not None and not waiter.done():
+            waiter.set_result(response)
 
     def _reset(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._waiter = None
-        self._headers, self._body, self._head_bytes, self._headers_done = [], [], 0, False
+        self._reset_message()
+
+    def _reset_message(self) -> None:
+        self._headers, self._body, self._headers_done = [], [], False
+        self._head_bytes = self._head_size = self._size = 0
 
     def _fail(self, exc: BaseException) -> None:
         waiter = self._waiter
@@ -233,6 +255,7 @@ class Http1Pool:
         ssl_context: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
         host_header: str | None = None,
+        max_response: int = 16 * 1024 * 1024,
     ) -> None:
         parts = urlsplit(url)
         tls = parts.scheme.lower() == "https"
@@ -244,6 +267,7 @@ class Http1Pool:
         self._server_hostname = (server_hostname or self._host) if tls else None
         self._limit = max(1, limit)
         self._timeout = timeout
+        self._max_response = max_response
         host = f"[{self._host}]" if ":" in self._host else self._host
         if parts.port is not None and parts.port != (443 if tls else 80):
             host += f":{parts.port}"
@@ -254,7 +278,7 @@ class Http1Pool:
         if parts.username is not None:
             credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
             head += f"Authorization: Basic {base64.b64encode(credentials).decode()}\r\n"
-        self._head = head
+        self._head = head.encode("utf-8", "surrogateescape").decode("latin-1")  # a virtual host may be UTF-8
         self._idle: list[_Connection] = []  # newest last: reused first, the oldest age out
         self._open = 0  # connections counted against the limit: idle, in use, or connecting
         self._slots: deque[asyncio.Future[None]] = deque()
@@ -266,26 +290,41 @@ class Http1Pool:
 
     async def post(self, headers: list[tuple[str, str]], body: bytes) -> Response:
         """``POST`` ``body`` with ``headers`` (names as given; Host and Content-Length are ours); the response,
-        or an :class:`HttpError` / ``TimeoutError`` once the pool's ``timeout`` passed."""
+        or an :class:`HttpError` / ``TimeoutError`` once the pool's ``timeout`` passed.
+
+        Header values are sent as latin-1, one byte per character, so a value decoded from bytes as latin-1 goes
+        out as those very bytes (text meant as UTF-8 is passed as its UTF-8 bytes decoded as latin-1)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
         lines = [self._head]
         lines.extend(f"{name}: {value}\r\n" for name, value in headers)
         lines.append(f"Content-Length: {len(body)}\r\n\r\n")
-        head = "".join(lines).encode("utf-8", "surrogateescape")
+        text = "".join(lines)
+        try:
+            head = text.encode("latin-1")  # one byte per character: see post's docstring
+        except UnicodeEncodeError:
+            head = text.encode("utf-8", "backslashreplace")
         # one write (one segment) for the usual small body; a large one is not copied to join it
         data = (head + body,) if len(body) < 65536 else (head, body)
         fresh = False
         while True:
             connection = await self._acquire(loop, deadline, fresh=fresh)
             try:
-                return await connection.request(data, deadline)
+                response = await connection.request(data, deadline)
+                break
             except Disconnected as exc:
                 if fresh or connection.used == 1 or exc.answered:
                     raise
                 fresh = True  # see the module docstring: once more, on a new connection
             finally:
                 self._release(connection)
+        coding = response.headers.get("Content-Encoding", "").strip().lower()
+        if response.body and coding in ("gzip", "x-gzip", "deflate"):
+            room = self._max_response - response.head_size
+            async with asyncio.timeout_at(deadline):
+                response.body = await _decode(response.body, coding, room, self._max_response)
+            del response.headers["Content-Encoding"]
+        return response
 
     async def close(self) -> None:
         self._closed = True
@@ -330,7 +369,7 @@ class Http1Pool:
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Connection:
         try:
             _, protocol = await loop.create_connection(
-                lambda: _Connection(loop),
+                lambda: _Connection(loop, self._max_response),
                 self._host,
                 self._port,
                 ssl=self._ssl,
@@ -363,13 +402,39 @@ class Http1Pool:
                 return
 
 
-def _decode(body: bytes, coding: str) -> bytes:
+async def _decode(body: bytes, coding: str, room: int, limit: int) -> bytes:
+    """``body`` decompressed, at most ``room`` bytes of it, :data:`DECODE_STEP` bytes between yields to the loop;
+    :class:`BadReply` when it does not decode or would not fit (a compression bomb stops there)."""
     if coding == "deflate":
-        try:
-            return zlib.decompress(body)  # zlib-wrapped, as RFC 9110 says
-        except zlib.error:
-            return zlib.decompress(body, -zlib.MAX_WBITS)  # raw deflate, as some servers send it
-    return zlib.decompress(body, 16 + zlib.MAX_WBITS)
+        # zlib-wrapped, as RFC 9110 says; raw deflate, as some servers send it, when the zlib header is missing
+        zlib_header = len(body) >= 2 and body[0] & 0x0F == 8 and (body[0] * 256 + body[1]) % 31 == 0
+        wbits = zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS
+    else:
+        wbits = 16 + zlib.MAX_WBITS
+    inflater = zlib.decompressobj(wbits)
+    pieces: list[bytes] = []
+    size = 0
+    pending = body
+    try:
+        while not inflater.eof:
+            piece = inflater.decompress(pending, DECODE_STEP)
+            pending = inflater.unconsumed_tail
+            if not piece and not pending:
+                break  # the input is used up and nothing more comes out: cut short
+            size += len(piece)
+            if size > room:
+                raise BadReply(f"the response exceeds {_size(limit)} decompressed (call.max_response_bytes)")
+            pieces.append(piece)
+            await asyncio.sleep(0)
+    except zlib.error as exc:
+        raise BadReply(f"the {coding} response body does not decode: {exc}") from None
+    if not inflater.eof:
+        raise BadReply(f"the {coding} response body is cut short")
+    return b"".join(pieces)
+
+
+def _size(size: int) -> str:
+    return f"{size // (1024 * 1024)} MiB" if size % (1024 * 1024) == 0 else f"{size:,} bytes"
 
 
 def _ssl_reason(exc: ssl.SSLError) -> str:

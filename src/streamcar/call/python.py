@@ -16,11 +16,12 @@ import asyncio
 import importlib
 import inspect
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from streamcar.config import CallConfig, PythonTarget, format_duration
 from streamcar.errors import ConfigError
-from streamcar.event import Event, Reply
+from streamcar.event import Event, KeepKey, Reply
 
 Handler = Callable[[Any], Any]  # Event -> result, or list[Event] -> results with batch delivery
 
@@ -48,7 +49,7 @@ def load_handler(module_name: str, function: str) -> Handler:
 def reply_from_result(value: object) -> Reply:
     """Map what a handler returned to a reply."""
     if isinstance(value, Reply):
-        return value
+        return _checked(value)
     if isinstance(value, bytes | bytearray | memoryview):
         return Reply.success(bytes(value))
     if isinstance(value, str):
@@ -56,6 +57,41 @@ def reply_from_result(value: object) -> Reply:
     if value is None:
         return Reply.success(None)
     return Reply.dead_letter(f"handler returned {type(value).__name__}", kind="handler-result")
+
+
+def _checked(reply: Reply) -> Reply:
+    """``reply`` with bytes where the record needs bytes (``str`` as UTF-8), or a ``handler-result`` dead letter
+    naming what cannot be a record: a handler is code, and its mistakes must not reach the producer."""
+    value, key, headers = reply.value, reply.key, reply.headers
+    if (
+        (value is None or type(value) is bytes)
+        and (key is None or type(key) is bytes or isinstance(key, KeepKey))
+        and all(type(pair) is tuple and len(pair) == 2 and type(pair[0]) is str for pair in headers)
+        and all(v is None or type(v) is bytes for _, v in headers)
+    ):
+        return reply
+    try:
+        fixed_headers = tuple((_name(name), _data(data, "a header value")) for name, data in headers)
+        fixed_key = key if isinstance(key, KeepKey) else _data(key, "the key")
+        return replace(reply, value=_data(value, "the value"), key=fixed_key, headers=fixed_headers)
+    except (TypeError, ValueError) as exc:
+        return Reply.dead_letter(f"the handler's Reply cannot be published: {exc}", kind="handler-result")
+
+
+def _data(data: object, what: str) -> bytes | None:
+    if data is None or isinstance(data, bytes):
+        return data
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data)
+    if isinstance(data, str):
+        return data.encode("utf-8", "backslashreplace")
+    raise TypeError(f"{what} must be bytes, str or None, not {type(data).__name__}")
+
+
+def _name(name: object) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"a header name must be a str, not {type(name).__name__}")
+    return name
 
 
 def reply_from_exception(exc: Exception) -> Reply:

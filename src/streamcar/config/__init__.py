@@ -9,6 +9,7 @@ from __future__ import annotations
 from streamcar.config._durations import Duration, format_duration, parse_duration
 from streamcar.config._files import read_pem
 from streamcar.config._loader import json_schema, load_config, parse_config
+from streamcar.config._sizes import ByteSize, format_size, parse_size
 from streamcar.config._targets import CallTarget, GrpcTarget, HttpTarget, PythonTarget
 from streamcar.config.models import (
     AdminConfig,
@@ -31,6 +32,7 @@ from streamcar.config.models import (
 __all__ = [
     "AdminConfig",
     "BatchConfig",
+    "ByteSize",
     "CallConfig",
     "CallTarget",
     "CircuitBreakerConfig",
@@ -50,9 +52,11 @@ __all__ = [
     "ServiceTlsConfig",
     "TracingConfig",
     "format_duration",
+    "format_size",
     "json_schema",
     "load_config",
     "parse_config",
     "parse_duration",
+    "parse_size",
     "read_pem",
 ]

@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from streamcar.config._durations import Duration, format_duration
+from streamcar.config._sizes import ByteSize
 from streamcar.config._targets import CallTarget, GrpcTarget, HttpTarget, parse_target, split_host_port
 
 PROBLEMS_ERROR = "streamcar_problems"
@@ -256,6 +257,9 @@ class CallConfig(_Model):
     batch: BatchConfig = BatchConfig()
     tls: ServiceTlsConfig | None = None
     """TLS settings for https:// and grpcs:// services."""
+    max_response_bytes: ByteSize = Field(default=16 * 1024 * 1024, ge=1024)
+    """The most a reply may hold: head and body, decompressed (HTTP), or the response message (gRPC). A bigger
+    reply fails the call as ``bad-reply``, checked as the bytes arrive."""
 
     @field_validator("url")
     @classmethod

@@ -29,10 +29,21 @@ from streamcar.config import CircuitBreakerConfig
 # Reply kinds that mean the service could not be reached or could not serve (see streamcar.call); "retry" (an
 # explicit Streamcar-Result), "bad-reply" and "internal" are the service or the sidecar speaking, not an outage.
 OUTAGE_KINDS = frozenset(
-    {"connection", "timeout", "tls", "http-status", "http-client", "grpc-status", "grpc-client", "exception"}
+    {
+        "connection",
+        "disconnected",
+        "timeout",
+        "tls",
+        "http-status",
+        "http-client",
+        "grpc-status",
+        "grpc-client",
+        "exception",
+    }
 )
 _SLICES = 10  # the failure-ratio window is counted in this many slices, so it slides in steps of a tenth
-# Not reaching the service at all says nothing about the message: no need to wait for more evidence.
+# Not reaching the service at all says nothing about the message: no need to wait for more evidence. A connection
+# the service accepted and then dropped ("disconnected") is not among them: one message can cause that.
 UNREACHED_KINDS = frozenset({"connection", "tls"})
 
 

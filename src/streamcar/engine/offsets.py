@@ -95,6 +95,11 @@ class PartitionOffsets:
         return self._outstanding
 
     @property
+    def last(self) -> int:
+        """The last tracked offset; -1 before any."""
+        return self._last
+
+    @property
     def last_committed(self) -> int | None:
         """The highest offset given to :meth:`mark_committed` since the last reset, if any."""
         return self._committed
@@ -110,6 +115,27 @@ class PartitionOffsets:
         """Record that ``offset`` was committed; a lower offset than one recorded before is ignored."""
         if self._committed is None or offset > self._committed:
             self._committed = offset
+
+    def restart(self, offset: int) -> int:
+        """The log was replaced from ``offset`` on (topic re-created, log truncated): forget the tracked offsets
+        at or after it, so that the new log's records can be tracked from there. Offsets before it stay as they
+        are, done or not; the watermark can move back, and the next commit may be lower than the last. Returns
+        how many of the forgotten offsets were not done."""
+        if offset < 0:
+            raise ValueError(f"offset must be >= 0, got {offset}")
+        window, done = self._window, self._done
+        forgotten = 0
+        while window and window[-1] >= offset:
+            if not done.pop(window.pop()):
+                forgotten += 1
+        self._outstanding -= forgotten
+        if window:
+            self._last = window[-1]
+        elif self._last >= offset:
+            self._last = offset - 1  # everything before it was done: the watermark is the new log's start
+        if self._committed is not None and self._committed > offset:
+            self._committed = None  # the commit of the new log may be lower than the old one's
+        return forgotten
 
     def reset(self) -> None:
         """Forget everything, as for a freshly assigned partition."""
@@ -164,6 +190,12 @@ class OffsetTracker:
         self._total -= before - partition.outstanding
         return True
 
+    def restart(self, tp: TopicPartition, offset: int) -> None:
+        """``tp``'s log was replaced from ``offset`` on (see :meth:`PartitionOffsets.restart`)."""
+        partition = self._partitions.get(tp)
+        if partition is not None:
+            self._total -= partition.restart(offset)
+
     def commit_points(self) -> dict[TopicPartition, int]:
         """The offset to commit for every partition whose watermark advanced since it was last committed."""
         points: dict[TopicPartition, int] = {}
@@ -180,6 +212,11 @@ class OffsetTracker:
             partition = partitions.get(tp)
             if partition is not None:
                 partition.mark_committed(offset)
+
+    def last(self, tp: TopicPartition) -> int | None:
+        """The last offset of ``tp`` tracked, if any."""
+        partition = self._partitions.get(tp)
+        return None if partition is None or partition.last < 0 else partition.last
 
     def watermark(self, tp: TopicPartition) -> int | None:
         """The contiguous watermark of ``tp`` (see :attr:`PartitionOffsets.watermark`)."""

@@ -14,11 +14,12 @@ import logging
 from confluent_kafka import Message
 
 from streamcar.config import PipelineConfig
-from streamcar.engine.records import OutRecord, dead_letter_record, reply_record
+from streamcar.engine.records import MAX_CUTS, OutRecord, cut_down, dead_letter_record, reply_record
 from streamcar.engine.tracing import Tracing
 from streamcar.engine.work import PipelineStats, Work
 from streamcar.event import Reply, Result
 from streamcar.kafka.producer import AsyncProducer, ProduceError
+from streamcar.logs import Throttle, held_back
 
 log = logging.getLogger("streamcar.pipeline")
 
@@ -39,6 +40,7 @@ class Outcomes:
         self._config = config
         self._producer = producer
         self._stats = stats
+        self._throttle = Throttle()
 
     def act(self, work: Work, retry: list[Work], slow: list[Work]) -> tuple[str, Ack | None] | None:
         """Start what ``work``'s reply calls for: the result and the broker's acknowledgement to wait for, or
@@ -82,6 +84,8 @@ class Outcomes:
             slow.append(work)
             return None
         record = dead_letter_record(work.event, error=error, kind=kind, attempts=work.attempts)
+        if work.cuts:
+            record = cut_down(record, work.cuts)
         return "dead-letter", self._send(work, dlq.topic, record, dead_letter=True)
 
     def _send(self, work: Work, topic: str, record: OutRecord, *, dead_letter: bool) -> Ack:
@@ -96,8 +100,12 @@ class Outcomes:
     def refused(self, work: Work, result: str, error: BaseException) -> None:
         """The broker did not take ``work``'s reply or dead letter: decide what acting on it again means."""
         transient = isinstance(error, ProduceError) and not error.permanent
-        topic = self._config.publish if result == "success" else self._config.dead_letter
-        log.warning("%s: producing to %s failed (%s)", self._name, topic.topic if topic else "?", error)
+        output = self._config.publish if result == "success" else self._config.dead_letter
+        topic = output.topic if output is not None else "?"
+        held = self._throttle.allow((topic, str(error)))
+        if held is not None:
+            more = held_back(held, self._throttle.interval)
+            log.warning("%s: producing to %s failed (%s)%s", self._name, topic, error, more)
         if transient:
             return  # librdkafka gave up after message.timeout.ms: hand the same record over again
         if isinstance(error, ProduceError) and error.too_large and not work.alone:
@@ -107,6 +115,8 @@ class Outcomes:
             return
         if result == "success":
             work.reply = Reply.dead_letter(f"publishing the reply failed: {error}", kind="publish")
+        elif isinstance(error, ProduceError) and error.too_large and work.cuts < MAX_CUTS:
+            work.cuts += 1  # too large alone: the same dead letter again, cut down to fit (never retried forever)
         else:
             # the dead-letter topic refuses it for good: keep the message, retry it slowly
             work.reply = Reply.retry(error=f"the dead-letter topic refused it: {error}", kind="dead-letter")

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message
@@ -22,23 +22,29 @@ from confluent_kafka import KafkaError, KafkaException, Message
 from streamcar.call import Caller
 from streamcar.config import KafkaConfig, PipelineConfig
 from streamcar.engine.breaker import OUTAGE_KINDS, UNREACHED_KINDS, CircuitBreaker, Closed, Opened, State
+from streamcar.engine.buffer import Buffer
 from streamcar.engine.offsets import OffsetTracker
 from streamcar.engine.offsets import TopicPartition as TP
 from streamcar.engine.outcomes import Ack, Outcomes
 from streamcar.engine.retry import Backoff
-from streamcar.engine.scheduler import Lane, LaneScheduler, lane_for
+from streamcar.engine.scheduler import Lane, lane_for
 from streamcar.engine.tracing import Tracing
-from streamcar.engine.work import PipelineStats, Work, event_from, lane_of, partition_of
+from streamcar.engine.work import PipelineStats, Work, event_from
 from streamcar.errors import KafkaError as StreamcarKafkaError
 from streamcar.event import Reply, Result
 from streamcar.kafka.consumer import ConsumerBridge
 from streamcar.kafka.producer import AsyncProducer
+from streamcar.logs import Throttle, held_back
 
 log = logging.getLogger("streamcar.pipeline")
 
-PREFETCH = 2000
 STALL = 5.0
 """Seconds the buffer may stay full with the consumer thread held back before consumption is paused instead."""
+STOP_GRACE = 5.0
+"""Seconds beyond ``shutdown_timeout`` that stopping takes at most: the final commit, leaving the consumer group
+and handing the producer's last records to the broker."""
+COMMIT_GRACE = 2.0
+PRODUCER_GRACE = 1.0
 
 # Kafka errors after which the consumer cannot go on; anything else librdkafka recovers from by itself.
 _FATAL_CODES = frozenset(
@@ -76,7 +82,9 @@ class Pipeline:
         self._tracing = tracing
         self._outcomes = Outcomes(name, config, producer, self.stats, tracing)
         self._tracker = OffsetTracker()
-        self._scheduler: LaneScheduler[Work] = LaneScheduler(lane_of, partition_of)
+        # Consumed records wait here (behind their key, or for a free call slot) up to its bounds; beyond them
+        # the consumer thread is held back until the buffer drained to half (see _hand_back).
+        self._buffer = Buffer(config.max_in_flight)
         self._generation: dict[TP, int] = {}
         self._accepting: set[TP] = set()
         self._running: dict[Work, asyncio.Task[Any]] = {}  # in a call or settling; a batch shares one task
@@ -84,6 +92,7 @@ class Pipeline:
         self._held: set[Work] = set()  # answered, waiting for an earlier message of their lane (batches only)
         self._calling = 0  # messages launched into a call that has not returned yet
         self._breaker = CircuitBreaker(config.circuit_breaker)
+        self._throttle = Throttle()
         self._parked: list[Work] = []  # retries that came due while the circuit was open
         self._probe_timer: asyncio.TimerHandle | None = None
         self._batch_size = config.call.batch.max_messages
@@ -92,11 +101,9 @@ class Pipeline:
         self._linger: asyncio.TimerHandle | None = None
         self._changed = asyncio.Event()
         self._draining = False
+        self._drain_until = 0.0
         self._failure: BaseException | None = None
         self._failed = asyncio.Event()
-        # Consumed records wait here (behind their key, or for a free call slot) up to this many; beyond it the
-        # consumer thread is held back until the buffer drained to half (see _hand_back).
-        self._prefetch = max(PREFETCH, 2 * config.max_in_flight)
         self._withheld = 0  # batches the consumer thread was not yet allowed to follow with another
         self._stall_timer: asyncio.TimerHandle | None = None
         self._bridge: ConsumerBridge | None = None
@@ -147,7 +154,7 @@ class Pipeline:
     @property
     def buffered(self) -> int:
         """Messages consumed and not started yet: behind their key or waiting for a free slot."""
-        return len(self._scheduler)
+        return len(self._buffer)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then drain within ``shutdown_timeout`` and commit; raises on failure."""
@@ -180,12 +187,16 @@ class Pipeline:
             raise self._failure
 
     async def _shutdown(self) -> None:
-        """Stop taking work, let calls in flight finish (bounded), commit, leave the group.
+        """Stop taking work, let calls in flight finish, commit, leave the group, close the producer: all within
+        ``shutdown_timeout`` plus :data:`STOP_GRACE`, so that a Pod's termination grace period can be set from it.
 
         Order matters: the final commit happens after in-flight work settled (so it covers it) and before the
-        consumer closes (closing revokes our partitions; on_revoked commits once more, which is harmless).
+        consumer closes (closing revokes our partitions; on_revoked commits once more, which is harmless). Work
+        still running at the deadline is abandoned: it is not committed, so it is redone after the restart.
         """
         self._draining = True
+        self._drain_until = time.monotonic() + self.config.shutdown_timeout
+        end = self._drain_until + STOP_GRACE
         bridge = self._bridge
         if bridge is not None:
             bridge.pause_all()
@@ -198,18 +209,21 @@ class Pipeline:
         if self._linger is not None:
             self._linger.cancel()
         self._forming.clear()  # never sent: redelivered after the restart like everything uncommitted
-        await self._wait_running(lambda w: True, self.config.shutdown_timeout)
+        await self._wait_running(lambda w: True, self._drain_until - time.monotonic())
         abandoned = len(self._running)
         if abandoned:
             log.warning(
-                "%s: %d calls still running after shutdown_timeout; they will be redelivered", self.name, abandoned
+                "%s: %d messages still in a call or publishing after shutdown_timeout; they will be redelivered",
+                self.name,
+                abandoned,
             )
-        await self._commit()
-        if bridge is not None:
-            await bridge.stop()
         for task in set(self._running.values()):
             task.cancel()
+        await _within(self._commit(), min(COMMIT_GRACE, end - time.monotonic()), f"{self.name}: the final commit")
+        if bridge is not None:
+            await _within(bridge.stop(), end - time.monotonic() - PRODUCER_GRACE, f"{self.name}: leaving the group")
         await self._caller.close()
+        await self._producer.close(max(end - time.monotonic(), PRODUCER_GRACE))
 
     def _fail(self, exc: BaseException) -> None:
         if self._failure is None:
@@ -237,7 +251,7 @@ class Pipeline:
                 else:
                     self.on_error(error)
                 continue
-            event = event_from(msg)
+            event, unusable = event_from(msg)
             tp = (event.topic, event.partition)
             if tp not in self._accepting:
                 continue  # fetched just before a revoke: the partition's next owner gets it
@@ -250,16 +264,51 @@ class Pipeline:
             try:
                 self._tracker.track(tp, event.offset)
             except ValueError:
-                log.warning("%s: %s[%d] offset %d went backwards; skipped", self.name, *tp, event.offset)
-                continue
+                self._restart_log(tp, event.offset)
+                self._tracker.track(tp, event.offset)
             self.stats.consumed += 1
             lane = lane_for(ordering, event.topic, event.partition, event.key)
             work = Work(event, tp, lane, self._generation[tp])
+            if unusable is not None:
+                work.verdict = Reply.dead_letter(unusable, kind="rejected")
             if self._tracing is not None:
                 self._tracing.consumed(work)
-            self._scheduler.submit(work)
+            self._buffer.submit(work)
         self._pace()
         self._dispatch()
+
+    def _restart_log(self, tp: TP, offset: int) -> None:
+        """``tp``'s offsets went back to ``offset``: its log was replaced from there (the topic deleted and created
+        again, or the log truncated, e.g. after an unclean leader election). What we hold of the old log at or
+        after ``offset`` is forgotten, and the new log's records are processed like any: nothing is skipped, and
+        the watermark (hence the commit) moves back to the new log. Messages before ``offset`` carry on."""
+        last = self._tracker.last(tp)
+
+        def stale(work: Work) -> bool:
+            return work.tp == tp and work.event.offset >= offset
+
+        for work in [*self._running, *self._waiting, *self._held, *self._parked, *self._forming]:
+            if stale(work):
+                work.generation = -1  # never current again: its completion, if any, is ignored
+        for work in [w for w in self._waiting if stale(w)]:
+            del self._waiting[work]
+        self._held = {w for w in self._held if not stale(w)}
+        self._parked = [w for w in self._parked if not stale(w)]
+        self._forming = [w for w in self._forming if not stale(w)]
+        self._buffer.drop_partition(tp, lambda w: w.event.offset < offset)
+        self._tracker.restart(tp, offset)
+        text = f"{tp[0]}[{tp[1]}] went back from offset {last} to {offset}: the log was replaced"
+        self.stats.note_condition("log-restarted", f"{text} (topic re-created or log truncated)")
+        held = self._throttle.allow(("log-restarted", tp))
+        if held is not None:
+            log.warning(
+                "%s: %s (topic re-created or log truncated); reading it as a new log from %d%s",
+                self.name,
+                text,
+                offset,
+                held_back(held, self._throttle.interval),
+                extra=self._fields("log-restarted", topic=tp[0], partition=tp[1], offset=offset),
+            )
 
     # -- what the admin endpoints show -----------------------------------------------------------------------
     def lag(self) -> dict[TP, int | None]:
@@ -320,6 +369,7 @@ class Pipeline:
             "retries": stats.retries,
             "calls": stats.calls,
             "last_errors": list(stats.last_errors),
+            "conditions": stats.recent(),
             "recent_dead_letters": list(stats.recent_dead_letters),
         }
 
@@ -360,7 +410,9 @@ class Pipeline:
     async def on_revoked(self, partitions: list[TP]) -> dict[TP, int]:
         revoked = set(partitions) & self._accepting
         self._stop_taking(revoked)
-        await self._wait_running(lambda w: w.tp in revoked, self.config.shutdown_timeout)
+        # a revoke while stopping (the consumer closing) waits only for what is left of the drain's deadline
+        within = self._drain_until - time.monotonic() if self._draining else self.config.shutdown_timeout
+        await self._wait_running(lambda w: w.tp in revoked, within)
         final = self._release(revoked)
         return {tp: offset for tp, offset in final.items() if offset is not None}
 
@@ -373,7 +425,7 @@ class Pipeline:
         """No new records, queued messages or retries for ``tps``; calls already running go on."""
         self._accepting -= tps
         for tp in tps:
-            self._scheduler.drop_partition(tp)
+            self._buffer.drop_partition(tp)
         for work in [w for w in self._waiting if w.tp in tps]:
             del self._waiting[work]  # its timer may carry other partitions' retries too: it skips this one
         self._held = {w for w in self._held if w.tp not in tps}
@@ -415,7 +467,7 @@ class Pipeline:
         bridge = self._bridge
         if bridge is None:
             return
-        if len(self._scheduler) < self._prefetch or self._draining:
+        if not self._buffer.full or self._draining:
             bridge.batch_done()
             return
         self._withheld += 1
@@ -444,7 +496,7 @@ class Pipeline:
         bridge = self._bridge
         if bridge is None:
             return
-        half = len(self._scheduler) <= self._prefetch // 2
+        half = self._buffer.half
         if self._withheld and (half or self._draining):
             self._let_consume()
         if bridge.paused and half and not self._draining and self._breaker.allows():
@@ -458,8 +510,11 @@ class Pipeline:
         """
         if self._draining or not self._breaker.allows():
             return  # an open circuit calls nothing until its probe got through
-        sched = self._scheduler
-        free = self.config.max_in_flight - self._occupied()
+        sched = self._buffer
+        limit = self.config.max_in_flight
+        # max_in_flight calls, and as many more messages whose replies wait for the broker's acknowledgement: a
+        # publish that cannot happen (a missing topic) must not let in flight grow without bound
+        free = min(limit - self._occupied(), 2 * limit - self.in_flight)
         size = self._batch_size
         if size == 1:
             if free > 0 and sched.ready_count:
@@ -519,39 +574,19 @@ class Pipeline:
     # -- one call ---------------------------------------------------------------------------------------------
     async def _process(self, works: list[Work], probe: bool = False) -> None:
         """Call the service for ``works`` (a batch, or a batch of one) and act on each reply; a ``probe`` is the
-        one call a half-open circuit lets through."""
+        one call a half-open circuit lets through. A message with a ``verdict`` (a record that cannot be called at
+        all) is not sent: the verdict is its reply."""
         touched = list(works)  # grows by the held messages this task settles; all leave _running at the end
         try:
-            for work in works:
-                work.attempts += 1
-            tracing = self._tracing
-            span, events = tracing.call(works) if tracing is not None else (None, [work.event for work in works])
-            started = time.perf_counter()
-            try:
-                replies = await self._caller.call(events)
-                if len(replies) != len(works):
-                    raise RuntimeError(f"{len(replies)} replies for {len(works)} events")
-            except Exception as exc:  # a caller bug must not lose messages: retry them like a failed call
-                log.exception("%s: caller failed", self.name)
-                replies = [Reply.retry(error=f"{type(exc).__name__}: {exc}", kind="internal")] * len(works)
-            finally:
-                self._calling -= len(works)
-            if span is not None:
-                Tracing.called(span, replies)
-            failed = [r for r in replies if r.result is Result.RETRY]
-            failure = failed[0].error_kind if failed and len(failed) == len(replies) else None
-            self.stats.observe_call(time.perf_counter() - started, failure)
-            if failure is not None:
-                self.stats.last_call_error = failed[0].error or failure
-            self._on_circuit(self._breaker.record(time.monotonic(), failure, probe=probe))
-            if failure in OUTAGE_KINDS and not self._breaker.allows() and (not probe or failure in UNREACHED_KINDS):
-                # The service is down: this attempt does not count against the message. A failed probe does count
-                # when the service answered it: the probe's message itself may be what fails (a poison message
-                # that is the only traffic must still reach the dead-letter topic).
+            calls = works
+            if any(work.verdict is not None for work in works):
+                calls = [work for work in works if work.verdict is None]
+                self._calling -= len(works) - len(calls)
                 for work in works:
-                    work.attempts -= 1
-            for work, reply in zip(works, replies, strict=True):
-                work.reply = reply
+                    if work.verdict is not None:
+                        work.reply = work.verdict
+            if calls:
+                await self._call(calls, probe)
             await self._settle(works, touched)
         except asyncio.CancelledError:
             raise
@@ -565,6 +600,39 @@ class Pipeline:
             self._changed.set()
             self._pace()
             self._dispatch()
+
+    async def _call(self, works: list[Work], probe: bool) -> None:
+        """One call for ``works``: each gets its reply, and the call counts for the stats and the circuit."""
+        for work in works:
+            work.attempts += 1
+        tracing = self._tracing
+        span, events = tracing.call(works) if tracing is not None else (None, [work.event for work in works])
+        started = time.perf_counter()
+        try:
+            replies = await self._caller.call(events)
+            if len(replies) != len(works):
+                raise RuntimeError(f"{len(replies)} replies for {len(works)} events")
+        except Exception as exc:  # a caller bug must not lose messages: retry them like a failed call
+            log.exception("%s: caller failed", self.name)
+            replies = [Reply.retry(error=f"{type(exc).__name__}: {exc}", kind="internal")] * len(works)
+        finally:
+            self._calling -= len(works)
+        if span is not None:
+            Tracing.called(span, replies)
+        failed = [r for r in replies if r.result is Result.RETRY]
+        failure = failed[0].error_kind if failed and len(failed) == len(replies) else None
+        self.stats.observe_call(time.perf_counter() - started, failure)
+        if failure is not None:
+            self.stats.last_call_error = failed[0].error or failure
+        self._on_circuit(self._breaker.record(time.monotonic(), failure, probe=probe))
+        if failure in OUTAGE_KINDS and not self._breaker.allows() and (not probe or failure in UNREACHED_KINDS):
+            # The service is down: this attempt does not count against the message. A failed probe does count
+            # when the service answered it: the probe's message itself may be what fails (a poison message
+            # that is the only traffic must still reach the dead-letter topic).
+            for work in works:
+                work.attempts -= 1
+        for work, reply in zip(works, replies, strict=True):
+            work.reply = reply
 
     async def _settle(self, works: list[Work], touched: list[Work]) -> None:
         """Act on the replies of ``works`` (in offset order within each lane) until each is done or waiting.
@@ -718,10 +786,13 @@ class Pipeline:
         if self._draining or self._breaker.state is not State.OPEN:
             return
         count = self.config.circuit_breaker.probes
-        sched = self._scheduler
+        sched = self._buffer
         works = sched.take(min(count, sched.ready_count)) if sched.ready_count else []
         while self._parked and len(works) < count:
             works.append(self._parked.pop(0))
+        for work in [w for w in works if w.verdict is not None]:
+            works.remove(work)
+            self._launch([work])  # decided without a call: no probe
         if not works:  # nothing to probe with: nothing is at risk either; the next calls tell again
             self._on_circuit(self._breaker.reset(time.monotonic()))
             return
@@ -734,7 +805,7 @@ class Pipeline:
             Tracing.done(work, result)
         self.stats.results[result] += 1
         self._tracker.done(work.tp, work.event.offset)
-        self._scheduler.finish(work)
+        self._buffer.finish(work)
         self._since_commit += 1
         if self._range is not None:
             self._check_replayed()
@@ -764,6 +835,14 @@ class Pipeline:
         finally:
             self._committing = False
         self._tracker.mark_committed(points)
+
+
+async def _within(step: Coroutine[Any, Any, None], seconds: float, what: str) -> None:
+    """Run one step of stopping for at most ``seconds``: past it, say so and go on with the next."""
+    try:
+        await asyncio.wait_for(step, max(seconds, 0.0))
+    except TimeoutError:
+        log.warning("%s took too long; going on without it", what)
 
 
 def _all_done(futures: list[Ack]) -> asyncio.Future[None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from streamcar.event import Event, Headers, KeepKey, Reply
+from streamcar.event import Event, Headers, KeepKey, Reply, text_bytes
 
 DLQ_HEADER_PREFIX = "streamcar-"
 # Trace context travels from the input record to what we publish for it, unless the reply sets its own.
@@ -24,7 +24,7 @@ def reply_record(event: Event, reply: Reply) -> OutRecord:
     headers = list(reply.headers)
     names = {name for name, _ in headers}
     if reply.content_type and "content-type" not in names:
-        headers.append(("content-type", reply.content_type.encode()))
+        headers.append(("content-type", text_bytes(reply.content_type)))
     for name in _PROPAGATED:
         value = event.header(name)
         if value is not None and name not in names:
@@ -47,7 +47,7 @@ def dead_letter_record(
     when = (failed_at or datetime.now(UTC)).isoformat(timespec="milliseconds")
     kept = [(k, v) for k, v in event.headers if not k.startswith(DLQ_HEADER_PREFIX) or k == REDRIVE_COUNT]
     kept += [
-        ("streamcar-error", error.encode("utf-8", "replace")),
+        ("streamcar-error", _clip(error).encode("utf-8", "replace")),
         ("streamcar-error-kind", kind.encode()),
         ("streamcar-source-topic", event.topic.encode()),
         ("streamcar-source-partition", str(event.partition).encode()),
@@ -56,3 +56,53 @@ def dead_letter_record(
         ("streamcar-failed-at", when.encode()),
     ]
     return OutRecord(event.key, event.value, tuple(kept))
+
+
+MAX_ERROR_TEXT = 4096
+"""Characters of ``streamcar-error`` kept: an error that quotes a service's body must not make a letter huge."""
+MAX_CUTS = 2
+"""The levels of :func:`cut_down`."""
+CUT_HEADER = "streamcar-cut"
+"""On a dead letter that was cut down to fit its topic: what was cut, with the original sizes."""
+_KEEP_UP_TO = 1024  # bytes of a key or header value that a first cut keeps
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_TEXT else text[: MAX_ERROR_TEXT - 1] + "…"
+
+
+def _marker(size: int) -> bytes:
+    return f"<cut by streamcar: {size} bytes>".encode()
+
+
+def cut_down(record: OutRecord, level: int) -> OutRecord:
+    """A dead letter made to fit a topic that refused it as too large, keeping every ``streamcar-*`` header.
+
+    Level 1 replaces the value, and any key or header value over 1 KiB, by a marker with its size. Level 2 also
+    drops the other headers and replaces any key at all. ``streamcar-cut`` lists what went and how big it was.
+    """
+    cut: list[str] = []
+    value: bytes | None = record.value
+    if value:
+        cut.append(f"value {len(value)} bytes")
+        value = _marker(len(value))
+    key = record.key
+    if key is not None and (len(key) > _KEEP_UP_TO or level >= 2):
+        cut.append(f"key {len(key)} bytes")
+        key = _marker(len(key))
+    headers: list[tuple[str, bytes | None]] = []
+    for name, data in record.headers:
+        own = name.startswith(DLQ_HEADER_PREFIX)
+        size = len(data or b"")
+        if own:
+            headers.append((name, data))
+        elif level >= 2:
+            cut.append(f"header {name[:100]!r} {size} bytes")
+        elif size > _KEEP_UP_TO:
+            cut.append(f"header {name[:100]!r} {size} bytes")
+            headers.append((name[:_KEEP_UP_TO], _marker(size)))
+        else:
+            headers.append((name[:_KEEP_UP_TO], data))
+    text = "; ".join(cut) if len(cut) <= 20 else "; ".join(cut[:20]) + f"; and {len(cut) - 20} more"
+    headers.append((CUT_HEADER, text.encode()))
+    return OutRecord(key, value, tuple(headers))

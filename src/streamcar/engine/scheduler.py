@@ -144,25 +144,37 @@ class LaneScheduler(Generic[T]):
         else:
             del self._lanes[lane]
 
-    def drop_partition(self, tp: tuple[str, int]) -> list[T]:
+    def drop_partition(self, tp: tuple[str, int], keep: Callable[[T], bool] | None = None) -> list[T]:
         """Remove and return every ready or queued item of partition ``tp`` (rebalance revoke).
 
         Ready items come first in ready order, then queued items lane by lane in submission order. In-flight
         items (runs included) of ``tp`` are not returned; their lanes are dropped, so finishing them later is a no-op.
+
+        ``keep`` (a log restarted at some offset): only items for which it is false go, and it must hold for a
+        prefix of each lane (items before some offset). A lane keeps that prefix, in flight or not; an in-flight
+        item that goes is no longer the lane's, so finishing it later is a no-op, as above.
         """
         partition_of = self._partition_of
         dropped: list[T] = []
         kept: deque[T] = deque()
         for item in self._ready:
-            (dropped if partition_of(item) == tp else kept).append(item)
+            (dropped if partition_of(item) == tp and (keep is None or not keep(item)) else kept).append(item)
         self._ready = kept
         stale = [lane for lane, line in self._lanes.items() if partition_of(line[0]) == tp]
         for lane in stale:
             line = self._lanes.pop(lane)
-            for _ in range(self._taken.pop(lane, 1)):
-                line.popleft()  # ready (already collected above) or in flight
-            self._queued -= len(line)
-            dropped.extend(line)
+            taken = self._taken.pop(lane, 1)  # the first `taken` are ready (collected above) or in flight
+            prefix = 0
+            if keep is not None:
+                while prefix < len(line) and keep(line[prefix]):
+                    prefix += 1
+            for index in range(max(prefix, taken), len(line)):
+                self._queued -= 1
+                dropped.append(line[index])
+            if prefix:
+                self._lanes[lane] = deque(line[i] for i in range(prefix))
+                if min(taken, prefix) > 1:
+                    self._taken[lane] = min(taken, prefix)
         return dropped
 
     @property

@@ -13,10 +13,13 @@ from opentelemetry.trace import Span
 from streamcar.engine.breaker import OUTAGE_KINDS
 from streamcar.engine.offsets import TopicPartition as TP
 from streamcar.engine.scheduler import Lane
-from streamcar.event import Event, Headers, Reply
+from streamcar.event import Event, Reply
+from streamcar.kafka.records import UNREADABLE_HEADERS, read_headers
 
 CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 """Upper bounds (seconds) of the call-duration histogram; a last, unbounded bucket follows."""
+CONDITION_SHOWN = 600.0
+"""Seconds a noted condition stays on /status."""
 FAILING_AFTER = 5
 """Consecutive calls that could not reach the service (connection, timeout, 5xx) before it counts as failing."""
 
@@ -38,6 +41,8 @@ class PipelineStats:
     last_errors: list[str] = field(default_factory=list)
     recent_dead_letters: deque[dict[str, object]] = field(default_factory=lambda: deque(maxlen=20))
     """The last dead letters, newest last: source topic/partition/offset, key, kind, error, time."""
+    conditions: dict[str, tuple[str, float]] = field(default_factory=dict)
+    """Named conditions and the time they were last noted (e.g. ``log-restarted``)."""
 
     def note_dead_letter(self, event: Event, kind: str, error: str) -> None:
         self.dead_lettered += 1
@@ -53,6 +58,16 @@ class PipelineStats:
                 "at": time.time(),
             }
         )
+
+    def note_condition(self, name: str, text: str) -> None:
+        """Something happened that an operator should see on /status for a while (see :meth:`recent`)."""
+        self.conditions[name] = (text, time.time())
+
+    def recent(self, within: float = CONDITION_SHOWN) -> list[dict[str, object]]:
+        """The conditions noted in the last ``within`` seconds, newest first."""
+        now = time.time()
+        found = [(at, name, text) for name, (text, at) in self.conditions.items() if now - at <= within]
+        return [{"name": name, "text": text, "at": at} for at, name, text in sorted(found, reverse=True)]
 
     def note_error(self, text: str) -> None:
         self.last_errors.append(text)
@@ -87,6 +102,7 @@ class Work:
         "alone",
         "attempts",
         "blocked",
+        "cuts",
         "event",
         "generation",
         "held",
@@ -95,12 +111,17 @@ class Work:
         "last_kind",
         "reply",
         "settled",
+        "size",
         "span",
         "tp",
+        "verdict",
     )
 
     def __init__(self, event: Event, tp: TP, lane: Lane | None, generation: int) -> None:
         self.event = event
+        self.size = len(event.key or b"") + len(event.value or b"")
+        if event.headers:
+            self.size += sum(len(name) + len(value or b"") for name, value in event.headers)
         self.tp = tp
         self.lane = lane
         self.generation = generation
@@ -113,6 +134,8 @@ class Work:
         self.held: list[Work] | None = None
         self.span: Span | None = None  # the message's "process" span when tracing is on
         self.alone = False  # its record goes in a batch of its own (its last batch was refused as too large)
+        self.cuts = 0  # how far its dead letter is cut down to fit the topic (see records.cut_down)
+        self.verdict: Reply | None = None  # decided without a call (the record cannot be called at all)
 
     def hold(self, later: Work) -> None:
         """``later`` (same lane, later offset) completes only after this one does."""
@@ -133,15 +156,15 @@ def partition_of(work: Work) -> TP:
     return work.tp
 
 
-def event_from(msg: Message) -> Event:
+def event_from(msg: Message) -> tuple[Event, str | None]:
+    """The event of a consumed record, and why it cannot be called at all (None when it can): a record whose
+    headers cannot be read is dead-lettered at once with its key and value (see :mod:`streamcar.kafka.records`)."""
     topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
     assert topic is not None
     assert partition is not None
     assert offset is not None
     _, timestamp = msg.timestamp()
-    raw = msg.headers()
-    headers: Headers = ()
-    if raw:
-        pairs = raw.items() if isinstance(raw, dict) else raw
-        headers = tuple((k, v if v is None or isinstance(v, bytes) else str(v).encode()) for k, v in pairs)
-    return Event(topic, partition, offset, timestamp, msg.key(), msg.value(), headers)
+    headers = read_headers(msg)
+    if headers is None:
+        return Event(topic, partition, offset, timestamp, msg.key(), msg.value(), ()), UNREADABLE_HEADERS
+    return Event(topic, partition, offset, timestamp, msg.key(), msg.value(), headers), None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streamcar.event import Headers
+from streamcar.kafka.records import producible, safe_bytes
 
 log = logging.getLogger("streamcar.kafka.producer")
 Ack = asyncio.Future[Message]
@@ -62,6 +64,7 @@ class AsyncProducer:
         self._producer = Producer(conf)
         self._loop = loop
         self._stopping = threading.Event()
+        self._closed = False
         self._settled: list[tuple[asyncio.Future[Message], KafkaError | None, Message]] = []
         self._backlog: deque[tuple[asyncio.Future[Message], str, bytes | None, bytes | None, Headers]] = deque()
         self._feeder: asyncio.Task[None] | None = None
@@ -126,10 +129,18 @@ class AsyncProducer:
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
             self._settled.append((future, err, msg))  # the list of the moment: _post_settled swaps it
 
+        if value is not None and type(value) is not bytes:
+            value = safe_bytes(value)
+        if key is not None and type(key) is not bytes:
+            key = safe_bytes(key)
         try:
-            self._producer.produce(topic, value=value, key=key, headers=list(headers) or None, on_delivery=on_delivery)
+            self._producer.produce(
+                topic, value=value, key=key, headers=producible(headers) if headers else None, on_delivery=on_delivery
+            )
         except KafkaException as exc:
             future.set_exception(ProduceError(exc.args[0]))
+        except (TypeError, ValueError) as exc:  # not a record librdkafka can take, whatever we retry
+            future.set_exception(ProduceError(KafkaError(KafkaError.INVALID_RECORD, f"not producible: {exc}")))
 
     async def _feed_backlog(self) -> None:
         backlog = self._backlog
@@ -143,19 +154,27 @@ class AsyncProducer:
             backlog.popleft()
 
     async def close(self, grace: float = 10.0) -> None:
+        """Hand what is queued to the broker for at most ``grace`` seconds in all, then free librdkafka; records
+        not acknowledged by then fail (their inputs are not done, so they are redone after a restart). Closing
+        again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        deadline = time.monotonic() + grace
         if self._alone is not None:
-            await self._alone.close(grace)
+            await self._alone.close(grace / 2)
         if self._feeder is not None and not self._feeder.done():
             try:
-                await asyncio.wait_for(asyncio.shield(self._feeder), grace)
+                await asyncio.wait_for(asyncio.shield(self._feeder), max(0.0, deadline - time.monotonic()))
             except TimeoutError:
                 log.warning("%d records were still waiting for librdkafka's queue at shutdown", len(self._backlog))
-        remaining = await asyncio.to_thread(self._producer.flush, grace)
+            self._feeder.cancel()
+        remaining = await asyncio.to_thread(self._producer.flush, max(0.0, deadline - time.monotonic()))
         self._post_settled()
         if remaining:
             log.warning("%d records were not acknowledged before shutdown", remaining)
         self._stopping.set()
-        await asyncio.to_thread(self._thread.join, 5)
+        await asyncio.to_thread(self._thread.join, 1)
         self._producer.close()  # frees librdkafka now, not whenever the garbage collector gets to it
 
 

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
@@ -24,6 +24,7 @@ from streamcar.call.envelope import encoder, header_object
 from streamcar.config import KafkaConfig
 from streamcar.engine.records import REDRIVE_COUNT
 from streamcar.errors import KafkaError, UsageError
+from streamcar.kafka.records import UNREADABLE_HEADERS, read_headers
 from streamcar.tools._common import (
     kafka_settings,
     parse_position,
@@ -76,7 +77,10 @@ def parse(msg: Message) -> DeadLetter:
     """A record of a dead-letter topic; a malformed ``streamcar-*`` header value reads as absent."""
     meta: dict[str, str] = {}
     kept: Headers = []
-    for name, data in cast(Headers, msg.headers() or []):
+    found = read_headers(msg)
+    if found is None:  # not readable, hence not parseable: listed as a record that is not a dead letter
+        found, meta["streamcar-error"] = (), UNREADABLE_HEADERS
+    for name, data in found:
         if name.startswith(_DROPPED_PREFIXES) or name in _DROPPED:
             meta[name] = (data or b"").decode("utf-8", "replace")
         else:

@@ -30,6 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from streamcar.config import Config, KafkaConfig, load_config
 from streamcar.errors import KafkaError as StreamcarKafkaError
 from streamcar.errors import UsageError
+from streamcar.kafka.records import UNREADABLE, RawHeaders, raw_headers
 from streamcar.tools._common import (
     client_config,
     kafka_settings,
@@ -50,6 +51,8 @@ _err = Console(stderr=True)
 class CopyResult:
     copied: dict[int, int] = field(default_factory=dict)
     seconds: float = 0.0
+    headerless: int = 0
+    """Records copied without their headers: a header name was not UTF-8, so none of them could be read."""
 
     @property
     def total(self) -> int:
@@ -125,10 +128,13 @@ def copy(
                 kind, timestamp = msg.timestamp()
                 if kind != create_time:
                     timestamp = 0
+                headers = raw_headers(msg)  # once: see streamcar.kafka.records
+                if headers is UNREADABLE:
+                    result.headerless += 1
                 try:  # positional: topic, value, key, partition, callback, on_delivery, timestamp, headers
-                    produce(to_topic, msg.value(), msg.key(), target_of[p], None, on_delivery, timestamp, msg.headers())
+                    produce(to_topic, msg.value(), msg.key(), target_of[p], None, on_delivery, timestamp, headers)
                 except BufferError:  # librdkafka's queue is full: let deliveries drain it (this bounds the memory)
-                    _produce(producer, to_topic, msg, target_of[p], timestamp, on_delivery)
+                    _produce(producer, to_topic, msg, target_of[p], timestamp, headers, on_delivery)
                 copied[p] += 1
                 moved += 1
                 if offset >= until - 1:
@@ -160,12 +166,13 @@ def _produce(
     msg: Message,
     partition: int,
     timestamp: int,
+    headers: RawHeaders | None,
     on_delivery: Callable[[KafkaError | None, Message], None],
 ) -> None:
     while True:
         producer.poll(0.05)
         try:
-            producer.produce(topic, msg.value(), msg.key(), partition, None, on_delivery, timestamp, msg.headers())
+            producer.produce(topic, msg.value(), msg.key(), partition, None, on_delivery, timestamp, headers)
             return
         except BufferError:
             continue
@@ -272,6 +279,8 @@ def replay_command(args: argparse.Namespace) -> int:
             copied = copy(kafka, args.topic, ranges, args.to_topic, lambda n: progress.advance(bar, n))
             rate = copied.total / max(copied.seconds, 1e-3)
             summary = f"copied {copied.total:,} records to {args.to_topic} in {copied.seconds:.2f}s ({rate:,.0f}/s)"
+            if copied.headerless:
+                summary += f"; {copied.headerless:,} without their headers (a header name was not UTF-8)"
         else:
             assert config is not None
 

@@ -35,6 +35,7 @@ from confluent_kafka import KafkaError as RdKafkaError
 from streamcar.call.envelope import encoder, header_object
 from streamcar.config import KafkaConfig
 from streamcar.errors import KafkaError, UsageError
+from streamcar.kafka.records import UNREADABLE_HEADERS, read_headers
 from streamcar.tools._common import (
     Position,
     client_config,
@@ -137,13 +138,12 @@ def format_line(msg: Message) -> str:
 
 def format_json(msg: Message) -> dict[str, Any]:
     """A record for ``--json``, in the batch envelope's fields and encodings."""
-    found = msg.headers() or []
-    items = found.items() if isinstance(found, dict) else found  # a consumed record's are a list
-    headers = [(name, None if v is None else _bytes(v)) for name, v in items]
+    found = read_headers(msg)
+    headers = list(found or ())
     key, value = msg.key(), msg.value()
     encoding, encode = encoder([key, value, *(v for _, v in headers)])
     kind, timestamp = msg.timestamp()
-    return {
+    record: dict[str, Any] = {
         "topic": msg.topic(),
         "partition": msg.partition(),
         "offset": msg.offset(),
@@ -153,10 +153,9 @@ def format_json(msg: Message) -> dict[str, Any]:
         "headers": header_object(headers, encode),
         "encoding": encoding,
     }
-
-
-def _bytes(data: str | bytes) -> bytes:
-    return data.encode() if isinstance(data, str) else data
+    if found is None:  # a name that is not UTF-8: confluent-kafka cannot read them
+        record["headers"], record["headers_error"] = None, UNREADABLE_HEADERS
+    return record
 
 
 def tail_command(args: argparse.Namespace) -> int:

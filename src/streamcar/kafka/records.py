@@ -1,0 +1,86 @@
+"""Record fields across the boundary with confluent-kafka, both ways, for any bytes a topic or a service holds.
+
+Reading: :func:`read_headers`. Kafka header names are bytes on the wire; confluent-kafka hands them over as
+``str``, decoded strictly as UTF-8, and a name that does not decode makes ``Message.headers()`` raise
+``SystemError``. Worse, the list it built is cached on the message with a NULL where that name should be, so a
+second ``headers()`` on the same message crashes the interpreter (SIGSEGV). So headers are read once per
+record, here, and a record whose headers cannot be read says so (None) instead of raising.
+
+Writing: :func:`producible`. confluent-kafka 2.16's ``produce`` encodes header names as UTF-8 and segfaults on a
+name it cannot encode (a lone surrogate, e.g. ``"\\ud800"`` from a JSON reply), raises on such a key or value,
+and cuts a name at a NUL byte. Every record is made safe just before ``produce``: such characters are written as
+backslash escapes, and ``str`` keys and values become UTF-8 bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from confluent_kafka import Message
+
+Headers = tuple[tuple[str, bytes | None], ...]
+RawHeaders = list[tuple[str, str | bytes | None]]
+"""Headers as confluent-kafka's ``produce`` takes them."""
+
+UNREADABLE_HEADERS = "a header name is not valid UTF-8: the record's headers cannot be read"
+
+
+def raw_headers(msg: Message) -> RawHeaders | None:
+    """A consumed record's headers as confluent-kafka gives them (a list, ready to produce again; None when it
+    has none), or :data:`UNREADABLE` when a name is not valid UTF-8. Call it at most once per record."""
+    try:
+        return msg.headers()  # type: ignore[return-value]  # a consumed record's are a list
+    except (SystemError, UnicodeDecodeError):
+        return UNREADABLE
+
+
+UNREADABLE: RawHeaders = []
+"""What :func:`raw_headers` returns for unreadable headers (compare with ``is``): none of them can be had."""
+
+
+def read_headers(msg: Message) -> Headers | None:
+    """A consumed record's headers, or None when a name is not valid UTF-8. Call it at most once per record."""
+    try:
+        raw = msg.headers()
+    except (SystemError, UnicodeDecodeError):
+        return None
+    if not raw:
+        return ()
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return tuple((k, v if v is None or isinstance(v, bytes) else str(v).encode()) for k, v in pairs)
+
+
+def safe_name(name: object) -> str:
+    """A header name that confluent-kafka can produce, as close to ``name`` as possible."""
+    if not isinstance(name, str):
+        name = name.decode("utf-8", "backslashreplace") if isinstance(name, bytes) else str(name)
+    if name.isascii():
+        return name if "\x00" not in name else name.replace("\x00", "\\x00")
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        name = name.encode("utf-8", "backslashreplace").decode()
+    return name.replace("\x00", "\\x00")
+
+
+def safe_bytes(data: object) -> bytes | None:
+    """A key, value or header value as bytes (or None)."""
+    if data is None or type(data) is bytes:
+        return data
+    if isinstance(data, str):
+        return data.encode("utf-8", "backslashreplace")
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data)
+    return str(data).encode("utf-8", "backslashreplace")
+
+
+def producible(headers: Iterable[tuple[object, object]]) -> RawHeaders:
+    """``headers`` as confluent-kafka can produce them (see the module docstring)."""
+    safe: RawHeaders = []
+    for name, value in headers:
+        if type(name) is not str or not name.isascii() or "\x00" in name:
+            name = safe_name(name)
+        if value is not None and type(value) is not bytes:
+            value = safe_bytes(value)
+        safe.append((name, value))
+    return safe
