@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +21,15 @@ import yaml
 
 from streamcar.app import Sidecar
 from streamcar.config import Config
+
+
+def _die_with_parent() -> None:
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+_ADMIN = re.compile(r"admin endpoints on (http://[0-9.]+:\d+)")
 
 
 def make_config(bootstrap: str, pipelines: dict[str, dict[str, Any]], **kafka: Any) -> Config:
@@ -90,6 +104,7 @@ class SidecarProcess:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=self.env,
+            preexec_fn=_die_with_parent,  # a test process that crashes must not leave sidecars behind
         )
         log.close()
         return self
@@ -109,3 +124,43 @@ class SidecarProcess:
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+
+    def log_lines(self) -> list[str]:
+        return self.log_file.read_text(errors="replace").splitlines()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def admin_url(self, timeout: float = 30.0) -> str:
+        """The admin server's base URL, as the sidecar logged it when it started (admin.listen port 0)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = _ADMIN.search(self.log_file.read_text(errors="replace"))
+            if found is not None:
+                return found[1]
+            if not self.alive:
+                raise AssertionError(f"the sidecar exited before serving: {self.log_tail()}")
+            time.sleep(0.1)
+        raise TimeoutError(f"no admin endpoints after {timeout}s: {self.log_tail()}")
+
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+        """GET an admin endpoint: status and body."""
+        try:
+            with urllib.request.urlopen(self.admin_url() + path, timeout=timeout) as answer:
+                return int(answer.status), bytes(answer.read())
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), bytes(exc.read())
+
+    def status(self, timeout: float = 5.0) -> dict[str, Any]:
+        code, body = self.get("/status", timeout)
+        assert code == 200, (code, body[:200])
+        return dict(json.loads(body))
+
+    def peak_rss_mib(self) -> float:
+        """The process's peak resident memory so far (VmHWM)."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmHWM in /proc/<pid>/status")

@@ -13,6 +13,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from streamcar.devkafka import LocalKafka
+from streamcar.kafka.groups import await_coordinator
 
 
 @dataclass
@@ -149,6 +150,7 @@ def committed(handle: KafkaHandle, group: str) -> dict[tuple[str, int], int]:
     """The group's committed offset per (topic, partition), read through the admin API."""
     from confluent_kafka import ConsumerGroupTopicPartitions
 
+    await_coordinator({"bootstrap.servers": handle.bootstrap}, group, 30)  # see streamcar.kafka.groups
     admin = handle.admin()  # kept referenced until the future resolves
     result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(timeout=30)
     return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions if tp.offset >= 0}

@@ -30,6 +30,8 @@ from typing import Any, Protocol
 from aiohttp import web
 from confluent_kafka import Consumer, TopicPartition
 
+from streamcar.kafka.records import read_headers
+
 from service import Seen
 from support import KafkaHandle, committed, wait_for
 
@@ -62,7 +64,9 @@ class Record:
 
     @classmethod
     def of(cls, msg: Any) -> Record:
-        return cls(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), tuple(msg.headers() or ()))
+        """A consumed record; one whose header names are not UTF-8 reads with no headers (none can be read)."""
+        headers = read_headers(msg) or ()
+        return cls(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), headers)
 
 
 class Call(Protocol):

@@ -275,12 +275,25 @@ class Model:
     def __init__(self) -> None:
         self.tracked: list[int] = []
         self.done: set[int] = set()
+        self.last = -1
+
+    def track(self, offset: int) -> None:
+        self.tracked.append(offset)
+        self.last = offset
+
+    def restart(self, offset: int) -> None:
+        """The log was replaced from ``offset`` on: what was tracked there is gone."""
+        if self.last < offset:
+            return
+        self.tracked = [o for o in self.tracked if o < offset]
+        self.done &= set(self.tracked)
+        self.last = max(self.tracked) if self.pending() else offset - 1
 
     def watermark(self) -> int | None:
         pending = [offset for offset in self.tracked if offset not in self.done]
         if pending:
             return min(pending)
-        return self.tracked[-1] + 1 if self.tracked else None
+        return self.last + 1 if self.last >= 0 else None
 
     def pending(self) -> list[int]:
         return [offset for offset in self.tracked if offset not in self.done]
@@ -311,7 +324,7 @@ def test_watermark_matches_the_model(start: int, steps: list[int], data: st.Data
         if action == "track":
             offset = remaining.pop(0)
             partition.track(offset)
-            model.tracked.append(offset)
+            model.track(offset)
         elif action == "done":
             offset = data.draw(st.sampled_from(model.pending()))
             partition.done(offset)
@@ -346,13 +359,21 @@ def test_tracker_agrees_with_per_partition_models(data: st.DataObject) -> None:
     committed: dict[TopicPartition, int] = {}
     for _ in range(data.draw(st.integers(min_value=0, max_value=80))):
         tp = data.draw(st.sampled_from(tps))
-        action = data.draw(st.sampled_from(["track", "track", "done", "commit", "remove"]))
+        action = data.draw(st.sampled_from(["track", "track", "done", "commit", "remove", "restart"]))
         model = models.get(tp)
         if action == "track":
             model = models.setdefault(tp, Model())
-            offset = (model.tracked[-1] if model.tracked else -1) + data.draw(st.integers(1, 3))
+            offset = model.last + data.draw(st.integers(1, 3))
             tracker.track(tp, offset)
-            model.tracked.append(offset)
+            model.track(offset)
+        elif action == "restart" and model is not None:
+            offset = data.draw(st.integers(0, model.last + 1))
+            tracker.restart(tp, offset)
+            model.restart(offset)
+            if committed.get(tp, -1) > offset:
+                committed.pop(tp)  # the new log's commit may be lower
+            tracker.track(tp, offset)  # the new log's first record
+            model.track(offset)
         elif action == "done" and model is not None and model.pending():
             offset = data.draw(st.sampled_from(model.pending()))
             assert tracker.done(tp, offset) is True
@@ -380,3 +401,46 @@ def test_tracker_agrees_with_per_partition_models(data: st.DataObject) -> None:
             assert tracker.watermark(key) == (None if known is None else known.watermark())
             assert tracker.outstanding(key) == (0 if known is None else len(known.pending()))
         assert tracker.total_outstanding == sum(len(each.pending()) for each in models.values())
+
+
+def test_restart_forgets_the_replaced_offsets_and_lets_the_watermark_go_back() -> None:
+    partition = tracked(10, 11, 12, 13)
+    partition.done(10)
+    partition.done(12)
+    partition.mark_committed(11)
+    assert partition.restart(12) == 1  # 13 was not done, 12 was
+    assert (partition.watermark, partition.outstanding, partition.last) == (11, 1, 11)
+    partition.track(12)  # the new log's record at 12
+    partition.done(11)
+    partition.done(12)
+    assert partition.watermark == 13
+
+
+def test_restart_below_the_watermark_starts_a_new_log() -> None:
+    partition = tracked(2000, 2001)
+    partition.done(2000)
+    partition.done(2001)
+    partition.mark_committed(2002)
+    assert partition.restart(0) == 0
+    assert partition.watermark is None
+    assert partition.committable() is None
+    partition.track(0)
+    partition.done(0)
+    assert partition.committable() == 1  # lower than the old log's commit: that one is gone
+
+
+def test_restart_past_the_last_offset_changes_nothing() -> None:
+    partition = tracked(5, 6)
+    assert partition.restart(7) == 0
+    assert (partition.watermark, partition.outstanding) == (5, 2)
+    with pytest.raises(ValueError, match=">= 0"):
+        partition.restart(-1)
+
+
+def test_the_tracker_remembers_every_partition_it_ever_tracked() -> None:
+    tracker = OffsetTracker()
+    tracker.track(TP0, 3)
+    tracker.remove([TP0])
+    assert TP0 in tracker.ever
+    assert TP0 not in tracker
+    assert (tracker.last(TP0), tracker.last(TP1)) == (None, None)

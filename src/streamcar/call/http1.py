@@ -210,8 +210,8 @@ class _Connection(asyncio.Protocol):
 
     def _complete(self) -> None:
         waiter = self._waiter
-        if self._over:
-            return  # data_received fails it once the feed returns
+        if self._over or self._head_size > MAX_HEAD:
+            return  # over a bound: data_received fails it once the feed returns
         status = self._parser.get_status_code()
         response = Response(status, CIMultiDict(self._headers), b"".join(self._body), self._head_size)
         self._reset()

@@ -42,9 +42,14 @@ OUTAGE_KINDS = frozenset(
     }
 )
 _SLICES = 10  # the failure-ratio window is counted in this many slices, so it slides in steps of a tenth
-# Not reaching the service at all says nothing about the message: no need to wait for more evidence. A connection
-# the service accepted and then dropped ("disconnected") is not among them: one message can cause that.
+# Not reaching the service at all says nothing about the message: no need to wait for more evidence.
 UNREACHED_KINDS = frozenset({"connection", "tls"})
+# A connection the service accepted and then dropped without answering: one message can cause that (a request too
+# large for the service, a handler that crashes on it), so it opens the circuit at once only when nothing else got
+# through either (e.g. a client certificate the service refuses).
+DROPPED_KINDS = frozenset({"disconnected"})
+UNANSWERED_KINDS = UNREACHED_KINDS | DROPPED_KINDS
+"""Failures in which the service did not answer at all: a probe failing so does not count against its message."""
 
 
 class State(enum.Enum):
@@ -135,6 +140,8 @@ class CircuitBreaker:
         assert failure is not None
         if failure in UNREACHED_KINDS:
             return self._open(now, f"the service could not be reached ({failure})")
+        if failure in DROPPED_KINDS and self._failed_in_window == self._calls_in_window:
+            return self._open(now, f"the service drops every connection without answering ({failure})")
         if self._in_a_row >= self.config.consecutive:
             return self._open(now, f"{self._in_a_row} calls in a row could not get through ({failure})")
         total = self._calls_in_window

@@ -2,8 +2,8 @@
 
 Records wait here behind their key, or for a free call slot. The consumer thread is held back while the buffer is
 full (see ``Pipeline._hand_back``) and let go on once it drained to half, so both bounds hold whatever the
-service or the broker does: at most ``max_messages`` messages, and about ``max_bytes`` of keys, values and headers
-(one batch from the consumer may go past it; a batch is at most ``fetch.max.bytes``).
+service or the broker does: ``max_messages`` messages and ``max_bytes`` of keys, values and headers, plus what the
+consumer thread hands over before it is held back (at most two batches of 500 records).
 """
 
 from __future__ import annotations

@@ -162,17 +162,20 @@ class OffsetTracker:
     Unknown partitions read as never tracked: ``watermark`` None, ``outstanding`` 0.
     """
 
-    __slots__ = ("_partitions", "_total")
+    __slots__ = ("_partitions", "_total", "ever")
 
     def __init__(self) -> None:
         self._partitions: dict[TopicPartition, PartitionOffsets] = {}
         self._total = 0
+        self.ever: set[TopicPartition] = set()
+        """Every partition tracked at some point, removed ones included."""
 
     def track(self, tp: TopicPartition, offset: int) -> None:
         """Track ``offset`` of ``tp``; offsets of one partition must be increasing (gaps allowed)."""
         partition = self._partitions.get(tp)
         if partition is None:
             partition = self._partitions[tp] = PartitionOffsets()
+            self.ever.add(tp)
         partition.track(offset)
         self._total += 1
 

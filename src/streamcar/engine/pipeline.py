@@ -21,7 +21,7 @@ from confluent_kafka import KafkaError, KafkaException, Message
 
 from streamcar.call import Caller
 from streamcar.config import KafkaConfig, PipelineConfig
-from streamcar.engine.breaker import OUTAGE_KINDS, UNREACHED_KINDS, CircuitBreaker, Closed, Opened, State
+from streamcar.engine.breaker import OUTAGE_KINDS, UNANSWERED_KINDS, CircuitBreaker, Closed, Opened, State
 from streamcar.engine.buffer import Buffer
 from streamcar.engine.offsets import OffsetTracker
 from streamcar.engine.offsets import TopicPartition as TP
@@ -130,7 +130,11 @@ class Pipeline:
                 "client.id": f"{self._kafka.client_id}-{self.name}",
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
-                "auto.offset.reset": self.config.consume.from_,
+                # where a partition without a usable committed offset starts is the bridge's decision
+                # (ConsumerBridge._reset_offset): librdkafka's own would skip a re-created log or new partition
+                "auto.offset.reset": "error",
+                # new partitions of an input topic are found within seconds, not 5 minutes
+                "topic.metadata.refresh.interval.ms": 5000,
                 "partition.assignment.strategy": "cooperative-sticky",
                 # A resumed partition's first fetch can wait behind a fetch request the broker holds for up to
                 # fetch.wait.max.ms (500 ms by default) when nothing else was fetchable.
@@ -169,6 +173,7 @@ class Pipeline:
             batch_size=500,
             revoke_timeout=self.config.shutdown_timeout,
             assignment=None if ranges is None else {tp: start for tp, (start, _) in ranges.items()},
+            start_from=self.config.consume.from_,
         )
         if ranges is not None and not ranges:
             self._replayed.set()  # an empty range: nothing to read
@@ -246,8 +251,12 @@ class Pipeline:
         for msg in records:
             error = msg.error()
             if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF and ranges is not None:
+                code = error.code()
+                if code == KafkaError._PARTITION_EOF and ranges is not None:
                     self._reach((msg.topic() or "", msg.partition() or 0))
+                elif code == KafkaError._AUTO_OFFSET_RESET and self._bridge is not None:
+                    tp = (msg.topic() or "", msg.partition() or 0)
+                    self._bridge.reset_offset(tp, read_before=tp in self._tracker.ever)
                 else:
                     self.on_error(error)
                 continue
@@ -625,7 +634,7 @@ class Pipeline:
         if failure is not None:
             self.stats.last_call_error = failed[0].error or failure
         self._on_circuit(self._breaker.record(time.monotonic(), failure, probe=probe))
-        if failure in OUTAGE_KINDS and not self._breaker.allows() and (not probe or failure in UNREACHED_KINDS):
+        if failure in OUTAGE_KINDS and not self._breaker.allows() and (not probe or failure in UNANSWERED_KINDS):
             # The service is down: this attempt does not count against the message. A failed probe does count
             # when the service answered it: the probe's message itself may be what fails (a poison message
             # that is the only traffic must still reach the dead-letter topic).

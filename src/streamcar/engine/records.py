@@ -78,12 +78,13 @@ def _marker(size: int) -> bytes:
 def cut_down(record: OutRecord, level: int) -> OutRecord:
     """A dead letter made to fit a topic that refused it as too large, keeping every ``streamcar-*`` header.
 
-    Level 1 replaces the value, and any key or header value over 1 KiB, by a marker with its size. Level 2 also
-    drops the other headers and replaces any key at all. ``streamcar-cut`` lists what went and how big it was.
+    Level 1 replaces the value, the key and each header value that is over 1 KiB by a marker with its size.
+    Level 2 replaces any value and key, and drops the other headers. ``streamcar-cut`` lists what went and how
+    big it was. (The original stays in the source topic, which the letter names.)
     """
     cut: list[str] = []
     value: bytes | None = record.value
-    if value:
+    if value and (len(value) > _KEEP_UP_TO or level >= 2):
         cut.append(f"value {len(value)} bytes")
         value = _marker(len(value))
     key = record.key

@@ -64,6 +64,7 @@ class ConsumerBridge:
         max_pending_batches: int = 2,
         poll_interval: float = 0.02,
         assignment: Mapping[TP, int] | None = None,
+        start_from: str = "earliest",
     ) -> None:
         conf = dict(config)
         conf["error_cb"] = self._error_cb
@@ -94,6 +95,12 @@ class ConsumerBridge:
         self.high_watermarks: dict[TP, int] = {}
         self.kafka_error: str | None = None  # why the cluster did not answer the last probe; None when it did
         self._next_look = 0.0
+        # Where a partition without a usable committed offset starts (see _reset_offset): the config's
+        # consume.from for the group's first start, the beginning for a partition created after it.
+        self._start_from = start_from
+        self._seen: set[TP] = set()  # partitions this process read records of (or started itself)
+        self._first_counts: dict[str, int] = {}  # each topic's partition count when this process first had it
+        self.resets: list[str] = []  # what _reset_offset did, for the pipeline to tell (read on the loop)
         self._thread = threading.Thread(target=self._run, name=f"consumer-{','.join(topics)}", daemon=True)
         self._done: asyncio.Future[None] = loop.create_future()
 
@@ -125,6 +132,13 @@ class ConsumerBridge:
     @property
     def paused(self) -> bool:
         return self._paused
+
+    def reset_offset(self, tp: TP, *, read_before: bool) -> None:
+        """librdkafka found no usable committed offset for ``tp`` (``auto.offset.reset`` is ``error``): decide
+        where it starts, on the consumer thread. ``read_before``: this process read records of ``tp`` before."""
+        if read_before:
+            self._seen.add(tp)
+        self._command(lambda: self._reset_offset(tp))
 
     async def commit(self, offsets: Mapping[TP, int]) -> None:
         """Commit synchronously on the consumer thread; raises KafkaException if the broker refuses."""
@@ -204,6 +218,59 @@ class ConsumerBridge:
                 return
             command()
 
+    def _reset_offset(self, tp: TP) -> None:
+        """Start ``tp`` where nothing is skipped that the group has not seen, and commit that start at once.
+
+        * A committed offset out of the log's range: from the log's start. Below the start, retention deleted
+          what was not read (nothing else to do); beyond the end, the log was replaced or truncated after the
+          commit, and its records are new to us.
+        * No committed offset, for a partition created after the group first started (this process saw the
+          topic with fewer partitions, or saw this partition before and its log came back without offsets, as a
+          deleted and re-created topic does; or the group has committed other partitions of the topic): from the
+          start. ``consume.from: latest`` is about the group's first start, not about partitions added later.
+        * No committed offset otherwise (the group's first start): ``consume.from``.
+
+        The start is committed right away, so a partition the group started on always has a committed offset:
+        that is what tells a later partition from a first start, across restarts. (A topic deleted and created
+        again while no member of the group ran looks like a first start: its offsets went with it.)
+        """
+        consumer = self._consumer
+        topic, partition = tp
+        if not any((p.topic, p.partition) == tp for p in consumer.assignment()):
+            return  # revoked meanwhile: its next owner decides
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5, cached=False)
+            meta = consumer.list_topics(topic=topic, timeout=5).topics.get(topic)
+            ids = sorted(meta.partitions) if meta is not None else [partition]
+            found = consumer.committed([TopicPartition(topic, p) for p in ids], timeout=5)
+        except KafkaException as exc:
+            log.warning("%s: cannot tell where %s[%d] starts yet (%s); trying again", self._group, *tp, exc)
+            self._command(lambda: self._reset_offset(tp))  # the next round of the thread's loop
+            return
+        committed = {p.partition: p.offset for p in found if p.offset >= 0}
+        if partition in committed:
+            offset = low
+            why = f"its committed offset {committed[partition]} is outside the log ({low}..{high})"
+        elif tp in self._seen or partition >= self._first_counts.get(topic, partition + 1) or committed:
+            offset = low
+            why = "a partition new to the group (created, or created again, after the group started): from its start"
+        else:
+            offset = low if self._start_from == "earliest" else high
+            why = f"no committed offset yet: consume.from {self._start_from}"
+        # a partition whose reset failed cannot be seek()ed ("erroneous state"): assign it again, at its start
+        consumer.incremental_unassign([TopicPartition(topic, partition)])
+        consumer.incremental_assign([TopicPartition(topic, partition, offset)])
+        if self._paused or tp in self._finished:
+            consumer.pause([TopicPartition(topic, partition)])
+        try:
+            self._commit_sync([TopicPartition(topic, partition, offset)])
+        except KafkaException as exc:
+            log.debug("committing the start of %s[%d] failed: %s", topic, partition, exc)
+        self._seen.add(tp)
+        text = f"{topic}[{partition}] starts at offset {offset}: {why}"
+        log.info("%s: %s", self._group, text, extra=self._fields("offset-reset", [tp]))
+        self.resets = [*self.resets[-19:], text]
+
     def _commit_sync(self, tps: list[TopicPartition]) -> None:
         if not tps:
             return
@@ -277,6 +344,12 @@ class ConsumerBridge:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
+        for topic in {t for t, _ in tps} - set(self._first_counts):
+            try:
+                meta = consumer.list_topics(topic=topic, timeout=5).topics.get(topic)
+                self._first_counts[topic] = len(meta.partitions) if meta is not None else 0
+            except KafkaException:
+                pass  # unknown: only the group's commits tell a new partition
         log.info("%s: assigned %s", self._group, _fmt(tps), extra=self._fields("assigned", tps))
         # Assign here rather than letting the client do it after we return, so partitions that arrive while
         # backpressure holds the others paused are paused before they fetch anything.

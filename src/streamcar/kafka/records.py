@@ -1,10 +1,13 @@
 """Record fields across the boundary with confluent-kafka, both ways, for any bytes a topic or a service holds.
 
 Reading: :func:`read_headers`. Kafka header names are bytes on the wire; confluent-kafka hands them over as
-``str``, decoded strictly as UTF-8, and a name that does not decode makes ``Message.headers()`` raise
-``SystemError``. Worse, the list it built is cached on the message with a NULL where that name should be, so a
-second ``headers()`` on the same message crashes the interpreter (SIGSEGV). So headers are read once per
-record, here, and a record whose headers cannot be read says so (None) instead of raising.
+``str``, decoded strictly as UTF-8. For a name that does not decode, ``Message.headers()`` returns a list holding
+a NULL where the name should be, with the decoding error still pending. Called through a generic C call,
+CPython sees that and raises ``SystemError``; called from a warmed-up call site, CPython 3.11's specialised
+call skips that check, and the NULL is dereferenced later (an error raised from the wrong place, or SIGSEGV).
+The list is also cached on the message, so a second ``headers()`` returns it with no error at all. Hence: the
+headers are read once per record, here, through ``operator.methodcaller`` (a generic call), and a record
+whose headers cannot be read says so instead of raising.
 
 Writing: :func:`producible`. confluent-kafka 2.16's ``produce`` encodes header names as UTF-8 and segfaults on a
 name it cannot encode (a lone surrogate, e.g. ``"\\ud800"`` from a JSON reply), raises on such a key or value,
@@ -14,6 +17,7 @@ backslash escapes, and ``str`` keys and values become UTF-8 bytes.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
 
 from confluent_kafka import Message
@@ -22,6 +26,8 @@ Headers = tuple[tuple[str, bytes | None], ...]
 RawHeaders = list[tuple[str, str | bytes | None]]
 """Headers as confluent-kafka's ``produce`` takes them."""
 
+_headers = operator.methodcaller("headers")  # a generic call: see the module docstring
+
 UNREADABLE_HEADERS = "a header name is not valid UTF-8: the record's headers cannot be read"
 
 
@@ -29,7 +35,7 @@ def raw_headers(msg: Message) -> RawHeaders | None:
     """A consumed record's headers as confluent-kafka gives them (a list, ready to produce again; None when it
     has none), or :data:`UNREADABLE` when a name is not valid UTF-8. Call it at most once per record."""
     try:
-        return msg.headers()  # type: ignore[return-value]  # a consumed record's are a list
+        return _headers(msg)  # type: ignore[no-any-return]  # a consumed record's are a list
     except (SystemError, UnicodeDecodeError):
         return UNREADABLE
 
@@ -41,7 +47,7 @@ UNREADABLE: RawHeaders = []
 def read_headers(msg: Message) -> Headers | None:
     """A consumed record's headers, or None when a name is not valid UTF-8. Call it at most once per record."""
     try:
-        raw = msg.headers()
+        raw = _headers(msg)
     except (SystemError, UnicodeDecodeError):
         return None
     if not raw:

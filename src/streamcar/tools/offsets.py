@@ -30,10 +30,12 @@ from rich.table import Table
 
 from streamcar.config import KafkaConfig
 from streamcar.errors import KafkaError, StreamcarError
+from streamcar.kafka.groups import await_coordinator
 from streamcar.tools._common import (
     TIMEOUT,
     Position,
     admin,
+    client_config,
     kafka_settings,
     parse_position,
     partitions_of,
@@ -151,7 +153,7 @@ def group_offsets(kafka: KafkaConfig, group: str, topic: str | None = None) -> G
     info = describe_group(client, group)
     if not info.exists:
         raise KafkaError(f"consumer group {group!r} does not exist (no members, no committed offsets)")
-    committed = _committed(client, group)
+    committed = _committed(client, group, kafka)
     consumer = reader(kafka)
     try:
         if topic is not None:
@@ -186,7 +188,7 @@ def plan_reset(
         consumer.close()
     client = admin(kafka)
     info = describe_group(client, group)
-    committed = _committed(client, group)
+    committed = _committed(client, group, kafka)
     rows = [PlannedOffset(p, committed.get((topic, p)), targets[p]) for p in partitions]
     return ResetPlan(info, topic, position, rows)
 
@@ -222,8 +224,9 @@ def _result(future: concurrent.futures.Future[Any], group: str) -> Any:
         raise KafkaError(f"consumer group {group!r}: no answer from Kafka within {TIMEOUT + 5:.0f}s") from None
 
 
-def _committed(client: AdminClient, group: str) -> dict[tuple[str, int], int]:
+def _committed(client: AdminClient, group: str, kafka: KafkaConfig) -> dict[tuple[str, int], int]:
     """Every offset the group has committed, by (topic, partition)."""
+    await_coordinator(client_config(kafka), group, TIMEOUT)  # else a loading coordinator crashes librdkafka
     request = ConsumerGroupTopicPartitions(group)
     answer = _result(client.list_consumer_group_offsets([request], request_timeout=TIMEOUT)[group], group)
     return {(tp.topic, tp.partition): tp.offset for tp in answer.topic_partitions if tp.offset >= 0}

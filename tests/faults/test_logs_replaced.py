@@ -1,0 +1,139 @@
+"""Offsets that go back and partitions that appear are never skipped (rows 12 and 13 of the hostile-input issue),
+against ``streamcar run`` as its own process, with ``consume.from: latest`` (the harder case):
+
+* row 12, the input topic deleted and created again while the sidecar runs: before, "went backwards; skipped",
+  2,000 records lost; now it is read as a new log and every record is replied.
+* row 13, partitions added to a running input topic: before, noticed after ~292 s and their first records skipped
+  (200 of 200 lost); now found within seconds and read from their start.
+
+``from: latest`` is about the group's first start: a partition the group never had (added, or created again)
+is read from its beginning.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from confluent_kafka import KafkaException
+from confluent_kafka.cimpl import NewPartitions
+
+from invariants import read_all
+from service import Seen, TestService
+from sidecar import SidecarProcess, make_config, pipeline
+from support import KafkaHandle, TopicFactory, committed, create_topic, produce_records, topic_offsets, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+FOUND_WITHIN = 30.0  # seconds for new partitions to be read: the 5 s metadata refresh, then a rebalance
+
+
+async def echo(seen: Seen) -> web.StreamResponse:
+    return web.Response(body=seen.body)  # the inputs' values are unique: the replies say which were done
+
+
+def started(kafka: KafkaHandle, group: str, partitions: int) -> Callable[[], bool]:
+    """Whether ``group`` committed a start for ``partitions`` partitions (a fresh broker's coordinator may still be
+    loading: not yet)."""
+
+    def done() -> bool:
+        try:
+            return len(committed(kafka, group)) == partitions
+        except KafkaException:
+            return False
+
+    return done
+
+
+def replied(kafka: KafkaHandle, out: str) -> set[bytes]:
+    return {r.value or b"" for r in read_all(kafka, out)}
+
+
+def wait_replied(kafka: KafkaHandle, out: str, values: set[bytes], timeout: float) -> None:
+    missing: set[bytes] = set()
+
+    def done() -> bool:
+        missing.clear()
+        missing.update(values - replied(kafka, out))
+        return not missing
+
+    try:
+        wait_for(done, timeout=timeout, what=f"replies to {len(values)} inputs", interval=0.5)
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}: {len(missing)} never replied, e.g. {sorted(missing)[:5]}") from None
+
+
+def test_a_recreated_input_topic_is_read_as_a_new_log(
+    kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str], tmp_path: Path
+) -> None:
+    source, out = topic_factory(3), topic_factory(3)
+    group = group_factory()
+    service = TestService(echo).start()
+    process: SidecarProcess | None = None
+    try:
+        spec = pipeline(source, group, service.url, publish=out, consume={"from": "latest"})
+        process = SidecarProcess(make_config(kafka.bootstrap, {"p": spec}), tmp_path).start()
+        wait_for(started(kafka, group, 3), timeout=60, what="the group's start, committed")
+        old = {b"old %d" % i for i in range(1000)}
+        produce_records(kafka, source, [(f"k{i % 30}".encode(), v) for i, v in enumerate(sorted(old))])
+        wait_replied(kafka, out, old, timeout=60)
+
+        admin = kafka.admin()
+        admin.delete_topics([source], operation_timeout=30)[source].result(timeout=60)
+        wait_for(lambda: source not in admin.list_topics(timeout=5).topics, timeout=30, what="the deletion")
+        create_topic(kafka, source, 3, 1)
+        new = {b"new %d" % i for i in range(2000)}
+        produce_records(kafka, source, [(f"k{i % 30}".encode(), v) for i, v in enumerate(sorted(new))])
+        wait_replied(kafka, out, new, timeout=90)
+        ends = {(source, p): o + 1 for p, o in topic_offsets(kafka, source)}
+        wait_for(
+            lambda: all(committed(kafka, group).get(tp, -1) >= end for tp, end in ends.items()),  # noqa: B023
+            timeout=30,
+            what="the new log committed to its end",
+        )
+        assert process.alive
+        lines = process.log_lines()
+        assert not [line for line in lines if "skipped" in line]
+        print(f"peak RSS {process.peak_rss_mib():.0f} MiB; " + "; ".join(x for x in lines if "starts at" in x)[:400])
+    finally:
+        if process is not None:
+            process.kill()
+        service.stop()
+
+
+def test_partitions_added_to_a_running_topic_are_read_from_their_start(
+    kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str], tmp_path: Path
+) -> None:
+    source, out = topic_factory(2), topic_factory(3)
+    group = group_factory()
+    service = TestService(echo).start()
+    process: SidecarProcess | None = None
+    try:
+        spec = pipeline(source, group, service.url, publish=out, consume={"from": "latest"})
+        process = SidecarProcess(make_config(kafka.bootstrap, {"p": spec}), tmp_path).start()
+        wait_for(started(kafka, group, 2), timeout=60, what="the group's start, committed")
+        before = {b"before %d" % i for i in range(100)}
+        produce_records(kafka, source, [(None, v) for v in before])
+        wait_replied(kafka, out, before, timeout=30)
+
+        admin = kafka.admin()
+        admin.create_partitions([NewPartitions(source, 4)])[source].result(timeout=30)
+        added = time.monotonic()
+        new = {b"added %d" % i for i in range(200)}
+        for partition in (2, 3):  # at once, before the sidecar can have noticed the new partitions
+            produce_records(
+                kafka,
+                source,
+                [(None, v) for v in sorted(new) if int(v.split()[1]) % 2 == partition - 2],
+                partition=partition,
+            )
+        wait_replied(kafka, out, new, timeout=FOUND_WITHIN)
+        print(f"200 records on 2 new partitions replied within {time.monotonic() - added:.1f}s")
+        assert process.alive
+    finally:
+        if process is not None:
+            process.kill()
+        service.stop()

@@ -1,0 +1,130 @@
+"""One record that breaks its calls never stalls the pipeline (rows 8, 9 and 15 of the hostile-input issue),
+against ``streamcar run`` as its own process:
+
+* row 9, the service drops the connection on one record among live traffic: before, 0 msg/s for 75 s+, the record
+  never dead-lettered, and the lag shown as 4 of 40,000; now its attempts count, it is dead-lettered, the rest flows.
+* row 8, a 1 MB input header, so the service refuses the request: before, the circuit opened and the key was stuck
+  for good; now it is dead-lettered and its key goes on.
+* row 15, that dead letter too large for the broker: before, retried forever with the commit frozen; now it is cut
+  down to fit and dead-lettered.
+
+A dropped connection used to count as "the service cannot be reached": the circuit opened at once, and attempts
+made while it was open did not count, so the message was tried forever. The circuit now opens only when the
+service fails for everyone (refused connections, or failures in a row or over half the calls).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from hostile import HostileService, Script, drop, reply_with_id
+
+from invariants import check, read_all
+from invariants import reply_with_id as aiohttp_reply_with_id
+from service import Seen, TestService
+from sidecar import SidecarProcess, make_config, pipeline
+from support import KafkaHandle, TopicFactory, produce_records, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+RSS_BOUND_MIB = 250
+
+
+def choose(seen: Seen) -> Script:
+    return drop if seen.body.startswith(b"drop") else reply_with_id
+
+
+def test_a_record_whose_connection_always_drops_is_dead_lettered_and_the_rest_flows(
+    kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str], tmp_path: Path
+) -> None:
+    source, out, dlq = topic_factory(3), topic_factory(3), topic_factory(1)
+    group = group_factory()
+    service = HostileService(choose).start()
+    process: SidecarProcess | None = None
+    try:
+        records = [(f"k{i % 50}".encode(), b"drop %d" % i if i % 500 == 250 else b"%d" % i) for i in range(3000)]
+        produce_records(kafka, source, records)
+        inputs = read_all(kafka, source)
+        poison = {r.id for r in inputs if (r.value or b"").startswith(b"drop")}
+        spec = pipeline(source, group, service.url, publish=out, dead_letter=dlq, max_in_flight=64)
+        process = SidecarProcess(make_config(kafka.bootstrap, {"p": spec}), tmp_path).start()
+        started = time.monotonic()
+        check(
+            kafka,
+            group=group,
+            source=source,
+            out=out,
+            dlq=dlq,
+            calls=service.requests,
+            max_duplicates=0,
+            crashes=False,
+            dead_letters=dict.fromkeys(poison, "exhausted"),
+            timeout=60,
+        )
+        took = time.monotonic() - started
+        status = process.status()["pipelines"][0]
+        assert status["circuit_opened"] == 0, status["circuit_reason"]
+        for letter in read_all(kafka, dlq):
+            assert b"(disconnected)" in (letter.header("streamcar-error") or b"")
+        assert process.alive
+        peak = process.peak_rss_mib()
+        print(
+            f"{len(inputs)} records with {len(poison)} that drop their connection: {took:.1f}s, peak RSS {peak:.0f} MiB"
+        )
+        assert peak < RSS_BOUND_MIB
+    finally:
+        if process is not None:
+            process.kill()
+        service.stop()
+
+
+BIG_HEADER = 1_100_000  # bytes: beyond the producer's message.max.bytes (1,000,000), within the input topic's
+
+
+def test_a_huge_input_header_is_dead_lettered_cut_down_and_the_key_goes_on(
+    kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str], tmp_path: Path
+) -> None:
+    source = topic_factory(1, config={"max.message.bytes": str(4 * 1024 * 1024)})
+    out, dlq = topic_factory(1), topic_factory(1)
+    group = group_factory()
+    service = TestService(aiohttp_reply_with_id).start()  # aiohttp refuses a header over 8 KiB
+    process: SidecarProcess | None = None
+    try:
+        producer = kafka.producer(**{"message.max.bytes": 4 * 1024 * 1024})
+        for i in range(40):
+            headers: list[tuple[str, str | bytes | None]] | None = [("huge", b"h" * BIG_HEADER)] if i == 10 else None
+            producer.produce(source, value=b"%d" % i, key=b"same key", headers=headers)
+        assert producer.flush(30) == 0
+        inputs = read_all(kafka, source)
+        huge = inputs[10].id
+        spec = pipeline(source, group, service.url, publish=out, dead_letter=dlq)
+        process = SidecarProcess(make_config(kafka.bootstrap, {"p": spec}), tmp_path).start()
+        wait_for(lambda: len(read_all(kafka, dlq)) == 1, timeout=60, what="the dead letter of the huge record")
+        (letter,) = read_all(kafka, dlq)
+        assert letter.header("streamcar-source-offset") == str(huge[2]).encode()
+        assert letter.header("huge") == b"<cut by streamcar: %d bytes>" % BIG_HEADER
+        assert b"header 'huge' 1100000 bytes" in (letter.header("streamcar-cut") or b"")
+        assert letter.value == b"10"  # small enough to keep
+        replies = wait_for_count(kafka, out, 39)
+        assert len(replies) == 39
+        assert process.alive
+        print(f"dead letter cut to fit: {letter.header('streamcar-cut')!r}; peak RSS {process.peak_rss_mib():.0f} MiB")
+    finally:
+        if process is not None:
+            process.kill()
+        service.stop()
+
+
+def wait_for_count(kafka: KafkaHandle, topic: str, count: int) -> list[object]:
+    found: list[object] = []
+
+    def enough() -> bool:
+        found[:] = read_all(kafka, topic)
+        return len(found) >= count
+
+    wait_for(enough, timeout=60, what=f"{count} records in {topic}")
+    return found
