@@ -90,7 +90,7 @@ def test_a_recreated_input_topic_is_read_as_a_new_log(
         wait_replied(kafka, out, new, timeout=90)
         ends = {(source, p): o + 1 for p, o in topic_offsets(kafka, source)}
         wait_for(
-            lambda: all(committed(kafka, group).get(tp, -1) >= end for tp, end in ends.items()),  # noqa: B023
+            lambda: all(committed(kafka, group).get(tp, -1) >= end for tp, end in ends.items()),
             timeout=30,
             what="the new log committed to its end",
         )
