@@ -84,7 +84,7 @@ def _event_from_items(items: Iterable[tuple[str, str]], body: bytes) -> Event:
     record_headers: _HeaderPairs = []
     for name, value in items:
         lowered = name.lower()
-        if len(lowered) > len(_PREFIX) and lowered.startswith(_PREFIX):
+        if lowered.startswith(_PREFIX):  # "Kafka-Header-" alone: a header with an empty name
             decoded = unquote_to_bytes(name[len(_PREFIX) :]).decode("utf-8", "replace")
             record_headers.append((decoded, unquote_to_bytes(value)))
         else:

@@ -173,7 +173,7 @@ def _success(headers: CIMultiDictProxy[str] | CIMultiDict[str], body: bytes) -> 
         key = unquote_to_bytes(headers["Kafka-Key"].encode("latin-1"))
     record_headers: list[tuple[str, bytes | None]] = []
     for name, value in headers.items():
-        if len(name) > len(HEADER_PREFIX) and name[: len(HEADER_PREFIX)].lower() == HEADER_PREFIX.lower():
+        if name[: len(HEADER_PREFIX)].lower() == HEADER_PREFIX.lower():
             decoded = unquote_to_bytes(name[len(HEADER_PREFIX) :].encode("latin-1")).decode("utf-8", "replace")
             record_headers.append((decoded, unquote_to_bytes(value.encode("latin-1"))))
     content_type = headers.get("Content-Type")

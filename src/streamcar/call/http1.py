@@ -161,8 +161,8 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_size += len(name) + len(value) + 4
-        if self._head_size <= MAX_HEAD:
-            self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        if self._head_size <= MAX_HEAD:  # llhttp drops the value's leading whitespace; RFC 9110 its trailing too
+            self._headers.append((name.decode("latin-1"), value.rstrip(b" \t").decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
@@ -296,16 +296,7 @@ class Http1Pool:
         out as those very bytes (text meant as UTF-8 is passed as its UTF-8 bytes decoded as latin-1)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
-        lines = [self._head]
-        lines.extend(f"{name}: {value}\r\n" for name, value in headers)
-        lines.append(f"Content-Length: {len(body)}\r\n\r\n")
-        text = "".join(lines)
-        try:
-            head = text.encode("latin-1")  # one byte per character: see post's docstring
-        except UnicodeEncodeError:
-            head = text.encode("utf-8", "backslashreplace")
-        # one write (one segment) for the usual small body; a large one is not copied to join it
-        data = (head + body,) if len(body) < 65536 else (head, body)
+        data = self.request_bytes(headers, body)
         fresh = False
         while True:
             connection = await self._acquire(loop, deadline, fresh=fresh)
@@ -325,6 +316,19 @@ class Http1Pool:
                 response.body = await _decode(response.body, coding, room, self._max_response)
             del response.headers["Content-Encoding"]
         return response
+
+    def request_bytes(self, headers: list[tuple[str, str]], body: bytes) -> tuple[bytes, ...]:
+        """The pieces of the whole request, written in one go: one for the usual small body, which is not worth
+        a second segment; a large body is not copied to join the head."""
+        lines = [self._head]
+        lines.extend(f"{name}: {value}\r\n" for name, value in headers)
+        lines.append(f"Content-Length: {len(body)}\r\n\r\n")
+        text = "".join(lines)
+        try:
+            head = text.encode("latin-1")  # one byte per character: see post's docstring
+        except UnicodeEncodeError:
+            head = text.encode("utf-8", "backslashreplace")
+        return (head + body,) if len(body) < 65536 else (head, body)
 
     async def close(self) -> None:
         self._closed = True
