@@ -128,3 +128,46 @@ def wait_for_count(kafka: KafkaHandle, topic: str, count: int) -> list[object]:
 
     wait_for(enough, timeout=60, what=f"{count} records in {topic}")
     return found
+
+
+def test_the_lag_stays_true_while_consumption_is_paused(
+    kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str], tmp_path: Path
+) -> None:
+    source, out = topic_factory(3), topic_factory(3)
+    group = group_factory()
+    service = HostileService(lambda seen: reply_with_id).start()
+    process: SidecarProcess | None = None
+    try:
+        spec = pipeline(source, group, service.url, publish=out, max_in_flight=16)
+        process = SidecarProcess(make_config(kafka.bootstrap, {"p": spec}), tmp_path).start()
+        produce_records(kafka, source, [(b"k%d" % (i % 9), b"%d" % i) for i in range(100)])
+        wait_for(lambda: len(read_all(kafka, out)) == 100, timeout=30, what="the first replies")
+        service.down()  # refused connections: the circuit opens and consumption pauses
+        produce_records(kafka, source, [(b"k%d" % (i % 9), b"late %d" % i) for i in range(5000)])
+        lags: list[int] = []
+
+        def lag_is_true() -> bool:
+            assert process is not None
+            (status,) = process.status()["pipelines"]
+            lags.append(status["lag"])
+            return status["circuit"] != "closed" and status["lag"] >= 5000 - 2 * 500 - 16
+
+        wait_for(lag_is_true, timeout=20, what="the lag while paused", interval=0.5)
+        service.up()
+        check(
+            kafka,
+            group=group,
+            source=source,
+            out=out,
+            dlq=None,
+            calls=service.requests,
+            max_duplicates=0,
+            crashes=False,
+            dead_letters={},
+            timeout=60,
+        )
+        print(f"lag while paused: {lags[-1]} of 5,000 records produced meanwhile")
+    finally:
+        if process is not None:
+            process.kill()
+        service.stop()

@@ -27,6 +27,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from streamcar.engine.offsets import TopicPartition as TP
 from streamcar.kafka.security import explain, identity
+from streamcar.kafka.starts import Starts
 
 log = logging.getLogger("streamcar.kafka.consumer")
 
@@ -95,12 +96,9 @@ class ConsumerBridge:
         self.high_watermarks: dict[TP, int] = {}
         self.kafka_error: str | None = None  # why the cluster did not answer the last probe; None when it did
         self._next_look = 0.0
-        # Where a partition without a usable committed offset starts (see _reset_offset): the config's
-        # consume.from for the group's first start, the beginning for a partition created after it.
-        self._start_from = start_from
-        self._seen: set[TP] = set()  # partitions this process read records of (or started itself)
-        self._first_counts: dict[str, int] = {}  # each topic's partition count when this process first had it
-        self.resets: list[str] = []  # what _reset_offset did, for the pipeline to tell (read on the loop)
+        self._held_since: float | None = None  # since when the thread waits for the loop to take its batches
+        # where a partition without a usable committed offset starts: see streamcar.kafka.starts
+        self._starts = Starts(start_from)
         self._thread = threading.Thread(target=self._run, name=f"consumer-{','.join(topics)}", daemon=True)
         self._done: asyncio.Future[None] = loop.create_future()
 
@@ -135,9 +133,10 @@ class ConsumerBridge:
 
     def reset_offset(self, tp: TP, *, read_before: bool) -> None:
         """librdkafka found no usable committed offset for ``tp`` (``auto.offset.reset`` is ``error``): decide
-        where it starts, on the consumer thread. ``read_before``: this process read records of ``tp`` before."""
+        where it starts (:mod:`streamcar.kafka.starts`), on the consumer thread. ``read_before``: this process
+        read records of ``tp`` before."""
         if read_before:
-            self._seen.add(tp)
+            self._starts.seen.add(tp)  # a set's add is atomic: the thread may read it meanwhile
         self._command(lambda: self._reset_offset(tp))
 
     async def commit(self, offsets: Mapping[TP, int]) -> None:
@@ -219,57 +218,20 @@ class ConsumerBridge:
             command()
 
     def _reset_offset(self, tp: TP) -> None:
-        """Start ``tp`` where nothing is skipped that the group has not seen, and commit that start at once.
-
-        * A committed offset out of the log's range: from the log's start. Below the start, retention deleted
-          what was not read (nothing else to do); beyond the end, the log was replaced or truncated after the
-          commit, and its records are new to us.
-        * No committed offset, for a partition created after the group first started (this process saw the
-          topic with fewer partitions, or saw this partition before and its log came back without offsets, as a
-          deleted and re-created topic does; or the group has committed other partitions of the topic): from the
-          start. ``consume.from: latest`` is about the group's first start, not about partitions added later.
-        * No committed offset otherwise (the group's first start): ``consume.from``.
-
-        The start is committed right away, so a partition the group started on always has a committed offset:
-        that is what tells a later partition from a first start, across restarts. (A topic deleted and created
-        again while no member of the group ran looks like a first start: its offsets went with it.)
-        """
         consumer = self._consumer
-        topic, partition = tp
         if not any((p.topic, p.partition) == tp for p in consumer.assignment()):
             return  # revoked meanwhile: its next owner decides
         try:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5, cached=False)
-            meta = consumer.list_topics(topic=topic, timeout=5).topics.get(topic)
-            ids = sorted(meta.partitions) if meta is not None else [partition]
-            found = consumer.committed([TopicPartition(topic, p) for p in ids], timeout=5)
+            start = self._starts.start(consumer, tp, pause=self._paused or tp in self._finished)
         except KafkaException as exc:
-            log.warning("%s: cannot tell where %s[%d] starts yet (%s); trying again", self._group, *tp, exc)
-            self._command(lambda: self._reset_offset(tp))  # the next round of the thread's loop
+            log.warning("%s: cannot start %s[%d] yet (%s); trying again in 1s", self._group, *tp, exc)
+            self._starts.retry(tp, time.monotonic() + 1.0)
             return
-        committed = {p.partition: p.offset for p in found if p.offset >= 0}
-        if partition in committed:
-            offset = low
-            why = f"its committed offset {committed[partition]} is outside the log ({low}..{high})"
-        elif tp in self._seen or partition >= self._first_counts.get(topic, partition + 1) or committed:
-            offset = low
-            why = "a partition new to the group (created, or created again, after the group started): from its start"
-        else:
-            offset = low if self._start_from == "earliest" else high
-            why = f"no committed offset yet: consume.from {self._start_from}"
-        # a partition whose reset failed cannot be seek()ed ("erroneous state"): assign it again, at its start
-        consumer.incremental_unassign([TopicPartition(topic, partition)])
-        consumer.incremental_assign([TopicPartition(topic, partition, offset)])
-        if self._paused or tp in self._finished:
-            consumer.pause([TopicPartition(topic, partition)])
-        try:
-            self._commit_sync([TopicPartition(topic, partition, offset)])
+        try:  # committed at once: see streamcar.kafka.starts
+            self._commit_sync([TopicPartition(tp[0], tp[1], start.offset)])
         except KafkaException as exc:
-            log.debug("committing the start of %s[%d] failed: %s", topic, partition, exc)
-        self._seen.add(tp)
-        text = f"{topic}[{partition}] starts at offset {offset}: {why}"
-        log.info("%s: %s", self._group, text, extra=self._fields("offset-reset", [tp]))
-        self.resets = [*self.resets[-19:], text]
+            log.debug("committing the start of %s[%d] failed: %s", *tp, exc)
+        log.info("%s: %s", self._group, start.text, extra=self._fields("offset-reset", [tp]))
 
     def _commit_sync(self, tps: list[TopicPartition]) -> None:
         if not tps:
@@ -290,14 +252,19 @@ class ConsumerBridge:
                 self._consumer.assign([TopicPartition(t, p, o) for (t, p), o in self._assignment.items()])
             while not self._stopping.is_set():
                 self._run_commands()
+                for tp in self._starts.due(time.monotonic()):
+                    self._reset_offset(tp)
                 if time.monotonic() >= self._next_look:
                     self._look_around()
                 # The loop is behind: wait. Never poll() here to "serve callbacks": on a consumer poll() returns
                 # a record, and one dropped here would be skipped by the watermark, hence lost.
                 if not self._pending.acquire(blocking=False):
+                    if self._held_since is None:
+                        self._held_since = time.monotonic()
                     self._wake.wait(self._poll_interval)
                     self._wake.clear()  # then the loop's top looks at commands and the semaphore again
                     continue
+                self._held_since = None
                 # consume(n, timeout) waits for n records or the whole timeout: at a low rate every record would
                 # wait out the interval. So wait for the first, then take what else is already fetched.
                 records = self._consumer.consume(num_messages=1, timeout=self._poll_interval)
@@ -319,14 +286,25 @@ class ConsumerBridge:
             self._loop.call_soon_threadsafe(_settle, self._done, None)
 
     def _look_around(self) -> None:
-        """Every few seconds: the assigned partitions' high watermarks (librdkafka's cached ones, no request) for
-        the lag, and one metadata request to know whether the cluster answers."""
-        self._next_look = time.monotonic() + LOOK_EVERY
+        """Every few seconds: the assigned partitions' high watermarks for the lag, and one metadata request to
+        know whether the cluster answers.
+
+        The watermarks are librdkafka's cached ones (no request), which each fetch brings up to date. While nothing
+        is fetched (consumption paused, or the thread held back by the pipeline's backpressure for a while) they
+        are asked of the brokers instead, one request per partition: the lag must stay true exactly when it grows.
+        """
+        now = time.monotonic()
+        self._next_look = now + LOOK_EVERY
+        held = self._held_since is not None and now - self._held_since > LOOK_EVERY / 2
+        fresh = self._paused or held
         try:
             assignment = self._consumer.assignment()
             highs = {}
             for tp in assignment:
-                _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+                if fresh or (tp.topic, tp.partition) in self._finished:
+                    _, high = self._consumer.get_watermark_offsets(tp, timeout=PROBE_TIMEOUT, cached=False)
+                else:
+                    _, high = self._consumer.get_watermark_offsets(tp, cached=True)
                 if high >= 0:
                     highs[(tp.topic, tp.partition)] = high
             self.high_watermarks = highs
@@ -344,12 +322,7 @@ class ConsumerBridge:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
-        for topic in {t for t, _ in tps} - set(self._first_counts):
-            try:
-                meta = consumer.list_topics(topic=topic, timeout=5).topics.get(topic)
-                self._first_counts[topic] = len(meta.partitions) if meta is not None else 0
-            except KafkaException:
-                pass  # unknown: only the group's commits tell a new partition
+        self._starts.learn(consumer, {t for t, _ in tps})
         log.info("%s: assigned %s", self._group, _fmt(tps), extra=self._fields("assigned", tps))
         # Assign here rather than letting the client do it after we return, so partitions that arrive while
         # backpressure holds the others paused are paused before they fetch anything.
