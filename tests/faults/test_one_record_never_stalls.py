@@ -150,7 +150,7 @@ def test_the_lag_stays_true_while_consumption_is_paused(
             assert process is not None
             (status,) = process.status()["pipelines"]
             lags.append(status["lag"])
-            return status["circuit"] != "closed" and status["lag"] >= 5000 - 2 * 500 - 16
+            return bool(status["circuit"] != "closed" and status["lag"] >= 5000 - 2 * 500 - 16)
 
         wait_for(lag_is_true, timeout=20, what="the lag while paused", interval=0.5)
         service.up()
