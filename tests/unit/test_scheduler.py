@@ -394,6 +394,25 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.abandoned += [item for item in self.in_flight if item.tp == tp]
         self.in_flight = [item for item in self.in_flight if item.tp != tp]
 
+    @rule(tp=st.sampled_from(PARTITIONS), back=st.integers(0, 6))
+    def restart_partition(self, tp: tuple[str, int], back: int) -> None:
+        """The partition's log restarted: everything from some point on goes (drop_partition with ``keep``)."""
+        floor = max(0, self.seq - back)
+
+        def gone(item: Item) -> bool:
+            return item.tp == tp and item.seq >= floor
+
+        dropped = self.sched.drop_partition(tp, lambda item: item.seq < floor)
+        expected = [item for line in self.pending.values() for item in line if gone(item)]
+        assert sorted(item.seq for item in dropped) == sorted(item.seq for item in expected)
+        for item in dropped:
+            self.dropped.add(item.seq)
+        pending = {lane: deque(i for i in line if not gone(i)) for lane, line in self.pending.items()}
+        self.pending = {lane: line for lane, line in pending.items() if line}
+        self.ready = deque(item for item in self.ready if not gone(item))
+        self.abandoned += [item for item in self.in_flight if gone(item)]
+        self.in_flight = [item for item in self.in_flight if not gone(item)]
+
     @rule()
     def drain(self) -> None:
         """Finish everything in flight and keep taking until empty: nothing may be lost or stuck."""
