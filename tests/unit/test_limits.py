@@ -38,7 +38,7 @@ def test_a_second_cut_keeps_only_the_streamcar_headers() -> None:
     names = [name for name, _ in cut.headers]
     assert all(name.startswith("streamcar-") for name in names)
     assert cut.key == b"<cut by streamcar: 3 bytes>"
-    assert b"and 82 more" in dict(cut.headers)[CUT_HEADER]  # 102 things cut, 20 named
+    assert b"and 82 more" in (dict(cut.headers)[CUT_HEADER] or b"")  # 102 things cut, 20 named
 
 
 def test_the_error_text_of_a_dead_letter_is_bounded() -> None:
