@@ -28,6 +28,7 @@ from support import KafkaHandle, TopicFactory, committed, create_topic, produce_
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
+RSS_BOUND_MIB = 250
 FOUND_WITHIN = 30.0  # seconds for new partitions to be read: the 5 s metadata refresh, then a rebalance
 
 
@@ -97,7 +98,17 @@ def test_a_recreated_input_topic_is_read_as_a_new_log(
         assert process.alive
         lines = process.log_lines()
         assert not [line for line in lines if "skipped" in line]
-        print(f"peak RSS {process.peak_rss_mib():.0f} MiB; " + "; ".join(x for x in lines if "starts at" in x)[:400])
+        restarted = [line for line in lines if "went back from offset" in line]
+        assert 1 <= len(restarted) <= 3, restarted  # one line per partition whose offsets went back, at most
+        replies = [r for r in read_all(kafka, out) if (r.value or b"").startswith(b"new ")]
+        assert sorted(r.value or b"" for r in replies) == sorted(new)  # each once
+        by_key: dict[bytes, list[int]] = {}
+        for reply in sorted(replies, key=lambda r: (r.partition, r.offset)):
+            by_key.setdefault(reply.key or b"", []).append(int((reply.value or b"").split()[1]))
+        assert all(numbers == sorted(numbers) for numbers in by_key.values())  # per-key order held
+        peak = process.peak_rss_mib()
+        print(f"peak RSS {peak:.0f} MiB; {len(restarted)} log-restarted lines")
+        assert peak < RSS_BOUND_MIB
     finally:
         if process is not None:
             process.kill()
@@ -131,8 +142,14 @@ def test_partitions_added_to_a_running_topic_are_read_from_their_start(
                 partition=partition,
             )
         wait_replied(kafka, out, new, timeout=FOUND_WITHIN)
-        print(f"200 records on 2 new partitions replied within {time.monotonic() - added:.1f}s")
+        took = time.monotonic() - added
+        assert sorted(r.value or b"" for r in read_all(kafka, out) if (r.value or b"").startswith(b"added")) == sorted(
+            new
+        )  # each once
         assert process.alive
+        peak = process.peak_rss_mib()
+        print(f"200 records on 2 new partitions replied within {took:.1f}s; peak RSS {peak:.0f} MiB")
+        assert peak < RSS_BOUND_MIB
     finally:
         if process is not None:
             process.kill()
