@@ -7,6 +7,8 @@
   for the module that uses it: ``handle.bootstrap`` is still PLAINTEXT (topic set-up), ``cluster.layout()``
   holds the secure bootstrap and the dev user's credentials.
 * ``topic_factory`` / ``group_factory`` -- unique topic and group names per test, so tests never share state.
+* ``sidecar_factory`` / ``service_factory`` -- ``streamcar run`` processes and test services, started for the
+  test and stopped (the sidecars killed) when it ends, whatever happened.
 
 Every JVM is stopped at session end (and at interpreter exit, should the session be torn down abruptly).
 """
@@ -21,9 +23,12 @@ from pathlib import Path
 
 import pytest
 
+from streamcar.config import Config
 from streamcar.devkafka import LocalKafka
 
+from sidecar import SidecarFactory, SidecarProcess
 from support import KafkaHandle, TopicFactory, create_topic
+from threaded import S, ServiceFactory, ThreadedServer
 
 
 def _running_kafka(
@@ -102,3 +107,31 @@ def group_factory(request: pytest.FixtureRequest) -> Callable[[], str]:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def sidecar_factory(tmp_path: Path) -> Iterator[SidecarFactory]:
+    started: list[SidecarProcess] = []
+
+    def start(config: Config) -> SidecarProcess:
+        process = SidecarProcess(config, tmp_path).start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.kill()
+
+
+@pytest.fixture
+def service_factory() -> Iterator[ServiceFactory]:
+    started: list[ThreadedServer] = []
+
+    def start(service: S) -> S:
+        service.start()
+        started.append(service)
+        return service
+
+    yield start
+    for service in reversed(started):
+        service.stop()

@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +164,7 @@ class SidecarProcess:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
         raise AssertionError("no VmHWM in /proc/<pid>/status")
+
+
+SidecarFactory = Callable[[Config], SidecarProcess]
+"""The ``sidecar_factory`` fixture: starts ``streamcar run`` with a config; killed when the test ends."""

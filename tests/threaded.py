@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable
-from typing import Self
+from typing import Protocol, Self, TypeVar
 
 
 class ThreadedServer:
@@ -47,3 +47,12 @@ class ThreadedServer:
 
     async def _down(self) -> None:
         raise NotImplementedError
+
+
+S = TypeVar("S", bound=ThreadedServer)
+
+
+class ServiceFactory(Protocol):
+    """The ``service_factory`` fixture: starts a service for the test and stops it when the test ends."""
+
+    def __call__(self, service: S) -> S: ...

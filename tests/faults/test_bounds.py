@@ -18,7 +18,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -26,8 +25,9 @@ from hostile import HostileService, Script, reply_with_id
 
 from invariants import check, read_all
 from service import Seen
-from sidecar import SidecarProcess, make_config, pipeline
+from sidecar import SidecarFactory, SidecarProcess, make_config, pipeline
 from support import KafkaHandle, TopicFactory, create_topic, produce_records, wait_for
+from threaded import ServiceFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -70,122 +70,115 @@ def watch(process: SidecarProcess, seconds: float, pipeline_name: str) -> tuple[
 
 
 def test_a_missing_publish_topic_keeps_in_flight_bounded_and_stopping_prompt(
-    kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str], tmp_path: Path
+    kafka: KafkaHandle,
+    topic_factory: TopicFactory,
+    group_factory: Callable[[], str],
+    sidecar_factory: SidecarFactory,
+    service_factory: ServiceFactory,
 ) -> None:
     source, dlq = topic_factory(3), topic_factory(1)
     out = f"{source}-out-missing"
     group = group_factory()
-    service = HostileService(choose).start()
-    process: SidecarProcess | None = None
-    try:
-        records = [(None, b"%d" % i) for i in range(20_000)]
-        records += [(None, b"stall %d" % i) for i in range(5)]
-        produce_records(kafka, source, records)
-        spec = pipeline(
-            source,
-            group,
-            service.url,
-            publish=out,
-            dead_letter=dlq,
-            max_in_flight=MAX_IN_FLIGHT,
-            shutdown_timeout=f"{SHUTDOWN:g}s",
-            call={"timeout": "60s"},
-        )
-        config = make_config(kafka.bootstrap, {"p": spec}, librdkafka=LIBRDKAFKA)
-        process = SidecarProcess(config, tmp_path).start()
-        wait_for(lambda: service.count() >= MAX_IN_FLIGHT, timeout=30, what="the first calls")
-        most_in_flight, most_buffered, slowest = watch(process, 8, "p")
-        peak = process.peak_rss_mib()
-        print(f"in flight <= {most_in_flight}, buffered <= {most_buffered}, peak RSS {peak:.0f} MiB")
-        assert most_in_flight <= 2 * MAX_IN_FLIGHT
-        assert most_buffered <= 2000 + 2 * 500  # the buffer's bound, plus the two batches the consumer may hand over
-        assert peak < RSS_BOUND_MIB
-        assert slowest < 1.5
-        failures = [line for line in process.log_lines() if "producing to" in line]
-        assert 1 <= len(failures) <= 3, failures  # one line per interval, not one per record
+    service = service_factory(HostileService(choose))
+    records = [(None, b"%d" % i) for i in range(20_000)]
+    records += [(None, b"stall %d" % i) for i in range(5)]
+    produce_records(kafka, source, records)
+    spec = pipeline(
+        source,
+        group,
+        service.url,
+        publish=out,
+        dead_letter=dlq,
+        max_in_flight=MAX_IN_FLIGHT,
+        shutdown_timeout=f"{SHUTDOWN:g}s",
+        call={"timeout": "60s"},
+    )
+    config = make_config(kafka.bootstrap, {"p": spec}, librdkafka=LIBRDKAFKA)
+    process = sidecar_factory(config)
+    wait_for(lambda: service.count() >= MAX_IN_FLIGHT, timeout=30, what="the first calls")
+    most_in_flight, most_buffered, slowest = watch(process, 8, "p")
+    peak = process.peak_rss_mib()
+    print(f"in flight <= {most_in_flight}, buffered <= {most_buffered}, peak RSS {peak:.0f} MiB")
+    assert most_in_flight <= 2 * MAX_IN_FLIGHT
+    assert most_buffered <= 2000 + 2 * 500  # the buffer's bound, plus the two batches the consumer may hand over
+    assert peak < RSS_BOUND_MIB
+    assert slowest < 1.5
+    failures = [line for line in process.log_lines() if "producing to" in line]
+    assert 1 <= len(failures) <= 3, failures  # one line per interval, not one per record
 
-        started = time.monotonic()
-        process.signal(signal.SIGTERM)
-        assert process.wait(SHUTDOWN + STOP_GRACE + 5) == 0, process.log_tail()
-        took = time.monotonic() - started
-        print(f"stopped in {took:.1f}s (shutdown_timeout {SHUTDOWN:g}s)")
-        assert took <= SHUTDOWN + STOP_GRACE
+    started = time.monotonic()
+    process.signal(signal.SIGTERM)
+    assert process.wait(SHUTDOWN + STOP_GRACE + 5) == 0, process.log_tail()
+    took = time.monotonic() - started
+    print(f"stopped in {took:.1f}s (shutdown_timeout {SHUTDOWN:g}s)")
+    assert took <= SHUTDOWN + STOP_GRACE
 
-        create_topic(kafka, out, 3, 1)
-        service.choose = lambda seen: reply_with_id  # the stalled ones answer now too
-        process = SidecarProcess(config, tmp_path).start()
-        check(
-            kafka,
-            group=group,
-            source=source,
-            out=out,
-            dlq=dlq,
-            calls=service.requests,
-            max_duplicates=4 * MAX_IN_FLIGHT,  # what the stop abandoned is redone
-            crashes=True,
-            dead_letters={},
-            timeout=120,
-        )
-    finally:
-        if process is not None:
-            process.kill()
-        service.stop()
+    create_topic(kafka, out, 3, 1)
+    service.choose = lambda seen: reply_with_id  # the stalled ones answer now too
+    process = sidecar_factory(config)
+    check(
+        kafka,
+        group=group,
+        source=source,
+        out=out,
+        dlq=dlq,
+        calls=service.requests,
+        max_duplicates=4 * MAX_IN_FLIGHT,  # what the stop abandoned is redone
+        crashes=True,
+        dead_letters={},
+        timeout=120,
+    )
 
 
 def test_one_pipelines_missing_topic_never_stalls_another_or_the_admin_server(
-    kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str], tmp_path: Path
+    kafka: KafkaHandle,
+    topic_factory: TopicFactory,
+    group_factory: Callable[[], str],
+    sidecar_factory: SidecarFactory,
+    service_factory: ServiceFactory,
 ) -> None:
     stuck_source, source, out, dlq = topic_factory(3), topic_factory(3), topic_factory(3), topic_factory(1)
     missing = f"{stuck_source}-out-missing"
     stuck_group, group = group_factory(), group_factory()
-    service = HostileService(lambda seen: reply_with_id).start()
-    process: SidecarProcess | None = None
-    feeding = threading.Event()
-    try:
-        produce_records(kafka, stuck_source, [(None, b"%d" % i) for i in range(30_000)])
-        stuck = pipeline(stuck_source, stuck_group, service.url, publish=missing, max_in_flight=256)
-        healthy = pipeline(source, group, service.url, publish=out, dead_letter=dlq, max_in_flight=64)
-        config = make_config(kafka.bootstrap, {"stuck": stuck, "healthy": healthy}, librdkafka=LIBRDKAFKA)
-        process = SidecarProcess(config, tmp_path).start()
-        wait_for(lambda: service.count() >= 256, timeout=30, what="the stuck pipeline's first calls")
+    service = service_factory(HostileService(lambda seen: reply_with_id))
+    produce_records(kafka, stuck_source, [(None, b"%d" % i) for i in range(30_000)])
+    stuck = pipeline(stuck_source, stuck_group, service.url, publish=missing, max_in_flight=256)
+    healthy = pipeline(source, group, service.url, publish=out, dead_letter=dlq, max_in_flight=64)
+    config = make_config(kafka.bootstrap, {"stuck": stuck, "healthy": healthy}, librdkafka=LIBRDKAFKA)
+    process = sidecar_factory(config)
+    wait_for(lambda: service.count() >= 256, timeout=30, what="the stuck pipeline's first calls")
 
-        def feed() -> None:  # the healthy pipeline's input arrives while the other one is stuck
-            for round_ in range(10):
-                produce_records(kafka, source, [(f"k{i % 20}".encode(), b"%d-%d" % (round_, i)) for i in range(300)])
-                if feeding.wait(0.5):
-                    return
+    def feed() -> None:  # the healthy pipeline's input arrives while the other one is stuck, at ~600/s
+        for round_ in range(10):
+            produce_records(kafka, source, [(f"k{i % 20}".encode(), b"%d-%d" % (round_, i)) for i in range(300)])
+            time.sleep(0.5)  # pacing the input, not waiting for anything
 
-        feeder = threading.Thread(target=feed, daemon=True)
-        feeder.start()
-        most_in_flight, _, slowest = watch(process, 6, "stuck")
-        feeder.join(30)
-        verdict = check(
-            kafka,
-            group=group,
-            source=source,
-            out=out,
-            dlq=dlq,
-            calls=lambda: [c for c in service.requests() if c.topic == source],
-            max_duplicates=0,
-            crashes=False,
-            dead_letters={},
-            timeout=30,
-        )
-        assert verdict.replies.total() == 3000
-        print(f"stuck pipeline: in flight <= {most_in_flight}; slowest /status {slowest:.3f}s")
-        assert most_in_flight <= 2 * 256
-        assert slowest < 1.5
-        failures = [line for line in process.log_lines() if "producing to" in line]
-        assert len(failures) <= 4, failures[:5]
-        assert not read_all(kafka, dlq)
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    most_in_flight, _, slowest = watch(process, 6, "stuck")
+    feeder.join(30)
+    verdict = check(
+        kafka,
+        group=group,
+        source=source,
+        out=out,
+        dlq=dlq,
+        calls=lambda: [c for c in service.requests() if c.topic == source],
+        max_duplicates=0,
+        crashes=False,
+        dead_letters={},
+        timeout=30,
+    )
+    assert verdict.replies.total() == 3000
+    print(f"stuck pipeline: in flight <= {most_in_flight}; slowest /status {slowest:.3f}s")
+    assert most_in_flight <= 2 * 256
+    assert slowest < 1.5
+    failures = [line for line in process.log_lines() if "producing to" in line]
+    assert len(failures) <= 4, failures[:5]
+    assert not read_all(kafka, dlq)
 
-        assert process.peak_rss_mib() < RSS_BOUND_MIB
-        started = time.monotonic()
-        process.signal(signal.SIGTERM)
-        assert process.wait(10 + STOP_GRACE + 5) == 0, process.log_tail()
-        assert time.monotonic() - started <= 10 + STOP_GRACE  # pipeline()'s shutdown_timeout is 10s
-    finally:
-        feeding.set()
-        if process is not None:
-            process.kill()
-        service.stop()
+    assert process.peak_rss_mib() < RSS_BOUND_MIB
+    started = time.monotonic()
+    process.signal(signal.SIGTERM)
+    assert process.wait(10 + STOP_GRACE + 5) == 0, process.log_tail()
+    assert time.monotonic() - started <= 10 + STOP_GRACE  # pipeline()'s shutdown_timeout is 10s

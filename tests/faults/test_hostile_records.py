@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,8 +27,9 @@ from hostile import HostileService, Script, batch, content_type, echo_id, reply_
 
 from invariants import Id, check, read_all
 from service import Seen
-from sidecar import SidecarProcess, make_config, pipeline
+from sidecar import SidecarFactory, make_config, pipeline
 from support import KafkaHandle, TopicFactory, produce_records
+from threaded import ServiceFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -82,99 +82,97 @@ def surrogate_header(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_hostile_records_and_reply_headers_never_crash_the_sidecar(
-    kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str], tmp_path: Path
+    kafka: KafkaHandle,
+    topic_factory: TopicFactory,
+    group_factory: Callable[[], str],
+    sidecar_factory: SidecarFactory,
+    service_factory: ServiceFactory,
 ) -> None:
     source, out, dlq = topic_factory(3), topic_factory(3), topic_factory(1)
     batch_source, batch_out = topic_factory(1), topic_factory(1)
     group, batch_group = group_factory(), group_factory()
-    service = HostileService(choose).start()
-    process: SidecarProcess | None = None
-    try:
-        records: list[tuple[bytes | None, bytes | None, list[tuple[str, str | bytes | None]]]] = []
-        for i in range(200):
-            records.append((f"k{i % 13}".encode(), f"normal {i}".encode(), []))
-            if i % 40 == 5:  # row 3: any bytes in keys and header values, and in a content-type and traceparent
-                odd = ODD_BYTES[(i // 40) % len(ODD_BYTES)]
-                headers: list[tuple[str, str | bytes | None]] = [("bin", odd), ("ünï", odd), ("none", None)]
-                headers += [("content-type", b"text/\xff\xfe"), ("traceparent", b"00-\xff")]
-                records.append((odd + b"key", b"odd " + odd, headers))
-            if i % 50 == 7:
-                records.append((f"k{i % 13}".encode(), b"type-bin %d" % i, []))  # row 2
-                records.append((f"k{i % 13}".encode(), b"type-utf8 %d" % i, []))  # row 7
-        produce_records(kafka, source, records)
-        for n in range(3):  # row 1, between normal records of the same key
-            kcat_produce(kafka, source, b"k1", b"bad header name %d" % n, b"\xff\xfebad")
-            produce_records(kafka, source, [(b"k1", b"after bad %d" % n)], partition=0)
-        produce_records(
-            kafka,
-            batch_source,
-            [(f"b{i % 5}".encode(), b"surrogate" if i % 25 == 3 else b"%d" % i) for i in range(100)],
-        )
-        inputs = read_all(kafka, source)
-        bad = {r.id for r in inputs if (r.value or b"").startswith(b"bad header name")}
-        assert len(bad) == 3
-        assert all(r.headers == () for r in inputs if r.id in bad)
+    service = service_factory(HostileService(choose))
+    records: list[tuple[bytes | None, bytes | None, list[tuple[str, str | bytes | None]]]] = []
+    for i in range(200):
+        records.append((f"k{i % 13}".encode(), f"normal {i}".encode(), []))
+        if i % 40 == 5:  # row 3: any bytes in keys and header values, and in a content-type and traceparent
+            odd = ODD_BYTES[(i // 40) % len(ODD_BYTES)]
+            headers: list[tuple[str, str | bytes | None]] = [("bin", odd), ("ünï", odd), ("none", None)]
+            headers += [("content-type", b"text/\xff\xfe"), ("traceparent", b"00-\xff")]
+            records.append((odd + b"key", b"odd " + odd, headers))
+        if i % 50 == 7:
+            records.append((f"k{i % 13}".encode(), b"type-bin %d" % i, []))  # row 2
+            records.append((f"k{i % 13}".encode(), b"type-utf8 %d" % i, []))  # row 7
+    produce_records(kafka, source, records)
+    for n in range(3):  # row 1, between normal records of the same key
+        kcat_produce(kafka, source, b"k1", b"bad header name %d" % n, b"\xff\xfebad")
+        produce_records(kafka, source, [(b"k1", b"after bad %d" % n)], partition=0)
+    produce_records(
+        kafka,
+        batch_source,
+        [(f"b{i % 5}".encode(), b"surrogate" if i % 25 == 3 else b"%d" % i) for i in range(100)],
+    )
+    inputs = read_all(kafka, source)
+    bad = {r.id for r in inputs if (r.value or b"").startswith(b"bad header name")}
+    assert len(bad) == 3
+    assert all(r.headers == () for r in inputs if r.id in bad)
 
-        spec = pipeline(source, group, service.url, publish=out, dead_letter=dlq, max_in_flight=32)
-        batch_spec = pipeline(
-            batch_source, batch_group, service.url, publish=batch_out, call={"batch": {"max_messages": 10}}
-        )
-        config = make_config(kafka.bootstrap, {"single": spec, "batch": batch_spec})
-        process = SidecarProcess(config, tmp_path).start()
-        check(
-            kafka,
-            group=group,
-            source=source,
-            out=out,
-            dlq=dlq,
-            calls=lambda: [c for c in service.requests() if c.topic == source],
-            max_duplicates=0,
-            crashes=False,
-            dead_letters=dict.fromkeys(bad, "rejected"),
-        )
-        check(
-            kafka,
-            group=batch_group,
-            source=batch_source,
-            out=batch_out,
-            dlq=None,
-            calls=lambda: [c for c in service.requests() if c.topic == batch_source],
-            max_duplicates=0,
-            crashes=False,
-            dead_letters={},
-        )
-        assert process.alive, process.log_tail()
-        peak = process.peak_rss_mib()
+    spec = pipeline(source, group, service.url, publish=out, dead_letter=dlq, max_in_flight=32)
+    batch_spec = pipeline(
+        batch_source, batch_group, service.url, publish=batch_out, call={"batch": {"max_messages": 10}}
+    )
+    config = make_config(kafka.bootstrap, {"single": spec, "batch": batch_spec})
+    process = sidecar_factory(config)
+    check(
+        kafka,
+        group=group,
+        source=source,
+        out=out,
+        dlq=dlq,
+        calls=lambda: [c for c in service.requests() if c.topic == source],
+        max_duplicates=0,
+        crashes=False,
+        dead_letters=dict.fromkeys(bad, "rejected"),
+    )
+    check(
+        kafka,
+        group=batch_group,
+        source=batch_source,
+        out=batch_out,
+        dlq=None,
+        calls=lambda: [c for c in service.requests() if c.topic == batch_source],
+        max_duplicates=0,
+        crashes=False,
+        dead_letters={},
+    )
+    assert process.alive, process.log_tail()
+    peak = process.peak_rss_mib()
 
-        by_input = {r.id: r for r in inputs}
-        replies = {_source(r.value): r for r in read_all(kafka, out)}
-        for ident, reply in replies.items():
-            value = by_input[ident].value or b""
-            if value.startswith(b"type-bin"):
-                assert reply.header("content-type") == NOT_UTF8_TYPE
-            elif value.startswith(b"type-utf8"):
-                assert reply.header("content-type") == UTF8_TYPE
-        calls = {c.id: c for c in service.requests() if c.topic == source}
-        for record in inputs:
-            if (record.value or b"").startswith(b"odd "):  # the service got the exact bytes
-                call = calls[record.id]
-                assert call.key == record.key
-                assert call.headers["Kafka-Header-Bin"] == _percent(record.header("bin"))
-                assert call.headers["Content-Type"].encode("latin-1") == b"text/\xff\xfe"
-        letters = read_all(kafka, dlq)
-        for letter in letters:
-            assert b"not valid UTF-8" in (letter.header("streamcar-error") or b"")
-        surrogates = [r for r in read_all(kafka, batch_out) if any(k.startswith("\\ud800") for k, _ in r.headers)]
-        assert len(surrogates) == 4, "the lone surrogate is written as an escape"
+    by_input = {r.id: r for r in inputs}
+    replies = {_source(r.value): r for r in read_all(kafka, out)}
+    for ident, reply in replies.items():
+        value = by_input[ident].value or b""
+        if value.startswith(b"type-bin"):
+            assert reply.header("content-type") == NOT_UTF8_TYPE
+        elif value.startswith(b"type-utf8"):
+            assert reply.header("content-type") == UTF8_TYPE
+    calls = {c.id: c for c in service.requests() if c.topic == source}
+    for record in inputs:
+        if (record.value or b"").startswith(b"odd "):  # the service got the exact bytes
+            call = calls[record.id]
+            assert call.key == record.key
+            assert call.headers["Kafka-Header-Bin"] == _percent(record.header("bin"))
+            assert call.headers["Content-Type"].encode("latin-1") == b"text/\xff\xfe"
+    letters = read_all(kafka, dlq)
+    for letter in letters:
+        assert b"not valid UTF-8" in (letter.header("streamcar-error") or b"")
+    surrogates = [r for r in read_all(kafka, batch_out) if any(k.startswith("\\ud800") for k, _ in r.headers)]
+    assert len(surrogates) == 4, "the lone surrogate is written as an escape"
 
-        process.signal(signal.SIGTERM)
-        assert process.wait(30) == 0, process.log_tail()
-        print(f"peak RSS {peak:.0f} MiB")
-        assert peak < RSS_BOUND_MIB
-    finally:
-        if process is not None:
-            process.kill()
-        service.stop()
+    process.signal(signal.SIGTERM)
+    assert process.wait(30) == 0, process.log_tail()
+    print(f"peak RSS {peak:.0f} MiB")
+    assert peak < RSS_BOUND_MIB
 
 
 def _source(value: bytes | None) -> Id:

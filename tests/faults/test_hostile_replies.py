@@ -17,7 +17,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -25,8 +24,9 @@ from hostile import HostileService, Script, bomb, endless, garbage, huge_head, r
 
 from invariants import check, read_all
 from service import Seen
-from sidecar import SidecarProcess, make_config, pipeline
+from sidecar import SidecarFactory, make_config, pipeline
 from support import KafkaHandle, TopicFactory, produce_records
+from threaded import ServiceFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -40,71 +40,69 @@ def choose(seen: Seen) -> Script:
 
 
 def test_endless_bodies_bombs_and_huge_heads_are_bounded(
-    kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str], tmp_path: Path
+    kafka: KafkaHandle,
+    topic_factory: TopicFactory,
+    group_factory: Callable[[], str],
+    sidecar_factory: SidecarFactory,
+    service_factory: ServiceFactory,
 ) -> None:
     source, out, dlq = topic_factory(3), topic_factory(3), topic_factory(1)
     group = group_factory()
-    service = HostileService(choose).start()
-    process: SidecarProcess | None = None
+    service = service_factory(HostileService(choose))
+    records: list[tuple[bytes | None, bytes | None]] = []
+    for i in range(300):
+        records.append((f"k{i % 11}".encode(), b"normal %d" % i))
+        if i % 60 == 13:
+            records += [(f"k{i % 11}".encode(), name + b" %d" % i) for name in SCRIPTS]
+    produce_records(kafka, source, records)
+    inputs = read_all(kafka, source)
+    hostile = {r.id for r in inputs if (r.value or b"").split(b" ")[0] in SCRIPTS}
+    spec = pipeline(
+        source,
+        group,
+        service.url,
+        publish=out,
+        dead_letter=dlq,
+        max_in_flight=16,
+        call={"timeout": "3s"},
+        retry={"attempts": 2, "initial_backoff": "50ms", "max_backoff": "100ms"},
+    )
+    process = sidecar_factory(make_config(kafka.bootstrap, {"p": spec}))
+    slowest: list[float] = []
+    done = threading.Event()
+
+    def watch() -> None:  # the loop must stay free for the admin server while the replies are refused
+        assert process is not None
+        while not done.is_set():
+            started = time.monotonic()
+            process.status(timeout=10)
+            slowest.append(time.monotonic() - started)
+            done.wait(0.1)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    process.admin_url()
+    watcher.start()
     try:
-        records: list[tuple[bytes | None, bytes | None]] = []
-        for i in range(300):
-            records.append((f"k{i % 11}".encode(), b"normal %d" % i))
-            if i % 60 == 13:
-                records += [(f"k{i % 11}".encode(), name + b" %d" % i) for name in SCRIPTS]
-        produce_records(kafka, source, records)
-        inputs = read_all(kafka, source)
-        hostile = {r.id for r in inputs if (r.value or b"").split(b" ")[0] in SCRIPTS}
-        spec = pipeline(
-            source,
-            group,
-            service.url,
-            publish=out,
-            dead_letter=dlq,
-            max_in_flight=16,
-            call={"timeout": "3s"},
-            retry={"attempts": 2, "initial_backoff": "50ms", "max_backoff": "100ms"},
+        check(
+            kafka,
+            group=group,
+            source=source,
+            out=out,
+            dlq=dlq,
+            calls=service.requests,
+            max_duplicates=0,
+            crashes=False,
+            dead_letters=dict.fromkeys(hostile, "exhausted"),
         )
-        process = SidecarProcess(make_config(kafka.bootstrap, {"p": spec}), tmp_path).start()
-        slowest: list[float] = []
-        done = threading.Event()
-
-        def watch() -> None:  # the loop must stay free for the admin server while the replies are refused
-            assert process is not None
-            while not done.is_set():
-                started = time.monotonic()
-                process.status(timeout=10)
-                slowest.append(time.monotonic() - started)
-                done.wait(0.1)
-
-        watcher = threading.Thread(target=watch, daemon=True)
-        process.admin_url()
-        watcher.start()
-        try:
-            check(
-                kafka,
-                group=group,
-                source=source,
-                out=out,
-                dlq=dlq,
-                calls=service.requests,
-                max_duplicates=0,
-                crashes=False,
-                dead_letters=dict.fromkeys(hostile, "exhausted"),
-            )
-        finally:
-            done.set()
-            watcher.join(15)
-        assert process.alive, process.log_tail()
-        peak = process.peak_rss_mib()
-        errors = {(letter.header("streamcar-error") or b"").decode() for letter in read_all(kafka, dlq)}
-        assert any("exceeds 16 MiB decompressed" in e for e in errors), errors  # the bomb
-        assert any("exceeds 16 MiB (call.max_response_bytes)" in e for e in errors), errors  # the endless body
-        assert any("headers exceed 256 KiB" in e for e in errors), errors
-        print(f"peak RSS {peak:.0f} MiB; slowest /status {max(slowest):.3f}s of {len(slowest)}")
-        assert peak < RSS_BOUND_MIB
-        assert max(slowest) < STATUS_WITHIN
     finally:
-        if process is not None:
-            process.kill()
-        service.stop()
+        done.set()
+        watcher.join(15)
+    assert process.alive, process.log_tail()
+    peak = process.peak_rss_mib()
+    errors = {(letter.header("streamcar-error") or b"").decode() for letter in read_all(kafka, dlq)}
+    assert any("exceeds 16 MiB decompressed" in e for e in errors), errors  # the bomb
+    assert any("exceeds 16 MiB (call.max_response_bytes)" in e for e in errors), errors  # the endless body
+    assert any("headers exceed 256 KiB" in e for e in errors), errors
+    print(f"peak RSS {peak:.0f} MiB; slowest /status {max(slowest):.3f}s of {len(slowest)}")
+    assert peak < RSS_BOUND_MIB
+    assert max(slowest) < STATUS_WITHIN

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -23,8 +22,9 @@ from confluent_kafka.cimpl import NewPartitions
 
 from invariants import read_all
 from service import Seen, TestService
-from sidecar import SidecarProcess, make_config, pipeline
+from sidecar import SidecarFactory, make_config, pipeline
 from support import KafkaHandle, TopicFactory, committed, create_topic, produce_records, topic_offsets, wait_for
+from threaded import ServiceFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -68,89 +68,85 @@ def wait_replied(kafka: KafkaHandle, out: str, values: set[bytes], timeout: floa
 
 
 def test_a_recreated_input_topic_is_read_as_a_new_log(
-    kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str], tmp_path: Path
+    kafka: KafkaHandle,
+    topic_factory: TopicFactory,
+    group_factory: Callable[[], str],
+    sidecar_factory: SidecarFactory,
+    service_factory: ServiceFactory,
 ) -> None:
     source, out = topic_factory(3), topic_factory(3)
     group = group_factory()
-    service = TestService(echo).start()
-    process: SidecarProcess | None = None
-    try:
-        spec = pipeline(source, group, service.url, publish=out, consume={"from": "latest"})
-        process = SidecarProcess(make_config(kafka.bootstrap, {"p": spec}), tmp_path).start()
-        wait_for(started(kafka, group, 3), timeout=60, what="the group's start, committed")
-        old = {b"old %d" % i for i in range(1000)}
-        produce_records(kafka, source, [(f"k{i % 30}".encode(), v) for i, v in enumerate(sorted(old))])
-        wait_replied(kafka, out, old, timeout=60)
+    service = service_factory(TestService(echo))
+    spec = pipeline(source, group, service.url, publish=out, consume={"from": "latest"})
+    process = sidecar_factory(make_config(kafka.bootstrap, {"p": spec}))
+    wait_for(started(kafka, group, 3), timeout=60, what="the group's start, committed")
+    old = {b"old %d" % i for i in range(1000)}
+    produce_records(kafka, source, [(f"k{i % 30}".encode(), b"old %d" % i) for i in range(1000)])
+    wait_replied(kafka, out, old, timeout=60)
 
-        admin = kafka.admin()
-        admin.delete_topics([source], operation_timeout=30)[source].result(timeout=60)
-        wait_for(lambda: source not in admin.list_topics(timeout=5).topics, timeout=30, what="the deletion")
-        create_topic(kafka, source, 3, 1)
-        new = {b"new %d" % i for i in range(2000)}
-        produce_records(kafka, source, [(f"k{i % 30}".encode(), v) for i, v in enumerate(sorted(new))])
-        wait_replied(kafka, out, new, timeout=90)
-        ends = {(source, p): o + 1 for p, o in topic_offsets(kafka, source)}
-        wait_for(
-            lambda: all(committed(kafka, group).get(tp, -1) >= end for tp, end in ends.items()),
-            timeout=30,
-            what="the new log committed to its end",
-        )
-        assert process.alive
-        lines = process.log_lines()
-        assert not [line for line in lines if "skipped" in line]
-        restarted = [line for line in lines if "went back from offset" in line]
-        assert 1 <= len(restarted) <= 3, restarted  # one line per partition whose offsets went back, at most
-        replies = [r for r in read_all(kafka, out) if (r.value or b"").startswith(b"new ")]
-        assert sorted(r.value or b"" for r in replies) == sorted(new)  # each once
-        by_key: dict[bytes, list[int]] = {}
-        for reply in sorted(replies, key=lambda r: (r.partition, r.offset)):
-            by_key.setdefault(reply.key or b"", []).append(int((reply.value or b"").split()[1]))
-        assert all(numbers == sorted(numbers) for numbers in by_key.values())  # per-key order held
-        peak = process.peak_rss_mib()
-        print(f"peak RSS {peak:.0f} MiB; {len(restarted)} log-restarted lines")
-        assert peak < RSS_BOUND_MIB
-    finally:
-        if process is not None:
-            process.kill()
-        service.stop()
+    admin = kafka.admin()
+    admin.delete_topics([source], operation_timeout=30)[source].result(timeout=60)
+    wait_for(lambda: source not in admin.list_topics(timeout=5).topics, timeout=30, what="the deletion")
+    create_topic(kafka, source, 3, 1)
+    new = {b"new %d" % i for i in range(2000)}
+    produce_records(kafka, source, [(f"k{i % 30}".encode(), b"new %d" % i) for i in range(2000)])  # in order
+    wait_replied(kafka, out, new, timeout=90)
+    ends = {(source, p): o + 1 for p, o in topic_offsets(kafka, source)}
+    wait_for(
+        lambda: all(committed(kafka, group).get(tp, -1) >= end for tp, end in ends.items()),
+        timeout=30,
+        what="the new log committed to its end",
+    )
+    assert process.alive
+    lines = process.log_lines()
+    assert not [line for line in lines if "skipped" in line]
+    restarted = [line for line in lines if "went back from offset" in line]
+    assert 1 <= len(restarted) <= 3, restarted  # one line per partition whose offsets went back, at most
+    replies = [r for r in read_all(kafka, out) if (r.value or b"").startswith(b"new ")]
+    assert sorted(r.value or b"" for r in replies) == sorted(new)  # each once
+    by_key: dict[bytes, list[int]] = {}
+    for reply in sorted(replies, key=lambda r: (r.partition, r.offset)):
+        by_key.setdefault(reply.key or b"", []).append(int((reply.value or b"").split()[1]))
+    assert all(numbers == sorted(numbers) for numbers in by_key.values())  # per-key order held
+    peak = process.peak_rss_mib()
+    print(f"peak RSS {peak:.0f} MiB; {len(restarted)} log-restarted lines")
+    assert peak < RSS_BOUND_MIB
 
 
 def test_partitions_added_to_a_running_topic_are_read_from_their_start(
-    kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str], tmp_path: Path
+    kafka: KafkaHandle,
+    topic_factory: TopicFactory,
+    group_factory: Callable[[], str],
+    sidecar_factory: SidecarFactory,
+    service_factory: ServiceFactory,
 ) -> None:
     source, out = topic_factory(2), topic_factory(3)
     group = group_factory()
-    service = TestService(echo).start()
-    process: SidecarProcess | None = None
-    try:
-        spec = pipeline(source, group, service.url, publish=out, consume={"from": "latest"})
-        process = SidecarProcess(make_config(kafka.bootstrap, {"p": spec}), tmp_path).start()
-        wait_for(started(kafka, group, 2), timeout=60, what="the group's start, committed")
-        before = {b"before %d" % i for i in range(100)}
-        produce_records(kafka, source, [(None, v) for v in before])
-        wait_replied(kafka, out, before, timeout=30)
+    service = service_factory(TestService(echo))
+    spec = pipeline(source, group, service.url, publish=out, consume={"from": "latest"})
+    process = sidecar_factory(make_config(kafka.bootstrap, {"p": spec}))
+    wait_for(started(kafka, group, 2), timeout=60, what="the group's start, committed")
+    before = {b"before %d" % i for i in range(100)}
+    produce_records(kafka, source, [(None, v) for v in before])
+    wait_replied(kafka, out, before, timeout=30)
 
-        admin = kafka.admin()
-        admin.create_partitions([NewPartitions(source, 4)])[source].result(timeout=30)
-        added = time.monotonic()
-        new = {b"added %d" % i for i in range(200)}
-        for partition in (2, 3):  # at once, before the sidecar can have noticed the new partitions
-            produce_records(
-                kafka,
-                source,
-                [(None, v) for v in sorted(new) if int(v.split()[1]) % 2 == partition - 2],
-                partition=partition,
-            )
-        wait_replied(kafka, out, new, timeout=FOUND_WITHIN)
-        took = time.monotonic() - added
-        assert sorted(r.value or b"" for r in read_all(kafka, out) if (r.value or b"").startswith(b"added")) == sorted(
-            new
-        )  # each once
-        assert process.alive
-        peak = process.peak_rss_mib()
-        print(f"200 records on 2 new partitions replied within {took:.1f}s; peak RSS {peak:.0f} MiB")
-        assert peak < RSS_BOUND_MIB
-    finally:
-        if process is not None:
-            process.kill()
-        service.stop()
+    admin = kafka.admin()
+    admin.create_partitions([NewPartitions(source, 4)])[source].result(timeout=30)
+    added = time.monotonic()
+    new = {b"added %d" % i for i in range(200)}
+    for partition in (2, 3):  # at once, before the sidecar can have noticed the new partitions
+        produce_records(
+            kafka,
+            source,
+            [(None, v) for v in sorted(new) if int(v.split()[1]) % 2 == partition - 2],
+            partition=partition,
+        )
+    wait_replied(kafka, out, new, timeout=FOUND_WITHIN)
+    took = time.monotonic() - added
+    assert sorted(r.value or b"" for r in read_all(kafka, out) if (r.value or b"").startswith(b"added")) == sorted(
+        new
+    )  # each once
+    assert process.alive
+    peak = process.peak_rss_mib()
+    print(f"200 records on 2 new partitions replied within {took:.1f}s; peak RSS {peak:.0f} MiB")
+    assert peak < RSS_BOUND_MIB

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -26,8 +25,9 @@ from hostile import HostileService, Script, drop, reply_with_id
 from invariants import check, evaluate, read_all, wait_done
 from invariants import reply_with_id as aiohttp_reply_with_id
 from service import Seen, TestService
-from sidecar import SidecarProcess, make_config, pipeline
+from sidecar import SidecarFactory, make_config, pipeline
 from support import KafkaHandle, TopicFactory, produce_records, wait_for
+from threaded import ServiceFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -39,130 +39,122 @@ def choose(seen: Seen) -> Script:
 
 
 def test_a_record_whose_connection_always_drops_is_dead_lettered_and_the_rest_flows(
-    kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str], tmp_path: Path
+    kafka: KafkaHandle,
+    topic_factory: TopicFactory,
+    group_factory: Callable[[], str],
+    sidecar_factory: SidecarFactory,
+    service_factory: ServiceFactory,
 ) -> None:
     source, out, dlq = topic_factory(3), topic_factory(3), topic_factory(1)
     group = group_factory()
-    service = HostileService(choose).start()
-    process: SidecarProcess | None = None
-    try:
-        records = [(f"k{i % 50}".encode(), b"drop %d" % i if i % 500 == 250 else b"%d" % i) for i in range(3000)]
-        produce_records(kafka, source, records)
-        inputs = read_all(kafka, source)
-        poison = {r.id for r in inputs if (r.value or b"").startswith(b"drop")}
-        spec = pipeline(source, group, service.url, publish=out, dead_letter=dlq, max_in_flight=64)
-        process = SidecarProcess(make_config(kafka.bootstrap, {"p": spec}), tmp_path).start()
-        started = time.monotonic()
-        check(
-            kafka,
-            group=group,
-            source=source,
-            out=out,
-            dlq=dlq,
-            calls=service.requests,
-            max_duplicates=0,
-            crashes=False,
-            dead_letters=dict.fromkeys(poison, "exhausted"),
-            timeout=60,
-        )
-        took = time.monotonic() - started
-        status = process.status()["pipelines"][0]
-        assert status["circuit_opened"] == 0, status["circuit_reason"]
-        for letter in read_all(kafka, dlq):
-            assert b"(disconnected)" in (letter.header("streamcar-error") or b"")
-        assert process.alive
-        peak = process.peak_rss_mib()
-        print(
-            f"{len(inputs)} records with {len(poison)} that drop their connection: {took:.1f}s, peak RSS {peak:.0f} MiB"
-        )
-        assert peak < RSS_BOUND_MIB
-    finally:
-        if process is not None:
-            process.kill()
-        service.stop()
+    service = service_factory(HostileService(choose))
+    records = [(f"k{i % 50}".encode(), b"drop %d" % i if i % 500 == 250 else b"%d" % i) for i in range(3000)]
+    produce_records(kafka, source, records)
+    inputs = read_all(kafka, source)
+    poison = {r.id for r in inputs if (r.value or b"").startswith(b"drop")}
+    spec = pipeline(source, group, service.url, publish=out, dead_letter=dlq, max_in_flight=64)
+    process = sidecar_factory(make_config(kafka.bootstrap, {"p": spec}))
+    started = time.monotonic()
+    check(
+        kafka,
+        group=group,
+        source=source,
+        out=out,
+        dlq=dlq,
+        calls=service.requests,
+        max_duplicates=0,
+        crashes=False,
+        dead_letters=dict.fromkeys(poison, "exhausted"),
+        timeout=60,
+    )
+    took = time.monotonic() - started
+    status = process.status()["pipelines"][0]
+    assert status["circuit_opened"] == 0, status["circuit_reason"]
+    for letter in read_all(kafka, dlq):
+        assert b"(disconnected)" in (letter.header("streamcar-error") or b"")
+    assert process.alive
+    peak = process.peak_rss_mib()
+    print(f"{len(inputs)} records with {len(poison)} that drop their connection: {took:.1f}s, peak RSS {peak:.0f} MiB")
+    assert peak < RSS_BOUND_MIB
 
 
 BIG_HEADER = 1_100_000  # bytes: beyond the producer's message.max.bytes (1,000,000), within the input topic's
 
 
 def test_a_huge_input_header_is_dead_lettered_cut_down_and_the_key_goes_on(
-    kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str], tmp_path: Path
+    kafka: KafkaHandle,
+    topic_factory: TopicFactory,
+    group_factory: Callable[[], str],
+    sidecar_factory: SidecarFactory,
+    service_factory: ServiceFactory,
 ) -> None:
     source = topic_factory(1, config={"max.message.bytes": str(4 * 1024 * 1024)})
     out, dlq = topic_factory(1), topic_factory(1)
     group = group_factory()
-    service = TestService(aiohttp_reply_with_id).start()  # aiohttp refuses a header over 8 KiB
-    process: SidecarProcess | None = None
-    try:
-        producer = kafka.producer(**{"message.max.bytes": 4 * 1024 * 1024})
-        for i in range(40):
-            headers: list[tuple[str, str | bytes | None]] | None = [("huge", b"h" * BIG_HEADER)] if i == 10 else None
-            producer.produce(source, value=b"%d" % i, key=b"same key", headers=headers)
-        assert producer.flush(30) == 0
-        inputs = read_all(kafka, source)
-        huge = inputs[10].id
-        spec = pipeline(source, group, service.url, publish=out, dead_letter=dlq)
-        process = SidecarProcess(make_config(kafka.bootstrap, {"p": spec}), tmp_path).start()
-        wait_for(lambda: len(read_all(kafka, dlq)) == 1, timeout=60, what="the dead letter of the huge record")
-        (letter,) = read_all(kafka, dlq)
-        assert letter.header("streamcar-source-offset") == str(huge[2]).encode()
-        assert letter.header("huge") == b"<cut by streamcar: %d bytes>" % BIG_HEADER
-        assert b"header 'huge' 1100000 bytes" in (letter.header("streamcar-cut") or b"")
-        assert letter.value == b"10"  # small enough to keep
-        wait_done(kafka, group, source, timeout=60)
-        others = [r for r in inputs if r.id != huge]  # the letter is cut down by design: the rest is held to it all
-        verdict = evaluate(
-            others, read_all(kafka, out), [], service.requests(), max_duplicates=0, crashes=False, dead_letters={}
-        )
-        assert not verdict.violations, verdict.describe()
-        assert process.alive
-        peak = process.peak_rss_mib()
-        print(f"dead letter cut to fit: {letter.header('streamcar-cut')!r}; peak RSS {peak:.0f} MiB")
-        assert peak < RSS_BOUND_MIB
-    finally:
-        if process is not None:
-            process.kill()
-        service.stop()
+    service = service_factory(TestService(aiohttp_reply_with_id))  # aiohttp refuses a header over 8 KiB
+    producer = kafka.producer(**{"message.max.bytes": 4 * 1024 * 1024})
+    for i in range(40):
+        headers: list[tuple[str, str | bytes | None]] | None = [("huge", b"h" * BIG_HEADER)] if i == 10 else None
+        producer.produce(source, value=b"%d" % i, key=b"same key", headers=headers)
+    assert producer.flush(30) == 0
+    inputs = read_all(kafka, source)
+    huge = inputs[10].id
+    spec = pipeline(source, group, service.url, publish=out, dead_letter=dlq)
+    process = sidecar_factory(make_config(kafka.bootstrap, {"p": spec}))
+    wait_for(lambda: len(read_all(kafka, dlq)) == 1, timeout=60, what="the dead letter of the huge record")
+    (letter,) = read_all(kafka, dlq)
+    assert letter.header("streamcar-source-offset") == str(huge[2]).encode()
+    assert letter.header("huge") == b"<cut by streamcar: %d bytes>" % BIG_HEADER
+    assert b"header 'huge' 1100000 bytes" in (letter.header("streamcar-cut") or b"")
+    assert letter.value == b"10"  # small enough to keep
+    wait_done(kafka, group, source, timeout=60)
+    others = [r for r in inputs if r.id != huge]  # the letter is cut down by design: the rest is held to it all
+    verdict = evaluate(
+        others, read_all(kafka, out), [], service.requests(), max_duplicates=0, crashes=False, dead_letters={}
+    )
+    assert not verdict.violations, verdict.describe()
+    assert process.alive
+    peak = process.peak_rss_mib()
+    print(f"dead letter cut to fit: {letter.header('streamcar-cut')!r}; peak RSS {peak:.0f} MiB")
+    assert peak < RSS_BOUND_MIB
 
 
 def test_the_lag_stays_true_while_consumption_is_paused(
-    kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str], tmp_path: Path
+    kafka: KafkaHandle,
+    topic_factory: TopicFactory,
+    group_factory: Callable[[], str],
+    sidecar_factory: SidecarFactory,
+    service_factory: ServiceFactory,
 ) -> None:
     source, out = topic_factory(3), topic_factory(3)
     group = group_factory()
-    service = HostileService(lambda seen: reply_with_id).start()
-    process: SidecarProcess | None = None
-    try:
-        spec = pipeline(source, group, service.url, publish=out, max_in_flight=16)
-        process = SidecarProcess(make_config(kafka.bootstrap, {"p": spec}), tmp_path).start()
-        produce_records(kafka, source, [(b"k%d" % (i % 9), b"%d" % i) for i in range(100)])
-        wait_for(lambda: len(read_all(kafka, out)) == 100, timeout=30, what="the first replies")
-        service.down()  # refused connections: the circuit opens and consumption pauses
-        produce_records(kafka, source, [(b"k%d" % (i % 9), b"late %d" % i) for i in range(5000)])
-        lags: list[int] = []
+    service = service_factory(HostileService(lambda seen: reply_with_id))
+    spec = pipeline(source, group, service.url, publish=out, max_in_flight=16)
+    process = sidecar_factory(make_config(kafka.bootstrap, {"p": spec}))
+    produce_records(kafka, source, [(b"k%d" % (i % 9), b"%d" % i) for i in range(100)])
+    wait_for(lambda: len(read_all(kafka, out)) == 100, timeout=30, what="the first replies")
+    service.down()  # refused connections: the circuit opens and consumption pauses
+    produce_records(kafka, source, [(b"k%d" % (i % 9), b"late %d" % i) for i in range(5000)])
+    lags: list[int] = []
 
-        def lag_is_true() -> bool:
-            assert process is not None
-            (status,) = process.status()["pipelines"]
-            lags.append(status["lag"])
-            return bool(status["circuit"] != "closed" and status["lag"] >= 5000 - 2 * 500 - 16)
+    def lag_is_true() -> bool:
+        assert process is not None
+        (status,) = process.status()["pipelines"]
+        lags.append(status["lag"])
+        return bool(status["circuit"] != "closed" and status["lag"] >= 5000 - 2 * 500 - 16)
 
-        wait_for(lag_is_true, timeout=20, what="the lag while paused", interval=0.5)
-        service.up()
-        check(
-            kafka,
-            group=group,
-            source=source,
-            out=out,
-            dlq=None,
-            calls=service.requests,
-            max_duplicates=0,
-            crashes=False,
-            dead_letters={},
-            timeout=60,
-        )
-        print(f"lag while paused: {lags[-1]} of 5,000 records produced meanwhile")
-    finally:
-        if process is not None:
-            process.kill()
-        service.stop()
+    wait_for(lag_is_true, timeout=20, what="the lag while paused", interval=0.5)
+    service.up()
+    check(
+        kafka,
+        group=group,
+        source=source,
+        out=out,
+        dlq=None,
+        calls=service.requests,
+        max_duplicates=0,
+        crashes=False,
+        dead_letters={},
+        timeout=60,
+    )
+    print(f"lag while paused: {lags[-1]} of 5,000 records produced meanwhile")
