@@ -91,6 +91,7 @@ class Pipeline:
         self._waiting: dict[Work, asyncio.TimerHandle] = {}  # retries of one batch share one timer
         self._held: set[Work] = set()  # answered, waiting for an earlier message of their lane (batches only)
         self._calling = 0  # messages launched into a call that has not returned yet
+        self._verdicts = 0  # messages ever decided without a call: until there is one, no call looks for them
         self._breaker = CircuitBreaker(config.circuit_breaker)
         self._throttle = Throttle()
         self._parked: list[Work] = []  # retries that came due while the circuit was open
@@ -280,6 +281,7 @@ class Pipeline:
             work = Work(event, tp, lane, self._generation[tp])
             if unusable is not None:
                 work.verdict = Reply.dead_letter(unusable, kind="rejected")
+                self._verdicts += 1
             if self._tracing is not None:
                 self._tracing.consumed(work)
             self._buffer.submit(work)
@@ -523,7 +525,8 @@ class Pipeline:
         limit = self.config.max_in_flight
         # max_in_flight calls, and as many more messages whose replies wait for the broker's acknowledgement: a
         # publish that cannot happen (a missing topic) must not let in flight grow without bound
-        free = min(limit - self._occupied(), 2 * limit - self.in_flight)
+        occupied = self._occupied()
+        free = min(limit - occupied, 2 * limit - (occupied - self._calling + len(self._running)))  # in flight
         size = self._batch_size
         if size == 1:
             if free > 0 and sched.ready_count:
@@ -588,14 +591,30 @@ class Pipeline:
         touched = list(works)  # grows by the held messages this task settles; all leave _running at the end
         try:
             calls = works
-            if any(work.verdict is not None for work in works):
+            if self._verdicts and any(work.verdict is not None for work in works):
                 calls = [work for work in works if work.verdict is None]
                 self._calling -= len(works) - len(calls)
                 for work in works:
                     if work.verdict is not None:
                         work.reply = work.verdict
-            if calls:
-                await self._call(calls, probe)
+            if calls:  # one call, inline: a coroutine of its own per call costs as much as the bookkeeping
+                for work in calls:
+                    work.attempts += 1
+                tracing = self._tracing
+                span, events = tracing.call(calls) if tracing is not None else (None, [work.event for work in calls])
+                started = time.perf_counter()
+                try:
+                    replies = await self._caller.call(events)
+                    if len(replies) != len(calls):
+                        raise RuntimeError(f"{len(replies)} replies for {len(calls)} events")
+                except Exception as exc:  # a caller bug must not lose messages: retry them like a failed call
+                    log.exception("%s: caller failed", self.name)
+                    replies = [Reply.retry(error=f"{type(exc).__name__}: {exc}", kind="internal")] * len(calls)
+                finally:
+                    self._calling -= len(calls)
+                if span is not None:
+                    Tracing.called(span, replies)
+                self._called(calls, replies, time.perf_counter() - started, probe)
             await self._settle(works, touched)
         except asyncio.CancelledError:
             raise
@@ -610,27 +629,12 @@ class Pipeline:
             self._pace()
             self._dispatch()
 
-    async def _call(self, works: list[Work], probe: bool) -> None:
-        """One call for ``works``: each gets its reply, and the call counts for the stats and the circuit."""
-        for work in works:
-            work.attempts += 1
-        tracing = self._tracing
-        span, events = tracing.call(works) if tracing is not None else (None, [work.event for work in works])
-        started = time.perf_counter()
-        try:
-            replies = await self._caller.call(events)
-            if len(replies) != len(works):
-                raise RuntimeError(f"{len(replies)} replies for {len(works)} events")
-        except Exception as exc:  # a caller bug must not lose messages: retry them like a failed call
-            log.exception("%s: caller failed", self.name)
-            replies = [Reply.retry(error=f"{type(exc).__name__}: {exc}", kind="internal")] * len(works)
-        finally:
-            self._calling -= len(works)
-        if span is not None:
-            Tracing.called(span, replies)
+    def _called(self, works: list[Work], replies: list[Reply], seconds: float, probe: bool) -> None:
+        """A call for ``works`` returned ``replies``: each message gets its reply, and the call counts for the
+        stats and the circuit."""
         failed = [r for r in replies if r.result is Result.RETRY]
         failure = failed[0].error_kind if failed and len(failed) == len(replies) else None
-        self.stats.observe_call(time.perf_counter() - started, failure)
+        self.stats.observe_call(seconds, failure)
         if failure is not None:
             self.stats.last_call_error = failed[0].error or failure
         self._on_circuit(self._breaker.record(time.monotonic(), failure, probe=probe))
