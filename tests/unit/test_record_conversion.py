@@ -122,7 +122,7 @@ def test_single_http_delivery_sends_any_record_exactly_or_rejects_it(event: Even
         assert sorted(decoded.headers, key=repr) == sorted(((n, v or b"") for n, v in event.headers), key=repr)
     content_type = event.header("content-type")
     if content_type is not None:  # passed through as the very bytes (around which whitespace does not count)
-        assert dict(parsed)[b"Content-Type"] == content_type.strip(b" \t")
+        assert dict(parsed)[b"Content-Type"] == content_type.lstrip(b" \t")  # llhttp drops leading OWS
 
 
 @settings(max_examples=300, deadline=None)
