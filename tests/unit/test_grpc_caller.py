@@ -229,6 +229,16 @@ async def test_an_empty_response_publishes_nothing(service: TestGrpcService) -> 
     assert reply == Reply.success(None)
 
 
+async def test_a_response_over_max_response_bytes_is_a_bad_reply(service: TestGrpcService) -> None:
+    service.handler = answering(b"x" * (2 * 1024 * 1024))
+
+    reply = await call_one(config(service.url, max_response_bytes="1MiB"))
+
+    assert (reply.result, reply.error_kind) == (Result.RETRY, "bad-reply")
+    assert "exceeds 1,048,576 bytes (call.max_response_bytes)" in (reply.error or "")
+    assert (await call_one(config(service.url, max_response_bytes="4MiB"))).result is Result.SUCCESS
+
+
 async def test_response_metadata_sets_the_reply_key_and_headers(service: TestGrpcService) -> None:
     service.handler = answering(
         b"out",
