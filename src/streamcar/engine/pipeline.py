@@ -132,8 +132,9 @@ class Pipeline:
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 # where a partition without a usable committed offset starts is the bridge's decision
-                # (ConsumerBridge._reset_offset): librdkafka's own would skip a re-created log or new partition
-                "auto.offset.reset": "error",
+                # (streamcar.kafka.starts): librdkafka's own would skip a re-created log or a new partition. A
+                # replay reads explicit offsets, and a range that retention cut short starts at the log's start.
+                "auto.offset.reset": "earliest" if replaying else "error",
                 # new partitions of an input topic are found within seconds, not 5 minutes
                 "topic.metadata.refresh.interval.ms": 5000,
                 "partition.assignment.strategy": "cooperative-sticky",
