@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import resource
 import signal
 from collections.abc import Coroutine
 from pathlib import Path
@@ -27,6 +28,7 @@ from streamcar.kafka.producer import AsyncProducer
 from streamcar.kafka.security import check_access
 from streamcar.logs import configure_logging
 from streamcar.preflight import preflight
+from streamcar.redact import Redactor
 from streamcar.telemetry import tracer_provider
 
 if TYPE_CHECKING:
@@ -43,7 +45,16 @@ class Sidecar:
         self.pipelines: dict[str, Pipeline] = {}
         self._tracer_provider = tracer_provider
         self.started = asyncio.Event()
-        self.admin = AdminServer(config.admin.host, config.admin.port, lambda: self.pipelines)
+        self.redactor = Redactor(config.secrets())  # one for every output: see streamcar.redact
+        token = config.admin.token
+        self.admin = AdminServer(
+            config.admin.host,
+            config.admin.port,
+            lambda: self.pipelines,
+            allowed_hosts=config.admin.allowed_hosts,
+            token=token.get_secret_value() if token is not None else None,
+            redactor=self.redactor,
+        )
 
     def producer_config(self, pipeline: str) -> dict[str, str | int | float | bool]:
         """The cluster's client settings; AsyncProducer puts acks=all and idempotence under them."""
@@ -83,7 +94,7 @@ class Sidecar:
                         target=pipeline_config.call.target_text,
                     )
                 self.pipelines[name] = Pipeline(
-                    name, pipeline_config, self.config.kafka, caller, producer, tracing=tracing
+                    name, pipeline_config, self.config.kafka, caller, producer, tracing=tracing, redactor=self.redactor
                 )
             tasks = {asyncio.create_task(p.run(halt), name=f"pipeline-{n}") for n, p in self.pipelines.items()}
             relay = asyncio.create_task(_relay(stop, halt))
@@ -164,11 +175,22 @@ def _tune_gc() -> None:
     gc.set_threshold(10_000, 10, 10)
 
 
+def _raise_fd_limit() -> None:
+    """For a process that is the sidecar: the soft limit on open files up to the hard one. Sockets to Kafka (one
+    per broker and client), to the service (up to max_in_flight) and the admin server's (at most
+    streamcar.admin.guard.MAX_CONNECTIONS) all need descriptors; a soft limit of 1,024 is the usual default."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard))
+
+
 def run_forever(config: Config) -> None:
     """Run the sidecar in the foreground until SIGTERM/SIGINT; raises StreamcarError on failure."""
 
     async def main() -> None:
         _tune_gc()
+        _raise_fd_limit()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         current = asyncio.current_task()

@@ -5,9 +5,8 @@ Notable events carry an ``event`` name and their subject as fields (``pipeline``
 nothing (the message already says it). librdkafka's own log lines (``%4|...|FAIL|...`` on stderr otherwise) are
 routed through the ``streamcar.librdkafka`` logger, so they take the same format.
 
-Secrets never reach the output: :class:`Redactor` sits on the handler and replaces the configured secret values
-(Kafka password, credential headers, passwords in URLs) and anything shaped like a credential (``password=...``,
-``Bearer ...``) in every message, field and traceback.
+Secrets never reach the output: :class:`Redactor` sits on the handler and runs :mod:`streamcar.redact` over every
+message, field and traceback.
 """
 
 from __future__ import annotations
@@ -15,48 +14,32 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Iterable
 from typing import Any, Literal
 
+from streamcar.redact import Redactor as Scrubber
+
 LogFormat = Literal["console", "json"]
 LEVELS = ("debug", "info", "warning", "error")
-REDACTED = "***"
 
 # Attributes every LogRecord has; anything else on a record came through ``extra=`` and is a field.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
-_SHAPED = [
-    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), rf"\1 {REDACTED}"),
-    (
-        re.compile(r"(?i)\b((?:sasl\.)?password|passwd|secret|token|api[_-]?key)(\"?\s*[=:]\s*\"?)([^\s\",;&]+)"),
-        rf"\1\2{REDACTED}",
-    ),
-    (re.compile(r"(://[^/\s:@]+):[^/\s@]+@"), rf"\1:{REDACTED}@"),
-]
 
 
 class Redactor(logging.Filter):
-    """Replaces secrets in every record that passes the handler it is attached to."""
+    """Replaces secrets in every record that passes the handler it is attached to (see :mod:`streamcar.redact`)."""
 
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
+    def __init__(self, secrets: Iterable[str] | Scrubber = ()) -> None:
         super().__init__()
-        self._secrets: list[str] = []
-        self.add(secrets)
+        self._scrubber = secrets if isinstance(secrets, Scrubber) else Scrubber(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
-        # longest first, so that a secret containing another one is replaced whole; very short values would
-        # blank out ordinary words, so they are left to the shape rules
-        known = {s for s in (*self._secrets, *secrets) if len(s) >= 4}
-        self._secrets = sorted(known, key=len, reverse=True)
+        self._scrubber.add(secrets)
 
     def scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, REDACTED)
-        for pattern, replacement in _SHAPED:
-            text = pattern.sub(replacement, text)
-        return text
+        return self._scrubber.scrub(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -109,10 +92,11 @@ def configure_logging(
     level: str | None = None,
     *,
     configured: tuple[str, str] | None = None,
-    secrets: Iterable[str] = (),
+    secrets: Iterable[str] | Scrubber = (),
 ) -> None:
     """Send every logger's records to stderr in the format and at the level :func:`resolve` picks, with
-    ``secrets`` (and anything shaped like a credential) redacted."""
+    ``secrets`` (a :class:`streamcar.redact.Redactor`, or the config's secret values) and anything shaped like a
+    credential redacted."""
     chosen, named = resolve(format, level, configured=configured)
     handler = logging.StreamHandler(sys.stderr)
     if chosen == "json":

@@ -8,57 +8,118 @@
 * ``/status`` -- JSON: each pipeline's partitions, next offsets, lag, in-flight work, counts and last errors;
 * ``/`` -- the same for a person: an HTML page that refreshes itself from ``/status`` (see
   :mod:`streamcar.admin.page`). It is self-contained, and its CSP lets only its own inlined style and script run.
+
+What it shows goes through the pipeline's redactor (:mod:`streamcar.redact`). What it accepts is limited
+(:mod:`streamcar.admin.guard`): a cap on connections, a timeout on request heads, known ``Host`` values only,
+and with ``admin.token`` a bearer token for everything but the probes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
+import hmac
 import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
+from streamcar.admin.guard import IDLE_TIMEOUT, Gate, default_hosts, guarded, host_allowed
 from streamcar.admin.metrics import exposition, registry_for
 from streamcar.admin.page import content_security_policy, render_page
 from streamcar.engine.pipeline import Pipeline
 from streamcar.errors import StreamcarError
+from streamcar.redact import NOTHING, Redactor
 
 log = logging.getLogger("streamcar.admin")
 
 CONTENT_TYPE_LATEST = "text/plain; version=0.0.4; charset=utf-8"
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+"""What answers without the token: the kubelet's probes carry none."""
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class AdminServer:
-    def __init__(self, host: str, port: int, pipelines: Callable[[], Mapping[str, Pipeline]]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        pipelines: Callable[[], Mapping[str, Pipeline]],
+        *,
+        allowed_hosts: list[str] | None = None,
+        token: str | None = None,
+        redactor: Redactor = NOTHING,
+    ) -> None:
         self.host = host
         self.port = port
         self._pipelines = pipelines
         self._registry = registry_for(pipelines)
+        self._allowed = set(allowed_hosts) if allowed_hosts is not None else default_hosts(host)
+        self._token = token.encode() if token else None
+        self._redactor = redactor
+        self.gate = Gate()
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
-        app = web.Application()
+        app = web.Application(middlewares=[self._guard])
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/status", self._status)
         app.router.add_get("/", self._page)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None, keepalive_timeout=IDLE_TIMEOUT)
         await self._runner.setup()
+        loop = asyncio.get_running_loop()
         try:
-            await web.TCPSite(self._runner, self.host, self.port).start()
+            assert self._runner.server is not None
+            self._server = await loop.create_server(
+                guarded(self._runner.server, self.gate), self.host, self.port, reuse_address=True, backlog=128
+            )
         except OSError as exc:
             await self._runner.cleanup()
             raise StreamcarError(f"admin.listen {self.host}:{self.port}: {exc.strerror or exc}") from None
-        self.port = int(self._runner.addresses[0][1])
+        self.port = int(self._server.sockets[0].getsockname()[1])
         log.info("admin endpoints on http://%s:%d (/ /healthz /readyz /metrics /status)", self.host, self.port)
 
     async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Known hosts only (DNS rebinding), and the token for all but the probes."""
+        if not host_allowed(request.headers.get("Host"), self._allowed):
+            return web.Response(status=403, text="403: unknown Host (admin.allowed_hosts)\n")
+        if self._token is not None and request.path not in OPEN_PATHS and not self._authorized(request):
+            return web.Response(
+                status=401,
+                text="401: the admin token is needed (Authorization: Bearer ..., or Basic with it as password)\n",
+                headers={"WWW-Authenticate": 'Basic realm="streamcar", charset="UTF-8"'},
+            )
+        return await handler(request)
+
+    def _authorized(self, request: web.Request) -> bool:
+        token = self._token
+        assert token is not None
+        scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
+        given = credentials.strip().encode()
+        if scheme.lower() == "basic":  # a browser's login dialog: any user name, the token as password
+            try:
+                given = base64.b64decode(given, validate=True).partition(b":")[2]
+            except (binascii.Error, ValueError):
+                return False
+        elif scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(given, token)
 
     def problems(self) -> list[str]:
         """Why the sidecar is not ready; empty when it is."""
@@ -80,7 +141,7 @@ class AdminServer:
         return web.Response(text="ok\n")
 
     async def _readyz(self, request: web.Request) -> web.Response:
-        problems = self.problems()
+        problems = [self._redactor.scrub(problem) for problem in self.problems()]
         body = json.dumps({"ready": not problems, "problems": problems}) + "\n"
         return web.Response(status=503 if problems else 200, text=body, content_type="application/json")
 
@@ -88,8 +149,10 @@ class AdminServer:
         return web.Response(body=exposition(self._registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def _document(self) -> dict[str, object]:
+        """What /status and the page show: every string through the redactor (error bodies echo secrets)."""
         pipelines = [pipeline.status() for _, pipeline in sorted(self._pipelines().items())]
-        return {"ready": not self.problems(), "pipelines": pipelines}
+        document: dict[str, object] = self._redactor.scrub_all({"ready": not self.problems(), "pipelines": pipelines})
+        return document
 
     async def _status(self, request: web.Request) -> web.Response:
         body = json.dumps(self._document(), indent=2) + "\n"

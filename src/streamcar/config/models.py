@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from pydantic import (
     AfterValidator,
@@ -90,12 +90,18 @@ LibrdkafkaValue = Annotated[
 ]
 
 
+_CREDENTIAL_QUERY = re.compile(r"(?i)(^|&)([^=&]*(?:pass|secret|token|auth|key|sig)[^=&]*=)[^&]*")
+
+
 def _redact_url(url: str) -> str:
+    """``url`` with the password of its userinfo and the values of credential-named query parameters masked."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:{REDACTED}@{host}"))
+    if parts.password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username}:{REDACTED}@{host}")
+    if parts.query:
+        parts = parts._replace(query=_CREDENTIAL_QUERY.sub(rf"\1\2{REDACTED}", parts.query))
+    return urlunsplit(parts)
 
 
 def _mask(settings: dict[str, Any]) -> dict[str, Any]:
@@ -187,6 +193,12 @@ class KafkaConfig(_Model):
 class AdminConfig(_Model):
     listen: str = "127.0.0.1:8095"
     """host:port of /healthz, /readyz, /metrics, /status and the status page; port 0 picks a free port."""
+    allowed_hosts: list[NonEmptyStr] | None = None
+    """Host header values (a name, or name:port) the admin server answers; others get 403, which stops DNS
+    rebinding. Default: IP addresses, localhost, this machine's names and $POD_NAME / $HOSTNAME."""
+    token: SecretStr | None = Field(default=None, repr=False)
+    """A bearer token for every endpoint but /healthz and /readyz (``Authorization: Bearer <token>``, or Basic
+    with the token as password, which a browser asks for); e.g. ``${ADMIN_TOKEN}``."""
 
     @field_validator("listen")
     @classmethod
@@ -468,9 +480,14 @@ class Config(_Model):
             for name, value in pipeline.call.headers.items():
                 if _SECRET_NAME.search(name):
                     found += [value, value.split()[-1]] if value.split() else [value]
-            password = urlsplit(pipeline.call.url).password
-            if password:
-                found.append(password)
+            url = urlsplit(pipeline.call.url)
+            if url.password:
+                found.append(url.password)
+                found.append(f"{unquote(url.username or '')}:{unquote(url.password)}")  # Basic auth's pair
+                found.append(unquote(url.password))
+            found += [value for name, value in parse_qsl(url.query) if _SECRET_NAME.search(name)]
+        if self.admin.token is not None:
+            found.append(self.admin.token.get_secret_value())
         return [secret for secret in found if secret]
 
     def summary(self) -> list[str]:

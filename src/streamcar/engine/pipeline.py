@@ -15,6 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import replace
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message
@@ -35,6 +36,7 @@ from streamcar.event import Reply, Result
 from streamcar.kafka.consumer import ConsumerBridge
 from streamcar.kafka.producer import AsyncProducer
 from streamcar.logs import Throttle, held_back
+from streamcar.redact import NOTHING, Redactor
 
 log = logging.getLogger("streamcar.pipeline")
 
@@ -71,6 +73,7 @@ class Pipeline:
         *,
         replay: Mapping[TP, tuple[int, int]] | None = None,
         tracing: Tracing | None = None,
+        redactor: Redactor = NOTHING,
     ) -> None:
         self.name = name
         self.config = config
@@ -80,6 +83,7 @@ class Pipeline:
         self._producer = producer
         self._backoff = Backoff(config.retry.initial_backoff, config.retry.max_backoff)
         self._tracing = tracing
+        self._redactor = redactor
         self._outcomes = Outcomes(name, config, producer, self.stats, tracing)
         self._tracker = OffsetTracker()
         # Consumed records wait here (behind their key, or for a free call slot) up to its bounds; beyond them
@@ -632,7 +636,11 @@ class Pipeline:
 
     def _called(self, works: list[Work], replies: list[Reply], seconds: float, probe: bool) -> None:
         """A call for ``works`` returned ``replies``: each message gets its reply, and the call counts for the
-        stats and the circuit."""
+        stats and the circuit. An error's text is the service's words, and a service may echo the request's
+        credentials: it is redacted here, once, for every output downstream (dead letters, /status, spans, logs)."""
+        if any(reply.error is not None for reply in replies):
+            scrub = self._redactor.scrub
+            replies = [r if r.error is None else replace(r, error=scrub(r.error)) for r in replies]
         failed = [r for r in replies if r.result is Result.RETRY]
         failure = failed[0].error_kind if failed and len(failed) == len(replies) else None
         self.stats.observe_call(seconds, failure)
