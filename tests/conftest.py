@@ -113,8 +113,8 @@ def repo_root() -> Path:
 def sidecar_factory(tmp_path: Path) -> Iterator[SidecarFactory]:
     started: list[SidecarProcess] = []
 
-    def start(config: Config) -> SidecarProcess:
-        process = SidecarProcess(config, tmp_path).start()
+    def start(config: Config, *, wrapper: list[str] | None = None) -> SidecarProcess:
+        process = SidecarProcess(config, tmp_path, wrapper=wrapper).start()
         started.append(process)
         return process
 

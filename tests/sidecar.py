@@ -13,9 +13,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -89,8 +89,11 @@ async def running(config: Config, *, assigned_within: float = 30.0) -> AsyncIter
 class SidecarProcess:
     """``streamcar run`` as a separate process, as it runs in production (and as SIGKILL can hit it)."""
 
-    def __init__(self, config: Config, workdir: Path, *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Config, workdir: Path, *, env: dict[str, str] | None = None, wrapper: list[str] | None = None
+    ) -> None:
         self.env = None if env is None else {**os.environ, **env}
+        self.wrapper = wrapper or []  # e.g. ["prlimit", "--nofile=1100", "--"]
         self.config_file = workdir / "streamcar.yaml"
         self.config_file.write_text(yaml.safe_dump(config.model_dump(mode="json", by_alias=True)))
         self.log_file = workdir / "sidecar.log"
@@ -99,7 +102,7 @@ class SidecarProcess:
     def start(self) -> SidecarProcess:
         log = self.log_file.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamcar", "run", "-c", str(self.config_file)],
+            [*self.wrapper, sys.executable, "-m", "streamcar", "run", "-c", str(self.config_file)],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -157,6 +160,11 @@ class SidecarProcess:
         assert code == 200, (code, body[:200])
         return dict(json.loads(body))
 
+    def open_files(self) -> int:
+        """How many file descriptors the process holds now."""
+        assert self.proc is not None
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
     def peak_rss_mib(self) -> float:
         """The process's peak resident memory so far (VmHWM)."""
         assert self.proc is not None
@@ -166,5 +174,7 @@ class SidecarProcess:
         raise AssertionError("no VmHWM in /proc/<pid>/status")
 
 
-SidecarFactory = Callable[[Config], SidecarProcess]
-"""The ``sidecar_factory`` fixture: starts ``streamcar run`` with a config; killed when the test ends."""
+class SidecarFactory(Protocol):
+    """The ``sidecar_factory`` fixture: starts ``streamcar run`` with a config; killed when the test ends."""
+
+    def __call__(self, config: Config, *, wrapper: list[str] | None = None) -> SidecarProcess: ...

@@ -22,7 +22,6 @@ from collections.abc import Callable
 import pytest
 
 from hostile import HostileService, Script, reply_with_id
-
 from invariants import check, read_all
 from service import Seen
 from sidecar import SidecarFactory, SidecarProcess, make_config, pipeline

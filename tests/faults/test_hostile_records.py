@@ -24,7 +24,6 @@ from typing import Any
 import pytest
 
 from hostile import HostileService, Script, batch, content_type, echo_id, reply_with_id
-
 from invariants import Id, check, read_all
 from service import Seen
 from sidecar import SidecarFactory, make_config, pipeline

@@ -21,7 +21,6 @@ from collections.abc import Callable
 import pytest
 
 from hostile import HostileService, Script, bomb, endless, garbage, huge_head, reply_with_id
-
 from invariants import check, read_all
 from service import Seen
 from sidecar import SidecarFactory, make_config, pipeline

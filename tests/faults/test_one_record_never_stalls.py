@@ -21,7 +21,6 @@ from collections.abc import Callable
 import pytest
 
 from hostile import HostileService, Script, drop, reply_with_id
-
 from invariants import check, evaluate, read_all, wait_done
 from invariants import reply_with_id as aiohttp_reply_with_id
 from service import Seen, TestService

@@ -78,7 +78,7 @@ class AdminServer:
         try:
             assert self._runner.server is not None
             self._server = await loop.create_server(
-                guarded(self._runner.server, self.gate), self.host, self.port, reuse_address=True, backlog=128
+                guarded(self._runner.server, self.gate), self.host, self.port, reuse_address=True, backlog=1024
             )
         except OSError as exc:
             await self._runner.cleanup()

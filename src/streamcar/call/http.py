@@ -32,7 +32,8 @@ RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 HEADER_PREFIX = "Kafka-Header-"
 # RFC 9110 token characters: what may stand in a header name unescaped
 _TOKEN_SAFE = "!#$&'*+-.^_`|~"
-_MAX_ERROR_BODY = 300
+_MAX_ERROR_BODY = 2000  # the engine redacts an error, then cuts it shorter (Pipeline._called): a secret the
+# service echoed must be whole when the redactor sees it
 _PASSTHROUGH = ("traceparent", "tracestate")
 # What each request sets itself: a static header of the same name (call.headers) gives way to it. Host is the
 # client's (see HttpCaller).

@@ -617,6 +617,8 @@ class Pipeline:
                     replies = [Reply.retry(error=f"{type(exc).__name__}: {exc}", kind="internal")] * len(calls)
                 finally:
                     self._calling -= len(calls)
+                if any(reply.error is not None for reply in replies):
+                    replies = self._redacted(replies)
                 if span is not None:
                     Tracing.called(span, replies)
                 self._called(calls, replies, time.perf_counter() - started, probe)
@@ -634,13 +636,16 @@ class Pipeline:
             self._pace()
             self._dispatch()
 
+    def _redacted(self, replies: list[Reply]) -> list[Reply]:
+        """``replies`` with their errors redacted and cut short. An error's text is the service's words, and a
+        service may echo the request's credentials: redacted here, once, as the replies come in, every output
+        downstream is clean (dead letters, /status, spans, logs)."""
+        scrub = self._redactor.scrub
+        return [r if r.error is None else replace(r, error=_clip(scrub(r.error))) for r in replies]
+
     def _called(self, works: list[Work], replies: list[Reply], seconds: float, probe: bool) -> None:
         """A call for ``works`` returned ``replies``: each message gets its reply, and the call counts for the
-        stats and the circuit. An error's text is the service's words, and a service may echo the request's
-        credentials: it is redacted here, once, for every output downstream (dead letters, /status, spans, logs)."""
-        if any(reply.error is not None for reply in replies):
-            scrub = self._redactor.scrub
-            replies = [r if r.error is None else replace(r, error=scrub(r.error)) for r in replies]
+        stats and the circuit."""
         failed = [r for r in replies if r.result is Result.RETRY]
         failure = failed[0].error_kind if failed and len(failed) == len(replies) else None
         self.stats.observe_call(seconds, failure)
@@ -857,6 +862,14 @@ class Pipeline:
         finally:
             self._committing = False
         self._tracker.mark_committed(points)
+
+
+ERROR_TEXT = 500
+"""Characters of a call's error kept (after redaction) for dead letters, /status, spans and logs."""
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= ERROR_TEXT else text[: ERROR_TEXT - 3] + "..."
 
 
 async def _within(step: Coroutine[Any, Any, None], seconds: float, what: str) -> None:
