@@ -30,9 +30,11 @@ _CREDENTIAL_NAMES = r"(?:sasl\.)?password|passwd|secret|token|api[_-]?key|apikey
 _SHAPED = [
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), rf"\1 {REDACTED}"),
     # query parameters named like credentials, in a URL or a query string
-    (re.compile(rf"(?i)([?&;](?:[a-z0-9_.-]*?)(?:{_CREDENTIAL_NAMES})=)[^&\s#\"'<>]+"), rf"\1{REDACTED}"),
+    (re.compile(rf"(?i)([?&;](?:[a-z0-9_.-]*?)(?:{_CREDENTIAL_NAMES})=)[^&;\s#\"'<>]+"), rf"\1{REDACTED}"),
     (
-        re.compile(rf"(?i)\b((?:[a-z0-9_.-]*?)(?:{_CREDENTIAL_NAMES})(?:-value)?)(\"?\s*[=:]\s*\"?)([^\s\",;&]+)"),
+        re.compile(
+            rf"(?i)\b((?:[a-z0-9_.-]*?)(?:{_CREDENTIAL_NAMES})(?:-value)?)(\"?\s*[=:]\s*\"?)(?!\*\*\*)([^\s\",;&]+)"
+        ),
         rf"\1\2{REDACTED}",
     ),
     (re.compile(r"(://[^/\s:@]+):[^/\s@]+@"), rf"\1:{REDACTED}@"),

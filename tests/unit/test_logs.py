@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 
@@ -9,6 +10,7 @@ import pytest
 
 from streamcar.config import parse_config
 from streamcar.logs import JsonFormatter, Redactor, resolve
+from streamcar.redact import Redactor as Scrubber
 
 
 def record(message: str, *args: object, **extra: object) -> logging.LogRecord:
@@ -110,3 +112,33 @@ pipelines:
     } <= set(secrets)
     assert "streamcar" not in secrets
     assert (config.log.format, config.log.level) == ("json", "warning")
+
+
+def test_a_secret_is_redacted_in_every_form_it_travels_in() -> None:
+    redactor = Redactor(["p@ss word/+1", "svc:p@ss word/+1"])
+    for form in (
+        "p@ss word/+1",
+        "p%40ss%20word%2F%2B1",  # URL-encoded
+        "p%40ss+word%2F%2B1",  # as a form value
+        base64.b64encode(b"svc:p@ss word/+1").decode(),  # Basic auth's user:password
+    ):
+        assert redactor.scrub(f"the service said: {form}!") == "the service said: ***!"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("GET /x?token=abc123&page=2", "GET /x?token=***&page=2"),
+        ("https://h/p?api_key=k1;x=1", "https://h/p?api_key=***;x=1"),
+        ("https://h/p?sig=Zx9&access_token=T7#f", "https://h/p?sig=***&access_token=***#f"),
+        ("X-Api-Key: k-123 and Authorization: Basic dXNlcjpwYXNz", "X-Api-Key: *** and Authorization: Basic ***"),
+    ],
+)
+def test_credentials_in_queries_and_headers_are_redacted(text: str, expected: str) -> None:
+    assert Redactor().scrub(text) == expected
+
+
+def test_a_whole_document_is_scrubbed_keys_and_all() -> None:
+    scrubber = Scrubber(["tok-123456"])
+    document = {"error": "tok-123456 rejected", "list": ["a tok-123456", 3, None], "tok-123456": True}
+    assert scrubber.scrub_all(document) == {"error": "*** rejected", "list": ["a ***", 3, None], "***": True}
