@@ -7,10 +7,11 @@ page's DOM in headless Chromium, the dead letters read from Kafka, and the spans
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import signal
 from collections.abc import Callable
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, urlsplit
 
 import pytest
 from aiohttp import web
@@ -51,6 +52,17 @@ async def echo_headers(seen: Seen) -> web.StreamResponse:
     if seen.body.startswith(b"busy"):
         return web.Response(status=503, text=f"busy; you sent:\n{echoed}")
     return web.Response(body=seen.body.upper())
+
+
+def rebound(base: str, path: str) -> int:
+    """What a browser on a rebinding page gets: the request goes to our address, with the page's own Host."""
+    parts = urlsplit(base)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=5)
+    try:
+        connection.request("GET", path, headers={"Host": "attacker.example"})
+        return connection.getresponse().status
+    finally:
+        connection.close()
 
 
 def leaks(text: str) -> list[str]:
@@ -96,6 +108,7 @@ async def test_no_output_shows_a_secret_in_any_form(
     outputs: dict[str, str] = {}
     for path in ("/status", "/readyz", "/metrics"):
         outputs[path] = process.get(path)[1].decode()
+    assert rebound(process.admin_url(), "/status") == 403  # a page on attacker.example rebound to 127.0.0.1
     outputs["page"] = await chromium(process.admin_url() + "/")
     outputs["dead letters"] = json.dumps(
         [
