@@ -18,13 +18,13 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import replace
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import KafkaError, Message
 
 from streamcar.call import Caller
 from streamcar.config import KafkaConfig, PipelineConfig
 from streamcar.engine.breaker import OUTAGE_KINDS, UNANSWERED_KINDS, CircuitBreaker, Closed, Opened, State
 from streamcar.engine.buffer import Buffer
-from streamcar.engine.offsets import OffsetTracker
+from streamcar.engine.checkpoint import Checkpoint
 from streamcar.engine.offsets import TopicPartition as TP
 from streamcar.engine.outcomes import Ack, Outcomes
 from streamcar.engine.retry import Backoff
@@ -85,7 +85,10 @@ class Pipeline:
         self._tracing = tracing
         self._redactor = redactor
         self._outcomes = Outcomes(name, config, producer, self.stats, tracing)
-        self._tracker = OffsetTracker()
+        self._checkpoint = Checkpoint(
+            name, max_in_flight=config.max_in_flight, interval=config.commit_interval, commits=replay is None
+        )
+        self._tracker = self._checkpoint.tracker
         # Consumed records wait here (behind their key, or for a free call slot) up to its bounds; beyond them
         # the consumer thread is held back until the buffer drained to half (see _hand_back).
         self._buffer = Buffer(config.max_in_flight)
@@ -112,11 +115,6 @@ class Pipeline:
         self._withheld = 0  # batches the consumer thread was not yet allowed to follow with another
         self._stall_timer: asyncio.TimerHandle | None = None
         self._bridge: ConsumerBridge | None = None
-        # Besides every commit_interval, commit once this many messages completed since the last commit: it
-        # bounds what a crash makes us redo (and so the duplicates it causes) to about max_in_flight.
-        self._commit_every = max(1, config.max_in_flight // 2)
-        self._since_commit = 0
-        self._committing = False
         # Replay mode: read [start, until) of these partitions, publish like run does, commit nothing, and stop
         # once every partition reached its end and everything read is done.
         self._range = {tp: r for tp, r in (replay or {}).items() if r[0] < r[1]} if replay is not None else None
@@ -184,7 +182,7 @@ class Pipeline:
         if ranges is not None and not ranges:
             self._replayed.set()  # an empty range: nothing to read
         self._bridge.start()
-        committer = asyncio.create_task(self._commit_loop(), name=f"{self.name}-commit")
+        self._checkpoint.start(self._bridge.commit, self._accepting)
         waits = {asyncio.create_task(stop.wait()), asyncio.create_task(self._failed.wait())}
         waits.add(asyncio.create_task(self._replayed.wait()))
         try:
@@ -192,7 +190,7 @@ class Pipeline:
         finally:
             for task in waits:
                 task.cancel()
-            committer.cancel()
+            self._checkpoint.stop()
             await self._shutdown()
         if self._failure is not None:
             raise self._failure
@@ -230,7 +228,8 @@ class Pipeline:
             )
         for task in set(self._running.values()):
             task.cancel()
-        await _within(self._commit(), min(COMMIT_GRACE, end - time.monotonic()), f"{self.name}: the final commit")
+        final = self._checkpoint.commit()
+        await _within(final, min(COMMIT_GRACE, end - time.monotonic()), f"{self.name}: the final commit")
         if bridge is not None:
             await _within(bridge.stop(), end - time.monotonic() - PRODUCER_GRACE, f"{self.name}: leaving the group")
         await self._caller.close()
@@ -831,37 +830,10 @@ class Pipeline:
         if work.span is not None:
             Tracing.done(work, result)
         self.stats.results[result] += 1
-        self._tracker.done(work.tp, work.event.offset)
+        self._checkpoint.release(work.tp, work.event.offset)
         self._buffer.finish(work)
-        self._since_commit += 1
         if self._range is not None:
             self._check_replayed()
-        elif self._since_commit >= self._commit_every and not self._committing:
-            asyncio.get_running_loop().create_task(self._commit())
-
-    # -- committing ---------------------------------------------------------------------------------------
-    async def _commit_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.commit_interval)
-            await self._commit()
-
-    async def _commit(self) -> None:
-        bridge = self._bridge
-        if bridge is None or self._committing or self._range is not None:
-            return  # a replay commits nothing: the pipeline's group offsets stay where they are
-        points = {tp: o for tp, o in self._tracker.commit_points().items() if tp in self._accepting}
-        if not points:
-            return
-        self._committing = True
-        self._since_commit = 0
-        try:
-            await bridge.commit(points)
-        except KafkaException as exc:  # e.g. mid-rebalance; the next tick (or the revoke) commits again
-            log.info("%s: commit deferred: %s", self.name, exc, extra=self._fields("commit-deferred"))
-            return
-        finally:
-            self._committing = False
-        self._tracker.mark_committed(points)
 
 
 ERROR_TEXT = 500
