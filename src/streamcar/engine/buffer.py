@@ -1,7 +1,7 @@
 """The consumed-but-not-started messages of a pipeline: the lane scheduler, bounded in messages and in bytes.
 
 Records wait here behind their key, or for a free call slot. The consumer thread is held back while the buffer is
-full (see ``Pipeline._hand_back``) and let go on once it drained to half, so both bounds hold whatever the
+full (see :mod:`streamcar.engine.flow`) and let go on once it drained to half, so both bounds hold whatever the
 service or the broker does: ``max_messages`` messages and ``max_bytes`` of keys, values and headers, plus what the
 consumer thread hands over before it is held back (at most two batches of 500 records).
 """

@@ -25,6 +25,7 @@ from streamcar.config import KafkaConfig, PipelineConfig
 from streamcar.engine.breaker import OUTAGE_KINDS, UNANSWERED_KINDS, CircuitBreaker, Closed, Opened, State
 from streamcar.engine.buffer import Buffer
 from streamcar.engine.checkpoint import Checkpoint
+from streamcar.engine.flow import Flow
 from streamcar.engine.offsets import TopicPartition as TP
 from streamcar.engine.outcomes import Ack, Outcomes
 from streamcar.engine.retry import Backoff
@@ -40,8 +41,6 @@ from streamcar.redact import NOTHING, Redactor
 
 log = logging.getLogger("streamcar.pipeline")
 
-STALL = 5.0
-"""Seconds the buffer may stay full with the consumer thread held back before consumption is paused instead."""
 STOP_GRACE = 5.0
 """Seconds beyond ``shutdown_timeout`` that stopping takes at most: the final commit, leaving the consumer group
 and handing the producer's last records to the broker."""
@@ -90,7 +89,7 @@ class Pipeline:
         )
         self._tracker = self._checkpoint.tracker
         # Consumed records wait here (behind their key, or for a free call slot) up to its bounds; beyond them
-        # the consumer thread is held back until the buffer drained to half (see _hand_back).
+        # the consumer thread is held back until the buffer drained to half (see engine.flow).
         self._buffer = Buffer(config.max_in_flight)
         self._generation: dict[TP, int] = {}
         self._accepting: set[TP] = set()
@@ -112,8 +111,7 @@ class Pipeline:
         self._drain_until = 0.0
         self._failure: BaseException | None = None
         self._failed = asyncio.Event()
-        self._withheld = 0  # batches the consumer thread was not yet allowed to follow with another
-        self._stall_timer: asyncio.TimerHandle | None = None
+        self._flow = Flow(self._buffer, may_resume=lambda: self._breaker.allows(), draining=lambda: self._draining)
         self._bridge: ConsumerBridge | None = None
         # Replay mode: read [start, until) of these partitions, publish like run does, commit nothing, and stop
         # once every partition reached its end and everything read is done.
@@ -181,6 +179,7 @@ class Pipeline:
         )
         if ranges is not None and not ranges:
             self._replayed.set()  # an empty range: nothing to read
+        self._flow.source = self._bridge
         self._bridge.start()
         self._checkpoint.start(self._bridge.commit, self._accepting)
         waits = {asyncio.create_task(stop.wait()), asyncio.create_task(self._failed.wait())}
@@ -248,7 +247,7 @@ class Pipeline:
             log.exception("%s: accepting records failed", self.name)
             self._fail(exc)
         finally:
-            self._hand_back()
+            self._flow.accepted()
 
     def _accept(self, records: list[Message]) -> None:
         ordering = self.config.ordering
@@ -469,53 +468,8 @@ class Pipeline:
             self._generation[tp] = self._generation.get(tp, 0) + 1
 
     # -- flow control -------------------------------------------------------------------------------------
-    def _hand_back(self) -> None:
-        """A batch was accepted: the consumer thread may hand over the next one at once, unless the buffer of
-        consumed-but-not-started messages is full; then once it has drained to half.
-
-        Holding the thread back rather than pausing keeps what librdkafka prefetched: a pause purges it and a
-        resume fetches it all again, which under a deep backlog cost more than the calls themselves (in-process
-        throughput fell from 18k to 6.6k msg/s between a 50k and a 400k backlog). A buffer that stays full for
-        ``STALL`` seconds (a blocked key, an open circuit) is paused after all, so the thread goes back to polling
-        and serves rebalances and ``max.poll.interval.ms``.
-        """
-        bridge = self._bridge
-        if bridge is None:
-            return
-        if not self._buffer.full or self._draining:
-            bridge.batch_done()
-            return
-        self._withheld += 1
-        if self._stall_timer is None:
-            self._stall_timer = asyncio.get_running_loop().call_later(STALL, self._stalled)
-
-    def _let_consume(self) -> None:
-        """Give the consumer thread back every batch slot held back."""
-        bridge = self._bridge
-        if self._stall_timer is not None:
-            self._stall_timer.cancel()
-            self._stall_timer = None
-        while self._withheld and bridge is not None:
-            self._withheld -= 1
-            bridge.batch_done()
-
-    def _stalled(self) -> None:
-        self._stall_timer = None
-        if self._withheld and self._bridge is not None:
-            self._bridge.pause_all()
-            self._let_consume()
-
     def _pace(self) -> None:
-        """Backpressure: let the consumer thread go on once the buffer drained to half (see ``_hand_back``), and
-        resume a paused consumer then, unless the circuit is open."""
-        bridge = self._bridge
-        if bridge is None:
-            return
-        half = self._buffer.half
-        if self._withheld and (half or self._draining):
-            self._let_consume()
-        if bridge.paused and half and not self._draining and self._breaker.allows():
-            bridge.resume_all()
+        self._flow.pace()
 
     def _dispatch(self) -> None:
         """Start ready messages while fewer than max_in_flight are taken (forming, in a call, retrying, held).
