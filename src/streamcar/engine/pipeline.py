@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -25,7 +25,9 @@ from streamcar.config import KafkaConfig, PipelineConfig
 from streamcar.engine.breaker import OUTAGE_KINDS, UNANSWERED_KINDS, CircuitBreaker, Closed, Opened, State
 from streamcar.engine.buffer import Buffer
 from streamcar.engine.checkpoint import Checkpoint
+from streamcar.engine.dispatch import Dispatcher
 from streamcar.engine.flow import Flow
+from streamcar.engine.inflight import InFlight
 from streamcar.engine.offsets import TopicPartition as TP
 from streamcar.engine.outcomes import Ack, Outcomes
 from streamcar.engine.retry import Backoff
@@ -91,22 +93,22 @@ class Pipeline:
         # Consumed records wait here (behind their key, or for a free call slot) up to its bounds; beyond them
         # the consumer thread is held back until the buffer drained to half (see engine.flow).
         self._buffer = Buffer(config.max_in_flight)
-        self._generation: dict[TP, int] = {}
-        self._accepting: set[TP] = set()
-        self._running: dict[Work, asyncio.Task[Any]] = {}  # in a call or settling; a batch shares one task
-        self._waiting: dict[Work, asyncio.TimerHandle] = {}  # retries of one batch share one timer
-        self._held: set[Work] = set()  # answered, waiting for an earlier message of their lane (batches only)
-        self._calling = 0  # messages launched into a call that has not returned yet
+        self._inflight = InFlight()
         self._verdicts = 0  # messages ever decided without a call: until there is one, no call looks for them
         self._breaker = CircuitBreaker(config.circuit_breaker)
         self._throttle = Throttle()
-        self._parked: list[Work] = []  # retries that came due while the circuit was open
         self._probe_timer: asyncio.TimerHandle | None = None
         self._batch_size = config.call.batch.max_messages
-        self._max_wait = config.call.batch.max_wait
-        self._forming: list[Work] = []  # the batch being gathered
-        self._linger: asyncio.TimerHandle | None = None
-        self._changed = asyncio.Event()
+        self._dispatcher = Dispatcher(
+            self._inflight,
+            self._buffer,
+            max_in_flight=config.max_in_flight,
+            batch_size=self._batch_size,
+            max_wait=config.call.batch.max_wait,
+            stopping=lambda: self._draining,
+            circuit_allows=lambda: self._breaker.allows(),
+        )
+        self._dispatcher.process = self._process
         self._draining = False
         self._drain_until = 0.0
         self._failure: BaseException | None = None
@@ -149,13 +151,13 @@ class Pipeline:
     @property
     def assigned(self) -> list[TP]:
         """The partitions this pipeline currently consumes."""
-        return sorted(self._accepting)
+        return sorted(self._inflight.accepting)
 
     @property
     def in_flight(self) -> int:
         """Messages taken from the scheduler and not done: in a call, publishing, waiting for a retry or held
         behind an earlier message of their lane."""
-        return len(self._running) + len(self._waiting) + len(self._held) + len(self._forming) + len(self._parked)
+        return len(self._inflight)
 
     @property
     def buffered(self) -> int:
@@ -181,7 +183,7 @@ class Pipeline:
             self._replayed.set()  # an empty range: nothing to read
         self._flow.source = self._bridge
         self._bridge.start()
-        self._checkpoint.start(self._bridge.commit, self._accepting)
+        self._checkpoint.start(self._bridge.commit, self._inflight.accepting)
         waits = {asyncio.create_task(stop.wait()), asyncio.create_task(self._failed.wait())}
         waits.add(asyncio.create_task(self._replayed.wait()))
         try:
@@ -208,24 +210,19 @@ class Pipeline:
         bridge = self._bridge
         if bridge is not None:
             bridge.pause_all()
-        for handle in set(self._waiting.values()):
-            handle.cancel()
-        self._waiting.clear()
-        self._parked.clear()  # never called again: redelivered after the restart like everything uncommitted
+        self._inflight.drop_waiting()
+        self._dispatcher.stop()
         if self._probe_timer is not None:
             self._probe_timer.cancel()
-        if self._linger is not None:
-            self._linger.cancel()
-        self._forming.clear()  # never sent: redelivered after the restart like everything uncommitted
-        await self._wait_running(lambda w: True, self._drain_until - time.monotonic())
-        abandoned = len(self._running)
+        await self._inflight.settled(lambda w: True, self._drain_until - time.monotonic())
+        abandoned = len(self._inflight.running)
         if abandoned:
             log.warning(
                 "%s: %d messages still in a call or publishing after shutdown_timeout; they will be redelivered",
                 self.name,
                 abandoned,
             )
-        for task in set(self._running.values()):
+        for task in set(self._inflight.running.values()):
             task.cancel()
         final = self._checkpoint.commit()
         await _within(final, min(COMMIT_GRACE, end - time.monotonic()), f"{self.name}: the final commit")
@@ -266,7 +263,7 @@ class Pipeline:
                 continue
             event, unusable = event_from(msg)
             tp = (event.topic, event.partition)
-            if tp not in self._accepting:
+            if tp not in self._inflight.accepting:
                 continue  # fetched just before a revoke: the partition's next owner gets it
             if ranges is not None:
                 if tp in self._reached or event.offset >= ranges[tp][1]:
@@ -281,7 +278,7 @@ class Pipeline:
                 self._tracker.track(tp, event.offset)
             self.stats.consumed += 1
             lane = lane_for(ordering, event.topic, event.partition, event.key)
-            work = Work(event, tp, lane, self._generation[tp])
+            work = Work(event, tp, lane, self._inflight.generation[tp])
             if unusable is not None:
                 work.verdict = Reply.dead_letter(unusable, kind="rejected")
                 self._verdicts += 1
@@ -301,14 +298,7 @@ class Pipeline:
         def stale(work: Work) -> bool:
             return work.tp == tp and work.event.offset >= offset
 
-        for work in [*self._running, *self._waiting, *self._held, *self._parked, *self._forming]:
-            if stale(work):
-                work.generation = -1  # never current again: its completion, if any, is ignored
-        for work in [w for w in self._waiting if stale(w)]:
-            del self._waiting[work]
-        self._held = {w for w in self._held if not stale(w)}
-        self._parked = [w for w in self._parked if not stale(w)]
-        self._forming = [w for w in self._forming if not stale(w)]
+        self._inflight.forget(stale)
         self._buffer.drop_partition(tp, lambda w: w.event.offset < offset)
         self._tracker.restart(tp, offset)
         text = f"{tp[0]}[{tp[1]}] went back from offset {last} to {offset}: the log was replaced"
@@ -330,7 +320,7 @@ class Pipeline:
         i.e. nothing read since the partition was assigned, or no watermark seen yet)."""
         highs = self._bridge.high_watermarks if self._bridge is not None else {}
         lags: dict[TP, int | None] = {}
-        for tp in sorted(self._accepting):
+        for tp in sorted(self._inflight.accepting):
             mark, high = self._tracker.watermark(tp), highs.get(tp)
             lags[tp] = None if mark is None or high is None else max(high - mark, 0)
         return lags
@@ -417,16 +407,14 @@ class Pipeline:
         return done, total
 
     async def on_assigned(self, partitions: list[TP]) -> None:
-        for tp in partitions:
-            self._generation[tp] = self._generation.get(tp, 0) + 1
-            self._accepting.add(tp)
+        self._inflight.assign(partitions)
 
     async def on_revoked(self, partitions: list[TP]) -> dict[TP, int]:
-        revoked = set(partitions) & self._accepting
+        revoked = set(partitions) & self._inflight.accepting
         self._stop_taking(revoked)
         # a revoke while stopping (the consumer closing) waits only for what is left of the drain's deadline
         within = self._drain_until - time.monotonic() if self._draining else self.config.shutdown_timeout
-        await self._wait_running(lambda w: w.tp in revoked, within)
+        await self._inflight.settled(lambda w: w.tp in revoked, within)
         final = self._release(revoked)
         return {tp: offset for tp, offset in final.items() if offset is not None}
 
@@ -437,19 +425,14 @@ class Pipeline:
 
     def _stop_taking(self, tps: set[TP]) -> None:
         """No new records, queued messages or retries for ``tps``; calls already running go on."""
-        self._accepting -= tps
         for tp in tps:
             self._buffer.drop_partition(tp)
-        for work in [w for w in self._waiting if w.tp in tps]:
-            del self._waiting[work]  # its timer may carry other partitions' retries too: it skips this one
-        self._held = {w for w in self._held if w.tp not in tps}
-        self._parked = [w for w in self._parked if w.tp not in tps]
-        self._forming = [w for w in self._forming if w.tp not in tps]
+        self._inflight.stop_taking(tps)
 
     def _release(self, tps: set[TP]) -> dict[TP, int | None]:
         """Forget ``tps``: their final watermarks, and late completions of abandoned work ignored from now on."""
         final = self._tracker.remove(tps)
-        self._invalidate(tps)
+        self._inflight.invalidate(tps)
         self._pace()
         return final
 
@@ -462,84 +445,12 @@ class Pipeline:
         else:
             log.debug("%s: Kafka: %s", self.name, error.str())
 
-    def _invalidate(self, tps: set[TP]) -> None:
-        # late completions of abandoned work carry the old generation and are ignored
-        for tp in tps:
-            self._generation[tp] = self._generation.get(tp, 0) + 1
-
     # -- flow control -------------------------------------------------------------------------------------
     def _pace(self) -> None:
         self._flow.pace()
 
     def _dispatch(self) -> None:
-        """Start ready messages while fewer than max_in_flight are taken (forming, in a call, retrying, held).
-
-        Single delivery starts one call per message. Batch delivery gathers taken messages into a forming batch
-        that goes out when it is full, when no more may be taken, or ``batch.max_wait`` after its first message.
-        """
-        if self._draining or not self._breaker.allows():
-            return  # an open circuit calls nothing until its probe got through
-        sched = self._buffer
-        limit = self.config.max_in_flight
-        # max_in_flight calls, and as many more messages whose replies wait for the broker's acknowledgement: a
-        # publish that cannot happen (a missing topic) must not let in flight grow without bound
-        occupied = self._occupied()
-        free = min(limit - occupied, 2 * limit - (occupied - self._calling + len(self._running)))  # in flight
-        size = self._batch_size
-        if size == 1:
-            if free > 0 and sched.ready_count:
-                for work in sched.take(min(free, sched.ready_count)):
-                    self._launch([work])
-            return
-        forming = self._forming
-        while free > 0 and sched.ready_count:
-            taken = sched.take(min(free, size - len(forming)), runs=True)
-            forming.extend(taken)
-            free -= len(taken)
-            if len(forming) >= size:
-                self._flush()
-                forming = self._forming
-        if forming:
-            if free <= 0 or self._max_wait <= 0:
-                self._flush()
-            elif self._linger is None:
-                self._linger = asyncio.get_running_loop().call_later(self._max_wait, self._flush)
-
-    def _flush(self) -> None:
-        """Send the forming batch."""
-        if self._linger is not None:
-            self._linger.cancel()
-            self._linger = None
-        batch, self._forming = self._forming, []
-        if batch and not self._draining:
-            self._launch(batch)
-
-    def _occupied(self) -> int:
-        """What counts against max_in_flight: messages in a call, forming a batch, waiting for a retry, parked or
-        held. Not those whose reply is being published: their call slot is free while the broker acknowledges
-        (their key still waits, so order holds), else a slow service's slots would idle through every ack."""
-        return self._calling + len(self._waiting) + len(self._held) + len(self._forming) + len(self._parked)
-
-    def _launch(self, works: list[Work], *, probe: bool = False) -> None:
-        self._calling += len(works)  # now, not when the task starts: a dispatch meanwhile must see them
-        task = asyncio.get_running_loop().create_task(self._process(works, probe))
-        for work in works:
-            self._running[work] = task
-
-    def _current(self, work: Work) -> bool:
-        return self._generation.get(work.tp) == work.generation
-
-    async def _wait_running(self, which: Callable[[Work], bool], within: float) -> None:
-        deadline = time.monotonic() + within
-        while any(which(w) for w in self._running):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
-            except TimeoutError:
-                return
+        self._dispatcher.dispatch()
 
     # -- one call ---------------------------------------------------------------------------------------------
     async def _process(self, works: list[Work], probe: bool = False) -> None:
@@ -551,7 +462,7 @@ class Pipeline:
             calls = works
             if self._verdicts and any(work.verdict is not None for work in works):
                 calls = [work for work in works if work.verdict is None]
-                self._calling -= len(works) - len(calls)
+                self._inflight.calling -= len(works) - len(calls)
                 for work in works:
                     if work.verdict is not None:
                         work.reply = work.verdict
@@ -569,7 +480,7 @@ class Pipeline:
                     log.exception("%s: caller failed", self.name)
                     replies = [Reply.retry(error=f"{type(exc).__name__}: {exc}", kind="internal")] * len(calls)
                 finally:
-                    self._calling -= len(calls)
+                    self._inflight.calling -= len(calls)
                 if any(reply.error is not None for reply in replies):
                     replies = self._redacted(replies)
                 if span is not None:
@@ -582,10 +493,10 @@ class Pipeline:
             log.exception("%s: settling %s failed", self.name, works[0].event.idempotency_key)
             self._fail(exc)
         finally:
-            running = self._running
+            running = self._inflight.running
             for work in touched:
                 running.pop(work, None)
-            self._changed.set()
+            self._inflight.changed.set()
             self._pace()
             self._dispatch()
 
@@ -632,7 +543,7 @@ class Pipeline:
             retry: list[Work] = []
             slow: list[Work] = []
             for work in works:
-                if not self._current(work):
+                if not self._inflight.current(work):
                     continue  # the partition was revoked meanwhile; its new owner redoes this message
                 blocker = blockers.get(work.lane) if work.lane is not None else None
                 if blocker is not None:
@@ -662,7 +573,7 @@ class Pipeline:
             again: list[Work] = []
             released: list[Work] = []
             for work, result, future in sent:
-                if not self._current(work):
+                if not self._inflight.current(work):
                     continue
                 error = None if future is None else future.exception()
                 blocker = blockers.get(work.lane) if work.lane is not None else None
@@ -684,8 +595,8 @@ class Pipeline:
                 task = asyncio.current_task()
                 assert task is not None
                 for work in released:  # settled by this task now: revoke and shutdown wait for them like any call
-                    self._held.discard(work)
-                    self._running[work] = task
+                    self._inflight.held.discard(work)
+                    self._inflight.running[work] = task
                     touched.append(work)
             if again:
                 await asyncio.sleep(self._backoff.delay(1))
@@ -693,7 +604,7 @@ class Pipeline:
 
     def _hold(self, blocker: Work, work: Work) -> None:
         blocker.hold(work)
-        self._held.add(work)
+        self._inflight.held.add(work)
 
     def _schedule_retry(self, works: list[Work], delay: float) -> None:
         """Call ``works`` again (together, as one batch where batching is on) after ``delay`` seconds."""
@@ -702,21 +613,21 @@ class Pipeline:
         self.stats.retries += len(works)
         handle = asyncio.get_running_loop().call_later(delay, self._retry_now, works)
         for work in works:
-            self._waiting[work] = handle
+            self._inflight.waiting[work] = handle
 
     def _retry_now(self, works: list[Work]) -> None:
-        due = [w for w in works if self._waiting.pop(w, None) is not None and self._current(w)]
+        due = [w for w in works if self._inflight.waiting.pop(w, None) is not None and self._inflight.current(w)]
         if self._draining:
             return
         if not self._breaker.allows():
-            self._parked.extend(due)  # called again once the circuit closes (or the first as its probe)
+            self._inflight.parked.extend(due)  # called again once the circuit closes (or the first as its probe)
             return
-        self._launch_in_batches(due)
+        self._dispatcher.launch_in_batches(due)
 
     def _launch_in_batches(self, works: list[Work]) -> None:
         size = self._batch_size
         for start in range(0, len(works), size):
-            self._launch(works[start : start + size])
+            self._dispatcher.launch(works[start : start + size])
 
     # -- the circuit breaker ------------------------------------------------------------------------------
     def _on_circuit(self, transition: Opened | Closed | None) -> None:
@@ -750,8 +661,8 @@ class Pipeline:
                 transition.outage,
                 extra=self._fields("circuit-closed", outage_seconds=round(transition.outage, 3)),
             )
-            parked, self._parked = self._parked, []
-            self._launch_in_batches(parked)
+            parked, self._inflight.parked = self._inflight.parked, []
+            self._dispatcher.launch_in_batches(parked)
             self._pace()
             self._dispatch()
 
@@ -768,17 +679,17 @@ class Pipeline:
         count = self.config.circuit_breaker.probes
         sched = self._buffer
         works = sched.take(min(count, sched.ready_count)) if sched.ready_count else []
-        while self._parked and len(works) < count:
-            works.append(self._parked.pop(0))
+        while self._inflight.parked and len(works) < count:
+            works.append(self._inflight.parked.pop(0))
         for work in [w for w in works if w.verdict is not None]:
             works.remove(work)
-            self._launch([work])  # decided without a call: no probe
+            self._dispatcher.launch([work])  # decided without a call: no probe
         if not works:  # nothing to probe with: nothing is at risk either; the next calls tell again
             self._on_circuit(self._breaker.reset(time.monotonic()))
             return
         self._breaker.probe(len(works))
         for work in works:
-            self._launch([work], probe=True)
+            self._dispatcher.launch([work], probe=True)
 
     def _complete(self, work: Work, result: str) -> None:
         if work.span is not None:

@@ -1,0 +1,103 @@
+"""Dispatch: from the buffer into calls, single or in batches, within max_in_flight.
+
+Single delivery starts one call per message. Batch delivery gathers taken messages into a forming batch that
+goes out when it is full, when no more may be taken, or ``batch.max_wait`` after its first message. A batch takes
+the oldest ready message of as many lanes as it can, then their successors (see ``LaneScheduler.take``).
+
+Each launch is one task running ``process(works, probe)`` (the attempt: call, then settle the outcomes), which
+holds the messages in ``InFlight.running`` until they are done or waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from streamcar.engine.buffer import Buffer
+from streamcar.engine.inflight import InFlight
+from streamcar.engine.work import Work
+
+Process = Callable[[list[Work], bool], Coroutine[Any, Any, None]]
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        inflight: InFlight,
+        buffer: Buffer,
+        *,
+        max_in_flight: int,
+        batch_size: int,
+        max_wait: float,
+        stopping: Callable[[], bool],
+        circuit_allows: Callable[[], bool],
+    ) -> None:
+        self._inflight = inflight
+        self._buffer = buffer
+        self._limit = max_in_flight
+        self._batch_size = batch_size
+        self._max_wait = max_wait
+        self._stopping = stopping
+        self._circuit_allows = circuit_allows
+        self._linger: asyncio.TimerHandle | None = None
+        self.process: Process | None = None  # the attempt: set when the pipeline is wired
+
+    def dispatch(self) -> None:
+        """Start ready messages while fewer than max_in_flight are taken (forming, in a call, retrying, held)."""
+        if self._stopping() or not self._circuit_allows():
+            return  # an open circuit calls nothing until its probe got through
+        buffer = self._buffer
+        inflight = self._inflight
+        free = inflight.free(self._limit)
+        size = self._batch_size
+        if size == 1:
+            if free > 0 and buffer.ready_count:
+                for work in buffer.take(min(free, buffer.ready_count)):
+                    self.launch([work])
+            return
+        forming = inflight.forming
+        while free > 0 and buffer.ready_count:
+            taken = buffer.take(min(free, size - len(forming)), runs=True)
+            forming.extend(taken)
+            free -= len(taken)
+            if len(forming) >= size:
+                self.flush()
+                forming = inflight.forming
+        if forming:
+            if free <= 0 or self._max_wait <= 0:
+                self.flush()
+            elif self._linger is None:
+                self._linger = asyncio.get_running_loop().call_later(self._max_wait, self.flush)
+
+    def flush(self) -> None:
+        """Send the forming batch."""
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        inflight = self._inflight
+        batch, inflight.forming = inflight.forming, []
+        if batch and not self._stopping():  # taken before the circuit opened: it goes out all the same
+            self.launch(batch)
+
+    def launch(self, works: list[Work], *, probe: bool = False) -> None:
+        """One task for ``works``: their call (a ``probe`` of a half-open circuit, maybe) and their outcomes."""
+        process = self.process
+        assert process is not None
+        inflight = self._inflight
+        inflight.calling += len(works)  # now, not when the task starts: a dispatch meanwhile must see them
+        task = asyncio.get_running_loop().create_task(process(works, probe))
+        running = inflight.running
+        for work in works:
+            running[work] = task
+
+    def launch_in_batches(self, works: list[Work]) -> None:
+        """Call ``works`` again (retries due, or parked while the circuit was open), batch by batch."""
+        size = self._batch_size
+        for start in range(0, len(works), size):
+            self.launch(works[start : start + size])
+
+    def stop(self) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None

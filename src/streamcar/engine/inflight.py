@@ -1,0 +1,115 @@
+"""Every message taken from the buffer and not done yet, by where it is, and the partitions it may belong to.
+
+A message taken from the buffer is in exactly one of these until it is done (or abandoned):
+
+* **forming**: gathered into the batch being formed (batch delivery only);
+* **calling**: launched into a call that has not returned (a count: the task holds the messages);
+* **running**: in a call or settling its outcome, by the task doing it (a batch shares one task);
+* **waiting**: on a retry timer (the retries of one batch share one timer);
+* **parked**: a retry that came due while the circuit was open;
+* **held**: answered, waiting for an earlier message of its lane (batch delivery only).
+
+Ownership: a message is *current* while the partition it came from is still assigned to us since it was taken
+(its generation); a revoke, or a log that restarted under it, makes it stale, and a stale message's outcome is
+ignored (the partition's next owner, or the new log, redoes it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from streamcar.engine.offsets import TopicPartition as TP
+from streamcar.engine.work import Work
+
+
+class InFlight:
+    __slots__ = ("accepting", "calling", "changed", "forming", "generation", "held", "parked", "running", "waiting")
+
+    def __init__(self) -> None:
+        self.running: dict[Work, asyncio.Task[Any]] = {}
+        self.waiting: dict[Work, asyncio.TimerHandle] = {}
+        self.held: set[Work] = set()
+        self.parked: list[Work] = []
+        self.forming: list[Work] = []
+        self.calling = 0
+        self.accepting: set[TP] = set()  # partitions assigned to us
+        self.generation: dict[TP, int] = {}
+        self.changed = asyncio.Event()  # set whenever a message leaves ``running``
+
+    # -- counts -----------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        """Messages taken and not done: in a call, publishing, waiting for a retry, parked, held or forming."""
+        return len(self.running) + len(self.waiting) + len(self.held) + len(self.forming) + len(self.parked)
+
+    def occupied(self) -> int:
+        """What counts against max_in_flight: messages in a call, forming a batch, waiting for a retry, parked or
+        held. Not those whose reply is being published: their call slot is free while the broker acknowledges
+        (their key still waits, so order holds), else a slow service's slots would idle through every ack."""
+        return self.calling + len(self.waiting) + len(self.held) + len(self.forming) + len(self.parked)
+
+    def free(self, limit: int) -> int:
+        """How many more may be taken: ``limit`` calls, and as many more messages whose replies wait for the
+        broker's acknowledgement (a publish that cannot happen, say to a missing topic, must not let in flight
+        grow without bound)."""
+        occupied = self.occupied()
+        return min(limit - occupied, 2 * limit - (occupied - self.calling + len(self.running)))
+
+    # -- ownership --------------------------------------------------------------------------------------------
+    def assign(self, tps: Iterable[TP]) -> None:
+        for tp in tps:
+            self.generation[tp] = self.generation.get(tp, 0) + 1
+            self.accepting.add(tp)
+
+    def current(self, work: Work) -> bool:
+        return self.generation.get(work.tp) == work.generation
+
+    def stop_taking(self, tps: set[TP]) -> None:
+        """No new records, retries or held messages for ``tps``; calls already running go on."""
+        self.accepting -= tps
+        for work in [w for w in self.waiting if w.tp in tps]:
+            del self.waiting[work]  # its timer may carry other partitions' retries too: it skips this one
+        self.held = {w for w in self.held if w.tp not in tps}
+        self.parked = [w for w in self.parked if w.tp not in tps]
+        self.forming = [w for w in self.forming if w.tp not in tps]
+
+    def invalidate(self, tps: Iterable[TP]) -> None:
+        """Late completions of abandoned work on ``tps`` carry the old generation and are ignored."""
+        for tp in tps:
+            self.generation[tp] = self.generation.get(tp, 0) + 1
+
+    def forget(self, stale: Callable[[Work], bool]) -> None:
+        """The ``stale`` messages are never current again (a log restarted under them): their outcomes, if any,
+        are ignored, and those not in a call are dropped."""
+        for work in [*self.running, *self.waiting, *self.held, *self.parked, *self.forming]:
+            if stale(work):
+                work.generation = -1
+        for work in [w for w in self.waiting if stale(w)]:
+            del self.waiting[work]
+        self.held = {w for w in self.held if not stale(w)}
+        self.parked = [w for w in self.parked if not stale(w)]
+        self.forming = [w for w in self.forming if not stale(w)]
+
+    def drop_waiting(self) -> None:
+        """Stopping: no retry is called again, nothing parked or forming is sent (all redelivered after the
+        restart, like everything uncommitted)."""
+        for handle in set(self.waiting.values()):
+            handle.cancel()
+        self.waiting.clear()
+        self.parked.clear()
+        self.forming.clear()
+
+    async def settled(self, which: Callable[[Work], bool], within: float) -> None:
+        """Wait (at most ``within`` seconds) until no running message is one of ``which``."""
+        deadline = time.monotonic() + within
+        while any(which(w) for w in self.running):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), remaining)
+            except TimeoutError:
+                return
