@@ -22,9 +22,10 @@ from confluent_kafka import KafkaError, Message
 
 from streamcar.call import Caller
 from streamcar.config import KafkaConfig, PipelineConfig
-from streamcar.engine.breaker import OUTAGE_KINDS, UNANSWERED_KINDS, CircuitBreaker, Closed, Opened, State
+from streamcar.engine.breaker import OUTAGE_KINDS, UNANSWERED_KINDS
 from streamcar.engine.buffer import Buffer
 from streamcar.engine.checkpoint import Checkpoint
+from streamcar.engine.circuit import Circuit
 from streamcar.engine.dispatch import Dispatcher
 from streamcar.engine.flow import Flow
 from streamcar.engine.inflight import InFlight
@@ -95,9 +96,16 @@ class Pipeline:
         self._buffer = Buffer(config.max_in_flight)
         self._inflight = InFlight()
         self._verdicts = 0  # messages ever decided without a call: until there is one, no call looks for them
-        self._breaker = CircuitBreaker(config.circuit_breaker)
+        self._circuit = Circuit(
+            name,
+            config.circuit_breaker,
+            stats=self.stats,
+            inflight=self._inflight,
+            buffer=self._buffer,
+            stopping=lambda: self._draining,
+        )
+        self._breaker = self._circuit.breaker
         self._throttle = Throttle()
-        self._probe_timer: asyncio.TimerHandle | None = None
         self._batch_size = config.call.batch.max_messages
         self._dispatcher = Dispatcher(
             self._inflight,
@@ -109,11 +117,13 @@ class Pipeline:
             circuit_allows=lambda: self._breaker.allows(),
         )
         self._dispatcher.process = self._process
+        self._circuit.dispatcher = self._dispatcher
         self._draining = False
         self._drain_until = 0.0
         self._failure: BaseException | None = None
         self._failed = asyncio.Event()
         self._flow = Flow(self._buffer, may_resume=lambda: self._breaker.allows(), draining=lambda: self._draining)
+        self._circuit.flow = self._flow
         self._bridge: ConsumerBridge | None = None
         # Replay mode: read [start, until) of these partitions, publish like run does, commit nothing, and stop
         # once every partition reached its end and everything read is done.
@@ -209,11 +219,10 @@ class Pipeline:
         end = self._drain_until + STOP_GRACE
         bridge = self._bridge
         if bridge is not None:
-            bridge.pause_all()
+            self._flow.pause()
         self._inflight.drop_waiting()
         self._dispatcher.stop()
-        if self._probe_timer is not None:
-            self._probe_timer.cancel()
+        self._circuit.stop()
         await self._inflight.settled(lambda w: True, self._drain_until - time.monotonic())
         abandoned = len(self._inflight.running)
         if abandoned:
@@ -328,8 +337,7 @@ class Pipeline:
     @property
     def circuit_open(self) -> str | None:
         """Why the circuit is open (or half-open, probing); None while it is closed."""
-        breaker = self._breaker
-        return None if breaker.state is State.CLOSED else f"{breaker.state.value}: {breaker.reason}"
+        return self._circuit.open_reason
 
     @property
     def circuit_opened(self) -> int:
@@ -515,7 +523,7 @@ class Pipeline:
         self.stats.observe_call(seconds, failure)
         if failure is not None:
             self.stats.last_call_error = failed[0].error or failure
-        self._on_circuit(self._breaker.record(time.monotonic(), failure, probe=probe))
+        self._circuit.record(failure, probe=probe)
         if failure in OUTAGE_KINDS and not self._breaker.allows() and (not probe or failure in UNANSWERED_KINDS):
             # The service is down: this attempt does not count against the message. A failed probe does count
             # when the service answered it: the probe's message itself may be what fails (a poison message
@@ -624,72 +632,9 @@ class Pipeline:
             return
         self._dispatcher.launch_in_batches(due)
 
-    def _launch_in_batches(self, works: list[Work]) -> None:
-        size = self._batch_size
-        for start in range(0, len(works), size):
-            self._dispatcher.launch(works[start : start + size])
-
-    # -- the circuit breaker ------------------------------------------------------------------------------
-    def _on_circuit(self, transition: Opened | Closed | None) -> None:
-        if isinstance(transition, Opened):
-            if transition.first:
-                log.warning(
-                    "%s: circuit open: %s; consumption paused, probing in %.1fs",
-                    self.name,
-                    transition.reason,
-                    transition.wait,
-                    extra=self._fields("circuit-open", reason=transition.reason),
-                )
-                self.stats.note_error(f"circuit open: {transition.reason}")
-            else:
-                log.info(
-                    "%s: circuit still open: %s; next probe in %.1fs",
-                    self.name,
-                    transition.reason,
-                    transition.wait,
-                    extra=self._fields("circuit-probe-failed", reason=transition.reason),
-                )
-            if self._bridge is not None:
-                self._bridge.pause_all()
-            if self._probe_timer is not None:
-                self._probe_timer.cancel()
-            self._probe_timer = asyncio.get_running_loop().call_later(transition.wait, self._start_probe)
-        elif isinstance(transition, Closed):
-            log.warning(
-                "%s: circuit closed: the service answered again after %.1fs; resuming",
-                self.name,
-                transition.outage,
-                extra=self._fields("circuit-closed", outage_seconds=round(transition.outage, 3)),
-            )
-            parked, self._inflight.parked = self._inflight.parked, []
-            self._dispatcher.launch_in_batches(parked)
-            self._pace()
-            self._dispatch()
-
     def _fields(self, event: str, **more: object) -> dict[str, object]:
         """The structured fields of a notable log line (keys in JSON logs)."""
         return {"event": event, "pipeline": self.name, **more}
-
-    def _start_probe(self) -> None:
-        """Open long enough: let a few calls through, with messages not tried yet if there are any (a retry may
-        fail because of itself), then the oldest parked retries."""
-        self._probe_timer = None
-        if self._draining or self._breaker.state is not State.OPEN:
-            return
-        count = self.config.circuit_breaker.probes
-        sched = self._buffer
-        works = sched.take(min(count, sched.ready_count)) if sched.ready_count else []
-        while self._inflight.parked and len(works) < count:
-            works.append(self._inflight.parked.pop(0))
-        for work in [w for w in works if w.verdict is not None]:
-            works.remove(work)
-            self._dispatcher.launch([work])  # decided without a call: no probe
-        if not works:  # nothing to probe with: nothing is at risk either; the next calls tell again
-            self._on_circuit(self._breaker.reset(time.monotonic()))
-            return
-        self._breaker.probe(len(works))
-        for work in works:
-            self._dispatcher.launch([work], probe=True)
 
     def _complete(self, work: Work, result: str) -> None:
         if work.span is not None:
