@@ -15,14 +15,13 @@ import logging
 import time
 import uuid
 from collections.abc import Coroutine, Mapping
-from dataclasses import replace
 from typing import Any
 
 from confluent_kafka import KafkaError, Message
 
 from streamcar.call import Caller
 from streamcar.config import KafkaConfig, PipelineConfig
-from streamcar.engine.breaker import OUTAGE_KINDS, UNANSWERED_KINDS
+from streamcar.engine.attempt import Attempts
 from streamcar.engine.buffer import Buffer
 from streamcar.engine.checkpoint import Checkpoint
 from streamcar.engine.circuit import Circuit
@@ -30,13 +29,12 @@ from streamcar.engine.dispatch import Dispatcher
 from streamcar.engine.flow import Flow
 from streamcar.engine.inflight import InFlight
 from streamcar.engine.offsets import TopicPartition as TP
-from streamcar.engine.outcomes import Ack, Outcomes
-from streamcar.engine.retry import Backoff
-from streamcar.engine.scheduler import Lane, lane_for
+from streamcar.engine.outcomes import Outcomes
+from streamcar.engine.scheduler import lane_for
 from streamcar.engine.tracing import Tracing
 from streamcar.engine.work import PipelineStats, Work, event_from
 from streamcar.errors import KafkaError as StreamcarKafkaError
-from streamcar.event import Reply, Result
+from streamcar.event import Reply
 from streamcar.kafka.consumer import ConsumerBridge
 from streamcar.kafka.producer import AsyncProducer
 from streamcar.logs import Throttle, held_back
@@ -83,10 +81,7 @@ class Pipeline:
         self._kafka = kafka
         self._caller = caller
         self._producer = producer
-        self._backoff = Backoff(config.retry.initial_backoff, config.retry.max_backoff)
         self._tracing = tracing
-        self._redactor = redactor
-        self._outcomes = Outcomes(name, config, producer, self.stats, tracing)
         self._checkpoint = Checkpoint(
             name, max_in_flight=config.max_in_flight, interval=config.commit_interval, commits=replay is None
         )
@@ -95,7 +90,6 @@ class Pipeline:
         # the consumer thread is held back until the buffer drained to half (see engine.flow).
         self._buffer = Buffer(config.max_in_flight)
         self._inflight = InFlight()
-        self._verdicts = 0  # messages ever decided without a call: until there is one, no call looks for them
         self._circuit = Circuit(
             name,
             config.circuit_breaker,
@@ -116,7 +110,6 @@ class Pipeline:
             stopping=lambda: self._draining,
             circuit_allows=lambda: self._breaker.allows(),
         )
-        self._dispatcher.process = self._process
         self._circuit.dispatcher = self._dispatcher
         self._draining = False
         self._drain_until = 0.0
@@ -124,6 +117,23 @@ class Pipeline:
         self._failed = asyncio.Event()
         self._flow = Flow(self._buffer, may_resume=lambda: self._breaker.allows(), draining=lambda: self._draining)
         self._circuit.flow = self._flow
+        self._attempts = Attempts(
+            name,
+            config,
+            caller=caller,
+            outcomes=Outcomes(name, config, producer, self.stats, tracing),
+            stats=self.stats,
+            circuit=self._circuit,
+            inflight=self._inflight,
+            dispatcher=self._dispatcher,
+            flow=self._flow,
+            tracing=tracing,
+            redactor=redactor,
+            stopping=lambda: self._draining,
+            release=self._complete,
+            fail=self._fail,
+        )
+        self._dispatcher.process = self._attempts.process
         self._bridge: ConsumerBridge | None = None
         # Replay mode: read [start, until) of these partitions, publish like run does, commit nothing, and stop
         # once every partition reached its end and everything read is done.
@@ -290,7 +300,7 @@ class Pipeline:
             work = Work(event, tp, lane, self._inflight.generation[tp])
             if unusable is not None:
                 work.verdict = Reply.dead_letter(unusable, kind="rejected")
-                self._verdicts += 1
+                self._attempts.verdicts += 1
             if self._tracing is not None:
                 self._tracing.consumed(work)
             self._buffer.submit(work)
@@ -460,178 +470,6 @@ class Pipeline:
     def _dispatch(self) -> None:
         self._dispatcher.dispatch()
 
-    # -- one call ---------------------------------------------------------------------------------------------
-    async def _process(self, works: list[Work], probe: bool = False) -> None:
-        """Call the service for ``works`` (a batch, or a batch of one) and act on each reply; a ``probe`` is the
-        one call a half-open circuit lets through. A message with a ``verdict`` (a record that cannot be called at
-        all) is not sent: the verdict is its reply."""
-        touched = list(works)  # grows by the held messages this task settles; all leave _running at the end
-        try:
-            calls = works
-            if self._verdicts and any(work.verdict is not None for work in works):
-                calls = [work for work in works if work.verdict is None]
-                self._inflight.calling -= len(works) - len(calls)
-                for work in works:
-                    if work.verdict is not None:
-                        work.reply = work.verdict
-            if calls:  # one call, inline: a coroutine of its own per call costs as much as the bookkeeping
-                for work in calls:
-                    work.attempts += 1
-                tracing = self._tracing
-                span, events = tracing.call(calls) if tracing is not None else (None, [work.event for work in calls])
-                started = time.perf_counter()
-                try:
-                    replies = await self._caller.call(events)
-                    if len(replies) != len(calls):
-                        raise RuntimeError(f"{len(replies)} replies for {len(calls)} events")
-                except Exception as exc:  # a caller bug must not lose messages: retry them like a failed call
-                    log.exception("%s: caller failed", self.name)
-                    replies = [Reply.retry(error=f"{type(exc).__name__}: {exc}", kind="internal")] * len(calls)
-                finally:
-                    self._inflight.calling -= len(calls)
-                if any(reply.error is not None for reply in replies):
-                    replies = self._redacted(replies)
-                if span is not None:
-                    Tracing.called(span, replies)
-                self._called(calls, replies, time.perf_counter() - started, probe)
-            await self._settle(works, touched)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("%s: settling %s failed", self.name, works[0].event.idempotency_key)
-            self._fail(exc)
-        finally:
-            running = self._inflight.running
-            for work in touched:
-                running.pop(work, None)
-            self._inflight.changed.set()
-            self._pace()
-            self._dispatch()
-
-    def _redacted(self, replies: list[Reply]) -> list[Reply]:
-        """``replies`` with their errors redacted and cut short. An error's text is the service's words, and a
-        service may echo the request's credentials: redacted here, once, as the replies come in, every output
-        downstream is clean (dead letters, /status, spans, logs)."""
-        scrub = self._redactor.scrub
-        return [r if r.error is None else replace(r, error=_clip(scrub(r.error))) for r in replies]
-
-    def _called(self, works: list[Work], replies: list[Reply], seconds: float, probe: bool) -> None:
-        """A call for ``works`` returned ``replies``: each message gets its reply, and the call counts for the
-        stats and the circuit."""
-        failed = [r for r in replies if r.result is Result.RETRY]
-        failure = failed[0].error_kind if failed and len(failed) == len(replies) else None
-        self.stats.observe_call(seconds, failure)
-        if failure is not None:
-            self.stats.last_call_error = failed[0].error or failure
-        self._circuit.record(failure, probe=probe)
-        if failure in OUTAGE_KINDS and not self._breaker.allows() and (not probe or failure in UNANSWERED_KINDS):
-            # The service is down: this attempt does not count against the message. A failed probe does count
-            # when the service answered it: the probe's message itself may be what fails (a poison message
-            # that is the only traffic must still reach the dead-letter topic).
-            for work in works:
-                work.attempts -= 1
-        for work, reply in zip(works, replies, strict=True):
-            work.reply = reply
-
-    async def _settle(self, works: list[Work], touched: list[Work]) -> None:
-        """Act on the replies of ``works`` (in offset order within each lane) until each is done or waiting.
-
-        Three phases, so that a batch costs one round trip to the broker rather than one per message:
-        1. in order, decide each message and hand its reply or dead letter to the producer. Records reach the
-           producer in offset order per lane and the idempotent producer keeps that order, so a key's replies
-           are published in order. A message that stays unresolved (retry, or no dead-letter topic) holds the
-           later messages of its lane from the same batch: they are not sent again, and not completed before it.
-        2. wait for the broker to acknowledge everything handed over.
-        3. in order, complete what was acknowledged. Completing a message releases the messages it held, which
-           are settled in the next round; a record the broker refused is acted on again (or dead-lettered).
-        """
-        while works:
-            blockers: dict[Lane, Work] = {}
-            sent: list[tuple[Work, str, Ack | None]] = []
-            retry: list[Work] = []
-            slow: list[Work] = []
-            for work in works:
-                if not self._inflight.current(work):
-                    continue  # the partition was revoked meanwhile; its new owner redoes this message
-                blocker = blockers.get(work.lane) if work.lane is not None else None
-                if blocker is not None:
-                    self._hold(blocker, work)
-                    continue
-                outcome = self._outcomes.act(work, retry, slow)
-                if outcome is None:
-                    if work.lane is not None:
-                        blockers[work.lane] = work
-                else:
-                    sent.append((work, *outcome))
-            if retry:
-                attempts = max(w.attempts for w in retry)
-                after = max((w.reply.retry_after or 0.0 for w in retry if w.reply is not None), default=0.0)
-                self._schedule_retry(retry, self._backoff.delay(attempts, after or None))
-            if slow:
-                self._schedule_retry(slow, self.config.retry.max_backoff)
-
-            pending = [future for _, _, future in sent if future is not None and not future.done()]
-            if pending:
-                # every message of this round is now publishing, waiting for a retry or held: the call slots of
-                # the publishing ones are free, and the next calls need not wait for the broker's acks
-                self._dispatch()
-                await _all_done(pending)
-
-            blockers.clear()
-            again: list[Work] = []
-            released: list[Work] = []
-            for work, result, future in sent:
-                if not self._inflight.current(work):
-                    continue
-                error = None if future is None else future.exception()
-                blocker = blockers.get(work.lane) if work.lane is not None else None
-                if error is None and blocker is not None:
-                    work.settled = result  # done, but an earlier message of its lane is not: wait for it
-                    self._hold(blocker, work)
-                elif error is None:
-                    self._outcomes.count(work, result)
-                    self._complete(work, result)
-                    if work.held is not None:
-                        released.extend(work.held)
-                        work.held = None
-                else:
-                    self._outcomes.refused(work, result, error)
-                    again.append(work)
-                    if work.lane is not None:
-                        blockers[work.lane] = work
-            if released:
-                task = asyncio.current_task()
-                assert task is not None
-                for work in released:  # settled by this task now: revoke and shutdown wait for them like any call
-                    self._inflight.held.discard(work)
-                    self._inflight.running[work] = task
-                    touched.append(work)
-            if again:
-                await asyncio.sleep(self._backoff.delay(1))
-            works = again + released
-
-    def _hold(self, blocker: Work, work: Work) -> None:
-        blocker.hold(work)
-        self._inflight.held.add(work)
-
-    def _schedule_retry(self, works: list[Work], delay: float) -> None:
-        """Call ``works`` again (together, as one batch where batching is on) after ``delay`` seconds."""
-        if self._draining:
-            return
-        self.stats.retries += len(works)
-        handle = asyncio.get_running_loop().call_later(delay, self._retry_now, works)
-        for work in works:
-            self._inflight.waiting[work] = handle
-
-    def _retry_now(self, works: list[Work]) -> None:
-        due = [w for w in works if self._inflight.waiting.pop(w, None) is not None and self._inflight.current(w)]
-        if self._draining:
-            return
-        if not self._breaker.allows():
-            self._inflight.parked.extend(due)  # called again once the circuit closes (or the first as its probe)
-            return
-        self._dispatcher.launch_in_batches(due)
-
     def _fields(self, event: str, **more: object) -> dict[str, object]:
         """The structured fields of a notable log line (keys in JSON logs)."""
         return {"event": event, "pipeline": self.name, **more}
@@ -646,34 +484,9 @@ class Pipeline:
             self._check_replayed()
 
 
-ERROR_TEXT = 500
-"""Characters of a call's error kept (after redaction) for dead letters, /status, spans and logs."""
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= ERROR_TEXT else text[: ERROR_TEXT - 3] + "..."
-
-
 async def _within(step: Coroutine[Any, Any, None], seconds: float, what: str) -> None:
     """Run one step of stopping for at most ``seconds``: past it, say so and go on with the next."""
     try:
         await asyncio.wait_for(step, max(seconds, 0.0))
     except TimeoutError:
         log.warning("%s took too long; going on without it", what)
-
-
-def _all_done(futures: list[Ack]) -> asyncio.Future[None]:
-    """A future done once every one of ``futures`` is (whatever their outcome): what ``asyncio.wait`` does, minus
-    its sets, timeout and per-call wrapping, which showed in profiles of the per-message path."""
-    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    remaining = len(futures)
-
-    def one_done(_: Ack) -> None:
-        nonlocal remaining
-        remaining -= 1
-        if remaining == 0 and not waiter.done():
-            waiter.set_result(None)
-
-    for future in futures:
-        future.add_done_callback(one_done)
-    return waiter
