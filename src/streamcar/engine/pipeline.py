@@ -13,8 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from typing import Any
 
 from confluent_kafka import KafkaError, Message
@@ -31,6 +30,7 @@ from streamcar.engine.inflight import InFlight
 from streamcar.engine.offsets import TopicPartition as TP
 from streamcar.engine.outcomes import Outcomes
 from streamcar.engine.scheduler import lane_for
+from streamcar.engine.source import GroupSource, RangeSource, Source
 from streamcar.engine.tracing import Tracing
 from streamcar.engine.work import PipelineStats, Work, event_from
 from streamcar.errors import KafkaError as StreamcarKafkaError
@@ -71,7 +71,7 @@ class Pipeline:
         caller: Caller,
         producer: AsyncProducer,
         *,
-        replay: Mapping[TP, tuple[int, int]] | None = None,
+        source: Source | None = None,
         tracing: Tracing | None = None,
         redactor: Redactor = NOTHING,
     ) -> None:
@@ -82,8 +82,9 @@ class Pipeline:
         self._caller = caller
         self._producer = producer
         self._tracing = tracing
+        self._source: Source = source if source is not None else GroupSource(config)
         self._checkpoint = Checkpoint(
-            name, max_in_flight=config.max_in_flight, interval=config.commit_interval, commits=replay is None
+            name, max_in_flight=config.max_in_flight, interval=config.commit_interval, commits=self._source.commits
         )
         self._tracker = self._checkpoint.tracker
         # Consumed records wait here (behind their key, or for a free call slot) up to its bounds; beyond them
@@ -135,39 +136,8 @@ class Pipeline:
         )
         self._dispatcher.process = self._attempts.process
         self._bridge: ConsumerBridge | None = None
-        # Replay mode: read [start, until) of these partitions, publish like run does, commit nothing, and stop
-        # once every partition reached its end and everything read is done.
-        self._range = {tp: r for tp, r in (replay or {}).items() if r[0] < r[1]} if replay is not None else None
-        self._reached: set[TP] = set()
-        self._replayed = asyncio.Event()
 
     # -- life cycle ---------------------------------------------------------------------------------------
-    def consumer_config(self) -> dict[str, str | int | float | bool]:
-        conf = self._kafka.client_config()
-        replaying = self._range is not None
-        conf.update(
-            {
-                # a replay never joins nor commits to the pipeline's group: librdkafka just needs some group.id
-                "group.id": f"streamcar-replay-{uuid.uuid4().hex}" if replaying else self.config.consume.group,
-                "enable.partition.eof": replaying,
-                "client.id": f"{self._kafka.client_id}-{self.name}",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                # where a partition without a usable committed offset starts is the bridge's decision
-                # (streamcar.kafka.starts): librdkafka's own would skip a re-created log or a new partition. A
-                # replay reads explicit offsets, and a range that retention cut short starts at the log's start.
-                "auto.offset.reset": "earliest" if replaying else "error",
-                # new partitions of an input topic are found within seconds, not 5 minutes
-                "topic.metadata.refresh.interval.ms": 5000,
-                "partition.assignment.strategy": "cooperative-sticky",
-                # A resumed partition's first fetch can wait behind a fetch request the broker holds for up to
-                # fetch.wait.max.ms (500 ms by default) when nothing else was fetchable.
-                "fetch.wait.max.ms": 50,
-            }
-        )
-        conf.update(self._kafka.librdkafka)  # explicit overrides still win
-        return conf
-
     @property
     def assigned(self) -> list[TP]:
         """The partitions this pipeline currently consumes."""
@@ -188,24 +158,22 @@ class Pipeline:
         """Consume until ``stop`` is set, then drain within ``shutdown_timeout`` and commit; raises on failure."""
         loop = asyncio.get_running_loop()
         await self._caller.start()
-        ranges = self._range
+        source = self._source
         self._bridge = ConsumerBridge(
-            self.consumer_config(),
+            source.settings(self._kafka, f"{self._kafka.client_id}-{self.name}"),
             list(self.config.consume.topics),
             self,
             loop,
             batch_size=500,
             revoke_timeout=self.config.shutdown_timeout,
-            assignment=None if ranges is None else {tp: start for tp, (start, _) in ranges.items()},
+            assignment=source.assignment(),
             start_from=self.config.consume.from_,
         )
-        if ranges is not None and not ranges:
-            self._replayed.set()  # an empty range: nothing to read
         self._flow.source = self._bridge
         self._bridge.start()
         self._checkpoint.start(self._bridge.commit, self._inflight.accepting)
         waits = {asyncio.create_task(stop.wait()), asyncio.create_task(self._failed.wait())}
-        waits.add(asyncio.create_task(self._replayed.wait()))
+        waits.add(asyncio.create_task(source.ended.wait()))  # a source that ends ends the run
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -267,12 +235,13 @@ class Pipeline:
 
     def _accept(self, records: list[Message]) -> None:
         ordering = self.config.ordering
-        ranges = self._range
+        source = self._source
+        bounded = source.bounded
         for msg in records:
             error = msg.error()
             if error is not None:
                 code = error.code()
-                if code == KafkaError._PARTITION_EOF and ranges is not None:
+                if code == KafkaError._PARTITION_EOF and bounded:
                     self._reach((msg.topic() or "", msg.partition() or 0))
                 elif code == KafkaError._AUTO_OFFSET_RESET and self._bridge is not None:
                     tp = (msg.topic() or "", msg.partition() or 0)
@@ -284,12 +253,9 @@ class Pipeline:
             tp = (event.topic, event.partition)
             if tp not in self._inflight.accepting:
                 continue  # fetched just before a revoke: the partition's next owner gets it
-            if ranges is not None:
-                if tp in self._reached or event.offset >= ranges[tp][1]:
-                    self._reach(tp)
-                    continue
-                if event.offset == ranges[tp][1] - 1:
-                    self._reached.add(tp)  # the last record of the range: done once it is
+            if bounded and not source.admits(tp, event.offset):
+                self._reach(tp)
+                continue
             try:
                 self._tracker.track(tp, event.offset)
             except ValueError:
@@ -395,34 +361,19 @@ class Pipeline:
             "recent_dead_letters": list(stats.recent_dead_letters),
         }
 
-    # -- replay ---------------------------------------------------------------------------------------------
+    # -- a source that ends ----------------------------------------------------------------------------------
     def _reach(self, tp: TP) -> None:
-        """Replay: ``tp`` has nothing more to read in its range."""
-        self._reached.add(tp)
-        bridge = self._bridge
-        self._check_replayed()
-        if bridge is not None and self._range is not None and not self._replayed.is_set():
-            bridge.pause_partition(tp)
-
-    def _check_replayed(self) -> None:
-        ranges = self._range
-        if ranges is None or self._replayed.is_set() or len(self._reached) < len(ranges):
-            return
-        if all(self._tracker.outstanding(tp) == 0 for tp in ranges):
-            self._replayed.set()
+        """A bounded source: ``tp`` has nothing more to read in its range."""
+        source = self._source
+        source.reach(tp)
+        source.check(self._tracker)
+        if self._bridge is not None and not source.ended.is_set():
+            self._bridge.pause_partition(tp)
 
     def replay_progress(self) -> tuple[int, int]:
-        """Replay: (records done, records in the range); done counts every offset below each watermark."""
-        ranges = self._range or {}
-        total = sum(until - start for start, until in ranges.values())
-        done = 0
-        for tp, (start, until) in ranges.items():
-            mark = self._tracker.watermark(tp)
-            if tp in self._reached and self._tracker.outstanding(tp) == 0:
-                done += until - start
-            elif mark is not None:
-                done += min(mark, until) - start
-        return done, total
+        """A range source: (records done, records in the range)."""
+        source = self._source
+        return source.progress(self._tracker) if isinstance(source, RangeSource) else (0, 0)
 
     async def on_assigned(self, partitions: list[TP]) -> None:
         self._inflight.assign(partitions)
@@ -480,8 +431,8 @@ class Pipeline:
         self.stats.results[result] += 1
         self._checkpoint.release(work.tp, work.event.offset)
         self._buffer.finish(work)
-        if self._range is not None:
-            self._check_replayed()
+        if self._source.bounded:
+            self._source.check(self._tracker)
 
 
 async def _within(step: Coroutine[Any, Any, None], seconds: float, what: str) -> None:

@@ -200,6 +200,7 @@ async def through_pipeline(
     """Run ``ranges`` of ``topic`` through pipeline ``name``'s service, publishing as ``run`` does."""
     from streamcar.call import build_caller
     from streamcar.engine.pipeline import Pipeline
+    from streamcar.engine.source import RangeSource
     from streamcar.kafka.producer import AsyncProducer
 
     pipeline_config = config.pipelines[name]
@@ -212,7 +213,7 @@ async def through_pipeline(
         config.kafka,
         caller,
         producer,
-        replay={(topic, p): r for p, r in ranges.items()},
+        source=RangeSource({(topic, p): r for p, r in ranges.items()}),
     )
     started = time.monotonic()
     never = asyncio.Event()
