@@ -12,12 +12,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from streamcar.engine.pipeline import Pipeline
+from streamcar.engine.view import PipelineView
 from streamcar.engine.work import CALL_BUCKETS
 
 
 class PipelineCollector(Collector):
-    def __init__(self, pipelines: Callable[[], Mapping[str, Pipeline]]) -> None:
+    def __init__(self, pipelines: Callable[[], Mapping[str, PipelineView]]) -> None:
         self._pipelines = pipelines
 
     def collect(self) -> Iterable[Metric]:
@@ -67,7 +67,7 @@ class PipelineCollector(Collector):
         yield from (consumed, results, retries, published, dead, in_flight, lag, calls, circuit, opened)
 
 
-def registry_for(pipelines: Callable[[], Mapping[str, Pipeline]]) -> CollectorRegistry:
+def registry_for(pipelines: Callable[[], Mapping[str, PipelineView]]) -> CollectorRegistry:
     """A registry of its own per sidecar (not prometheus_client's global one), so several can live in a process."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PipelineCollector(pipelines))

@@ -31,7 +31,7 @@ from aiohttp import web
 from streamcar.admin.guard import IDLE_TIMEOUT, Gate, default_hosts, guarded, host_allowed
 from streamcar.admin.metrics import exposition, registry_for
 from streamcar.admin.page import content_security_policy, render_page
-from streamcar.engine.pipeline import Pipeline
+from streamcar.engine.view import PipelineView
 from streamcar.errors import StreamcarError
 from streamcar.redact import NOTHING, Redactor
 
@@ -48,7 +48,7 @@ class AdminServer:
         self,
         host: str,
         port: int,
-        pipelines: Callable[[], Mapping[str, Pipeline]],
+        pipelines: Callable[[], Mapping[str, PipelineView]],
         *,
         allowed_hosts: list[str] | None = None,
         token: str | None = None,

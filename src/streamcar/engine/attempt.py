@@ -69,7 +69,6 @@ class Attempts:
         self._fail = fail
         self._backoff = Backoff(config.retry.initial_backoff, config.retry.max_backoff)
         self._max_backoff = config.retry.max_backoff
-        self.verdicts = 0  # messages ever decided without a call: until there is one, no call looks for them
 
     async def process(self, works: list[Work], probe: bool = False) -> None:
         """Call the service for ``works`` (a batch, or a batch of one) and act on each reply; a ``probe`` is the
@@ -78,7 +77,7 @@ class Attempts:
         touched = list(works)  # grows by the held messages this task settles; all leave _running at the end
         try:
             calls = works
-            if self.verdicts and any(work.verdict is not None for work in works):
+            if self._inflight.verdicts and any(work.verdict is not None for work in works):
                 calls = [work for work in works if work.verdict is None]
                 self._inflight.calling -= len(works) - len(calls)
                 for work in works:

@@ -26,7 +26,18 @@ from streamcar.engine.work import Work
 
 
 class InFlight:
-    __slots__ = ("accepting", "calling", "changed", "forming", "generation", "held", "parked", "running", "waiting")
+    __slots__ = (
+        "accepting",
+        "calling",
+        "changed",
+        "forming",
+        "generation",
+        "held",
+        "parked",
+        "running",
+        "verdicts",
+        "waiting",
+    )
 
     def __init__(self) -> None:
         self.running: dict[Work, asyncio.Task[Any]] = {}
@@ -38,6 +49,7 @@ class InFlight:
         self.accepting: set[TP] = set()  # partitions assigned to us
         self.generation: dict[TP, int] = {}
         self.changed = asyncio.Event()  # set whenever a message leaves ``running``
+        self.verdicts = 0  # messages ever decided without a call: until there is one, no call looks for them
 
     # -- counts -----------------------------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -16,7 +16,8 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError as RdKafkaError
+from confluent_kafka import Message
 
 from streamcar.call import Caller
 from streamcar.config import KafkaConfig, PipelineConfig
@@ -27,17 +28,18 @@ from streamcar.engine.circuit import Circuit
 from streamcar.engine.dispatch import Dispatcher
 from streamcar.engine.flow import Flow
 from streamcar.engine.inflight import InFlight
+from streamcar.engine.intake import Intake
 from streamcar.engine.offsets import TopicPartition as TP
 from streamcar.engine.outcomes import Outcomes
-from streamcar.engine.scheduler import lane_for
 from streamcar.engine.source import GroupSource, RangeSource, Source
 from streamcar.engine.tracing import Tracing
-from streamcar.engine.work import PipelineStats, Work, event_from
+from streamcar.engine.view import lags, status_document
+from streamcar.engine.work import PipelineStats, Work
 from streamcar.errors import KafkaError as StreamcarKafkaError
-from streamcar.event import Reply
 from streamcar.kafka.consumer import ConsumerBridge
+from streamcar.kafka.errors import Trouble, consumer_trouble
 from streamcar.kafka.producer import AsyncProducer
-from streamcar.logs import Throttle, held_back
+from streamcar.logs import Throttle
 from streamcar.redact import NOTHING, Redactor
 
 log = logging.getLogger("streamcar.pipeline")
@@ -47,19 +49,6 @@ STOP_GRACE = 5.0
 and handing the producer's last records to the broker."""
 COMMIT_GRACE = 2.0
 PRODUCER_GRACE = 1.0
-
-# Kafka errors after which the consumer cannot go on; anything else librdkafka recovers from by itself.
-_FATAL_CODES = frozenset(
-    {
-        KafkaError._AUTHENTICATION,
-        KafkaError.SASL_AUTHENTICATION_FAILED,
-        KafkaError.GROUP_AUTHORIZATION_FAILED,
-        KafkaError.TOPIC_AUTHORIZATION_FAILED,
-        KafkaError._SSL,
-        KafkaError._INVALID_ARG,
-        KafkaError._FATAL,
-    }
-)
 
 
 class Pipeline:
@@ -135,6 +124,19 @@ class Pipeline:
             fail=self._fail,
         )
         self._dispatcher.process = self._attempts.process
+        self._intake = Intake(
+            name,
+            config,
+            source=self._source,
+            tracker=self._tracker,
+            inflight=self._inflight,
+            buffer=self._buffer,
+            stats=self.stats,
+            tracing=tracing,
+            reach=self._reach,
+            reset=self._reset,
+            trouble=self._kafka_trouble,
+        )
         self._bridge: ConsumerBridge | None = None
 
     # -- life cycle ---------------------------------------------------------------------------------------
@@ -226,89 +228,19 @@ class Pipeline:
     # -- ConsumerListener (called on the loop) ------------------------------------------------------------
     def on_records(self, records: list[Message]) -> None:
         try:
-            self._accept(records)
+            self._intake.accept(records)
+            self._flow.pace()
+            self._dispatcher.dispatch()
         except Exception as exc:  # an engine bug: fail loudly rather than skip records silently
             log.exception("%s: accepting records failed", self.name)
             self._fail(exc)
         finally:
             self._flow.accepted()
 
-    def _accept(self, records: list[Message]) -> None:
-        ordering = self.config.ordering
-        source = self._source
-        bounded = source.bounded
-        for msg in records:
-            error = msg.error()
-            if error is not None:
-                code = error.code()
-                if code == KafkaError._PARTITION_EOF and bounded:
-                    self._reach((msg.topic() or "", msg.partition() or 0))
-                elif code == KafkaError._AUTO_OFFSET_RESET and self._bridge is not None:
-                    tp = (msg.topic() or "", msg.partition() or 0)
-                    self._bridge.reset_offset(tp, read_before=tp in self._tracker.ever)
-                else:
-                    self.on_error(error)
-                continue
-            event, unusable = event_from(msg)
-            tp = (event.topic, event.partition)
-            if tp not in self._inflight.accepting:
-                continue  # fetched just before a revoke: the partition's next owner gets it
-            if bounded and not source.admits(tp, event.offset):
-                self._reach(tp)
-                continue
-            try:
-                self._tracker.track(tp, event.offset)
-            except ValueError:
-                self._restart_log(tp, event.offset)
-                self._tracker.track(tp, event.offset)
-            self.stats.consumed += 1
-            lane = lane_for(ordering, event.topic, event.partition, event.key)
-            work = Work(event, tp, lane, self._inflight.generation[tp])
-            if unusable is not None:
-                work.verdict = Reply.dead_letter(unusable, kind="rejected")
-                self._attempts.verdicts += 1
-            if self._tracing is not None:
-                self._tracing.consumed(work)
-            self._buffer.submit(work)
-        self._pace()
-        self._dispatch()
-
-    def _restart_log(self, tp: TP, offset: int) -> None:
-        """``tp``'s offsets went back to ``offset``: its log was replaced from there (the topic deleted and created
-        again, or the log truncated, e.g. after an unclean leader election). What we hold of the old log at or
-        after ``offset`` is forgotten, and the new log's records are processed like any: nothing is skipped, and
-        the watermark (hence the commit) moves back to the new log. Messages before ``offset`` carry on."""
-        last = self._tracker.last(tp)
-
-        def stale(work: Work) -> bool:
-            return work.tp == tp and work.event.offset >= offset
-
-        self._inflight.forget(stale)
-        self._buffer.drop_partition(tp, lambda w: w.event.offset < offset)
-        self._tracker.restart(tp, offset)
-        text = f"{tp[0]}[{tp[1]}] went back from offset {last} to {offset}: the log was replaced"
-        self.stats.note_condition("log-restarted", f"{text} (topic re-created or log truncated)")
-        held = self._throttle.allow(("log-restarted", tp))
-        if held is not None:
-            log.warning(
-                "%s: %s (topic re-created or log truncated); reading it as a new log from %d%s",
-                self.name,
-                text,
-                offset,
-                held_back(held, self._throttle.interval),
-                extra=self._fields("log-restarted", topic=tp[0], partition=tp[1], offset=offset),
-            )
-
     # -- what the admin endpoints show -----------------------------------------------------------------------
     def lag(self) -> dict[TP, int | None]:
-        """Per assigned partition: records from the next offset to commit to the high watermark (None: unknown,
-        i.e. nothing read since the partition was assigned, or no watermark seen yet)."""
         highs = self._bridge.high_watermarks if self._bridge is not None else {}
-        lags: dict[TP, int | None] = {}
-        for tp in sorted(self._inflight.accepting):
-            mark, high = self._tracker.watermark(tp), highs.get(tp)
-            lags[tp] = None if mark is None or high is None else max(high - mark, 0)
-        return lags
+        return lags(self._inflight.accepting, self._tracker, highs)
 
     @property
     def circuit_open(self) -> str | None:
@@ -326,40 +258,7 @@ class Pipeline:
         return self._bridge.kafka_error if self._bridge is not None else "the consumer has not started"
 
     def status(self) -> dict[str, object]:
-        """The pipeline at a glance, for /status (no secrets: the config's credentials never appear here)."""
-        stats = self.stats
-        lags = self.lag()
-        return {
-            "name": self.name,
-            "group": self.config.consume.group,
-            "topics": list(self.config.consume.topics),
-            "call": {
-                **self.config.call.model_dump(mode="json", include={"timeout", "batch"}),
-                "url": self.config.call.target_text,  # a password in the URL never shows
-            },
-            "kafka_error": self.kafka_error,
-            "service_failing": stats.service_failing,
-            "circuit": self._breaker.state.value,
-            "circuit_reason": self._breaker.reason or None,
-            "circuit_opened": self._breaker.opened,
-            "last_call_error": stats.last_call_error or None,
-            "partitions": [
-                {"topic": t, "partition": p, "next_offset": self._tracker.watermark((t, p)), "lag": lag}
-                for (t, p), lag in lags.items()
-            ],
-            "lag": sum(lag for lag in lags.values() if lag is not None),
-            "in_flight": self.in_flight,
-            "buffered": self.buffered,
-            "consumed": stats.consumed,
-            "results": dict(stats.results),
-            "published": stats.published,
-            "dead_lettered": stats.dead_lettered,
-            "retries": stats.retries,
-            "calls": stats.calls,
-            "last_errors": list(stats.last_errors),
-            "conditions": stats.recent(),
-            "recent_dead_letters": list(stats.recent_dead_letters),
-        }
+        return status_document(self, self.config, breaker=self._breaker, tracker=self._tracker, buffered=self.buffered)
 
     # -- a source that ends ----------------------------------------------------------------------------------
     def _reach(self, tp: TP) -> None:
@@ -405,14 +304,21 @@ class Pipeline:
         self._pace()
         return final
 
-    def on_error(self, error: KafkaError) -> None:
-        if error.fatal() or error.code() in _FATAL_CODES:
+    def on_error(self, error: RdKafkaError) -> None:
+        self._kafka_trouble(error, consumer_trouble(error))
+
+    def _kafka_trouble(self, error: RdKafkaError, trouble: Trouble) -> None:
+        if trouble is Trouble.FATAL:
             log.error("%s: Kafka error: %s", self.name, error.str(), extra=self._fields("kafka-error"))
             self._fail(StreamcarKafkaError(f"pipeline {self.name}: {error.str()}"))
-        elif error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+        elif trouble is Trouble.MISSING_TOPIC:
             log.warning("%s: %s (waiting for the topic to exist)", self.name, error.str())
         else:
             log.debug("%s: Kafka: %s", self.name, error.str())
+
+    def _reset(self, tp: TP, read_before: bool) -> None:
+        if self._bridge is not None:
+            self._bridge.reset_offset(tp, read_before=read_before)
 
     # -- flow control -------------------------------------------------------------------------------------
     def _pace(self) -> None:

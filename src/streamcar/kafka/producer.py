@@ -17,23 +17,11 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streamcar.event import Headers
+from streamcar.kafka.errors import produce_failure_is_permanent
 from streamcar.kafka.records import producible, safe_bytes
 
 log = logging.getLogger("streamcar.kafka.producer")
 Ack = asyncio.Future[Message]
-
-# Errors that no amount of retrying fixes; everything else librdkafka already retried up to message.timeout.ms.
-PERMANENT_PRODUCE_ERRORS = frozenset(
-    {
-        KafkaError.MSG_SIZE_TOO_LARGE,
-        KafkaError.INVALID_RECORD,
-        KafkaError.TOPIC_AUTHORIZATION_FAILED,
-        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
-        KafkaError.INVALID_REQUIRED_ACKS,
-        KafkaError.RECORD_LIST_TOO_LARGE,
-        KafkaError.POLICY_VIOLATION,
-    }
-)
 
 
 class ProduceError(Exception):
@@ -42,7 +30,7 @@ class ProduceError(Exception):
     def __init__(self, error: KafkaError) -> None:
         super().__init__(error.str())
         self.error = error
-        self.permanent = error.code() in PERMANENT_PRODUCE_ERRORS or error.fatal()
+        self.permanent = produce_failure_is_permanent(error)
         self.too_large = error.code() == KafkaError.MSG_SIZE_TOO_LARGE
         """The broker refused the *batch* the record was in as too large for the topic: every record of that
         batch gets this error, so only a record sent alone (``send(alone=True)``) is known to be too large."""

@@ -32,14 +32,11 @@ from rich.console import Console
 
 from streamcar.config import KafkaConfig, load_config
 from streamcar.errors import KafkaError, UsageError
+from streamcar.kafka.errors import worth_retrying
 from streamcar.kafka.security import AccessWatch, await_access, creation_failure
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 RETRIES = 5  # attempts of a Kafka call whose error is retriable, 0.2 s apart and doubling
-# librdkafka does not flag these retriable, though the group coordinator is found again within moments
-_COORDINATOR_MOVED = frozenset(
-    {RdKafkaError.NOT_COORDINATOR, RdKafkaError.COORDINATOR_LOAD_IN_PROGRESS, RdKafkaError.COORDINATOR_NOT_AVAILABLE}
-)
 T = TypeVar("T")
 TIMEOUT = 15.0  # seconds for a metadata or offsets request
 
@@ -230,7 +227,7 @@ def retrying(call: Callable[[], T], what: str) -> T:
             return call()
         except KafkaException as exc:
             error: RdKafkaError = exc.args[0]
-            if not (error.retriable() or error.code() in _COORDINATOR_MOVED) or attempt == RETRIES - 1:
+            if not worth_retrying(error) or attempt == RETRIES - 1:
                 raise KafkaError(f"{what}: {error.str()}") from None
             time.sleep(0.2 * 2**attempt)
     raise AssertionError("unreachable")

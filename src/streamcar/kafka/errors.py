@@ -1,0 +1,76 @@
+"""What a librdkafka error means for streamcar: the one place its codes are classified.
+
+* :func:`consumer_trouble` -- an error the consumer hands over (an event, or a record carrying an error);
+* :func:`produce_failure_is_permanent` -- a record the producer could not deliver;
+* :func:`worth_retrying` -- a request of the operator tools (offsets, group, metadata).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from confluent_kafka import KafkaError as RdKafkaError
+
+
+class Trouble(enum.Enum):
+    FATAL = "fatal"
+    """The consumer cannot go on (bad credentials, no rights, a misconfiguration): the pipeline stops."""
+    MISSING_TOPIC = "missing-topic"
+    """A subscribed topic does not exist (yet): the consumer waits for it."""
+    END_OF_PARTITION = "end-of-partition"
+    """Nothing more to read for now (only asked for by a source that ends)."""
+    NO_OFFSET = "no-offset"
+    """A partition without a usable committed offset: where it starts is streamcar's call (kafka.starts)."""
+    PASSING = "passing"
+    """librdkafka recovers from it by itself (a broker down, a timeout)."""
+
+
+# Kafka errors after which the consumer cannot go on; anything else librdkafka recovers from by itself.
+_FATAL = frozenset(
+    {
+        RdKafkaError._AUTHENTICATION,
+        RdKafkaError.SASL_AUTHENTICATION_FAILED,
+        RdKafkaError.GROUP_AUTHORIZATION_FAILED,
+        RdKafkaError.TOPIC_AUTHORIZATION_FAILED,
+        RdKafkaError._SSL,
+        RdKafkaError._INVALID_ARG,
+        RdKafkaError._FATAL,
+    }
+)
+# Errors that no amount of retrying fixes; everything else librdkafka already retried up to message.timeout.ms.
+_PERMANENT_PRODUCE = frozenset(
+    {
+        RdKafkaError.MSG_SIZE_TOO_LARGE,
+        RdKafkaError.INVALID_RECORD,
+        RdKafkaError.TOPIC_AUTHORIZATION_FAILED,
+        RdKafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        RdKafkaError.INVALID_REQUIRED_ACKS,
+        RdKafkaError.RECORD_LIST_TOO_LARGE,
+        RdKafkaError.POLICY_VIOLATION,
+    }
+)
+# librdkafka does not flag these retriable, though the group coordinator is found again within moments
+_COORDINATOR_MOVED = frozenset(
+    {RdKafkaError.NOT_COORDINATOR, RdKafkaError.COORDINATOR_LOAD_IN_PROGRESS, RdKafkaError.COORDINATOR_NOT_AVAILABLE}
+)
+
+
+def consumer_trouble(error: RdKafkaError) -> Trouble:
+    code = error.code()
+    if error.fatal() or code in _FATAL:
+        return Trouble.FATAL
+    if code == RdKafkaError.UNKNOWN_TOPIC_OR_PART:
+        return Trouble.MISSING_TOPIC
+    if code == RdKafkaError._PARTITION_EOF:
+        return Trouble.END_OF_PARTITION
+    if code == RdKafkaError._AUTO_OFFSET_RESET:
+        return Trouble.NO_OFFSET
+    return Trouble.PASSING
+
+
+def produce_failure_is_permanent(error: RdKafkaError) -> bool:
+    return error.code() in _PERMANENT_PRODUCE or error.fatal()
+
+
+def worth_retrying(error: RdKafkaError) -> bool:
+    return bool(error.retriable()) or error.code() in _COORDINATOR_MOVED
