@@ -27,8 +27,8 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from streamcar.config import Config
 from streamcar.devkafka.cluster import Layout
 from streamcar.devkafka.security import Security, make_ca
-from streamcar.engine.offsets import TopicPartition as TP
 from streamcar.kafka.consumer import ConsumerBridge
+from streamcar.kafka.records import TP
 from streamcar.kafka.security import SECURITY_FAILURES
 
 from service import TestService

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamcar.engine.offsets import OffsetTracker, PartitionOffsets, TopicPartition
+from streamcar.engine.offsets import TP, OffsetTracker, PartitionOffsets
 
-TP0: TopicPartition = ("orders", 0)
-TP1: TopicPartition = ("orders", 1)
+TP0: TP = ("orders", 0)
+TP1: TP = ("orders", 1)
 
 
 def tracked(*offsets: int) -> PartitionOffsets:
@@ -353,10 +353,10 @@ def test_watermark_matches_the_model(start: int, steps: list[int], data: st.Data
 @settings(max_examples=100, deadline=None)
 @given(data=st.data())
 def test_tracker_agrees_with_per_partition_models(data: st.DataObject) -> None:
-    tps: list[TopicPartition] = [("a", 0), ("a", 1), ("b", 0)]
+    tps: list[TP] = [("a", 0), ("a", 1), ("b", 0)]
     tracker = OffsetTracker()
-    models: dict[TopicPartition, Model] = {}
-    committed: dict[TopicPartition, int] = {}
+    models: dict[TP, Model] = {}
+    committed: dict[TP, int] = {}
     for _ in range(data.draw(st.integers(min_value=0, max_value=80))):
         tp = data.draw(st.sampled_from(tps))
         action = data.draw(st.sampled_from(["track", "track", "done", "commit", "remove", "restart"]))

@@ -21,12 +21,13 @@ from streamcar.engine.circuit import Circuit
 from streamcar.engine.dispatch import Dispatcher
 from streamcar.engine.flow import Flow
 from streamcar.engine.inflight import InFlight
-from streamcar.engine.outcomes import Ack, Outcomes
+from streamcar.engine.outcomes import Outcomes
 from streamcar.engine.retry import Backoff
 from streamcar.engine.scheduler import Lane
 from streamcar.engine.tracing import Tracing
 from streamcar.engine.work import PipelineStats, Work
 from streamcar.event import Reply, Result
+from streamcar.kafka.producer import Ack
 from streamcar.redact import Redactor
 
 log = logging.getLogger("streamcar.pipeline")

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from streamcar.engine.offsets import TopicPartition as TP
 from streamcar.engine.scheduler import LaneScheduler
 from streamcar.engine.work import Work, lane_of, partition_of
+from streamcar.kafka.records import TP
 
 MAX_MESSAGES = 2000
 """The least number of messages the buffer holds (it holds at least ``2 x max_in_flight``)."""

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from confluent_kafka import KafkaException
 
 from streamcar.engine.offsets import OffsetTracker
-from streamcar.engine.offsets import TopicPartition as TP
+from streamcar.kafka.records import TP
 
 log = logging.getLogger("streamcar.pipeline")
 

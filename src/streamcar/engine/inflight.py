@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from streamcar.engine.offsets import TopicPartition as TP
 from streamcar.engine.work import Work
+from streamcar.kafka.records import TP
 
 
 class InFlight:

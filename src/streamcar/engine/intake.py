@@ -27,13 +27,13 @@ from streamcar.config import PipelineConfig
 from streamcar.engine.buffer import Buffer
 from streamcar.engine.inflight import InFlight
 from streamcar.engine.offsets import OffsetTracker
-from streamcar.engine.offsets import TopicPartition as TP
 from streamcar.engine.scheduler import lane_for
 from streamcar.engine.source import Source
 from streamcar.engine.tracing import Tracing
 from streamcar.engine.work import PipelineStats, Work, event_from
 from streamcar.event import Reply
 from streamcar.kafka.errors import Trouble, consumer_trouble
+from streamcar.kafka.records import TP
 from streamcar.logs import Throttle, held_back
 
 log = logging.getLogger("streamcar.pipeline")

@@ -21,10 +21,9 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping
 
-__all__ = ["OffsetTracker", "PartitionOffsets", "TopicPartition"]
+from streamcar.kafka.records import TP
 
-TopicPartition = tuple[str, int]
-"""``(topic, partition)``."""
+__all__ = ["TP", "OffsetTracker", "PartitionOffsets"]
 
 
 class PartitionOffsets:
@@ -165,12 +164,12 @@ class OffsetTracker:
     __slots__ = ("_partitions", "_total", "ever")
 
     def __init__(self) -> None:
-        self._partitions: dict[TopicPartition, PartitionOffsets] = {}
+        self._partitions: dict[TP, PartitionOffsets] = {}
         self._total = 0
-        self.ever: set[TopicPartition] = set()
+        self.ever: set[TP] = set()
         """Every partition tracked at some point, removed ones included."""
 
-    def track(self, tp: TopicPartition, offset: int) -> None:
+    def track(self, tp: TP, offset: int) -> None:
         """Track ``offset`` of ``tp``; offsets of one partition must be increasing (gaps allowed)."""
         partition = self._partitions.get(tp)
         if partition is None:
@@ -179,7 +178,7 @@ class OffsetTracker:
         partition.track(offset)
         self._total += 1
 
-    def done(self, tp: TopicPartition, offset: int) -> bool:
+    def done(self, tp: TP, offset: int) -> bool:
         """Mark ``offset`` of ``tp`` done; False (and nothing happens) when ``tp`` is no longer tracked.
 
         Raises ``KeyError`` for an offset of a tracked partition that was never tracked (see
@@ -193,22 +192,22 @@ class OffsetTracker:
         self._total -= before - partition.outstanding
         return True
 
-    def restart(self, tp: TopicPartition, offset: int) -> None:
+    def restart(self, tp: TP, offset: int) -> None:
         """``tp``'s log was replaced from ``offset`` on (see :meth:`PartitionOffsets.restart`)."""
         partition = self._partitions.get(tp)
         if partition is not None:
             self._total -= partition.restart(offset)
 
-    def commit_points(self) -> dict[TopicPartition, int]:
+    def commit_points(self) -> dict[TP, int]:
         """The offset to commit for every partition whose watermark advanced since it was last committed."""
-        points: dict[TopicPartition, int] = {}
+        points: dict[TP, int] = {}
         for tp, partition in self._partitions.items():
             offset = partition.committable()
             if offset is not None:
                 points[tp] = offset
         return points
 
-    def mark_committed(self, points: Mapping[TopicPartition, int]) -> None:
+    def mark_committed(self, points: Mapping[TP, int]) -> None:
         """Record a successful commit; partitions removed meanwhile are skipped."""
         partitions = self._partitions
         for tp, offset in points.items():
@@ -216,17 +215,17 @@ class OffsetTracker:
             if partition is not None:
                 partition.mark_committed(offset)
 
-    def last(self, tp: TopicPartition) -> int | None:
+    def last(self, tp: TP) -> int | None:
         """The last offset of ``tp`` tracked, if any."""
         partition = self._partitions.get(tp)
         return None if partition is None or partition.last < 0 else partition.last
 
-    def watermark(self, tp: TopicPartition) -> int | None:
+    def watermark(self, tp: TP) -> int | None:
         """The contiguous watermark of ``tp`` (see :attr:`PartitionOffsets.watermark`)."""
         partition = self._partitions.get(tp)
         return None if partition is None else partition.watermark
 
-    def outstanding(self, tp: TopicPartition) -> int:
+    def outstanding(self, tp: TP) -> int:
         """How many tracked offsets of ``tp`` are not done yet."""
         partition = self._partitions.get(tp)
         return 0 if partition is None else partition.outstanding
@@ -236,13 +235,13 @@ class OffsetTracker:
         """Outstanding offsets over all tracked partitions."""
         return self._total
 
-    def remove(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int | None]:
+    def remove(self, tps: Iterable[TP]) -> dict[TP, int | None]:
         """Stop tracking ``tps`` (rebalance revoke) and return each removed partition's final watermark.
 
         Partitions that were not tracked are left out of the result. Their outstanding offsets are abandoned:
         whatever the watermark says was not done will be redelivered to the next owner.
         """
-        removed: dict[TopicPartition, int | None] = {}
+        removed: dict[TP, int | None] = {}
         for tp in tps:
             partition = self._partitions.pop(tp, None)
             if partition is not None:
@@ -250,7 +249,7 @@ class OffsetTracker:
                 removed[tp] = partition.watermark
         return removed
 
-    def partitions(self) -> list[TopicPartition]:
+    def partitions(self) -> list[TP]:
         """The tracked partitions, in the order they were first tracked."""
         return list(self._partitions)
 

@@ -7,23 +7,18 @@ without a dead-letter topic an undeliverable message is kept and retried slowly,
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
-
-from confluent_kafka import Message
 
 from streamcar.config import PipelineConfig
 from streamcar.engine.records import MAX_CUTS, OutRecord, cut_down, dead_letter_record, reply_record
 from streamcar.engine.tracing import Tracing
 from streamcar.engine.work import PipelineStats, Work
 from streamcar.event import Reply, Result
-from streamcar.kafka.producer import AsyncProducer, ProduceError
+from streamcar.kafka.producer import Ack, AsyncProducer, ProduceError
 from streamcar.logs import Throttle, held_back
 
 log = logging.getLogger("streamcar.pipeline")
-
-Ack = asyncio.Future[Message]
 
 
 class Outcomes:

@@ -29,7 +29,6 @@ from streamcar.engine.dispatch import Dispatcher
 from streamcar.engine.flow import Flow
 from streamcar.engine.inflight import InFlight
 from streamcar.engine.intake import Intake
-from streamcar.engine.offsets import TopicPartition as TP
 from streamcar.engine.outcomes import Outcomes
 from streamcar.engine.source import GroupSource, RangeSource, Source
 from streamcar.engine.tracing import Tracing
@@ -39,6 +38,7 @@ from streamcar.errors import KafkaError as StreamcarKafkaError
 from streamcar.kafka.consumer import ConsumerBridge
 from streamcar.kafka.errors import Trouble, consumer_trouble
 from streamcar.kafka.producer import AsyncProducer
+from streamcar.kafka.records import TP
 from streamcar.logs import Throttle
 from streamcar.redact import NOTHING, Redactor
 

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from streamcar.config import KafkaConfig, PipelineConfig
 from streamcar.engine.offsets import OffsetTracker
-from streamcar.engine.offsets import TopicPartition as TP
+from streamcar.kafka.records import TP
 from streamcar.kafka.settings import group_consumer, range_consumer
 
 

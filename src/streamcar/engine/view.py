@@ -13,8 +13,8 @@ from typing import Protocol
 from streamcar.config import PipelineConfig
 from streamcar.engine.breaker import CircuitBreaker
 from streamcar.engine.offsets import OffsetTracker
-from streamcar.engine.offsets import TopicPartition as TP
 from streamcar.engine.work import PipelineStats
+from streamcar.kafka.records import TP
 
 
 class PipelineView(Protocol):

@@ -11,10 +11,9 @@ from confluent_kafka import Message
 from opentelemetry.trace import Span
 
 from streamcar.engine.breaker import OUTAGE_KINDS
-from streamcar.engine.offsets import TopicPartition as TP
 from streamcar.engine.scheduler import Lane
 from streamcar.event import Event, Reply
-from streamcar.kafka.records import UNREADABLE_HEADERS, read_headers
+from streamcar.kafka.records import TP, UNREADABLE_HEADERS, read_headers
 
 CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 """Upper bounds (seconds) of the call-duration histogram; a last, unbounded bucket follows."""

@@ -23,9 +23,10 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaError as RdKafkaError
 
-from streamcar.engine.offsets import TopicPartition as TP
+from streamcar.kafka.records import TP
 from streamcar.kafka.security import explain, identity
 from streamcar.kafka.starts import Starts
 
@@ -45,7 +46,7 @@ class ConsumerListener(Protocol):
 
     async def on_lost(self, partitions: list[TP]) -> None: ...
 
-    def on_error(self, error: KafkaError) -> None: ...
+    def on_error(self, error: RdKafkaError) -> None: ...
 
 
 LOOK_EVERY = 2.0  # seconds between refreshes of the watermarks and probes of the cluster
@@ -143,7 +144,7 @@ class ConsumerBridge:
         """Commit synchronously on the consumer thread; raises KafkaException if the broker refuses."""
         if self._stopping.is_set() or not self._thread.is_alive():
             # nobody would run the command: the close already committed what the revoke drained
-            raise KafkaException(KafkaError(KafkaError._STATE, "the consumer is closing"))
+            raise KafkaException(RdKafkaError(RdKafkaError._STATE, "the consumer is closing"))
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         future: asyncio.Future[None] = self._loop.create_future()
 
@@ -276,7 +277,7 @@ class ConsumerBridge:
                     self._pending.release()
         except Exception as exc:  # surfaced to the loop; the pipeline decides what a failed consumer means
             log.exception("consumer thread failed")
-            self._loop.call_soon_threadsafe(self._listener.on_error, KafkaError(KafkaError._FATAL, str(exc)))
+            self._loop.call_soon_threadsafe(self._listener.on_error, RdKafkaError(RdKafkaError._FATAL, str(exc)))
         finally:
             self._run_commands()  # a final commit the loop asked for before stopping
             try:
@@ -312,7 +313,7 @@ class ConsumerBridge:
             self.kafka_error = None
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
-            self.kafka_error = error.str() if isinstance(error, KafkaError) else str(exc)
+            self.kafka_error = error.str() if isinstance(error, RdKafkaError) else str(exc)
 
     def _call_loop(self, coro: Awaitable[Any], timeout: float) -> Any:
         async def wrapper() -> Any:
@@ -358,7 +359,7 @@ class ConsumerBridge:
     def _fields(self, event: str, tps: list[TP]) -> dict[str, object]:
         return {"event": event, "group": self._group, "partitions": [f"{t}[{p}]" for t, p in sorted(tps)]}
 
-    def _error_cb(self, error: KafkaError) -> None:
+    def _error_cb(self, error: RdKafkaError) -> None:
         explained = explain(error, self._identity)
         if explained is not None:
             # librdkafka fails every reconnect the same way: the listener hears it once, in words naming the
@@ -366,7 +367,7 @@ class ConsumerBridge:
             if self._security_failed:
                 return
             self._security_failed = True
-            error = KafkaError(error.code(), explained)
+            error = RdKafkaError(error.code(), explained)
         self._loop.call_soon_threadsafe(self._listener.on_error, error)
 
 

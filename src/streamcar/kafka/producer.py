@@ -14,7 +14,8 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError as RdKafkaError
+from confluent_kafka import KafkaException, Message, Producer
 
 from streamcar.event import Headers
 from streamcar.kafka.errors import produce_failure_is_permanent
@@ -27,11 +28,11 @@ Ack = asyncio.Future[Message]
 class ProduceError(Exception):
     """A record was not acknowledged; ``permanent`` says whether producing it again can succeed."""
 
-    def __init__(self, error: KafkaError) -> None:
+    def __init__(self, error: RdKafkaError) -> None:
         super().__init__(error.str())
         self.error = error
         self.permanent = produce_failure_is_permanent(error)
-        self.too_large = error.code() == KafkaError.MSG_SIZE_TOO_LARGE
+        self.too_large = error.code() == RdKafkaError.MSG_SIZE_TOO_LARGE
         """The broker refused the *batch* the record was in as too large for the topic: every record of that
         batch gets this error, so only a record sent alone (``send(alone=True)``) is known to be too large."""
 
@@ -53,7 +54,7 @@ class AsyncProducer:
         self._loop = loop
         self._stopping = threading.Event()
         self._closed = False
-        self._settled: list[tuple[asyncio.Future[Message], KafkaError | None, Message]] = []
+        self._settled: list[tuple[asyncio.Future[Message], RdKafkaError | None, Message]] = []
         self._backlog: deque[tuple[asyncio.Future[Message], str, bytes | None, bytes | None, Headers]] = deque()
         self._feeder: asyncio.Task[None] | None = None
         self._thread = threading.Thread(target=self._serve, name="producer-poll", daemon=True)
@@ -72,7 +73,7 @@ class AsyncProducer:
         if settled:
             self._loop.call_soon_threadsafe(_settle_all, settled)
 
-    def _error_cb(self, error: KafkaError) -> None:
+    def _error_cb(self, error: RdKafkaError) -> None:
         if error.fatal():
             log.error("producer fatal error: %s", error.str())
         else:
@@ -114,7 +115,7 @@ class AsyncProducer:
     def _enqueue(
         self, future: asyncio.Future[Message], topic: str, value: bytes | None, key: bytes | None, headers: Headers
     ) -> None:
-        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+        def on_delivery(err: RdKafkaError | None, msg: Message) -> None:
             self._settled.append((future, err, msg))  # the list of the moment: _post_settled swaps it
 
         if value is not None and type(value) is not bytes:
@@ -128,7 +129,7 @@ class AsyncProducer:
         except KafkaException as exc:
             future.set_exception(ProduceError(exc.args[0]))
         except (TypeError, ValueError) as exc:  # not a record librdkafka can take, whatever we retry
-            future.set_exception(ProduceError(KafkaError(KafkaError.INVALID_RECORD, f"not producible: {exc}")))
+            future.set_exception(ProduceError(RdKafkaError(RdKafkaError.INVALID_RECORD, f"not producible: {exc}")))
 
     async def _feed_backlog(self) -> None:
         backlog = self._backlog
@@ -166,7 +167,7 @@ class AsyncProducer:
         self._producer.close()  # frees librdkafka now, not whenever the garbage collector gets to it
 
 
-def _settle_all(settled: list[tuple[asyncio.Future[Message], KafkaError | None, Message]]) -> None:
+def _settle_all(settled: list[tuple[asyncio.Future[Message], RdKafkaError | None, Message]]) -> None:
     for future, err, msg in settled:
         if future.done():
             continue

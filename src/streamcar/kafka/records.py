@@ -23,6 +23,9 @@ from collections.abc import Iterable
 from confluent_kafka import Message
 
 Headers = tuple[tuple[str, bytes | None], ...]
+TP = tuple[str, int]
+"""A partition, ``(topic, partition)``, as the engine keys its bookkeeping (confluent-kafka's own
+``TopicPartition`` objects stay inside the clients)."""
 RawHeaders = list[tuple[str, str | bytes | None]]
 """Headers as confluent-kafka's ``produce`` takes them."""
 

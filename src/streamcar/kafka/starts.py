@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from streamcar.engine.offsets import TopicPartition as TP
+from streamcar.kafka.records import TP
 
 TIMEOUT = 5.0
 

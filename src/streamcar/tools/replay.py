@@ -23,7 +23,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from confluent_kafka import TIMESTAMP_CREATE_TIME, Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import TIMESTAMP_CREATE_TIME, Consumer, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError as RdKafkaError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -81,7 +82,7 @@ def copy(
     to_topic: str,
     on_progress: Callable[[int], None] | None = None,
 ) -> CopyResult:
-    """Copy ``ranges`` of ``topic`` into ``to_topic``; raises KafkaError if any record was not acknowledged."""
+    """Copy ``ranges`` of ``topic`` into ``to_topic``; raises RdKafkaError if any record was not acknowledged."""
     active = {p: r for p, r in ranges.items() if r[0] < r[1]}
     result = CopyResult(copied=dict.fromkeys(ranges, 0))
     if not active:
@@ -95,7 +96,7 @@ def copy(
     )
     failures: list[str] = []
 
-    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+    def on_delivery(err: RdKafkaError | None, _msg: Message) -> None:
         if err is not None:
             failures.append(err.str())
 
@@ -116,7 +117,7 @@ def copy(
                 p: int = msg.partition()  # type: ignore[assignment]  # never None on a consumed record
                 error = msg.error()
                 if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
+                    if error.code() != RdKafkaError._PARTITION_EOF:
                         raise StreamcarKafkaError(f"reading {topic}[{p}]: {error.str()}")
                     _finish(consumer, topic, p, remaining)
                     continue
@@ -167,7 +168,7 @@ def _produce(
     partition: int,
     timestamp: int,
     headers: RawHeaders | None,
-    on_delivery: Callable[[KafkaError | None, Message], None],
+    on_delivery: Callable[[RdKafkaError | None, Message], None],
 ) -> None:
     while True:
         producer.poll(0.05)
