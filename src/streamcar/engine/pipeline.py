@@ -13,8 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Awaitable
 
 from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import Message
@@ -30,7 +29,7 @@ from streamcar.engine.flow import Flow
 from streamcar.engine.inflight import InFlight
 from streamcar.engine.intake import Intake
 from streamcar.engine.outcomes import Outcomes
-from streamcar.engine.source import GroupSource, RangeSource, Source
+from streamcar.engine.source import Consumer, ConsumerFactory, GroupSource, RangeSource, Source
 from streamcar.engine.tracing import Tracing
 from streamcar.engine.view import lags, status_document
 from streamcar.engine.work import PipelineStats, Work
@@ -39,7 +38,6 @@ from streamcar.kafka.consumer import ConsumerBridge
 from streamcar.kafka.errors import Trouble, consumer_trouble
 from streamcar.kafka.producer import AsyncProducer
 from streamcar.kafka.records import TP
-from streamcar.logs import Throttle
 from streamcar.redact import NOTHING, Redactor
 
 log = logging.getLogger("streamcar.pipeline")
@@ -63,6 +61,7 @@ class Pipeline:
         source: Source | None = None,
         tracing: Tracing | None = None,
         redactor: Redactor = NOTHING,
+        consumer_factory: ConsumerFactory = ConsumerBridge,
     ) -> None:
         self.name = name
         self.config = config
@@ -89,7 +88,6 @@ class Pipeline:
             stopping=lambda: self._draining,
         )
         self._breaker = self._circuit.breaker
-        self._throttle = Throttle()
         self._batch_size = config.call.batch.max_messages
         self._dispatcher = Dispatcher(
             self._inflight,
@@ -137,7 +135,8 @@ class Pipeline:
             reset=self._reset,
             trouble=self._kafka_trouble,
         )
-        self._bridge: ConsumerBridge | None = None
+        self._consumer_factory = consumer_factory
+        self._bridge: Consumer | None = None
 
     # -- life cycle ---------------------------------------------------------------------------------------
     @property
@@ -161,7 +160,7 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         await self._caller.start()
         source = self._source
-        self._bridge = ConsumerBridge(
+        self._bridge = self._consumer_factory(
             source.settings(self._kafka, f"{self._kafka.client_id}-{self.name}"),
             list(self.config.consume.topics),
             self,
@@ -341,7 +340,7 @@ class Pipeline:
             self._source.check(self._tracker)
 
 
-async def _within(step: Coroutine[Any, Any, None], seconds: float, what: str) -> None:
+async def _within(step: Awaitable[None], seconds: float, what: str) -> None:
     """Run one step of stopping for at most ``seconds``: past it, say so and go on with the next."""
     try:
         await asyncio.wait_for(step, max(seconds, 0.0))

@@ -17,13 +17,57 @@ group source costs nothing on the per-message path.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any, Protocol
 
 from streamcar.config import KafkaConfig, PipelineConfig
 from streamcar.engine.offsets import OffsetTracker
+from streamcar.kafka.consumer import ConsumerListener
 from streamcar.kafka.records import TP
 from streamcar.kafka.settings import group_consumer, range_consumer
+
+
+class Consumer(Protocol):
+    """What the pipeline needs of the consumer that feeds it: :class:`streamcar.kafka.consumer.ConsumerBridge`,
+    or an in-memory twin in the engine's unit tests. It calls its
+    :class:`~streamcar.kafka.consumer.ConsumerListener` (the pipeline) on the loop."""
+
+    high_watermarks: dict[TP, int]
+    kafka_error: str | None
+
+    def start(self) -> None: ...
+
+    def stop(self) -> Awaitable[None]: ...
+
+    def batch_done(self) -> None: ...
+
+    def pause_all(self) -> None: ...
+
+    def resume_all(self) -> None: ...
+
+    @property
+    def paused(self) -> bool: ...
+
+    def pause_partition(self, tp: TP) -> None: ...
+
+    def reset_offset(self, tp: TP, *, read_before: bool) -> None: ...
+
+    def commit(self, offsets: Mapping[TP, int]) -> Awaitable[None]: ...
+
+
+class ConsumerFactory(Protocol):
+    def __call__(
+        self,
+        config: Mapping[str, Any],
+        topics: list[str],
+        listener: ConsumerListener,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        batch_size: int,
+        revoke_timeout: float,
+        assignment: Mapping[TP, int] | None,
+        start_from: str,
+    ) -> Consumer: ...
 
 
 class Source(Protocol):
