@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
+from streamcar.failures import Kind
+
 Headers = tuple[tuple[str, bytes | None], ...]
 
 
@@ -100,12 +102,12 @@ class Reply:
         return cls(Result.DROP)
 
     @classmethod
-    def retry(cls, *, after: float | None = None, error: str | None = None, kind: str = "retry") -> Reply:
+    def retry(cls, *, after: float | None = None, error: str | None = None, kind: str = Kind.RETRY) -> Reply:
         """Try again later (after at least ``after`` seconds); dead-lettered once the attempts are spent."""
         return cls(Result.RETRY, retry_after=after, error=error or "the service asked for a retry", error_kind=kind)
 
     @classmethod
-    def dead_letter(cls, reason: str, *, kind: str = "rejected") -> Reply:
+    def dead_letter(cls, reason: str, *, kind: str = Kind.REJECTED) -> Reply:
         """Never going to work: send the record to the dead-letter topic now."""
         return cls(Result.DEAD_LETTER, error=reason, error_kind=kind)
 

@@ -6,7 +6,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamcar.config import CircuitBreakerConfig
-from streamcar.engine.breaker import OUTAGE_KINDS, CircuitBreaker, Closed, Opened, State
+from streamcar.engine.breaker import CircuitBreaker, Closed, Opened, State
+from streamcar.failures import Kind
+
+OUTAGE_KINDS = sorted(kind.value for kind in Kind if kind.outage)
 
 
 def breaker(**settings: object) -> CircuitBreaker:
@@ -127,7 +130,7 @@ def test_disabled_never_opens() -> None:
     assert b.allows()
 
 
-@given(st.lists(st.tuples(st.sampled_from([None, *sorted(OUTAGE_KINDS), "retry"]), st.booleans()), max_size=200))
+@given(st.lists(st.tuples(st.sampled_from([None, *OUTAGE_KINDS, "retry"]), st.booleans()), max_size=200))
 def test_only_a_probe_ever_closes_an_open_circuit(calls: list[tuple[str | None, bool]]) -> None:
     b = breaker(consecutive=3, min_calls=5)
     now = 0.0

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from streamcar.devkafka import LocalKafka, free_ports
-from streamcar.devkafka.cluster import _is_our_process, port_is_free
+from streamcar.devkafka.cluster import port_is_free
 from streamcar.devkafka.fetch import DEPENDENCY_PLUGIN, KAFKA_VERSION, cache_root, pom_text
+from streamcar.devkafka.processes import is_ours
 from streamcar.devkafka.security import Security, ensure_broker_pki
 from streamcar.errors import ToolingError
 
@@ -67,13 +68,13 @@ def test_a_pid_is_ours_only_while_it_carries_our_marker(tmp_path: Path) -> None:
         # Popen can return while the kernel is still inside the child's exec (its /proc cmdline still empty)
         cmdline = Path(f"/proc/{proc.pid}/cmdline")
         wait_for(lambda: bool(cmdline.read_bytes()), timeout=10, what="the child's exec", interval=0.01)
-        assert _is_our_process(proc.pid, marker)
-        assert not _is_our_process(proc.pid, "-Dstreamcar.node=/elsewhere")
-        assert not _is_our_process(os.getpid(), marker)
+        assert is_ours(proc.pid, marker)
+        assert not is_ours(proc.pid, "-Dstreamcar.node=/elsewhere")
+        assert not is_ours(os.getpid(), marker)
     finally:
         proc.kill()
         proc.wait(timeout=10)
-    assert not _is_our_process(proc.pid, marker)
+    assert not is_ours(proc.pid, marker)
 
 
 def test_status_of_an_empty_data_dir(tmp_path: Path) -> None:
@@ -84,7 +85,7 @@ def test_status_of_an_empty_data_dir(tmp_path: Path) -> None:
 
 
 def test_cluster_ids_never_start_with_a_dash() -> None:
-    from streamcar.devkafka.cluster import _cluster_id
+    from streamcar.devkafka.processes import cluster_id as _cluster_id
 
     ids = [_cluster_id() for _ in range(2000)]
     assert all(not i.startswith("-") for i in ids)

@@ -20,8 +20,8 @@ from streamcar.call.http1 import (
     Http1Pool,
     ProtocolError,
     Response,
-    _Connection,
 )
+from streamcar.call.http1_connection import _Connection
 from streamcar.devkafka import free_ports
 
 

@@ -14,6 +14,7 @@ from typing import Protocol
 from streamcar.config import CallConfig
 from streamcar.errors import ConfigError
 from streamcar.event import Event, Reply, Result
+from streamcar.failures import Kind
 
 
 class Caller(Protocol):
@@ -42,7 +43,7 @@ def override(value: str | None, *, error: str, header: str, retry_after: float |
     if result is Result.RETRY:
         return Reply.retry(after=retry_after, error=f"{error} ({header}: retry)", kind=kind)
     if result is Result.DEAD_LETTER:
-        return Reply.dead_letter(f"{error} ({header}: dead-letter)", kind="rejected")
+        return Reply.dead_letter(f"{error} ({header}: dead-letter)", kind=Kind.REJECTED)
     return None
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from streamcar.event import KEEP_KEY, Event, KeepKey, Reply, Result, text_bytes
+from streamcar.failures import Kind
 
 _Pairs = list[tuple[str, bytes | None]]
 
@@ -72,7 +73,7 @@ def decode_results(body: bytes, expected: int) -> list[Reply]:
         try:
             replies.append(_reply(result))
         except (KeyError, TypeError, ValueError) as exc:
-            replies.append(Reply.retry(error=f"results[{index}] is malformed: {exc}", kind="bad-reply"))
+            replies.append(Reply.retry(error=f"results[{index}] is malformed: {exc}", kind=Kind.BAD_REPLY))
     return replies
 
 
@@ -95,8 +96,8 @@ def _reply(result: object) -> Reply:
         after = result.get("retry_after")
         if after is not None and (not isinstance(after, int | float) or not math.isfinite(after) or after < 0):
             raise ValueError(f"retry_after must be a number of seconds, got {after!r}")
-        return Reply.retry(after=after, error=error or "the service asked for a retry", kind="retry")
-    return Reply.dead_letter(error or "the service dead-lettered it", kind="rejected")
+        return Reply.retry(after=after, error=error or "the service asked for a retry", kind=Kind.RETRY)
+    return Reply.dead_letter(error or "the service dead-lettered it", kind=Kind.REJECTED)
 
 
 # --- the service's side ------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from streamcar.call import override
 from streamcar.config import CallConfig, GrpcTarget, ServiceTlsConfig, format_duration, read_pem
 from streamcar.errors import ConfigError
 from streamcar.event import KEEP_KEY, Event, KeepKey, Reply
+from streamcar.failures import Kind
 
 Metadata = tuple[tuple[str, str | bytes], ...]
 
@@ -133,17 +134,17 @@ def reply_from_status(code: Any, details: str, metadata: Iterable[tuple[str, str
         error=error,
         header="streamcar-result",
         retry_after=retry_after,
-        kind="grpc-status",
+        kind=Kind.GRPC_STATUS,
     )
     if asked is not None:
         return asked
     if code == grpc.StatusCode.OK:
         return _success(received, response)
     if code == grpc.StatusCode.UNAVAILABLE and _NOT_REACHED.search(details):
-        return Reply.retry(after=retry_after, error=error, kind="connection")
+        return Reply.retry(after=retry_after, error=error, kind=Kind.CONNECTION)
     if code in RETRY_CODES:
-        return Reply.retry(after=retry_after, error=error, kind="grpc-status")
-    return Reply.dead_letter(error, kind="grpc-status")
+        return Reply.retry(after=retry_after, error=error, kind=Kind.GRPC_STATUS)
+    return Reply.dead_letter(error, kind=Kind.GRPC_STATUS)
 
 
 def _text(metadata: Metadata, name: str) -> str | None:
@@ -250,18 +251,18 @@ class GrpcCaller:
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             if code == grpc.StatusCode.DEADLINE_EXCEEDED and loop.time() - started >= self._timeout - _DEADLINE_SLACK:
-                return Reply.retry(error=f"no reply within {format_duration(self._timeout)}", kind="timeout")
+                return Reply.retry(error=f"no reply within {format_duration(self._timeout)}", kind=Kind.TIMEOUT)
             details = exc.details() or ""
             if code == grpc.StatusCode.RESOURCE_EXHAUSTED and _TOO_LARGE.search(details):
                 error = f"the response exceeds {self._max_response:,} bytes (call.max_response_bytes): {details}"
-                return Reply.retry(error=error, kind="bad-reply")  # grpc refused it on our side: no outage
+                return Reply.retry(error=error, kind=Kind.BAD_REPLY)  # grpc refused it on our side: no outage
             received = (*(exc.initial_metadata() or ()), *(exc.trailing_metadata() or ()))
             return reply_from_status(code, details, received, b"")
         except grpc.aio.BaseError as exc:  # refused by the client library before reaching the service
-            return Reply.retry(error=f"gRPC client error: {type(exc).__name__}: {exc}", kind="grpc-client")
+            return Reply.retry(error=f"gRPC client error: {type(exc).__name__}: {exc}", kind=Kind.GRPC_CLIENT)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if self._closed and task is not None and not task.cancelling():
                 # close() cancelled the call, not our caller: the record was not handled, so it must be tried again
-                return Reply.retry(error="the gRPC channel was closed during the call", kind="connection")
+                return Reply.retry(error="the gRPC channel was closed during the call", kind=Kind.CONNECTION)
             raise

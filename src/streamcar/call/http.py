@@ -27,6 +27,7 @@ from streamcar.call.http1 import BadReply, ConnectError, Disconnected, Http1Pool
 from streamcar.config import CallConfig, ServiceTlsConfig, format_duration
 from streamcar.errors import ConfigError
 from streamcar.event import KEEP_KEY, Event, KeepKey, Reply
+from streamcar.failures import Kind
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 HEADER_PREFIX = "Kafka-Header-"
@@ -129,15 +130,15 @@ def reply_from_response(status: int, headers: CIMultiDictProxy[str] | CIMultiDic
         error=error,
         header="Streamcar-Result",
         retry_after=retry_after,
-        kind="http-status",
+        kind=Kind.HTTP_STATUS,
     )
     if asked is not None:
         return asked
     if 200 <= status < 300:
         return _success(headers, body)
     if status in RETRY_STATUSES or (status >= 500 and status != 501):
-        return Reply.retry(after=retry_after, error=error, kind="http-status")
-    return Reply.dead_letter(error, kind="http-status")
+        return Reply.retry(after=retry_after, error=error, kind=Kind.HTTP_STATUS)
+    return Reply.dead_letter(error, kind=Kind.HTTP_STATUS)
 
 
 def replies_from_batch_response(
@@ -147,19 +148,19 @@ def replies_from_batch_response(
     after = parse_retry_after(headers.get("Retry-After"))
     what = f"HTTP {status} for a batch of {count}"
     asked = override(
-        headers.get("Streamcar-Result"), error=what, header="Streamcar-Result", retry_after=after, kind="http-status"
+        headers.get("Streamcar-Result"), error=what, header="Streamcar-Result", retry_after=after, kind=Kind.HTTP_STATUS
     )
     if asked is not None:
         return [asked] * count
     if not 200 <= status < 300:
         error = what + (f": {_snippet(body)}" if body else "")
-        return [Reply.retry(after=after, error=error, kind="http-status")] * count
+        return [Reply.retry(after=after, error=error, kind=Kind.HTTP_STATUS)] * count
     if not body:
         return [Reply.success(None)] * count
     try:
         return decode_results(body, count)
     except EnvelopeError as exc:
-        return [Reply.retry(error=f"{exc}: {_snippet(body)}", kind="bad-reply")] * count
+        return [Reply.retry(error=f"{exc}: {_snippet(body)}", kind=Kind.BAD_REPLY)] * count
 
 
 def _success(headers: CIMultiDictProxy[str] | CIMultiDict[str], body: bytes) -> Reply:
@@ -266,7 +267,7 @@ class HttpCaller:
         try:
             headers = request_headers(event, self._static)
         except UnsendableHeader as exc:
-            return Reply.dead_letter(str(exc), kind="rejected")
+            return Reply.dead_letter(str(exc), kind=Kind.REJECTED)
         try:
             response = await pool.post(headers, event.value or b"")
         except (TimeoutError, HttpError) as exc:
@@ -277,15 +278,15 @@ class HttpCaller:
         """The retry for a call that got no HTTP reply: timed out, TLS refused, connection failed or ended, or a
         response we cannot read."""
         if isinstance(exc, TimeoutError):
-            return Reply.retry(error=f"no reply within {format_duration(self._timeout)}", kind="timeout")
+            return Reply.retry(error=f"no reply within {format_duration(self._timeout)}", kind=Kind.TIMEOUT)
         if isinstance(exc, TlsError):
-            return Reply.retry(error=f"TLS error: {exc}", kind="tls")
+            return Reply.retry(error=f"TLS error: {exc}", kind=Kind.TLS)
         if isinstance(exc, BadReply):
-            return Reply.retry(error=str(exc), kind="bad-reply")
+            return Reply.retry(error=str(exc), kind=Kind.BAD_REPLY)
         if isinstance(exc, ConnectError):
-            return Reply.retry(error=f"connection error: {exc}", kind="connection")
+            return Reply.retry(error=f"connection error: {exc}", kind=Kind.CONNECTION)
         if isinstance(exc, Disconnected):
             # the service took the connection, then dropped it: maybe for this very request (one too large for
             # it, a handler that crashes on it), so it says nothing about the other messages
-            return Reply.retry(error=f"connection error: {exc}", kind="disconnected")
-        return Reply.retry(error=f"HTTP client error: {exc}", kind="http-client")
+            return Reply.retry(error=f"connection error: {exc}", kind=Kind.DISCONNECTED)
+        return Reply.retry(error=f"HTTP client error: {exc}", kind=Kind.HTTP_CLIENT)

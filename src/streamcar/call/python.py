@@ -22,6 +22,7 @@ from typing import Any
 from streamcar.config import CallConfig, PythonTarget, format_duration
 from streamcar.errors import ConfigError
 from streamcar.event import Event, KeepKey, Reply
+from streamcar.failures import Kind
 
 Handler = Callable[[Any], Any]  # Event -> result, or list[Event] -> results with batch delivery
 
@@ -56,7 +57,7 @@ def reply_from_result(value: object) -> Reply:
         return Reply.success(value.encode())
     if value is None:
         return Reply.success(None)
-    return Reply.dead_letter(f"handler returned {type(value).__name__}", kind="handler-result")
+    return Reply.dead_letter(f"handler returned {type(value).__name__}", kind=Kind.HANDLER_RESULT)
 
 
 def _checked(reply: Reply) -> Reply:
@@ -75,7 +76,7 @@ def _checked(reply: Reply) -> Reply:
         fixed_key = key if isinstance(key, KeepKey) else _data(key, "the key")
         return replace(reply, value=_data(value, "the value"), key=fixed_key, headers=fixed_headers)
     except (TypeError, ValueError) as exc:
-        return Reply.dead_letter(f"the handler's Reply cannot be published: {exc}", kind="handler-result")
+        return Reply.dead_letter(f"the handler's Reply cannot be published: {exc}", kind=Kind.HANDLER_RESULT)
 
 
 def _data(data: object, what: str) -> bytes | None:
@@ -100,8 +101,8 @@ def reply_from_exception(exc: Exception) -> Reply:
     if retriable is None:
         retriable = isinstance(exc, OSError)  # ConnectionError and TimeoutError included
     if retriable:
-        return Reply.retry(error=_describe(exc), kind="exception")
-    return Reply.dead_letter(_describe(exc), kind="exception")
+        return Reply.retry(error=_describe(exc), kind=Kind.EXCEPTION)
+    return Reply.dead_letter(_describe(exc), kind=Kind.EXCEPTION)
 
 
 def _describe(exc: BaseException) -> str:
@@ -143,10 +144,10 @@ class PythonCaller:
             return [outcome] * len(events)
         if isinstance(outcome, str | bytes | bytearray) or not isinstance(outcome, Sequence):
             error = f"a batch handler must return a sequence of results, got {type(outcome).__name__}"
-            return [Reply.dead_letter(error, kind="handler-result")] * len(events)
+            return [Reply.dead_letter(error, kind=Kind.HANDLER_RESULT)] * len(events)
         if len(outcome) != len(events):
             error = f"the batch handler returned {len(outcome)} results for {len(events)} events"
-            return [Reply.dead_letter(error, kind="handler-result")] * len(events)
+            return [Reply.dead_letter(error, kind=Kind.HANDLER_RESULT)] * len(events)
         return [reply_from_result(result) for result in outcome]
 
     async def _call_one(self, event: Event) -> Reply:
@@ -173,7 +174,7 @@ class PythonCaller:
         except TimeoutError as exc:
             if deadline.expired():
                 error = f"handler gave no reply within {format_duration(self._timeout)}"
-                raise _HandlerFailed(Reply.retry(error=error, kind="timeout")) from None
+                raise _HandlerFailed(Reply.retry(error=error, kind=Kind.TIMEOUT)) from None
             raise _HandlerFailed(reply_from_exception(exc)) from None
         except Exception as exc:
             raise _HandlerFailed(reply_from_exception(exc)) from None

@@ -7,212 +7,38 @@ pairs, so that e.g. a missing SASL username is reported at ``kafka.security.user
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from typing import Any, Literal, Self
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
-    PlainValidator,
-    SecretStr,
-    StringConstraints,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
 
+from streamcar.config._cluster import AdminConfig, KafkaConfig, SecurityConfig
 from streamcar.config._durations import Duration, format_duration
-from streamcar.config._sizes import ByteSize
-from streamcar.config._targets import CallTarget, GrpcTarget, HttpTarget, parse_target, split_host_port
-
-PROBLEMS_ERROR = "streamcar_problems"
-
-SubPath = tuple[str | int, ...]
-
-
-def _raise_problems(found: Iterable[tuple[SubPath, str]]) -> None:
-    problems = list(found)
-    if problems:
-        summary = "; ".join(f"{'.'.join(map(str, sub))}: {message}" for sub, message in problems)
-        raise PydanticCustomError(PROBLEMS_ERROR, "{summary}", {"summary": summary, "problems": problems})
-
-
-def _matching(pattern: str, what: str, rule: str) -> AfterValidator:
-    regex = re.compile(pattern)
-
-    def check(value: str) -> str:
-        if not regex.fullmatch(value) or value in (".", ".."):
-            raise ValueError(f"invalid {what} {value!r}: {rule}")
-        return value
-
-    return AfterValidator(check)
-
-
-_TOPIC, _PIPELINE = r"[a-zA-Z0-9._-]{1,249}", r"[A-Za-z0-9][A-Za-z0-9_.-]*"
-TopicName = Annotated[
-    str,
-    _matching(_TOPIC, "topic name", "use 1 to 249 of a-z A-Z 0-9 . _ -"),
-    WithJsonSchema({"type": "string", "pattern": f"^{_TOPIC}$"}),
-]
-PipelineName = Annotated[
-    str,
-    _matching(_PIPELINE, "pipeline name", "use letters, digits, _ . - and start with a letter or digit"),
-    WithJsonSchema({"type": "string", "pattern": f"^{_PIPELINE}$"}),
-]
-NonEmptyStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-# Headers that frame an HTTP/1.1 request or manage its connection: the sidecar's client sets them itself.
-_CONNECTION_HEADERS = frozenset(
-    {"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer", "expect"}
+from streamcar.config._fields import (
+    _CONNECTION_HEADERS,
+    _HEADER_NAME,
+    _SECRET_NAME,
+    PROBLEMS_ERROR,
+    REDACTED,
+    NonEmptyStr,
+    PipelineName,
+    SubPath,
+    TopicName,
+    _mask,
+    _Model,
+    _raise_problems,
+    _redact_url,
 )
-# Names whose values are credentials in librdkafka settings and HTTP headers; over-redacting is harmless.
-_SECRET_NAME = re.compile(r"pass|secret|token|auth|cookie|credential|key$|\.pem$|jaas|oauthbearer\.config", re.I)
-REDACTED = "***"
+from streamcar.config._sizes import ByteSize
+from streamcar.config._targets import CallTarget, GrpcTarget, HttpTarget, parse_target
 
-
-def _librdkafka_value(value: object) -> str | int | float | bool:
-    if isinstance(value, str | int | float | bool):
-        return value
-    raise ValueError("a librdkafka setting must be a string, number or boolean")
-
-
-LibrdkafkaValue = Annotated[
-    str | int | float | bool,
-    PlainValidator(_librdkafka_value),
-    WithJsonSchema({"type": ["string", "integer", "number", "boolean"]}),
-]
-
-
-_CREDENTIAL_QUERY = re.compile(r"(?i)(^|&)([^=&]*(?:pass|secret|token|auth|key|sig)[^=&]*=)[^&]*")
-
-
-def _redact_url(url: str) -> str:
-    """``url`` with the password of its userinfo and the values of credential-named query parameters masked."""
-    parts = urlsplit(url)
-    if parts.password is not None:
-        host = parts.netloc.rpartition("@")[2]
-        parts = parts._replace(netloc=f"{parts.username}:{REDACTED}@{host}")
-    if parts.query:
-        parts = parts._replace(query=_CREDENTIAL_QUERY.sub(rf"\1\2{REDACTED}", parts.query))
-    return urlunsplit(parts)
-
-
-def _mask(settings: dict[str, Any]) -> dict[str, Any]:
-    return {name: REDACTED if _SECRET_NAME.search(name) else value for name, value in settings.items()}
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, serialize_by_alias=True, use_attribute_docstrings=True)
-
-
-class SecurityConfig(_Model):
-    """How streamcar authenticates to and encrypts its connections to Kafka."""
-
-    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    username: str | None = None
-    password: SecretStr | None = None
-    """Never logged, never in /status."""
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Self:
-        sasl, tls = self.protocol.startswith("SASL_"), self.protocol.endswith("SSL")
-        found: list[tuple[SubPath, str]] = []
-        for name in ("sasl_mechanism", "username", "password"):
-            value = getattr(self, name)
-            text = value.get_secret_value() if isinstance(value, SecretStr) else value
-            if sasl and not (text or "").strip():
-                found.append(((name,), f"required when protocol is {self.protocol}"))
-            elif not sasl and value is not None:
-                found.append(((name,), f"only used with SASL_PLAINTEXT or SASL_SSL, not {self.protocol}"))
-        for name in ("ca_file", "cert_file", "key_file"):
-            if not tls and getattr(self, name) is not None:
-                found.append(((name,), f"only used with SSL or SASL_SSL, not {self.protocol}"))
-        if tls and (self.cert_file is None) != (self.key_file is None):
-            missing = "key_file" if self.key_file is None else "cert_file"
-            found.append(((missing,), "cert_file and key_file go together (a client certificate needs its key)"))
-        _raise_problems(found)
-        return self
-
-
-class KafkaConfig(_Model):
-    bootstrap_servers: str
-    """Comma-separated host:port list."""
-    client_id: NonEmptyStr = "streamcar"
-    security: SecurityConfig | None = None
-    librdkafka: dict[str, LibrdkafkaValue] = Field(default_factory=dict, repr=False)
-    """Raw librdkafka settings, applied last (they win)."""
-
-    @field_validator("bootstrap_servers")
-    @classmethod
-    def _servers(cls, value: str) -> str:
-        servers = [server.strip() for server in value.split(",")]
-        if not any(servers):
-            raise ValueError("at least one broker host:port is required")
-        bad = []
-        for server in servers:
-            try:
-                split_host_port(server)
-            except ValueError as exc:
-                bad.append(str(exc))
-        if bad:
-            raise ValueError("; ".join(bad))
-        return ",".join(servers)
-
-    def client_config(self) -> dict[str, str | int | float | bool]:
-        """librdkafka settings for a consumer, producer or admin client of this cluster."""
-        config: dict[str, str | int | float | bool] = {
-            "bootstrap.servers": self.bootstrap_servers,
-            "client.id": self.client_id,
-        }
-        if (security := self.security) is not None:
-            optional = {
-                "sasl.mechanism": security.sasl_mechanism,
-                "sasl.username": security.username,
-                "sasl.password": security.password.get_secret_value() if security.password else None,
-                "ssl.ca.location": security.ca_file,
-                "ssl.certificate.location": security.cert_file,
-                "ssl.key.location": security.key_file,
-            }
-            config["security.protocol"] = security.protocol
-            config.update({name: str(value) for name, value in optional.items() if value is not None})
-        config.update(self.librdkafka)
-        return config
-
-
-class AdminConfig(_Model):
-    listen: str = "127.0.0.1:8095"
-    """host:port of /healthz, /readyz, /metrics, /status and the status page; port 0 picks a free port."""
-    allowed_hosts: list[NonEmptyStr] | None = None
-    """Host header values (a name, or name:port) the admin server answers; others get 403, which stops DNS
-    rebinding. Default: IP addresses, localhost, this machine's names and $POD_NAME / $HOSTNAME."""
-    token: SecretStr | None = Field(default=None, repr=False)
-    """A bearer token for every endpoint but /healthz and /readyz (``Authorization: Bearer <token>``, or Basic
-    with the token as password, which a browser asks for); e.g. ``${ADMIN_TOKEN}``."""
-
-    @field_validator("listen")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        split_host_port(value.strip(), min_port=0)
-        return value.strip()
-
-    @property
-    def host(self) -> str:
-        return split_host_port(self.listen, min_port=0)[0]
-
-    @property
-    def port(self) -> int:
-        return split_host_port(self.listen, min_port=0)[1]
+__all__ = ["PROBLEMS_ERROR", "REDACTED", "AdminConfig", "KafkaConfig", "SecurityConfig", "SubPath"]
 
 
 class ConsumeConfig(_Model):

@@ -23,110 +23,27 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
-import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
-from streamcar.devkafka.fetch import KAFKA_VERSION, cache_root, ensure_jars, java_binary
+from streamcar.devkafka import processes
+from streamcar.devkafka.fetch import KAFKA_VERSION, ensure_jars, java_binary
+from streamcar.devkafka.layout import (
+    DEFAULT_PORT,
+    LOG4J2,
+    Layout,
+    Node,
+    NodeStatus,
+    default_data_dir,
+    free_ports,
+    port_is_free,
+)
 from streamcar.devkafka.security import MODES, Security, ensure_broker_pki
 from streamcar.errors import StreamcarError, ToolingError
 
-DEFAULT_PORT = 9092
-
-_LOG4J2 = """Configuration:
-  Appenders:
-    Console:
-      name: STDOUT
-      PatternLayout:
-        pattern: "[%d] %p %m (%c)%n"
-  Loggers:
-    Logger:
-      - name: kafka.log.LogCleaner
-        level: WARN
-      - name: state.change.logger
-        level: WARN
-      - name: org.apache.kafka.storage
-        level: WARN
-    Root:
-      level: INFO
-      AppenderRef:
-        - ref: STDOUT
-"""
-
-# Popen handles of the JVMs this process launched, so a killed child is reaped instead of left a zombie
-# that would still look alive to os.kill(pid, 0).
-_children: dict[int, subprocess.Popen[bytes]] = {}
-
-
-def default_data_dir() -> Path:
-    return cache_root() / "kafka" / "local"
-
-
-@dataclass(frozen=True)
-class Node:
-    node_id: int
-    port: int
-    controller_port: int
-    secure_port: int | None = None
-    """The SASL_SSL client listener's port (a cluster started with security)."""
-
-
-@dataclass
-class Layout:
-    cluster_id: str
-    nodes: list[Node]
-    kafka_version: str = KAFKA_VERSION
-    extra_properties: dict[str, str] = field(default_factory=dict)
-    security: Security | None = None
-
-    @property
-    def bootstrap(self) -> str:
-        """The PLAINTEXT client listeners (always there)."""
-        return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
-
-    @property
-    def secure_bootstrap(self) -> str | None:
-        """The SASL_SSL client listeners, or None for a cluster started without security."""
-        if self.security is None:
-            return None
-        return ",".join(f"127.0.0.1:{n.secure_port}" for n in self.nodes)
-
-    @property
-    def mode(self) -> str:
-        return "plaintext" if self.security is None else "sasl-ssl"
-
-
-@dataclass(frozen=True)
-class NodeStatus:
-    node_id: int
-    port: int
-    pid: int | None
-    running: bool
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel says are free right now (all bound at once, so they are distinct)."""
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
+__all__ = ["DEFAULT_PORT", "Layout", "LocalKafka", "Node", "NodeStatus", "free_ports", "port_is_free"]
 
 
 class LocalKafka:
@@ -178,7 +95,7 @@ class LocalKafka:
             client = [base + i for i in range(nodes * listeners)]
             controller = [p for p in free_ports(nodes * 4) if p not in client][:nodes]
         return Layout(
-            cluster_id=_cluster_id(),
+            cluster_id=processes.cluster_id(),
             nodes=[Node(i + 1, client[i], controller[i], client[nodes + i] if secure else None) for i in range(nodes)],
             security=Security.new(self._tls_dir) if secure else None,
         )
@@ -211,7 +128,7 @@ class LocalKafka:
             pid = int((self.node_dir(node_id) / "pid").read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        return pid if _is_our_process(pid, self._marker(node_id)) else None
+        return pid if processes.is_ours(pid, self._marker(node_id)) else None
 
     def status(self) -> list[NodeStatus]:
         layout = self.layout()
@@ -276,7 +193,7 @@ class LocalKafka:
         libs = ensure_jars()
         java = java_binary()
         self._save_layout(layout)
-        (self.data_dir / "log4j2.yaml").write_text(_LOG4J2)
+        (self.data_dir / "log4j2.yaml").write_text(LOG4J2)
         if layout.security is not None:
             ensure_broker_pki(self._tls_dir)  # made at the first start, remade when near expiry
         for node in to_start:
@@ -381,9 +298,9 @@ class LocalKafka:
                 stderr=subprocess.STDOUT,
                 cwd=node_dir,
                 start_new_session=True,  # survives the CLI that started it, and its Ctrl-C
-                preexec_fn=_die_with_parent if die_with_parent else None,
+                preexec_fn=processes.die_with_parent if die_with_parent else None,
             )
-        _children[proc.pid] = proc
+        processes.children[proc.pid] = proc
         (node_dir / "pid").write_text(f"{proc.pid}\n")
 
     def wait_ready(self, layout: Layout | None = None, *, timeout: float = 120.0) -> None:
@@ -455,10 +372,10 @@ class LocalKafka:
         pid = self.pid(node_id)
         if pid is None:
             return
-        _signal(pid, sig)
-        if not _wait_gone({node_id: pid}, self, timeout):
-            _signal(pid, signal.SIGKILL)
-            _wait_gone({node_id: pid}, self, 10)
+        processes.send(pid, sig)
+        if not processes.wait_gone({node_id: pid}, self.pid, timeout):
+            processes.send(pid, signal.SIGKILL)
+            processes.wait_gone({node_id: pid}, self.pid, 10)
 
     def stop(self, *, timeout: float = 30.0) -> list[int]:
         """SIGTERM every running node, SIGKILL those still alive after ``timeout``; returns the node ids ended."""
@@ -467,61 +384,13 @@ class LocalKafka:
             return []
         running = {n.node_id: pid for n in layout.nodes if (pid := self.pid(n.node_id)) is not None}
         for pid in running.values():
-            _signal(pid, signal.SIGTERM)
-        if not _wait_gone(running, self, timeout):
+            processes.send(pid, signal.SIGTERM)
+        if not processes.wait_gone(running, self.pid, timeout):
             for node_id, pid in running.items():
                 if self.pid(node_id) == pid:
-                    _signal(pid, signal.SIGKILL)
-            _wait_gone(running, self, 10)
+                    processes.send(pid, signal.SIGKILL)
+            processes.wait_gone(running, self.pid, 10)
         for node in layout.nodes:
             with contextlib.suppress(FileNotFoundError):
                 (self.node_dir(node.node_id) / "pid").unlink()
         return sorted(running)
-
-
-def _cluster_id() -> str:
-    # StorageTool random-uuid prints a base64url of 16 random bytes; so do we, without a JVM round trip. Like
-    # Kafka's Uuid.randomUuid, never one starting with "-": the format command would read it as an option.
-    import base64
-
-    while True:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        if not cluster_id.startswith("-"):
-            return cluster_id
-
-
-def _die_with_parent() -> None:
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
-def _signal(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
-
-
-def _is_our_process(pid: int, marker: str) -> bool:
-    child = _children.get(pid)
-    if child is not None and child.poll() is not None:
-        del _children[pid]
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return False
-    # the state letter follows the parenthesised command name; a zombie is not running
-    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
-        return False
-    return marker.encode() in cmdline
-
-
-def _wait_gone(pids: dict[int, int], cluster: LocalKafka, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if all(cluster.pid(node_id) != pid for node_id, pid in pids.items()):
-            return True
-        time.sleep(0.1)
-    return all(cluster.pid(node_id) != pid for node_id, pid in pids.items())

@@ -16,7 +16,6 @@ from dataclasses import replace
 
 from streamcar.call import Caller
 from streamcar.config import PipelineConfig
-from streamcar.engine.breaker import OUTAGE_KINDS, UNANSWERED_KINDS
 from streamcar.engine.circuit import Circuit
 from streamcar.engine.dispatch import Dispatcher
 from streamcar.engine.flow import Flow
@@ -27,6 +26,7 @@ from streamcar.engine.scheduler import Lane
 from streamcar.engine.tracing import Tracing
 from streamcar.engine.work import PipelineStats, Work
 from streamcar.event import Reply, Result
+from streamcar.failures import Kind
 from streamcar.kafka.producer import Ack
 from streamcar.redact import Redactor
 
@@ -96,7 +96,7 @@ class Attempts:
                         raise RuntimeError(f"{len(replies)} replies for {len(calls)} events")
                 except Exception as exc:  # a caller bug must not lose messages: retry them like a failed call
                     log.exception("%s: caller failed", self._name)
-                    replies = [Reply.retry(error=f"{type(exc).__name__}: {exc}", kind="internal")] * len(calls)
+                    replies = [Reply.retry(error=f"{type(exc).__name__}: {exc}", kind=Kind.INTERNAL)] * len(calls)
                 finally:
                     self._inflight.calling -= len(calls)
                 if any(reply.error is not None for reply in replies):
@@ -134,7 +134,8 @@ class Attempts:
         if failure is not None:
             self._stats.last_call_error = failed[0].error or failure
         self._circuit.record(failure, probe=probe)
-        if failure in OUTAGE_KINDS and not self._circuit.allows() and (not probe or failure in UNANSWERED_KINDS):
+        kind = Kind.of(failure)
+        if kind is not None and kind.outage and not self._circuit.allows() and (not probe or kind.unanswered):
             # The service is down: this attempt does not count against the message. A failed probe does count
             # when the service answered it: the probe's message itself may be what fails (a poison message
             # that is the only traffic must still reach the dead-letter topic).

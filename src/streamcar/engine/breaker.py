@@ -25,31 +25,9 @@ from collections import deque
 from dataclasses import dataclass
 
 from streamcar.config import CircuitBreakerConfig
+from streamcar.failures import Kind
 
-# Reply kinds that mean the service could not be reached or could not serve (see streamcar.call); "retry" (an
-# explicit Streamcar-Result), "bad-reply" and "internal" are the service or the sidecar speaking, not an outage.
-OUTAGE_KINDS = frozenset(
-    {
-        "connection",
-        "disconnected",
-        "timeout",
-        "tls",
-        "http-status",
-        "http-client",
-        "grpc-status",
-        "grpc-client",
-        "exception",
-    }
-)
 _SLICES = 10  # the failure-ratio window is counted in this many slices, so it slides in steps of a tenth
-# Not reaching the service at all says nothing about the message: no need to wait for more evidence.
-UNREACHED_KINDS = frozenset({"connection", "tls"})
-# A connection the service accepted and then dropped without answering: one message can cause that (a request too
-# large for the service, a handler that crashes on it), so it opens the circuit at once only when nothing else got
-# through either (e.g. a client certificate the service refuses).
-DROPPED_KINDS = frozenset({"disconnected"})
-UNANSWERED_KINDS = UNREACHED_KINDS | DROPPED_KINDS
-"""Failures in which the service did not answer at all: a probe failing so does not count against its message."""
 
 
 class State(enum.Enum):
@@ -117,8 +95,10 @@ class CircuitBreaker:
         self.probing = calls
 
     def record(self, now: float, failure: str | None, *, probe: bool = False) -> Transition:
-        """A call ended: ``failure`` is its reply kind when no message of it got through, None otherwise."""
-        outage = failure is not None and failure in OUTAGE_KINDS
+        """A call ended: ``failure`` is its reply kind when no message of it got through, None otherwise (what the
+        kind means: :class:`streamcar.failures.Kind`)."""
+        kind = Kind.of(failure)
+        outage = kind is not None and kind.outage
         if not self.enabled:
             return None
         if self.state is State.HALF_OPEN:
@@ -138,9 +118,10 @@ class CircuitBreaker:
         if not outage:
             return None
         assert failure is not None
-        if failure in UNREACHED_KINDS:
+        assert kind is not None
+        if kind.unreached:  # not reaching the service says nothing about the message: no need to wait for more
             return self._open(now, f"the service could not be reached ({failure})")
-        if failure in DROPPED_KINDS and self._failed_in_window == self._calls_in_window:
+        if kind.dropped and self._failed_in_window == self._calls_in_window:
             return self._open(now, f"the service drops every connection without answering ({failure})")
         if self._in_a_row >= self.config.consecutive:
             return self._open(now, f"{self._in_a_row} calls in a row could not get through ({failure})")

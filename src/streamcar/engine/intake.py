@@ -32,6 +32,7 @@ from streamcar.engine.source import Source
 from streamcar.engine.tracing import Tracing
 from streamcar.engine.work import PipelineStats, Work, event_from
 from streamcar.event import Reply
+from streamcar.failures import Kind
 from streamcar.kafka.errors import Trouble, consumer_trouble
 from streamcar.kafka.records import TP
 from streamcar.logs import Throttle, held_back
@@ -95,7 +96,7 @@ class Intake:
             self._stats.consumed += 1
             work = Work(event, tp, lane_for(ordering, event.topic, event.partition, event.key), generation[tp])
             if unusable is not None:
-                work.verdict = Reply.dead_letter(unusable, kind="rejected")
+                work.verdict = Reply.dead_letter(unusable, kind=Kind.REJECTED)
                 self._inflight.verdicts += 1
             if self._tracing is not None:
                 self._tracing.consumed(work)

@@ -15,6 +15,7 @@ from streamcar.engine.records import MAX_CUTS, OutRecord, cut_down, dead_letter_
 from streamcar.engine.tracing import Tracing
 from streamcar.engine.work import PipelineStats, Work
 from streamcar.event import Reply, Result
+from streamcar.failures import Kind
 from streamcar.kafka.producer import Ack, AsyncProducer, ProduceError
 from streamcar.logs import Throttle, held_back
 
@@ -60,9 +61,9 @@ class Outcomes:
                 retry.append(work)
                 return None
             error = f"gave up after {work.attempts} attempts; last error ({work.last_kind}): {work.last_error}"
-            reply = work.reply = Reply.dead_letter(error, kind="exhausted")
+            reply = work.reply = Reply.dead_letter(error, kind=Kind.EXHAUSTED)
         error = reply.error or "the service rejected the message"
-        kind = reply.error_kind or "rejected"
+        kind = reply.error_kind or Kind.REJECTED
         dlq = self._config.dead_letter
         if dlq is None:
             # No dead-letter topic: never drop. The message blocks its key and keeps being retried slowly.
@@ -109,12 +110,12 @@ class Outcomes:
             work.alone = True
             return
         if result == "success":
-            work.reply = Reply.dead_letter(f"publishing the reply failed: {error}", kind="publish")
+            work.reply = Reply.dead_letter(f"publishing the reply failed: {error}", kind=Kind.PUBLISH)
         elif isinstance(error, ProduceError) and error.too_large and work.cuts < MAX_CUTS:
             work.cuts += 1  # too large alone: the same dead letter again, cut down to fit (never retried forever)
         else:
             # the dead-letter topic refuses it for good: keep the message, retry it slowly
-            work.reply = Reply.retry(error=f"the dead-letter topic refused it: {error}", kind="dead-letter")
+            work.reply = Reply.retry(error=f"the dead-letter topic refused it: {error}", kind=Kind.DEAD_LETTER)
             work.attempts = min(work.attempts, self._config.retry.attempts - 1)
 
     def _fields(self, event: str, work: Work, kind: str | None) -> dict[str, object]:
@@ -137,7 +138,7 @@ class Outcomes:
         elif result == "dead-letter":
             reply = work.reply
             kind, error = (reply.error_kind, reply.error) if reply is not None else ("", "")
-            self._stats.note_dead_letter(work.event, kind or "rejected", error or "")
+            self._stats.note_dead_letter(work.event, kind or Kind.REJECTED, error or "")
             self._stats.note_error(f"{work.event.idempotency_key}: {kind}: {error}")
             log.warning(
                 "%s: dead-lettered %s (%s): %s",

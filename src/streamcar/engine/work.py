@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from confluent_kafka import Message
 from opentelemetry.trace import Span
 
-from streamcar.engine.breaker import OUTAGE_KINDS
 from streamcar.engine.scheduler import Lane
 from streamcar.event import Event, Reply
+from streamcar.failures import outage
 from streamcar.kafka.records import TP, UNREADABLE_HEADERS, read_headers
 
 CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -78,7 +78,7 @@ class PipelineStats:
         self.calls += 1
         self.call_seconds += seconds
         self.call_buckets[bisect_left(CALL_BUCKETS, seconds)] += 1
-        if failure is not None and failure in OUTAGE_KINDS:
+        if outage(failure):
             self.failed_calls_in_a_row += 1
         else:
             self.failed_calls_in_a_row = 0

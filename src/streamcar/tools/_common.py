@@ -19,13 +19,13 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka.admin import AdminClient
 from rich.console import Console
@@ -231,3 +231,57 @@ def retrying(call: Callable[[], T], what: str) -> T:
                 raise KafkaError(f"{what}: {error.str()}") from None
             time.sleep(0.2 * 2**attempt)
     raise AssertionError("unreachable")
+
+
+READ_BATCH = 500  # records per consume() while reading a range
+
+
+def range_batches(
+    consumer: Consumer, topic: str, ends: Mapping[int, int], *, size: int = READ_BATCH
+) -> Generator[list[Message], None, None]:
+    """The assigned records of ``topic`` before ``ends`` (partition -> end offset), batch by batch, in order per
+    partition. A partition is done (and paused) at its end, or at its EOF: a range can end in a transaction
+    marker that no record reaches. KafkaError on any other consumer error."""
+    remaining = set(ends)
+
+    def finish(partition: int) -> None:
+        if partition in remaining:
+            remaining.discard(partition)
+            consumer.pause([TopicPartition(topic, partition)])
+
+    while remaining:
+        batch: list[Message] = []
+        for msg in consumer.consume(num_messages=size, timeout=0.2):
+            p: int = msg.partition()  # type: ignore[assignment]  # never None on a consumed record
+            error = msg.error()
+            if error is not None:
+                if error.code() != RdKafkaError._PARTITION_EOF:
+                    raise KafkaError(f"reading {topic}[{p}]: {error.str()}")
+                finish(p)
+                continue
+            offset: int = msg.offset()  # type: ignore[assignment]
+            if p not in remaining or offset >= ends[p]:
+                finish(p)
+                continue
+            batch.append(msg)
+            if offset >= ends[p] - 1:
+                finish(p)
+        if batch:
+            yield batch
+
+
+def read_range(consumer: Consumer, topic: str, ends: Mapping[int, int]) -> Generator[Message, None, None]:
+    """The records of :func:`range_batches`, one by one."""
+    for batch in range_batches(consumer, topic, ends):
+        yield from batch
+
+
+def produce_blocking(producer: Producer, topic: str, *args: Any, **kwargs: Any) -> None:
+    """``producer.produce(topic, ...)``, waiting while librdkafka's queue is full: that wait is what bounds the
+    memory of a tool that copies a whole range."""
+    while True:
+        try:
+            producer.produce(topic, *args, **kwargs)
+            return
+        except BufferError:
+            producer.poll(0.05)

@@ -16,25 +16,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Consumer, Message, TopicPartition
-from confluent_kafka import KafkaError as RdKafkaError
+from confluent_kafka import Message, TopicPartition
 from rich.table import Table
 
 from streamcar.call.envelope import encoder, header_object
 from streamcar.config import KafkaConfig
 from streamcar.engine.records import REDRIVE_COUNT
-from streamcar.errors import KafkaError, UsageError
+from streamcar.errors import UsageError
 from streamcar.kafka.records import UNREADABLE_HEADERS, read_headers
 from streamcar.tools._common import (
     kafka_settings,
     parse_position,
     partitions_of,
     plain_console,
+    read_range,
     reader,
     watermarks,
 )
 
-READ_BATCH = 500  # records per consume() while reading
 SAMPLE = 5  # dead letters (and skipped records) a summary names
 TABLE_ROWS = 1000  # rows per table printed by show
 _DROPPED_PREFIXES = ("streamcar-error", "streamcar-source-")
@@ -139,33 +138,6 @@ def dead_letters(
                     return
     finally:
         consumer.close()
-
-
-def read_range(consumer: Consumer, topic: str, ends: dict[int, int]) -> Generator[Message, None, None]:
-    """The assigned records before ``ends``, in order per partition; a partition is done at its end or EOF."""
-    remaining = set(ends)
-
-    def finish(partition: int) -> None:
-        if partition in remaining:
-            remaining.discard(partition)
-            consumer.pause([TopicPartition(topic, partition)])
-
-    while remaining:
-        for msg in consumer.consume(num_messages=READ_BATCH, timeout=0.2):
-            p: int = msg.partition()  # type: ignore[assignment]  # never None on a consumed record
-            error = msg.error()
-            if error is not None:
-                if error.code() != RdKafkaError._PARTITION_EOF:
-                    raise KafkaError(f"reading {topic}[{p}]: {error.str()}")
-                finish(p)
-                continue
-            offset: int = msg.offset()  # type: ignore[assignment]
-            if p not in remaining or offset >= ends[p]:
-                finish(p)
-                continue
-            yield msg
-            if offset >= ends[p] - 1:
-                finish(p)
 
 
 # --- the command ---------------------------------------------------------------------------------------------------

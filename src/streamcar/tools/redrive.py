@@ -40,11 +40,13 @@ from streamcar.tools._common import (
     kafka_settings,
     partitions_of,
     plain_console,
+    produce_blocking,
+    read_range,
     reader,
     retrying,
     watermarks,
 )
-from streamcar.tools.dlq import SAMPLE, DeadLetter, key_text, parse, read_range
+from streamcar.tools.dlq import SAMPLE, DeadLetter, key_text, parse
 
 BATCH = 500  # dead letters per transaction: what an interrupted run leaves uncommitted, to be redone
 
@@ -190,12 +192,7 @@ def _transaction(
     retrying(producer.begin_transaction, what)
     try:
         for letter, target, partition in targets:
-            while True:
-                try:
-                    producer.produce(target, letter.value, letter.key, partition, headers=letter.redrive_headers())
-                    break
-                except BufferError:  # librdkafka's queue is full: let deliveries drain it
-                    producer.poll(0.05)
+            produce_blocking(producer, target, letter.value, letter.key, partition, headers=letter.redrive_headers())
         offsets = [TopicPartition(topic, p, o) for p, o in sorted(positions.items())]
         metadata = consumer.consumer_group_metadata()
         retrying(lambda: producer.send_offsets_to_transaction(offsets, metadata, TIMEOUT), what)

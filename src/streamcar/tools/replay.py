@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from confluent_kafka import TIMESTAMP_CREATE_TIME, Consumer, Message, Producer, TopicPartition
+from confluent_kafka import TIMESTAMP_CREATE_TIME, Message, Producer, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -31,12 +31,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from streamcar.config import Config, KafkaConfig, load_config
 from streamcar.errors import KafkaError as StreamcarKafkaError
 from streamcar.errors import UsageError
-from streamcar.kafka.records import UNREADABLE, RawHeaders, raw_headers
+from streamcar.kafka.records import UNREADABLE, raw_headers
 from streamcar.tools._common import (
     client_config,
     kafka_settings,
     parse_position,
     partitions_of,
+    produce_blocking,
+    range_batches,
     reader,
     resolve,
     watermarks,
@@ -104,28 +106,14 @@ def copy(
     try:
         targets = partitions_of(consumer, to_topic)
         consumer.assign([TopicPartition(topic, p, start) for p, (start, _) in active.items()])
-        remaining = set(active)
         ends = {p: until for p, (_, until) in active.items()}
         target_of = {p: targets[p % len(targets)] for p in active}
         copied = result.copied
         produce, create_time = producer.produce, TIMESTAMP_CREATE_TIME
-        while remaining:
-            batch = consumer.consume(num_messages=5000, timeout=0.5)
-            moved = 0
+        for batch in range_batches(consumer, topic, ends, size=5000):
             # The hot loop of a replay, kept flat: Python's per-record cost is what bounds its speed.
             for msg in batch:
                 p: int = msg.partition()  # type: ignore[assignment]  # never None on a consumed record
-                error = msg.error()
-                if error is not None:
-                    if error.code() != RdKafkaError._PARTITION_EOF:
-                        raise StreamcarKafkaError(f"reading {topic}[{p}]: {error.str()}")
-                    _finish(consumer, topic, p, remaining)
-                    continue
-                offset: int = msg.offset()  # type: ignore[assignment]
-                until = ends.get(p, 0)
-                if offset >= until or p not in remaining:
-                    _finish(consumer, topic, p, remaining)
-                    continue
                 kind, timestamp = msg.timestamp()
                 if kind != create_time:
                     timestamp = 0
@@ -135,14 +123,13 @@ def copy(
                 try:  # positional: topic, value, key, partition, callback, on_delivery, timestamp, headers
                     produce(to_topic, msg.value(), msg.key(), target_of[p], None, on_delivery, timestamp, headers)
                 except BufferError:  # librdkafka's queue is full: let deliveries drain it (this bounds the memory)
-                    _produce(producer, to_topic, msg, target_of[p], timestamp, headers, on_delivery)
+                    produce_blocking(
+                        producer, to_topic, msg.value(), msg.key(), target_of[p], None, on_delivery, timestamp, headers
+                    )
                 copied[p] += 1
-                moved += 1
-                if offset >= until - 1:
-                    _finish(consumer, topic, p, remaining)
             producer.poll(0)
-            if on_progress is not None and moved:
-                on_progress(moved)
+            if on_progress is not None:
+                on_progress(len(batch))
             if failures:
                 break
         if producer.flush(60) > 0:
@@ -153,30 +140,6 @@ def copy(
     if failures:
         raise StreamcarKafkaError(f"{len(failures)} records were not copied to {to_topic}: {failures[0]}")
     return result
-
-
-def _finish(consumer: Consumer, topic: str, partition: int, remaining: set[int]) -> None:
-    if partition in remaining:
-        remaining.discard(partition)
-        consumer.pause([TopicPartition(topic, partition)])
-
-
-def _produce(
-    producer: Producer,
-    topic: str,
-    msg: Message,
-    partition: int,
-    timestamp: int,
-    headers: RawHeaders | None,
-    on_delivery: Callable[[RdKafkaError | None, Message], None],
-) -> None:
-    while True:
-        producer.poll(0.05)
-        try:
-            producer.produce(topic, msg.value(), msg.key(), partition, None, on_delivery, timestamp, headers)
-            return
-        except BufferError:
-            continue
 
 
 # --- through a pipeline ------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import sys
 from collections.abc import Generator, Iterable, Sequence
 from typing import Any
 
-from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message, Producer, TopicPartition
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, Message, Producer, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
 
 from streamcar.call.envelope import encoder, header_object
@@ -42,6 +42,8 @@ from streamcar.tools._common import (
     kafka_settings,
     parse_position,
     partitions_of,
+    produce_blocking,
+    read_range,
     reader,
     resolve,
     watermarks,
@@ -76,35 +78,24 @@ def records(
         if not pending or limit == 0:
             return
         consumer.assign([TopicPartition(topic, p, starts[p]) for p in sorted(pending)])
-        count = 0
-
-        def reached(partition: int) -> None:
-            pending.discard(partition)
-            consumer.pause([TopicPartition(topic, partition)])  # nothing beyond its end is wanted
-
-        while pending:
-            for msg in consumer.consume(num_messages=500, timeout=0.5):
-                p: int = msg.partition()  # type: ignore[assignment]  # never None on a consumed record
-                error = msg.error()
-                if error is not None:
-                    if error.code() != RdKafkaError._PARTITION_EOF:
-                        raise KafkaError(f"reading {topic}[{p}]: {error.str()}")
-                    # at the end: for --no-follow this also covers an end no record reaches (a transaction marker)
-                    if not follow and p in pending:
-                        reached(p)
-                    continue
-                offset: int = msg.offset()  # type: ignore[assignment]
-                if not follow:
-                    if p not in pending or offset >= ends[p]:
-                        continue
-                    if offset >= ends[p] - 1:
-                        reached(p)
-                yield msg
-                count += 1
-                if limit is not None and count >= limit:
-                    return
+        found = read_range(consumer, topic, {p: ends[p] for p in pending}) if not follow else _follow(consumer, topic)
+        for count, msg in enumerate(found, 1):
+            yield msg
+            if limit is not None and count >= limit:
+                return
     finally:
         consumer.close()
+
+
+def _follow(consumer: Consumer, topic: str) -> Generator[Message, None, None]:
+    """The assigned records as they arrive, without end."""
+    while True:
+        for msg in consumer.consume(num_messages=500, timeout=0.5):
+            error = msg.error()
+            if error is None:
+                yield msg
+            elif error.code() != RdKafkaError._PARTITION_EOF:
+                raise KafkaError(f"reading {topic}[{msg.partition()}]: {error.str()}")
 
 
 def printable(data: bytes) -> str:
@@ -222,12 +213,7 @@ def produce_lines(
                     f"the {produced} line{'' if produced == 1 else 's'} before it were produced to {topic}"
                 )
                 break
-        while True:
-            try:
-                producer.produce(topic, value=body, key=key, headers=record_headers, on_delivery=on_delivery)
-                break
-            except BufferError:  # librdkafka's queue is full: let deliveries drain it (this bounds the memory)
-                producer.poll(0.1)
+        produce_blocking(producer, topic, value=body, key=key, headers=record_headers, on_delivery=on_delivery)
         producer.poll(0)
         produced += 1
         if failures:

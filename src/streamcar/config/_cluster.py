@@ -1,0 +1,120 @@
+"""The cluster's side of the configuration: how to reach Kafka (and as whom), and the admin server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from streamcar.config._fields import (
+    LibrdkafkaValue,
+    NonEmptyStr,
+    SubPath,
+    _Model,
+    _raise_problems,
+)
+from streamcar.config._targets import split_host_port
+
+
+class SecurityConfig(_Model):
+    """How streamcar authenticates to and encrypts its connections to Kafka."""
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    """Never logged, never in /status."""
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        sasl, tls = self.protocol.startswith("SASL_"), self.protocol.endswith("SSL")
+        found: list[tuple[SubPath, str]] = []
+        for name in ("sasl_mechanism", "username", "password"):
+            value = getattr(self, name)
+            text = value.get_secret_value() if isinstance(value, SecretStr) else value
+            if sasl and not (text or "").strip():
+                found.append(((name,), f"required when protocol is {self.protocol}"))
+            elif not sasl and value is not None:
+                found.append(((name,), f"only used with SASL_PLAINTEXT or SASL_SSL, not {self.protocol}"))
+        for name in ("ca_file", "cert_file", "key_file"):
+            if not tls and getattr(self, name) is not None:
+                found.append(((name,), f"only used with SSL or SASL_SSL, not {self.protocol}"))
+        if tls and (self.cert_file is None) != (self.key_file is None):
+            missing = "key_file" if self.key_file is None else "cert_file"
+            found.append(((missing,), "cert_file and key_file go together (a client certificate needs its key)"))
+        _raise_problems(found)
+        return self
+
+
+class KafkaConfig(_Model):
+    bootstrap_servers: str
+    """Comma-separated host:port list."""
+    client_id: NonEmptyStr = "streamcar"
+    security: SecurityConfig | None = None
+    librdkafka: dict[str, LibrdkafkaValue] = Field(default_factory=dict, repr=False)
+    """Raw librdkafka settings, applied last (they win)."""
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers(cls, value: str) -> str:
+        servers = [server.strip() for server in value.split(",")]
+        if not any(servers):
+            raise ValueError("at least one broker host:port is required")
+        bad = []
+        for server in servers:
+            try:
+                split_host_port(server)
+            except ValueError as exc:
+                bad.append(str(exc))
+        if bad:
+            raise ValueError("; ".join(bad))
+        return ",".join(servers)
+
+    def client_config(self) -> dict[str, str | int | float | bool]:
+        """librdkafka settings for a consumer, producer or admin client of this cluster."""
+        config: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+        }
+        if (security := self.security) is not None:
+            optional = {
+                "sasl.mechanism": security.sasl_mechanism,
+                "sasl.username": security.username,
+                "sasl.password": security.password.get_secret_value() if security.password else None,
+                "ssl.ca.location": security.ca_file,
+                "ssl.certificate.location": security.cert_file,
+                "ssl.key.location": security.key_file,
+            }
+            config["security.protocol"] = security.protocol
+            config.update({name: str(value) for name, value in optional.items() if value is not None})
+        config.update(self.librdkafka)
+        return config
+
+
+class AdminConfig(_Model):
+    listen: str = "127.0.0.1:8095"
+    """host:port of /healthz, /readyz, /metrics, /status and the status page; port 0 picks a free port."""
+    allowed_hosts: list[NonEmptyStr] | None = None
+    """Host header values (a name, or name:port) the admin server answers; others get 403, which stops DNS
+    rebinding. Default: IP addresses, localhost, this machine's names and $POD_NAME / $HOSTNAME."""
+    token: SecretStr | None = Field(default=None, repr=False)
+    """A bearer token for every endpoint but /healthz and /readyz (``Authorization: Bearer <token>``, or Basic
+    with the token as password, which a browser asks for); e.g. ``${ADMIN_TOKEN}``."""
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        split_host_port(value.strip(), min_port=0)
+        return value.strip()
+
+    @property
+    def host(self) -> str:
+        return split_host_port(self.listen, min_port=0)[0]
+
+    @property
+    def port(self) -> int:
+        return split_host_port(self.listen, min_port=0)[1]
