@@ -7,6 +7,7 @@
   for the module that uses it: ``handle.bootstrap`` is still PLAINTEXT (topic set-up), ``cluster.layout()``
   holds the secure bootstrap and the dev user's credentials.
 * ``topic_factory`` / ``group_factory`` -- unique topic and group names per test, so tests never share state.
+* ``scenario_factory`` -- a fault scenario's topics and group, and its closing invariant check (scenario.py).
 * ``sidecar_factory`` / ``service_factory`` -- ``streamcar run`` processes and test services, started for the
   test and stopped (the sidecars killed) when it ends, whatever happened.
 
@@ -26,6 +27,7 @@ import pytest
 from streamcar.config import Config
 from streamcar.devkafka import LocalKafka
 
+from scenario import Scenario, ScenarioFactory
 from sidecar import SidecarFactory, SidecarProcess
 from support import KafkaHandle, TopicFactory, create_topic
 from threaded import S, ServiceFactory, ThreadedServer
@@ -135,3 +137,26 @@ def service_factory() -> Iterator[ServiceFactory]:
     yield start
     for service in reversed(started):
         service.stop()
+
+
+@pytest.fixture
+def scenario_factory(
+    request: pytest.FixtureRequest, topic_factory: TopicFactory, group_factory: Callable[[], str]
+) -> ScenarioFactory:
+    def make(
+        partitions: int = 3,
+        *,
+        out_partitions: int | None = None,
+        dead_letters: bool = True,
+        source_config: dict[str, str] | None = None,
+        out_config: dict[str, str] | None = None,
+        on: KafkaHandle | None = None,
+        replication: int = 1,
+    ) -> Scenario:
+        kafka = on or request.getfixturevalue("kafka")
+        source = topic_factory(partitions, replication=replication, config=source_config, on=kafka)
+        out = topic_factory(out_partitions or partitions, replication=replication, config=out_config, on=kafka)
+        dlq = topic_factory(1, replication=replication, on=kafka) if dead_letters else ""
+        return Scenario(kafka, source, out, dlq, group_factory())
+
+    return make

@@ -22,7 +22,8 @@ from collections.abc import Callable
 import pytest
 
 from hostile import HostileService, Script, reply_with_id
-from invariants import check, read_all
+from invariants import read_all
+from scenario import Scenario, ScenarioFactory
 from service import Seen
 from sidecar import SidecarFactory, SidecarProcess, make_config, pipeline
 from support import KafkaHandle, TopicFactory, create_topic, produce_records, wait_for
@@ -76,8 +77,9 @@ def test_a_missing_publish_topic_keeps_in_flight_bounded_and_stopping_prompt(
     service_factory: ServiceFactory,
 ) -> None:
     source, dlq = topic_factory(3), topic_factory(1)
-    out = f"{source}-out-missing"
+    out = f"{source}-out-missing"  # created later, once the bounds have been seen
     group = group_factory()
+    scenario = Scenario(kafka, source, out, dlq, group)
     service = service_factory(HostileService(choose))
     records = [(None, b"%d" % i) for i in range(20_000)]
     records += [(None, b"stall %d" % i) for i in range(5)]
@@ -115,16 +117,10 @@ def test_a_missing_publish_topic_keeps_in_flight_bounded_and_stopping_prompt(
     create_topic(kafka, out, 3, 1)
     service.choose = lambda seen: reply_with_id  # the stalled ones answer now too
     process = sidecar_factory(config)
-    check(
-        kafka,
-        group=group,
-        source=source,
-        out=out,
-        dlq=dlq,
-        calls=service.requests,
-        max_duplicates=4 * MAX_IN_FLIGHT,  # what the stop abandoned is redone
+    scenario.check(
+        service.requests,
+        max_duplicates=4 * MAX_IN_FLIGHT,  # what the stop abandoned is redone,
         crashes=True,
-        dead_letters={},
         timeout=120,
     )
 
@@ -133,12 +129,14 @@ def test_one_pipelines_missing_topic_never_stalls_another_or_the_admin_server(
     kafka: KafkaHandle,
     topic_factory: TopicFactory,
     group_factory: Callable[[], str],
+    scenario_factory: ScenarioFactory,
     sidecar_factory: SidecarFactory,
     service_factory: ServiceFactory,
 ) -> None:
-    stuck_source, source, out, dlq = topic_factory(3), topic_factory(3), topic_factory(3), topic_factory(1)
+    scenario = scenario_factory(3)
+    source, out, dlq, group = scenario.source, scenario.out, scenario.dlq, scenario.group
+    stuck_source, stuck_group = topic_factory(3), group_factory()
     missing = f"{stuck_source}-out-missing"
-    stuck_group, group = group_factory(), group_factory()
     service = service_factory(HostileService(lambda seen: reply_with_id))
     produce_records(kafka, stuck_source, [(None, b"%d" % i) for i in range(30_000)])
     stuck = pipeline(stuck_source, stuck_group, service.url, publish=missing, max_in_flight=256)
@@ -156,18 +154,7 @@ def test_one_pipelines_missing_topic_never_stalls_another_or_the_admin_server(
     feeder.start()
     most_in_flight, _, slowest = watch(process, 6, "stuck")
     feeder.join(30)
-    verdict = check(
-        kafka,
-        group=group,
-        source=source,
-        out=out,
-        dlq=dlq,
-        calls=lambda: [c for c in service.requests() if c.topic == source],
-        max_duplicates=0,
-        crashes=False,
-        dead_letters={},
-        timeout=30,
-    )
+    verdict = scenario.check(lambda: [c for c in service.requests() if c.topic == source], timeout=30)
     assert verdict.replies.total() == 3000
     print(f"stuck pipeline: in flight <= {most_in_flight}; slowest /status {slowest:.3f}s")
     assert most_in_flight <= 2 * 256

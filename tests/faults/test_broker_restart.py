@@ -11,7 +11,7 @@ from __future__ import annotations
 import atexit
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,10 +19,11 @@ import pytest
 from streamcar.devkafka import LocalKafka
 from streamcar.devkafka.cluster import port_is_free
 
-from invariants import check, reply_with_id
+from invariants import reply_with_id
+from scenario import ScenarioFactory
 from service import TestService
 from sidecar import SidecarProcess, make_config, pipeline
-from support import KafkaHandle, TopicFactory, produce_records, wait_for
+from support import KafkaHandle, produce_records, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 HEAP = "384m"
@@ -45,11 +46,13 @@ def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaHandle]
 
 
 def test_broker_restart_mid_run(
-    own_kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str], tmp_path: Path
+    own_kafka: KafkaHandle,
+    scenario_factory: ScenarioFactory,
+    tmp_path: Path,
 ) -> None:
     kafka = own_kafka
-    source, out, dlq = (topic_factory(3, on=kafka), topic_factory(3, on=kafka), topic_factory(1, on=kafka))
-    group = group_factory()
+    scenario = scenario_factory(3, on=kafka)
+    source, out, dlq, group = scenario.source, scenario.out, scenario.dlq, scenario.group
     n, outage = 4000, 3.0
     service = TestService(reply_with_id).start()
     records = [(f"k{i % 97}".encode(), b"v") for i in range(n)]
@@ -70,17 +73,7 @@ def test_broker_restart_mid_run(
         wait_for(lambda: all(map(port_is_free, ports)), timeout=10, what="the dead broker's ports")
         kafka.cluster.start(nodes=1, heap=HEAP, timeout=120, die_with_parent=True)
         produce_records(kafka, source, records[n // 2 :])  # input produced after the restart flows too
-        check(
-            kafka,
-            group=group,
-            source=source,
-            out=out,
-            dlq=dlq,
-            calls=service.requests,
-            crashes=False,
-            max_duplicates=0,
-            dead_letters={},
-        )
+        scenario.check(service.requests)
         process.signal(signal.SIGTERM)
         assert process.wait(30) == 0, process.log_tail()
     finally:

@@ -9,15 +9,15 @@ times out, and everything is checked again, this time with a crash's redeliverie
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from invariants import check, reply_with_id
+from invariants import reply_with_id
+from scenario import ScenarioFactory
 from service import TestService
 from sidecar import SidecarProcess, make_config, pipeline
-from support import KafkaHandle, TopicFactory, produce_records, wait_for
+from support import KafkaHandle, produce_records, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -43,10 +43,12 @@ def spread_over(kafka: KafkaHandle, group: str, members: set[str]) -> bool:
 
 
 def test_members_join_leave_and_crash(
-    kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str], tmp_path: Path
+    kafka: KafkaHandle,
+    scenario_factory: ScenarioFactory,
+    tmp_path: Path,
 ) -> None:
-    source, out, dlq = topic_factory(PARTITIONS), topic_factory(3), topic_factory(1)
-    group = group_factory()
+    scenario = scenario_factory(PARTITIONS, out_partitions=3)
+    source, out, dlq, group = scenario.source, scenario.out, scenario.dlq, scenario.group
     part, max_in_flight = 2000, 64
     service = TestService(reply_with_id).start()
     records = [(f"k{i % 101}".encode(), b"v") for i in range(3 * part)]
@@ -89,17 +91,10 @@ def test_members_join_leave_and_crash(
         wait_for(lambda: working(since) == {"a", "b", "c"}, timeout=60, what="all three members at work")
         b.signal(signal.SIGTERM)
         assert b.wait(30) == 0, b.log_tail()
-        graceful = check(
-            kafka,
-            group=group,
-            source=source,
-            out=out,
-            dlq=dlq,
-            calls=service.requests,
-            crashes=False,
+        graceful = scenario.check(
+            service.requests,
             # a cooperative rebalance drains and commits before it releases a partition
             max_duplicates=2 * max_in_flight,
-            dead_letters={},
         )
         wait_for(lambda: spread_over(kafka, group, {"a-p", "c-p"}), timeout=60, what="two members")
         calls = service.count()
@@ -108,18 +103,12 @@ def test_members_join_leave_and_crash(
         assert working(calls) == {"a", "c"}
         c.kill()  # SIGKILL
         assert service.count() < calls + part, "the crash should land while input is left"
-        crashed = check(
-            kafka,
-            group=group,
-            source=source,
-            out=out,
-            dlq=dlq,
-            calls=service.requests,
-            crashes=True,
+        crashed = scenario.check(
+            service.requests,
             # the crash redoes what was in flight, what completed since the last commit was triggered
             # (max_in_flight / 2) and what completed while that commit travelled
+            crashes=True,
             max_duplicates=graceful.duplicates + 3 * max_in_flight,
-            dead_letters={},
         )
         print(f"duplicates: {graceful.duplicates} after joins and a leave, {crashed.duplicates} after the crash too")
         assert spread_over(kafka, group, {"a-p"})

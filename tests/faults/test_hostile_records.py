@@ -18,13 +18,13 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from hostile import HostileService, Script, batch, content_type, echo_id, reply_with_id
-from invariants import Id, check, read_all
+from invariants import Id, read_all
+from scenario import ScenarioFactory
 from service import Seen
 from sidecar import SidecarFactory, make_config, pipeline
 from support import KafkaHandle, TopicFactory, produce_records
@@ -82,14 +82,14 @@ def surrogate_header(message: dict[str, Any]) -> dict[str, Any]:
 
 def test_hostile_records_and_reply_headers_never_crash_the_sidecar(
     kafka: KafkaHandle,
-    topic_factory: TopicFactory,
-    group_factory: Callable[[], str],
+    scenario_factory: ScenarioFactory,
     sidecar_factory: SidecarFactory,
     service_factory: ServiceFactory,
 ) -> None:
-    source, out, dlq = topic_factory(3), topic_factory(3), topic_factory(1)
-    batch_source, batch_out = topic_factory(1), topic_factory(1)
-    group, batch_group = group_factory(), group_factory()
+    scenario = scenario_factory(3)
+    source, out, dlq, group = scenario.source, scenario.out, scenario.dlq, scenario.group
+    batches = scenario_factory(1, dead_letters=False)  # a pipeline in batch delivery, beside the single one
+    batch_source, batch_out, batch_group = batches.source, batches.out, batches.group
     service = service_factory(HostileService(choose))
     records: list[tuple[bytes | None, bytes | None, list[tuple[str, str | bytes | None]]]] = []
     for i in range(200):
@@ -122,28 +122,11 @@ def test_hostile_records_and_reply_headers_never_crash_the_sidecar(
     )
     config = make_config(kafka.bootstrap, {"single": spec, "batch": batch_spec})
     process = sidecar_factory(config)
-    check(
-        kafka,
-        group=group,
-        source=source,
-        out=out,
-        dlq=dlq,
-        calls=lambda: [c for c in service.requests() if c.topic == source],
-        max_duplicates=0,
-        crashes=False,
+    scenario.check(
+        lambda: [c for c in service.requests() if c.topic == source],
         dead_letters=dict.fromkeys(bad, "rejected"),
     )
-    check(
-        kafka,
-        group=batch_group,
-        source=batch_source,
-        out=batch_out,
-        dlq=None,
-        calls=lambda: [c for c in service.requests() if c.topic == batch_source],
-        max_duplicates=0,
-        crashes=False,
-        dead_letters={},
-    )
+    batches.check(lambda: [c for c in service.requests() if c.topic == batch_source])
     assert process.alive, process.log_tail()
     peak = process.peak_rss_mib()
 

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 
 from hostile import HostileService, Script, bomb, endless, garbage, huge_head, reply_with_id
-from invariants import check, read_all
+from invariants import read_all
+from scenario import ScenarioFactory
 from service import Seen
 from sidecar import SidecarFactory, make_config, pipeline
-from support import KafkaHandle, TopicFactory, produce_records
+from support import KafkaHandle, produce_records
 from threaded import ServiceFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -40,13 +40,12 @@ def choose(seen: Seen) -> Script:
 
 def test_endless_bodies_bombs_and_huge_heads_are_bounded(
     kafka: KafkaHandle,
-    topic_factory: TopicFactory,
-    group_factory: Callable[[], str],
+    scenario_factory: ScenarioFactory,
     sidecar_factory: SidecarFactory,
     service_factory: ServiceFactory,
 ) -> None:
-    source, out, dlq = topic_factory(3), topic_factory(3), topic_factory(1)
-    group = group_factory()
+    scenario = scenario_factory(3)
+    source, out, dlq, group = scenario.source, scenario.out, scenario.dlq, scenario.group
     service = service_factory(HostileService(choose))
     records: list[tuple[bytes | None, bytes | None]] = []
     for i in range(300):
@@ -82,17 +81,7 @@ def test_endless_bodies_bombs_and_huge_heads_are_bounded(
     process.admin_url()
     watcher.start()
     try:
-        check(
-            kafka,
-            group=group,
-            source=source,
-            out=out,
-            dlq=dlq,
-            calls=service.requests,
-            max_duplicates=0,
-            crashes=False,
-            dead_letters=dict.fromkeys(hostile, "exhausted"),
-        )
+        scenario.check(service.requests, dead_letters=dict.fromkeys(hostile, "exhausted"))
     finally:
         done.set()
         watcher.join(15)

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable
 
 import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from invariants import check, reply_with_id
+from invariants import reply_with_id
+from scenario import ScenarioFactory
 from service import TestService
-from sidecar import make_config, pipeline, running
-from support import KafkaHandle, TopicFactory, produce_records, wait_for
+from sidecar import make_config, running
+from support import KafkaHandle, produce_records, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster, pytest.mark.faults]
 
@@ -30,11 +30,11 @@ def partitions(admin: AdminClient, topic: str) -> dict[int, tuple[int, list[int]
 
 
 async def test_partition_leader_killed_with_acks_all(
-    kafka_cluster: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str]
+    kafka_cluster: KafkaHandle, scenario_factory: ScenarioFactory
 ) -> None:
     kafka = kafka_cluster
-    source, out, dlq = (topic_factory(3, replication=3, on=kafka) for _ in range(3))
-    group = group_factory()
+    scenario = scenario_factory(3, replication=3, on=kafka)
+    source, out = scenario.source, scenario.out
     n = 4000
     admin = kafka.admin()
     before = partitions(admin, source)
@@ -43,7 +43,7 @@ async def test_partition_leader_killed_with_acks_all(
     service = TestService(reply_with_id).start()
     records = [(f"k{i % 97}".encode(), b"v") for i in range(n)]
     try:
-        spec = pipeline(source, group, service.url, publish=out, dead_letter=dlq, max_in_flight=64)
+        spec = scenario.spec(service.url, max_in_flight=64)
         await asyncio.to_thread(produce_records, kafka, source, records[: n // 2])
         async with running(make_config(kafka.bootstrap, {"p": spec})):
             await asyncio.to_thread(wait_for, lambda: service.count() >= n // 8, timeout=60, what="progress")
@@ -58,18 +58,7 @@ async def test_partition_leader_killed_with_acks_all(
                 timeout=60,
                 what="a new leader for partition 0",
             )
-            await asyncio.to_thread(
-                check,
-                kafka,
-                group=group,
-                source=source,
-                out=out,
-                dlq=dlq,
-                calls=service.requests,
-                crashes=False,
-                max_duplicates=0,
-                dead_letters={},
-            )
+            await asyncio.to_thread(scenario.check, service.requests)
     finally:
         service.stop()
 

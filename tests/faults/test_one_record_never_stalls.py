@@ -21,8 +21,9 @@ from collections.abc import Callable
 import pytest
 
 from hostile import HostileService, Script, drop, reply_with_id
-from invariants import check, evaluate, read_all, wait_done
+from invariants import evaluate, read_all, wait_done
 from invariants import reply_with_id as aiohttp_reply_with_id
+from scenario import ScenarioFactory
 from service import Seen, TestService
 from sidecar import SidecarFactory, make_config, pipeline
 from support import KafkaHandle, TopicFactory, produce_records, wait_for
@@ -39,13 +40,12 @@ def choose(seen: Seen) -> Script:
 
 def test_a_record_whose_connection_always_drops_is_dead_lettered_and_the_rest_flows(
     kafka: KafkaHandle,
-    topic_factory: TopicFactory,
-    group_factory: Callable[[], str],
+    scenario_factory: ScenarioFactory,
     sidecar_factory: SidecarFactory,
     service_factory: ServiceFactory,
 ) -> None:
-    source, out, dlq = topic_factory(3), topic_factory(3), topic_factory(1)
-    group = group_factory()
+    scenario = scenario_factory(3)
+    source, out, dlq, group = scenario.source, scenario.out, scenario.dlq, scenario.group
     service = service_factory(HostileService(choose))
     records = [(f"k{i % 50}".encode(), b"drop %d" % i if i % 500 == 250 else b"%d" % i) for i in range(3000)]
     produce_records(kafka, source, records)
@@ -54,18 +54,7 @@ def test_a_record_whose_connection_always_drops_is_dead_lettered_and_the_rest_fl
     spec = pipeline(source, group, service.url, publish=out, dead_letter=dlq, max_in_flight=64)
     process = sidecar_factory(make_config(kafka.bootstrap, {"p": spec}))
     started = time.monotonic()
-    check(
-        kafka,
-        group=group,
-        source=source,
-        out=out,
-        dlq=dlq,
-        calls=service.requests,
-        max_duplicates=0,
-        crashes=False,
-        dead_letters=dict.fromkeys(poison, "exhausted"),
-        timeout=60,
-    )
+    scenario.check(service.requests, dead_letters=dict.fromkeys(poison, "exhausted"), timeout=60)
     took = time.monotonic() - started
     status = process.status()["pipelines"][0]
     assert status["circuit_opened"] == 0, status["circuit_reason"]
@@ -84,6 +73,7 @@ def test_a_huge_input_header_is_dead_lettered_cut_down_and_the_key_goes_on(
     kafka: KafkaHandle,
     topic_factory: TopicFactory,
     group_factory: Callable[[], str],
+    scenario_factory: ScenarioFactory,
     sidecar_factory: SidecarFactory,
     service_factory: ServiceFactory,
 ) -> None:
@@ -120,15 +110,14 @@ def test_a_huge_input_header_is_dead_lettered_cut_down_and_the_key_goes_on(
 
 def test_the_lag_stays_true_while_consumption_is_paused(
     kafka: KafkaHandle,
-    topic_factory: TopicFactory,
-    group_factory: Callable[[], str],
+    scenario_factory: ScenarioFactory,
     sidecar_factory: SidecarFactory,
     service_factory: ServiceFactory,
 ) -> None:
-    source, out = topic_factory(3), topic_factory(3)
-    group = group_factory()
+    scenario = scenario_factory(3, dead_letters=False)
+    source, out = scenario.source, scenario.out
     service = service_factory(HostileService(lambda seen: reply_with_id))
-    spec = pipeline(source, group, service.url, publish=out, max_in_flight=16)
+    spec = scenario.spec(service.url, max_in_flight=16)
     process = sidecar_factory(make_config(kafka.bootstrap, {"p": spec}))
     produce_records(kafka, source, [(b"k%d" % (i % 9), b"%d" % i) for i in range(100)])
     wait_for(lambda: len(read_all(kafka, out)) == 100, timeout=30, what="the first replies")
@@ -144,16 +133,5 @@ def test_the_lag_stays_true_while_consumption_is_paused(
 
     wait_for(lag_is_true, timeout=20, what="the lag while paused", interval=0.5)
     service.up()
-    check(
-        kafka,
-        group=group,
-        source=source,
-        out=out,
-        dlq=None,
-        calls=service.requests,
-        max_duplicates=0,
-        crashes=False,
-        dead_letters={},
-        timeout=60,
-    )
+    scenario.check(service.requests, timeout=60)
     print(f"lag while paused: {lags[-1]} of 5,000 records produced meanwhile")

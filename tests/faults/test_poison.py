@@ -23,15 +23,17 @@ from collections.abc import Callable
 import pytest
 from aiohttp import web
 
-from invariants import Id, Verdict, check, read_all, reply_with_id
+from invariants import Id, Verdict, read_all, reply_with_id
+from scenario import Scenario, ScenarioFactory
 from service import Seen, TestService
-from sidecar import make_config, pipeline, running
-from support import KafkaHandle, RecordHeaders, TopicFactory, produce_records
+from sidecar import make_config, running
+from support import RecordHeaders, produce_records
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 SERVICE_LIMIT = 256 * 1024  # bytes of body the service accepts
 REPLY_LIMIT = 32 * 1024  # the output topic's max.message.bytes
+REPLY_TOPIC = {"max.message.bytes": str(REPLY_LIMIT)}
 NON_UTF8_KEY, NON_UTF8_VALUE = b"\xff\xfe\x00k", b"\x80\x81\xfe\xff\x00\xc3\x28"
 TOO_BIG = b"x" * (SERVICE_LIMIT + 1)
 BIG_REPLY, INJECTION = b"please reply too large", b"content-type with a line break"
@@ -56,36 +58,20 @@ async def handler(seen: Seen) -> web.StreamResponse:
 
 
 async def through_the_pipeline(
-    kafka: KafkaHandle,
-    topic_factory: TopicFactory,
-    group: str,
+    scenario: Scenario,
     records: list[Record],
     dead_letters: Callable[[dict[bytes | None, Id]], dict[Id, str | tuple[str, ...]]],
-    *,
-    out_partitions: int = 3,
 ) -> tuple[Verdict, dict[bytes | None, Seen]]:
     """Run ``records`` through a sidecar and check the invariants; ``dead_letters`` picks, from the inputs' ids
     by value, which must be dead-lettered. Returns the verdict and the service's calls by value."""
-    source, dlq = topic_factory(3), topic_factory(1)
-    out = topic_factory(out_partitions, config={"max.message.bytes": str(REPLY_LIMIT)})
+    kafka, source = scenario.kafka, scenario.source
     service = TestService(handler).start()
     try:
-        spec = pipeline(source, group, service.url, publish=out, dead_letter=dlq, max_in_flight=32)
+        spec = scenario.spec(service.url, max_in_flight=32)
         await asyncio.to_thread(produce_records, kafka, source, records)
         at = {r.value: r.id for r in await asyncio.to_thread(read_all, kafka, source)}
         async with running(make_config(kafka.bootstrap, {"p": spec})):
-            verdict = await asyncio.to_thread(
-                check,
-                kafka,
-                group=group,
-                source=source,
-                out=out,
-                dlq=dlq,
-                calls=service.requests,
-                crashes=False,
-                max_duplicates=0,
-                dead_letters=dead_letters(at),
-            )
+            verdict = await asyncio.to_thread(scenario.check, service.requests, dead_letters=dead_letters(at))
     finally:
         service.stop()
     by_id = {s.id: s for s in service.requests()}
@@ -97,7 +83,7 @@ def traffic(name: str, count: int, keys: int = 7) -> list[Record]:
 
 
 async def test_poison_messages_reach_the_dead_letter_topic_and_traffic_flows(
-    kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str]
+    scenario_factory: ScenarioFactory,
 ) -> None:
     poisons: list[Record] = [
         (NON_UTF8_KEY, NON_UTF8_VALUE, []),
@@ -112,9 +98,7 @@ async def test_poison_messages_reach_the_dead_letter_topic_and_traffic_flows(
     normal = 300
     records = [*traffic("before", normal), *poisons, *traffic("after", normal)]
     verdict, calls = await through_the_pipeline(
-        kafka,
-        topic_factory,
-        group_factory(),
+        scenario_factory(3, out_config=REPLY_TOPIC),
         records,
         # a header value that cannot be sent is retried as a caller failure before it is dead-lettered
         lambda at: {at[TOO_BIG]: "http-status", at[INJECTION]: "rejected"},
@@ -130,7 +114,7 @@ async def test_poison_messages_reach_the_dead_letter_topic_and_traffic_flows(
 
 
 async def test_a_reply_too_large_for_the_output_topic_is_dead_lettered_alone(
-    kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str]
+    scenario_factory: ScenarioFactory,
 ) -> None:
     # one output partition and many keys: the oversized replies share produce batches with normal ones
     records = traffic("normal", 400, keys=50)
@@ -138,7 +122,9 @@ async def test_a_reply_too_large_for_the_output_topic_is_dead_lettered_alone(
         records.insert(i, (f"k{i}".encode(), BIG_REPLY + b" %d" % i, []))
     big = [r[1] for r in records if (r[1] or b"").startswith(BIG_REPLY)]
     verdict, _ = await through_the_pipeline(
-        kafka, topic_factory, group_factory(), records, lambda at: dict.fromkeys((at[v] for v in big), "publish")
+        scenario_factory(3, out_partitions=1, out_config=REPLY_TOPIC),
+        records,
+        lambda at: dict.fromkeys((at[v] for v in big), "publish"),
     )
     for (letter,) in verdict.dead_letters.values():
         assert b"too large" in (letter.header("streamcar-error") or b"").lower()

@@ -5,38 +5,31 @@ promises are test_circuit_breaker's)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import pytest
 
-from invariants import check, reply_with_id
+from invariants import reply_with_id
+from scenario import ScenarioFactory
 from service import TestService
-from sidecar import make_config, pipeline, running
-from support import KafkaHandle, TopicFactory, produce_records, wait_for
+from sidecar import make_config, running
+from support import KafkaHandle, produce_records, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 
-async def test_service_down_then_back(
-    kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str]
-) -> None:
-    source, out, dlq = topic_factory(3), topic_factory(3), topic_factory(1)
-    group = group_factory()
+async def test_service_down_then_back(kafka: KafkaHandle, scenario_factory: ScenarioFactory) -> None:
+    scenario = scenario_factory(3)
     n, outage = 3000, 5.0
     service = TestService(reply_with_id).start()
     try:
-        spec = pipeline(
-            source,
-            group,
+        spec = scenario.spec(
             service.url,
-            publish=out,
-            dead_letter=dlq,
             max_in_flight=64,
             retry={"attempts": 2, "initial_backoff": "20ms", "max_backoff": "20ms"},
             circuit_breaker={"open_for": "300ms", "max_open": "1s"},
         )
         records = [(f"k{i % 97}".encode(), b"v") for i in range(n)]
-        await asyncio.to_thread(produce_records, kafka, source, records)
+        await asyncio.to_thread(produce_records, kafka, scenario.source, records)
         async with running(make_config(kafka.bootstrap, {"p": spec})):
             await asyncio.to_thread(wait_for, lambda: service.count() >= n // 4, timeout=60, what="progress")
             service.down()
@@ -44,54 +37,29 @@ async def test_service_down_then_back(
             await asyncio.sleep(outage)
             service.up()
             assert down_at < n, "the outage should start while input is left"
-            await asyncio.to_thread(
-                check,
-                kafka,
-                group=group,
-                source=source,
-                out=out,
-                dlq=dlq,
-                calls=service.requests,
-                crashes=False,
-                max_duplicates=0,
-                dead_letters={},
-            )
+            await asyncio.to_thread(scenario.check, service.requests)
     finally:
         service.stop()
 
 
 async def test_a_service_that_closes_idle_connections_at_once_costs_no_attempt(
-    kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str]
+    kafka: KafkaHandle, scenario_factory: ScenarioFactory
 ) -> None:
     """Services close kept-alive connections after their own idle timeout (gunicorn: 2 s, Node: 5 s), and a call
     can go out on a connection in the very moment it closes. Here the timeout is 20 ms and the input trickles, so
     that race is frequent: with a single attempt per message, any call it failed would be dead-lettered."""
-    source, out, dlq = topic_factory(1), topic_factory(1), topic_factory(1)
-    group = group_factory()
+    scenario = scenario_factory(1)
     n = 150
     service = TestService(reply_with_id, keepalive_timeout=0.02).start()
     try:
-        spec = pipeline(
-            source, group, service.url, publish=out, dead_letter=dlq, max_in_flight=4, retry={"attempts": 1}
-        )
+        spec = scenario.spec(service.url, max_in_flight=4, retry={"attempts": 1})
         producer = kafka.producer(**{"linger.ms": 0})
         async with running(make_config(kafka.bootstrap, {"p": spec})) as sidecar:
             for i in range(n):  # a trickle: gaps of 0 to 30 ms, around the service's idle timeout
-                producer.produce(source, key=f"k{i % 7}".encode(), value=b"v")
+                producer.produce(scenario.source, key=f"k{i % 7}".encode(), value=b"v")
                 assert await asyncio.to_thread(producer.flush, 10) == 0
                 await asyncio.sleep(0.005 * (i % 7))
-            await asyncio.to_thread(
-                check,
-                kafka,
-                group=group,
-                source=source,
-                out=out,
-                dlq=dlq,
-                calls=service.requests,
-                crashes=False,
-                max_duplicates=0,
-                dead_letters={},
-            )
+            await asyncio.to_thread(scenario.check, service.requests)
             retries = sidecar.pipelines["p"].stats.retries
     finally:
         service.stop()

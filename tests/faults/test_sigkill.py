@@ -4,24 +4,26 @@ every input ends with a reply, in per-key order, with duplicates bounded by what
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from invariants import check, reply_with_id
+from invariants import reply_with_id
+from scenario import ScenarioFactory
 from service import TestService
 from sidecar import SidecarProcess, make_config, pipeline
-from support import KafkaHandle, TopicFactory, produce_records, wait_for
+from support import KafkaHandle, produce_records, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 
 def test_repeated_sigkill_loses_nothing(
-    kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str], tmp_path: Path
+    kafka: KafkaHandle,
+    scenario_factory: ScenarioFactory,
+    tmp_path: Path,
 ) -> None:
-    source, out, dlq = topic_factory(3), topic_factory(3), topic_factory(1)
-    group = group_factory()
+    scenario = scenario_factory(3)
+    source, out, dlq, group = scenario.source, scenario.out, scenario.dlq, scenario.group
     n, max_in_flight, kills = 6000, 128, 3
     service = TestService(reply_with_id).start()
     process: SidecarProcess | None = None
@@ -45,18 +47,12 @@ def test_repeated_sigkill_loses_nothing(
             process.kill()  # SIGKILL
         assert service.count() < n, "the kills should land while input is left"
         process = SidecarProcess(config, tmp_path).start()
-        verdict = check(
-            kafka,
-            group=group,
-            source=source,
-            out=out,
-            dlq=dlq,
-            calls=service.requests,
-            crashes=True,
+        verdict = scenario.check(
+            service.requests,
             # A crash redoes what was in flight (<= max_in_flight), what completed since the last commit was
             # triggered (max_in_flight / 2) and what completed while that commit travelled to the broker.
+            crashes=True,
             max_duplicates=kills * 3 * max_in_flight,
-            dead_letters={},
         )
         print(f"duplicates after {kills} SIGKILLs: {verdict.duplicates}")
         process.signal(signal.SIGTERM)

@@ -15,14 +15,14 @@ import resource
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
 
 import pytest
 
-from invariants import check, reply_with_id, wait_done
+from invariants import reply_with_id, wait_done
+from scenario import ScenarioFactory
 from service import TestService
-from sidecar import SidecarFactory, make_config, pipeline
-from support import KafkaHandle, TopicFactory, produce_records
+from sidecar import SidecarFactory, make_config
+from support import KafkaHandle, produce_records
 from threaded import ServiceFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -77,15 +77,14 @@ class Slowloris:
 
 def test_a_thousand_slow_admin_clients_starve_neither_the_pipeline_nor_healthz(
     kafka: KafkaHandle,
-    topic_factory: TopicFactory,
-    group_factory: Callable[[], str],
+    scenario_factory: ScenarioFactory,
     sidecar_factory: SidecarFactory,
     service_factory: ServiceFactory,
 ) -> None:
-    source, out = topic_factory(3), topic_factory(3)
-    group = group_factory()
+    scenario = scenario_factory(3, dead_letters=False)
+    source, group = scenario.source, scenario.group
     service = service_factory(TestService(reply_with_id, keepalive_timeout=0.5))  # it reconnects: new sockets
-    spec = pipeline(source, group, service.url, publish=out, max_in_flight=64)
+    spec = scenario.spec(service.url, max_in_flight=64)
     process = sidecar_factory(
         make_config(kafka.bootstrap, {"p": spec}), wrapper=["prlimit", f"--nofile={FILE_LIMIT}", "--"]
     )
@@ -132,14 +131,4 @@ def test_a_thousand_slow_admin_clients_starve_neither_the_pipeline_nor_healthz(
     assert attacked < 2 * calm + 2
     assert slowest < 2.0
     assert files < FILE_LIMIT - 200
-    check(
-        kafka,
-        group=group,
-        source=source,
-        out=out,
-        dlq=None,
-        calls=service.requests,
-        max_duplicates=0,
-        crashes=False,
-        dead_letters={},
-    )
+    scenario.check(service.requests)
