@@ -24,7 +24,7 @@ from streamcar.engine.outcomes import Outcomes
 from streamcar.engine.retry import Backoff
 from streamcar.engine.scheduler import Lane
 from streamcar.engine.tracing import Tracing
-from streamcar.engine.work import PipelineStats, Work
+from streamcar.engine.work import PipelineStats, Release, Work
 from streamcar.event import Reply, Result
 from streamcar.failures import Kind
 from streamcar.kafka.producer import Ack
@@ -52,7 +52,7 @@ class Attempts:
         tracing: Tracing | None,
         redactor: Redactor,
         stopping: Callable[[], bool],
-        release: Callable[[Work, str], None],
+        release: Release,
         fail: Callable[[BaseException], None],
     ) -> None:
         self._name = name

@@ -1,11 +1,16 @@
-"""One pipeline: consume -> schedule -> call -> publish / dead-letter -> complete -> commit.
+"""One pipeline: the rooms of the engine wired together, in the order a message walks through them.
 
-Completion is an explicit event. A message is *done* only when its reply was acknowledged by the broker, it was
-dropped, or its dead-letter record was acknowledged; only then does :class:`OffsetTracker` let the partition's
-contiguous watermark pass it, and only the watermark is committed. Everything else (queued behind its key,
-in a call, waiting for a retry, abandoned on revoke) stays uncommitted and is redelivered after a crash.
+1. intake (:mod:`~streamcar.engine.intake`): the source's records become Works, into the buffer; backpressure
+   (:mod:`~streamcar.engine.flow`) holds the consumer thread back while the buffer is full;
+2. scheduling and batch forming (:mod:`~streamcar.engine.dispatch`, over the lane scheduler): in key, partition or
+   no order, up to ``max_in_flight``, while the circuit (:mod:`~streamcar.engine.circuit`) allows;
+3. the call and 4. its outcome (:mod:`~streamcar.engine.attempt`, :mod:`~streamcar.engine.outcomes`): publish,
+   dead-letter, drop or retry;
+5. completion: one explicit call, :meth:`Pipeline._release`, handed to the settling, once the outcome is final;
+6. the checkpoint (:mod:`~streamcar.engine.checkpoint`): the contiguous watermark of released offsets, committed.
 
-All state lives on the asyncio loop; the consumer thread talks to it through :class:`ConsumerListener`.
+Where each Work is at any moment is :mod:`~streamcar.engine.inflight`'s. All state lives on the asyncio loop;
+the consumer thread talks to it through the ConsumerListener methods below (on_records, on_assigned, ...).
 """
 
 from __future__ import annotations
@@ -118,7 +123,7 @@ class Pipeline:
             tracing=tracing,
             redactor=redactor,
             stopping=lambda: self._draining,
-            release=self._complete,
+            release=self._release,
             fail=self._fail,
         )
         self._dispatcher.process = self._attempts.process
@@ -282,13 +287,13 @@ class Pipeline:
         # a revoke while stopping (the consumer closing) waits only for what is left of the drain's deadline
         within = self._drain_until - time.monotonic() if self._draining else self.config.shutdown_timeout
         await self._inflight.settled(lambda w: w.tp in revoked, within)
-        final = self._release(revoked)
+        final = self._forget(revoked)
         return {tp: offset for tp, offset in final.items() if offset is not None}
 
     async def on_lost(self, partitions: list[TP]) -> None:
         lost = set(partitions)
         self._stop_taking(lost)
-        self._release(lost)  # another member owns them now: nothing to drain, nothing to commit
+        self._forget(lost)  # another member owns them now: nothing to drain, nothing to commit
 
     def _stop_taking(self, tps: set[TP]) -> None:
         """No new records, queued messages or retries for ``tps``; calls already running go on."""
@@ -296,11 +301,11 @@ class Pipeline:
             self._buffer.drop_partition(tp)
         self._inflight.stop_taking(tps)
 
-    def _release(self, tps: set[TP]) -> dict[TP, int | None]:
+    def _forget(self, tps: set[TP]) -> dict[TP, int | None]:
         """Forget ``tps``: their final watermarks, and late completions of abandoned work ignored from now on."""
         final = self._tracker.remove(tps)
         self._inflight.invalidate(tps)
-        self._pace()
+        self._flow.pace()
         return final
 
     def on_error(self, error: RdKafkaError) -> None:
@@ -319,18 +324,13 @@ class Pipeline:
         if self._bridge is not None:
             self._bridge.reset_offset(tp, read_before=read_before)
 
-    # -- flow control -------------------------------------------------------------------------------------
-    def _pace(self) -> None:
-        self._flow.pace()
-
-    def _dispatch(self) -> None:
-        self._dispatcher.dispatch()
-
     def _fields(self, event: str, **more: object) -> dict[str, object]:
         """The structured fields of a notable log line (keys in JSON logs)."""
         return {"event": event, "pipeline": self.name, **more}
 
-    def _complete(self, work: Work, result: str) -> None:
+    # -- completion ------------------------------------------------------------------------------------------
+    def _release(self, work: Work, result: str) -> None:
+        """The :data:`~streamcar.engine.work.Release` handed to the settling: ``work`` is done."""
         if work.span is not None:
             Tracing.done(work, result)
         self.stats.results[result] += 1
