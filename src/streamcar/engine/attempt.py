@@ -1,9 +1,9 @@
 """One launch's life: the call, then acting on each reply until every message of it is done or waiting.
 
 The pipeline decides *when* (in lane order, in rounds that cost one round trip to the broker each); the outcomes
-(:mod:`streamcar.engine.outcomes`) decide *what* a reply means. A message is done through the release function
-the pipeline hands in (the checkpoint's, see :mod:`streamcar.engine.checkpoint`), called once its outcome is
-final: its reply or dead letter acknowledged, or dropped.
+(:mod:`streamcar.engine.outcomes`) decide *what* a reply means. A message is done through
+:meth:`Completion.release <streamcar.engine.completion.Completion.release>`, called once its outcome is final: its
+reply or dead letter acknowledged, or dropped.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import replace
 from streamcar.call import Caller
 from streamcar.config import PipelineConfig
 from streamcar.engine.circuit import Circuit
+from streamcar.engine.completion import Completion
 from streamcar.engine.dispatch import Dispatcher
 from streamcar.engine.flow import Flow
 from streamcar.engine.inflight import InFlight
@@ -24,7 +25,7 @@ from streamcar.engine.outcomes import Outcomes
 from streamcar.engine.retry import Backoff
 from streamcar.engine.scheduler import Lane
 from streamcar.engine.tracing import Tracing
-from streamcar.engine.work import PipelineStats, Release, Work
+from streamcar.engine.work import PipelineStats, Work
 from streamcar.event import Reply, Result
 from streamcar.failures import Kind
 from streamcar.kafka.producer import Ack
@@ -52,7 +53,7 @@ class Attempts:
         tracing: Tracing | None,
         redactor: Redactor,
         stopping: Callable[[], bool],
-        release: Release,
+        completion: Completion,
         fail: Callable[[BaseException], None],
     ) -> None:
         self._name = name
@@ -66,7 +67,7 @@ class Attempts:
         self._tracing = tracing
         self._redactor = redactor
         self._stopping = stopping
-        self._release = release
+        self._completion = completion
         self._fail = fail
         self._backoff = Backoff(config.retry.initial_backoff, config.retry.max_backoff)
         self._max_backoff = config.retry.max_backoff
@@ -201,7 +202,7 @@ class Attempts:
                     self._hold(blocker, work)
                 elif error is None:
                     self._outcomes.count(work, result)
-                    self._release(work, result)
+                    self._completion.release(work, result)
                     if work.held is not None:
                         released.extend(work.held)
                         work.held = None

@@ -28,9 +28,10 @@ from streamcar.engine.buffer import Buffer
 from streamcar.engine.inflight import InFlight
 from streamcar.engine.offsets import OffsetTracker
 from streamcar.engine.scheduler import lane_for
-from streamcar.engine.source import Source
+from streamcar.engine.source import Consumer, Source
 from streamcar.engine.tracing import Tracing
 from streamcar.engine.work import PipelineStats, Work, event_from
+from streamcar.errors import KafkaError
 from streamcar.event import Reply
 from streamcar.failures import Kind
 from streamcar.kafka.errors import Trouble, consumer_trouble
@@ -52,9 +53,7 @@ class Intake:
         buffer: Buffer,
         stats: PipelineStats,
         tracing: Tracing | None,
-        reach: Callable[[TP], None],
-        reset: Callable[[TP, bool], None],
-        trouble: Callable[[RdKafkaError, Trouble], None],
+        fail: Callable[[BaseException], None],
     ) -> None:
         self._name = name
         self._ordering = config.ordering
@@ -64,10 +63,10 @@ class Intake:
         self._buffer = buffer
         self._stats = stats
         self._tracing = tracing
-        self._reach = reach  # a bounded source's partition has nothing more to read
-        self._reset = reset  # where a partition without a usable offset starts: (partition, read before)
-        self._trouble = trouble
+        self._fail = fail
         self._throttle = Throttle()
+        self.consumer: Consumer | None = None
+        """The consumer that feeds the records, once the pipeline started it."""
 
     def accept(self, records: list[Message]) -> None:
         ordering = self._ordering
@@ -108,9 +107,30 @@ class Intake:
         if trouble is Trouble.END_OF_PARTITION and self._source.bounded:
             self._reach(tp)
         elif trouble is Trouble.NO_OFFSET:
-            self._reset(tp, tp in self._tracker.ever)
+            if self.consumer is not None:  # the consumer decides where it starts, given whether we read before
+                self.consumer.reset_offset(tp, read_before=tp in self._tracker.ever)
         elif trouble is not Trouble.END_OF_PARTITION:
-            self._trouble(error, trouble)
+            self.trouble(error, trouble)
+
+    def trouble(self, error: RdKafkaError, trouble: Trouble) -> None:
+        """The consumer reported ``error``: a fatal one fails the pipeline; a missing topic is waited for."""
+        if trouble is Trouble.FATAL:
+            log.error(
+                "%s: Kafka error: %s", self._name, error.str(), extra={"event": "kafka-error", "pipeline": self._name}
+            )
+            self._fail(KafkaError(f"pipeline {self._name}: {error.str()}"))
+        elif trouble is Trouble.MISSING_TOPIC:
+            log.warning("%s: %s (waiting for the topic to exist)", self._name, error.str())
+        else:
+            log.debug("%s: Kafka: %s", self._name, error.str())
+
+    def _reach(self, tp: TP) -> None:
+        """A bounded source: ``tp`` has nothing more to read in its range; stop fetching it."""
+        source = self._source
+        source.reach(tp)
+        source.check(self._tracker)
+        if self.consumer is not None and not source.ended.is_set():
+            self.consumer.pause_partition(tp)
 
     def restart(self, tp: TP, offset: int) -> None:
         """``tp``'s offsets went back to ``offset``: its log was replaced from there (the topic deleted and created

@@ -6,7 +6,7 @@
    no order, up to ``max_in_flight``, while the circuit (:mod:`~streamcar.engine.circuit`) allows;
 3. the call and 4. its outcome (:mod:`~streamcar.engine.attempt`, :mod:`~streamcar.engine.outcomes`): publish,
    dead-letter, drop or retry;
-5. completion: one explicit call, :meth:`Pipeline._release`, handed to the settling, once the outcome is final;
+5. completion (:mod:`~streamcar.engine.completion`): one explicit call per message once its outcome is final;
 6. the checkpoint (:mod:`~streamcar.engine.checkpoint`): the contiguous watermark of released offsets, committed.
 
 Where each Work is at any moment is :mod:`~streamcar.engine.inflight`'s. All state lives on the asyncio loop;
@@ -29,6 +29,7 @@ from streamcar.engine.attempt import Attempts
 from streamcar.engine.buffer import Buffer
 from streamcar.engine.checkpoint import Checkpoint
 from streamcar.engine.circuit import Circuit
+from streamcar.engine.completion import Completion
 from streamcar.engine.dispatch import Dispatcher
 from streamcar.engine.flow import Flow
 from streamcar.engine.inflight import InFlight
@@ -37,10 +38,9 @@ from streamcar.engine.outcomes import Outcomes
 from streamcar.engine.source import Consumer, ConsumerFactory, GroupSource, RangeSource, Source
 from streamcar.engine.tracing import Tracing
 from streamcar.engine.view import lags, status_document
-from streamcar.engine.work import PipelineStats, Work
-from streamcar.errors import KafkaError as StreamcarKafkaError
+from streamcar.engine.work import PipelineStats
 from streamcar.kafka.consumer import ConsumerBridge
-from streamcar.kafka.errors import Trouble, consumer_trouble
+from streamcar.kafka.errors import consumer_trouble
 from streamcar.kafka.producer import AsyncProducer
 from streamcar.kafka.records import TP
 from streamcar.redact import NOTHING, Redactor
@@ -123,7 +123,7 @@ class Pipeline:
             tracing=tracing,
             redactor=redactor,
             stopping=lambda: self._draining,
-            release=self._release,
+            completion=Completion(self._checkpoint, self._buffer, self.stats, self._source),
             fail=self._fail,
         )
         self._dispatcher.process = self._attempts.process
@@ -136,9 +136,7 @@ class Pipeline:
             buffer=self._buffer,
             stats=self.stats,
             tracing=tracing,
-            reach=self._reach,
-            reset=self._reset,
-            trouble=self._kafka_trouble,
+            fail=self._fail,
         )
         self._consumer_factory = consumer_factory
         self._bridge: Consumer | None = None
@@ -175,7 +173,7 @@ class Pipeline:
             assignment=source.assignment(),
             start_from=self.config.consume.from_,
         )
-        self._flow.source = self._bridge
+        self._flow.source = self._intake.consumer = self._bridge
         self._bridge.start()
         self._checkpoint.start(self._bridge.commit, self._inflight.accepting)
         waits = {asyncio.create_task(stop.wait()), asyncio.create_task(self._failed.wait())}
@@ -264,20 +262,12 @@ class Pipeline:
     def status(self) -> dict[str, object]:
         return status_document(self, self.config, breaker=self._breaker, tracker=self._tracker, buffered=self.buffered)
 
-    # -- a source that ends ----------------------------------------------------------------------------------
-    def _reach(self, tp: TP) -> None:
-        """A bounded source: ``tp`` has nothing more to read in its range."""
-        source = self._source
-        source.reach(tp)
-        source.check(self._tracker)
-        if self._bridge is not None and not source.ended.is_set():
-            self._bridge.pause_partition(tp)
-
     def replay_progress(self) -> tuple[int, int]:
         """A range source: (records done, records in the range)."""
         source = self._source
         return source.progress(self._tracker) if isinstance(source, RangeSource) else (0, 0)
 
+    # -- partitions come and go (ConsumerListener, called on the loop) ---------------------------------------
     async def on_assigned(self, partitions: list[TP]) -> None:
         self._inflight.assign(partitions)
 
@@ -309,35 +299,7 @@ class Pipeline:
         return final
 
     def on_error(self, error: RdKafkaError) -> None:
-        self._kafka_trouble(error, consumer_trouble(error))
-
-    def _kafka_trouble(self, error: RdKafkaError, trouble: Trouble) -> None:
-        if trouble is Trouble.FATAL:
-            log.error("%s: Kafka error: %s", self.name, error.str(), extra=self._fields("kafka-error"))
-            self._fail(StreamcarKafkaError(f"pipeline {self.name}: {error.str()}"))
-        elif trouble is Trouble.MISSING_TOPIC:
-            log.warning("%s: %s (waiting for the topic to exist)", self.name, error.str())
-        else:
-            log.debug("%s: Kafka: %s", self.name, error.str())
-
-    def _reset(self, tp: TP, read_before: bool) -> None:
-        if self._bridge is not None:
-            self._bridge.reset_offset(tp, read_before=read_before)
-
-    def _fields(self, event: str, **more: object) -> dict[str, object]:
-        """The structured fields of a notable log line (keys in JSON logs)."""
-        return {"event": event, "pipeline": self.name, **more}
-
-    # -- completion ------------------------------------------------------------------------------------------
-    def _release(self, work: Work, result: str) -> None:
-        """The :data:`~streamcar.engine.work.Release` handed to the settling: ``work`` is done."""
-        if work.span is not None:
-            Tracing.done(work, result)
-        self.stats.results[result] += 1
-        self._checkpoint.release(work.tp, work.event.offset)
-        self._buffer.finish(work)
-        if self._source.bounded:
-            self._source.check(self._tracker)
+        self._intake.trouble(error, consumer_trouble(error))
 
 
 async def _within(step: Awaitable[None], seconds: float, what: str) -> None:

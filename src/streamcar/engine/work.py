@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections import Counter, deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from confluent_kafka import Message
@@ -168,9 +167,3 @@ def event_from(msg: Message) -> tuple[Event, str | None]:
     if headers is None:
         return Event(topic, partition, offset, timestamp, msg.key(), msg.value(), ()), UNREADABLE_HEADERS
     return Event(topic, partition, offset, timestamp, msg.key(), msg.value(), headers), None
-
-
-Release = Callable[[Work, str], None]
-"""Completion, the one explicit call that says a message is done (with its result: "ok", "dead_lettered",
-"dropped", ...): its reply or dead letter was acknowledged, or it was dropped. The pipeline hands it to the
-settling; it lets the checkpoint's watermark pass the message and frees the message's lane."""

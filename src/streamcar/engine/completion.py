@@ -1,0 +1,43 @@
+"""Completion: the one call that says a message is done, and what follows from it.
+
+A message is done once its outcome is final: its reply or its dead letter was acknowledged by the broker, or it
+was dropped. The settling (:mod:`streamcar.engine.attempt`) says so by calling :meth:`Completion.release` exactly
+once per message, the way a Benthos input hands each message a release function that acknowledges it. Nothing
+else moves a message's offset towards the commit. Releasing a message:
+
+1. ends its trace span and counts its result;
+2. lets the checkpoint's watermark pass its offset (:meth:`Checkpoint.release`);
+3. frees its lane: the next message of its key, or of its partition, may start;
+4. tells a source that ends whether everything it gave is now done (:meth:`Source.check`).
+
+Everything not released (queued behind its key, in a call, waiting for a retry, abandoned on a revoke) stays
+below the watermark, uncommitted, and is redelivered after a crash.
+"""
+
+from __future__ import annotations
+
+from streamcar.engine.buffer import Buffer
+from streamcar.engine.checkpoint import Checkpoint
+from streamcar.engine.source import Source
+from streamcar.engine.tracing import Tracing
+from streamcar.engine.work import PipelineStats, Work
+
+
+class Completion:
+    __slots__ = ("_buffer", "_checkpoint", "_source", "_stats")
+
+    def __init__(self, checkpoint: Checkpoint, buffer: Buffer, stats: PipelineStats, source: Source) -> None:
+        self._checkpoint = checkpoint
+        self._buffer = buffer
+        self._stats = stats
+        self._source = source
+
+    def release(self, work: Work, result: str) -> None:
+        """``work`` is done, with ``result`` ("ok", "dead_lettered", "dropped", ...)."""
+        if work.span is not None:
+            Tracing.done(work, result)
+        self._stats.results[result] += 1
+        self._checkpoint.release(work.tp, work.event.offset)
+        self._buffer.finish(work)
+        if self._source.bounded:
+            self._source.check(self._checkpoint.tracker)
