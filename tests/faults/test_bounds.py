@@ -18,12 +18,13 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
 from hostile import HostileService, Script, reply_with_id
 from invariants import read_all
-from scenario import Scenario, ScenarioFactory
+from scenario import ScenarioFactory
 from service import Seen
 from sidecar import SidecarFactory, SidecarProcess, make_config, pipeline
 from support import KafkaHandle, TopicFactory, create_topic, produce_records, wait_for
@@ -71,25 +72,20 @@ def watch(process: SidecarProcess, seconds: float, pipeline_name: str) -> tuple[
 
 def test_a_missing_publish_topic_keeps_in_flight_bounded_and_stopping_prompt(
     kafka: KafkaHandle,
-    topic_factory: TopicFactory,
-    group_factory: Callable[[], str],
+    scenario_factory: ScenarioFactory,
     sidecar_factory: SidecarFactory,
     service_factory: ServiceFactory,
 ) -> None:
-    source, dlq = topic_factory(3), topic_factory(1)
-    out = f"{source}-out-missing"  # created later, once the bounds have been seen
-    group = group_factory()
-    scenario = Scenario(kafka, source, out, dlq, group)
+    made = scenario_factory(3)
+    out = f"{made.source}-out-missing"  # created later, once the bounds have been seen
+    scenario = replace(made, out=out)
+    source = scenario.source
     service = service_factory(HostileService(choose))
     records = [(None, b"%d" % i) for i in range(20_000)]
     records += [(None, b"stall %d" % i) for i in range(5)]
     produce_records(kafka, source, records)
-    spec = pipeline(
-        source,
-        group,
+    spec = scenario.spec(
         service.url,
-        publish=out,
-        dead_letter=dlq,
         max_in_flight=MAX_IN_FLIGHT,
         shutdown_timeout=f"{SHUTDOWN:g}s",
         call={"timeout": "60s"},
@@ -134,13 +130,13 @@ def test_one_pipelines_missing_topic_never_stalls_another_or_the_admin_server(
     service_factory: ServiceFactory,
 ) -> None:
     scenario = scenario_factory(3)
-    source, out, dlq, group = scenario.source, scenario.out, scenario.dlq, scenario.group
+    source, dlq = scenario.source, scenario.dlq
     stuck_source, stuck_group = topic_factory(3), group_factory()
     missing = f"{stuck_source}-out-missing"
     service = service_factory(HostileService(lambda seen: reply_with_id))
     produce_records(kafka, stuck_source, [(None, b"%d" % i) for i in range(30_000)])
     stuck = pipeline(stuck_source, stuck_group, service.url, publish=missing, max_in_flight=256)
-    healthy = pipeline(source, group, service.url, publish=out, dead_letter=dlq, max_in_flight=64)
+    healthy = scenario.spec(service.url, max_in_flight=64)
     config = make_config(kafka.bootstrap, {"stuck": stuck, "healthy": healthy}, librdkafka=LIBRDKAFKA)
     process = sidecar_factory(config)
     wait_for(lambda: service.count() >= 256, timeout=30, what="the stuck pipeline's first calls")

@@ -22,7 +22,7 @@ from streamcar.devkafka.cluster import port_is_free
 from invariants import reply_with_id
 from scenario import ScenarioFactory
 from service import TestService
-from sidecar import SidecarProcess, make_config, pipeline
+from sidecar import SidecarProcess, make_config
 from support import KafkaHandle, produce_records, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -52,13 +52,13 @@ def test_broker_restart_mid_run(
 ) -> None:
     kafka = own_kafka
     scenario = scenario_factory(3, on=kafka)
-    source, out, dlq, group = scenario.source, scenario.out, scenario.dlq, scenario.group
+    source = scenario.source
     n, outage = 4000, 3.0
     service = TestService(reply_with_id).start()
     records = [(f"k{i % 97}".encode(), b"v") for i in range(n)]
     process: SidecarProcess | None = None
     try:
-        spec = pipeline(source, group, service.url, publish=out, dead_letter=dlq, max_in_flight=64)
+        spec = scenario.spec(service.url, max_in_flight=64)
         produce_records(kafka, source, records[: n // 2])
         process = SidecarProcess(make_config(kafka.bootstrap, {"p": spec}), tmp_path).start()
         wait_for(lambda: service.count() >= n // 8, timeout=60, what="progress")

@@ -16,7 +16,7 @@ import pytest
 from invariants import reply_with_id
 from scenario import ScenarioFactory
 from service import TestService
-from sidecar import SidecarProcess, make_config, pipeline
+from sidecar import SidecarProcess, make_config
 from support import KafkaHandle, produce_records, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -48,7 +48,7 @@ def test_members_join_leave_and_crash(
     tmp_path: Path,
 ) -> None:
     scenario = scenario_factory(PARTITIONS, out_partitions=3)
-    source, out, dlq, group = scenario.source, scenario.out, scenario.dlq, scenario.group
+    source, group = scenario.source, scenario.group
     part, max_in_flight = 2000, 64
     service = TestService(reply_with_id).start()
     records = [(f"k{i % 101}".encode(), b"v") for i in range(3 * part)]
@@ -56,12 +56,8 @@ def test_members_join_leave_and_crash(
 
     def member(name: str) -> SidecarProcess:
         # each member names itself to the service, so the test sees who does the work
-        spec = pipeline(
-            source,
-            group,
+        spec = scenario.spec(
             service.url,
-            publish=out,
-            dead_letter=dlq,
             max_in_flight=max_in_flight,
             call={"headers": {"Member": name}},
         )

@@ -87,7 +87,7 @@ def test_hostile_records_and_reply_headers_never_crash_the_sidecar(
     service_factory: ServiceFactory,
 ) -> None:
     scenario = scenario_factory(3)
-    source, out, dlq, group = scenario.source, scenario.out, scenario.dlq, scenario.group
+    source, out, dlq = scenario.source, scenario.out, scenario.dlq
     batches = scenario_factory(1, dead_letters=False)  # a pipeline in batch delivery, beside the single one
     batch_source, batch_out, batch_group = batches.source, batches.out, batches.group
     service = service_factory(HostileService(choose))
@@ -116,7 +116,7 @@ def test_hostile_records_and_reply_headers_never_crash_the_sidecar(
     assert len(bad) == 3
     assert all(r.headers == () for r in inputs if r.id in bad)
 
-    spec = pipeline(source, group, service.url, publish=out, dead_letter=dlq, max_in_flight=32)
+    spec = scenario.spec(service.url, max_in_flight=32)
     batch_spec = pipeline(
         batch_source, batch_group, service.url, publish=batch_out, call={"batch": {"max_messages": 10}}
     )

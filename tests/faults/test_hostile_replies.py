@@ -23,7 +23,7 @@ from hostile import HostileService, Script, bomb, endless, garbage, huge_head, r
 from invariants import read_all
 from scenario import ScenarioFactory
 from service import Seen
-from sidecar import SidecarFactory, make_config, pipeline
+from sidecar import SidecarFactory, make_config
 from support import KafkaHandle, produce_records
 from threaded import ServiceFactory
 
@@ -45,7 +45,7 @@ def test_endless_bodies_bombs_and_huge_heads_are_bounded(
     service_factory: ServiceFactory,
 ) -> None:
     scenario = scenario_factory(3)
-    source, out, dlq, group = scenario.source, scenario.out, scenario.dlq, scenario.group
+    source, dlq = scenario.source, scenario.dlq
     service = service_factory(HostileService(choose))
     records: list[tuple[bytes | None, bytes | None]] = []
     for i in range(300):
@@ -55,12 +55,8 @@ def test_endless_bodies_bombs_and_huge_heads_are_bounded(
     produce_records(kafka, source, records)
     inputs = read_all(kafka, source)
     hostile = {r.id for r in inputs if (r.value or b"").split(b" ")[0] in SCRIPTS}
-    spec = pipeline(
-        source,
-        group,
+    spec = scenario.spec(
         service.url,
-        publish=out,
-        dead_letter=dlq,
         max_in_flight=16,
         call={"timeout": "3s"},
         retry={"attempts": 2, "initial_backoff": "50ms", "max_backoff": "100ms"},

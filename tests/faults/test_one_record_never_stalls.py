@@ -16,7 +16,6 @@ service fails for everyone (refused connections, or failures in a row or over ha
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import pytest
 
@@ -25,8 +24,8 @@ from invariants import evaluate, read_all, wait_done
 from invariants import reply_with_id as aiohttp_reply_with_id
 from scenario import ScenarioFactory
 from service import Seen, TestService
-from sidecar import SidecarFactory, make_config, pipeline
-from support import KafkaHandle, TopicFactory, produce_records, wait_for
+from sidecar import SidecarFactory, make_config
+from support import KafkaHandle, produce_records, wait_for
 from threaded import ServiceFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -45,13 +44,13 @@ def test_a_record_whose_connection_always_drops_is_dead_lettered_and_the_rest_fl
     service_factory: ServiceFactory,
 ) -> None:
     scenario = scenario_factory(3)
-    source, out, dlq, group = scenario.source, scenario.out, scenario.dlq, scenario.group
+    source, dlq = scenario.source, scenario.dlq
     service = service_factory(HostileService(choose))
     records = [(f"k{i % 50}".encode(), b"drop %d" % i if i % 500 == 250 else b"%d" % i) for i in range(3000)]
     produce_records(kafka, source, records)
     inputs = read_all(kafka, source)
     poison = {r.id for r in inputs if (r.value or b"").startswith(b"drop")}
-    spec = pipeline(source, group, service.url, publish=out, dead_letter=dlq, max_in_flight=64)
+    spec = scenario.spec(service.url, max_in_flight=64)
     process = sidecar_factory(make_config(kafka.bootstrap, {"p": spec}))
     started = time.monotonic()
     scenario.check(service.requests, dead_letters=dict.fromkeys(poison, "exhausted"), timeout=60)
@@ -71,15 +70,12 @@ BIG_HEADER = 1_100_000  # bytes: beyond the producer's message.max.bytes (1,000,
 
 def test_a_huge_input_header_is_dead_lettered_cut_down_and_the_key_goes_on(
     kafka: KafkaHandle,
-    topic_factory: TopicFactory,
-    group_factory: Callable[[], str],
     scenario_factory: ScenarioFactory,
     sidecar_factory: SidecarFactory,
     service_factory: ServiceFactory,
 ) -> None:
-    source = topic_factory(1, config={"max.message.bytes": str(4 * 1024 * 1024)})
-    out, dlq = topic_factory(1), topic_factory(1)
-    group = group_factory()
+    scenario = scenario_factory(1, source_config={"max.message.bytes": str(4 * 1024 * 1024)})
+    source, out, dlq = scenario.source, scenario.out, scenario.dlq
     service = service_factory(TestService(aiohttp_reply_with_id))  # aiohttp refuses a header over 8 KiB
     producer = kafka.producer(**{"message.max.bytes": 4 * 1024 * 1024})
     for i in range(40):
@@ -88,15 +84,14 @@ def test_a_huge_input_header_is_dead_lettered_cut_down_and_the_key_goes_on(
     assert producer.flush(30) == 0
     inputs = read_all(kafka, source)
     huge = inputs[10].id
-    spec = pipeline(source, group, service.url, publish=out, dead_letter=dlq)
-    process = sidecar_factory(make_config(kafka.bootstrap, {"p": spec}))
+    process = sidecar_factory(make_config(kafka.bootstrap, {"p": scenario.spec(service.url)}))
     wait_for(lambda: len(read_all(kafka, dlq)) == 1, timeout=60, what="the dead letter of the huge record")
     (letter,) = read_all(kafka, dlq)
     assert letter.header("streamcar-source-offset") == str(huge[2]).encode()
     assert letter.header("huge") == b"<cut by streamcar: %d bytes>" % BIG_HEADER
     assert b"header 'huge' 1100000 bytes" in (letter.header("streamcar-cut") or b"")
     assert letter.value == b"10"  # small enough to keep
-    wait_done(kafka, group, source, timeout=60)
+    wait_done(kafka, scenario.group, source, timeout=60)
     others = [r for r in inputs if r.id != huge]  # the letter is cut down by design: the rest is held to it all
     verdict = evaluate(
         others, read_all(kafka, out), [], service.requests(), max_duplicates=0, crashes=False, dead_letters={}
