@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from streamcar.config import Config
 from streamcar.devkafka.cluster import Layout
 from streamcar.devkafka.security import Security, make_ca
 from streamcar.kafka.consumer import ConsumerBridge
-from streamcar.kafka.records import TP
+from streamcar.kafka.records import TP, CommitPoint
 from streamcar.kafka.security import SECURITY_FAILURES
 
 from service import TestService
@@ -239,10 +239,10 @@ class Errors:
     def on_records(self, records: list[Message]) -> None:
         raise AssertionError("no record can arrive")
 
-    async def on_assigned(self, partitions: list[TP]) -> None:
+    async def on_assigned(self, partitions: list[TP], committed: Mapping[TP, CommitPoint]) -> None:
         raise AssertionError("nothing can be assigned")
 
-    async def on_revoked(self, partitions: list[TP]) -> dict[TP, int]:
+    async def on_revoked(self, partitions: list[TP]) -> dict[TP, CommitPoint]:
         return {}
 
     async def on_lost(self, partitions: list[TP]) -> None:

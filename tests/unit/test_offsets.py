@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamcar.engine.offsets import TP, OffsetTracker, PartitionOffsets
+from streamcar.engine.offsets import TP, CommitPoint, OffsetTracker, PartitionOffsets
+from streamcar.kafka.doneahead import Run, encode
 
 TP0: TP = ("orders", 0)
 TP1: TP = ("orders", 1)
@@ -112,57 +113,61 @@ def test_done_below_the_watermark_is_accepted() -> None:
     assert partition.outstanding == 1
 
 
-def test_committable_only_reports_advances() -> None:
+def test_committable_only_reports_changes() -> None:
     partition = tracked(0, 1, 2)
-    assert partition.committable() == 0  # nothing committed yet: the start position is worth committing
-    partition.mark_committed(0)
+    start = partition.committable()
+    assert start == CommitPoint(0)  # nothing committed yet: the start position is worth committing
+    partition.mark_committed(start)
     assert partition.committable() is None
-    partition.done(1)
+    partition.done(1)  # done ahead of the watermark: the commit says so
+    ahead = partition.committable()
+    assert ahead == CommitPoint(0, encode(0, [(1, 1)]))
+    partition.mark_committed(ahead)
     assert partition.committable() is None
     partition.done(0)
-    assert partition.committable() == 2
-    assert partition.committable() == 2  # reading does not consume it
-    partition.mark_committed(2)
-    assert partition.last_committed == 2
+    assert partition.committable() == CommitPoint(2)
+    assert partition.committable() == CommitPoint(2)  # reading does not consume it
+    partition.mark_committed(CommitPoint(2))
+    assert partition.last_committed == CommitPoint(2)
     assert partition.committable() is None
     partition.done(2)
-    assert partition.committable() == 3
+    assert partition.committable() == CommitPoint(3)
 
 
 def test_mark_committed_ignores_lower_offsets() -> None:
     partition = tracked(0, 1)
     partition.done(0)
     partition.done(1)
-    partition.mark_committed(2)
-    partition.mark_committed(1)
-    assert partition.last_committed == 2
+    partition.mark_committed(CommitPoint(2))
+    partition.mark_committed(CommitPoint(1))
+    assert partition.last_committed == CommitPoint(2)
     assert partition.committable() is None
 
 
 def test_committed_before_tracking_hides_a_watermark_that_is_not_past_it() -> None:
     partition = PartitionOffsets()
-    partition.mark_committed(100)
+    partition.mark_committed(CommitPoint(100))
     partition.track(100)
     assert partition.committable() is None
     partition.done(100)
-    assert partition.committable() == 101
+    assert partition.committable() == CommitPoint(101)
 
 
 def test_reset_forgets_everything() -> None:
     partition = tracked(50, 51)
     partition.done(50)
-    partition.mark_committed(51)
+    partition.mark_committed(CommitPoint(51))
     partition.reset()
     assert partition.watermark is None
     assert partition.outstanding == 0
     assert partition.last_committed is None
     partition.track(7)  # lower than before: a fresh assignment may start anywhere
     assert partition.watermark == 7
-    assert partition.committable() == 7
+    assert partition.committable() == CommitPoint(7)
 
 
 def test_partition_repr() -> None:
-    assert repr(tracked(3)) == "PartitionOffsets(watermark=3, outstanding=1, committed=None)"
+    assert repr(tracked(3)) == "PartitionOffsets(watermark=3, outstanding=1, done_ahead=0, committed=None)"
 
 
 # -- OffsetTracker -------------------------------------------------------------------------------------------
@@ -218,14 +223,14 @@ def test_commit_points_only_lists_advanced_partitions() -> None:
     tracker.track(TP0, 10)
     tracker.track(TP0, 11)
     tracker.track(TP1, 20)
-    assert tracker.commit_points() == {TP0: 10, TP1: 20}
-    tracker.mark_committed({TP0: 10, TP1: 20})
+    assert tracker.commit_points() == {TP0: CommitPoint(10), TP1: CommitPoint(20)}
+    tracker.mark_committed(tracker.commit_points())
     assert tracker.commit_points() == {}
     tracker.done(TP0, 10)
-    assert tracker.commit_points() == {TP0: 11}
+    assert tracker.commit_points() == {TP0: CommitPoint(11)}
     tracker.done(TP1, 20)
-    tracker.mark_committed({TP0: 11})
-    assert tracker.commit_points() == {TP1: 21}
+    tracker.mark_committed({TP0: CommitPoint(11)})
+    assert tracker.commit_points() == {TP1: CommitPoint(21)}
 
 
 def test_mark_committed_skips_partitions_removed_during_the_commit() -> None:
@@ -245,25 +250,25 @@ def test_remove_returns_final_watermarks_and_abandons_outstanding_work() -> None
     tracker.track(TP0, 1)
     tracker.track(TP1, 5)
     tracker.done(TP0, 0)
-    assert tracker.remove([TP0, ("orders", 9)]) == {TP0: 1}
+    assert tracker.remove([TP0, ("orders", 9)]) == {TP0: CommitPoint(1)}
     assert tracker.total_outstanding == 1
     assert tracker.partitions() == [TP1]
     # Work abandoned on revoke can still complete; it is ignored.
     assert tracker.done(TP0, 1) is False
     assert tracker.done(TP0, 12345) is False
     assert tracker.total_outstanding == 1
-    assert tracker.remove([TP1]) == {TP1: 5}
+    assert tracker.remove([TP1]) == {TP1: CommitPoint(5)}
     assert tracker.total_outstanding == 0
 
 
 def test_a_reassigned_partition_starts_fresh() -> None:
     tracker = OffsetTracker()
     tracker.track(TP0, 50)
-    tracker.mark_committed({TP0: 50})
+    tracker.mark_committed(tracker.commit_points())
     tracker.remove([TP0])
     tracker.track(TP0, 40)
     assert tracker.watermark(TP0) == 40
-    assert tracker.commit_points() == {TP0: 40}
+    assert tracker.commit_points() == {TP0: CommitPoint(40)}
 
 
 # -- properties ----------------------------------------------------------------------------------------------
@@ -298,6 +303,30 @@ class Model:
     def pending(self) -> list[int]:
         return [offset for offset in self.tracked if offset not in self.done]
 
+    def point(self) -> CommitPoint | None:
+        """The watermark, and the runs above it up to the last done offset that hold no pending offset."""
+        watermark = self.watermark()
+        if watermark is None:
+            return None
+        pending = set(self.pending())
+        runs: list[Run] = []
+        for offset in range(watermark + 1, max(self.done, default=-1) + 1):
+            if offset in pending:
+                continue
+            if runs and runs[-1][1] == offset - 1:
+                runs[-1] = (runs[-1][0], offset)
+            else:
+                runs.append((offset, offset))
+        return CommitPoint(watermark, encode(watermark, runs))
+
+
+def expected_point(model: Model, committed: CommitPoint | None) -> CommitPoint | None:
+    """What committable() must give: the model's point unless it is the one committed, or below it."""
+    point = model.point()
+    if point is None or point == committed or (committed is not None and point.offset < committed.offset):
+        return None
+    return point
+
 
 offset_steps = st.lists(st.integers(min_value=1, max_value=4), max_size=60)
 
@@ -310,7 +339,7 @@ def test_watermark_matches_the_model(start: int, steps: list[int], data: st.Data
         offsets.append(offsets[-1] + step)
     partition = PartitionOffsets()
     model = Model()
-    committed: int | None = None
+    committed: CommitPoint | None = None
     previous: int | None = None
     remaining = list(offsets)
     while remaining or model.pending():
@@ -333,13 +362,10 @@ def test_watermark_matches_the_model(start: int, steps: list[int], data: st.Data
             partition.done(data.draw(st.sampled_from(sorted(model.done))))
         else:
             point = partition.committable()
-            expected = model.watermark()
-            if expected is not None and (committed is None or expected > committed):
-                assert point == expected
+            assert point == expected_point(model, committed)
+            if point is not None:
                 partition.mark_committed(point)
                 committed = point
-            else:
-                assert point is None
         watermark = partition.watermark
         assert watermark == model.watermark()
         assert partition.outstanding == len(model.pending())
@@ -356,7 +382,7 @@ def test_tracker_agrees_with_per_partition_models(data: st.DataObject) -> None:
     tps: list[TP] = [("a", 0), ("a", 1), ("b", 0)]
     tracker = OffsetTracker()
     models: dict[TP, Model] = {}
-    committed: dict[TP, int] = {}
+    committed: dict[TP, CommitPoint] = {}
     for _ in range(data.draw(st.integers(min_value=0, max_value=80))):
         tp = data.draw(st.sampled_from(tps))
         action = data.draw(st.sampled_from(["track", "track", "done", "commit", "remove", "restart"]))
@@ -370,7 +396,7 @@ def test_tracker_agrees_with_per_partition_models(data: st.DataObject) -> None:
             offset = data.draw(st.integers(0, model.last + 1))
             tracker.restart(tp, offset)
             model.restart(offset)
-            if committed.get(tp, -1) > offset:
+            if tp in committed and committed[tp].offset > offset:
                 committed.pop(tp)  # the new log's commit may be lower
             tracker.track(tp, offset)  # the new log's first record
             model.track(offset)
@@ -384,15 +410,15 @@ def test_tracker_agrees_with_per_partition_models(data: st.DataObject) -> None:
             points = tracker.commit_points()
             expected = {}
             for key, each in models.items():
-                watermark = each.watermark()
-                if watermark is not None and watermark > committed.get(key, -1):
-                    expected[key] = watermark
+                point = expected_point(each, committed.get(key))
+                if point is not None:
+                    expected[key] = point
             assert points == expected
             tracker.mark_committed(points)
             committed.update(points)
         elif action == "remove":
             removed = tracker.remove([tp])
-            assert removed == ({} if model is None else {tp: model.watermark()})
+            assert removed == ({} if model is None else {tp: model.point()})
             models.pop(tp, None)
             committed.pop(tp, None)
         assert sorted(tracker.partitions()) == sorted(models)
@@ -407,7 +433,7 @@ def test_restart_forgets_the_replaced_offsets_and_lets_the_watermark_go_back() -
     partition = tracked(10, 11, 12, 13)
     partition.done(10)
     partition.done(12)
-    partition.mark_committed(11)
+    partition.mark_committed(CommitPoint(11))
     assert partition.restart(12) == 1  # 13 was not done, 12 was
     assert (partition.watermark, partition.outstanding, partition.last) == (11, 1, 11)
     partition.track(12)  # the new log's record at 12
@@ -420,13 +446,13 @@ def test_restart_below_the_watermark_starts_a_new_log() -> None:
     partition = tracked(2000, 2001)
     partition.done(2000)
     partition.done(2001)
-    partition.mark_committed(2002)
+    partition.mark_committed(CommitPoint(2002))
     assert partition.restart(0) == 0
     assert partition.watermark is None
     assert partition.committable() is None
     partition.track(0)
     partition.done(0)
-    assert partition.committable() == 1  # lower than the old log's commit: that one is gone
+    assert partition.committable() == CommitPoint(1)  # lower than the old log's commit: that one is gone
 
 
 def test_restart_past_the_last_offset_changes_nothing() -> None:

@@ -5,18 +5,26 @@ acknowledged; :meth:`Checkpoint.release` is the one call that says so (the settl
 its outcome is final). Only the contiguous watermark of done offsets per partition is committed
 (:class:`~streamcar.engine.offsets.OffsetTracker`), so whatever was not done is redelivered after a crash.
 
+Each commit also carries the offsets done *above* the watermark, in the commit's metadata
+(:mod:`streamcar.kafka.doneahead`): a message waiting for its retry holds the watermark back while later ones
+complete, and whoever owns the partition next skips those (:meth:`Checkpoint.resume`) instead of redoing them.
+
 The order of a commit, written down where it happens (:meth:`Checkpoint.commit`):
 
-1. the watermarks are taken *after* the replies below them were acknowledged: releasing a message is what
-   moves them, and it happens only after the broker's ack (the producer is idempotent with acks=all, so an
-   acknowledged reply is on the log for good);
+1. the watermarks and done-ahead offsets are taken *after* the replies they cover were acknowledged: releasing
+   a message is what moves them, and it happens only after the broker's ack (the producer is idempotent with
+   acks=all, so an acknowledged reply is on the log for good);
 2. only partitions this member still owns are committed (a revoked one was committed by its revoke);
 3. the commit goes through the consumer's thread, synchronously, and only a commit the broker took is recorded
    as committed; a refused one (mid-rebalance) is simply tried again at the next tick.
 
 When: every ``commit_interval``, and as soon as ``max_in_flight / 2`` messages were released since the last
-commit, which bounds what a crash makes us redo (and so the duplicates it causes) to about ``max_in_flight``.
+commit; if a commit is under way then, the next follows the moment it ends. So at most two such batches are done
+and not committed at any time, and a crash redoes at most those and what was in flight.
 A source that ends (a replay) commits nothing: the pipeline's group offsets stay where they are.
+
+The metadata's size is bounded (the broker's ``offset.metadata.max.bytes``): a partition whose next record would
+let it outgrow the bound takes no new records (:meth:`Checkpoint.wait_for_room`) until completions made room.
 """
 
 from __future__ import annotations
@@ -25,29 +33,37 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping
 
+from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import KafkaException
 
-from streamcar.engine.offsets import OffsetTracker
-from streamcar.kafka.records import TP
+from streamcar.engine.offsets import BUDGET, OffsetTracker
+from streamcar.kafka.doneahead import MAX_METADATA, DoneAheadError, decode
+from streamcar.kafka.records import TP, CommitPoint
+from streamcar.logs import Throttle, held_back
 
 log = logging.getLogger("streamcar.pipeline")
 
-Committer = Callable[[Mapping[TP, int]], Awaitable[None]]
+Committer = Callable[[Mapping[TP, CommitPoint]], Awaitable[None]]
 """Commits offsets (through the consumer's thread); raises KafkaException when the broker refuses."""
 
 
 class Checkpoint:
-    def __init__(self, name: str, *, max_in_flight: int, interval: float, commits: bool = True) -> None:
+    def __init__(
+        self, name: str, *, max_in_flight: int, interval: float, commits: bool = True, budget: int = BUDGET
+    ) -> None:
         self._name = name
-        self.tracker = OffsetTracker()
+        self.tracker = OffsetTracker(budget)
         self._interval = interval
         self._commits = commits
         self._every = max(1, max_in_flight // 2)
         self._since = 0
         self._committing = False
+        self._again = False  # enough was released during a commit for the next to follow at once
         self._committer: Committer | None = None
         self._owned: Collection[TP] = ()
         self._task: asyncio.Task[None] | None = None
+        self._room: dict[TP, tuple[int, Callable[[], None]]] = {}
+        self._throttle = Throttle()
 
     def start(self, committer: Committer, owned: Collection[TP]) -> None:
         """Commit through ``committer``, for the partitions in ``owned`` (a live view of what this member owns)."""
@@ -63,10 +79,54 @@ class Checkpoint:
 
     def release(self, tp: TP, offset: int) -> None:
         """``offset`` of ``tp`` is done; commit soon when enough were released since the last commit."""
-        self.tracker.done(tp, offset)
+        tracker = self.tracker
+        tracker.done(tp, offset)
         self._since += 1
-        if self._since >= self._every and not self._committing and self._commits:
-            asyncio.get_running_loop().create_task(self.commit())
+        if self._since >= self._every and self._commits:
+            if self._committing:
+                self._again = True
+            else:
+                asyncio.get_running_loop().create_task(self.commit())
+        if self._room and tp in self._room:
+            waiting, wake = self._room[tp]
+            if tracker.fits(tp, waiting):
+                del self._room[tp]
+                wake()
+
+    def wait_for_room(self, tp: TP, offset: int, wake: Callable[[], None]) -> None:
+        """``offset`` of ``tp`` does not fit (:meth:`OffsetTracker.fits`): call ``wake`` once it does."""
+        self._room[tp] = (offset, wake)
+
+    def forget(self, tps: Collection[TP]) -> None:
+        """``tps`` were revoked or lost: nothing waits for room in them any more."""
+        for tp in tps:
+            self._room.pop(tp, None)
+
+    def resume(self, tp: TP, committed: CommitPoint) -> None:
+        """``tp`` was assigned, with what its previous owner committed: the offsets that commit says were done
+        above its offset are skipped when read. Metadata that is not streamcar's, or that was left beside another
+        offset (a reset by another tool), is ignored, with one warning."""
+        if not committed.metadata:
+            return
+        try:
+            base, runs = decode(committed.metadata)
+            if base != committed.offset:
+                raise DoneAheadError(f"written beside offset {base}, not beside the committed {committed.offset}")
+        except DoneAheadError as exc:
+            held = self._throttle.allow("foreign-metadata")
+            if held is not None:
+                log.warning(
+                    "%s: %s[%d]: the committed offset's metadata is not a done-ahead set (%s): ignored, every "
+                    "record from offset %d on is processed%s",
+                    self._name,
+                    *tp,
+                    exc,
+                    committed.offset,
+                    held_back(held, self._throttle.interval),
+                    extra={"event": "foreign-metadata", "pipeline": self._name, "topic": tp[0], "partition": tp[1]},
+                )
+            return
+        self.tracker.preset(tp, runs)
 
     async def _loop(self) -> None:
         while True:
@@ -85,7 +145,7 @@ class Checkpoint:
         self._committing = True
         self._since = 0
         try:
-            await committer(points)  # 3
+            await self._commit(committer, points)  # 3
         except KafkaException as exc:  # e.g. mid-rebalance; the next tick (or the revoke) commits again
             log.info(
                 "%s: commit deferred: %s", self._name, exc, extra={"event": "commit-deferred", "pipeline": self._name}
@@ -93,4 +153,28 @@ class Checkpoint:
             return
         finally:
             self._committing = False
+            if self._again:
+                self._again = False
+                asyncio.get_running_loop().create_task(self.commit())
         self.tracker.mark_committed(points)
+
+    async def _commit(self, committer: Committer, points: Mapping[TP, CommitPoint]) -> None:
+        try:
+            await committer(points)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if not isinstance(error, RdKafkaError) or error.code() != RdKafkaError.OFFSET_METADATA_TOO_LARGE:
+                raise
+            # a broker whose offset.metadata.max.bytes is below the default: the offsets still go in, without
+            # the done-ahead offsets (a crash then redoes those)
+            held = self._throttle.allow("metadata-too-large")
+            if held is not None:
+                log.warning(
+                    "%s: the broker refused the done-ahead offsets as too large (offset.metadata.max.bytes is below "
+                    "%d); committing the offsets without them%s",
+                    self._name,
+                    MAX_METADATA,
+                    held_back(held, self._throttle.interval),
+                    extra={"event": "metadata-too-large", "pipeline": self._name},
+                )
+            await committer({tp: CommitPoint(point.offset) for tp, point in points.items()})

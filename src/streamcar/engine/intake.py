@@ -9,7 +9,10 @@ For each record of a batch the consumer hands over:
    ends that partition;
 3. its offset is tracked for the checkpoint. An offset lower than the last one means the partition's log was
    replaced (the topic created again, the log truncated): what we hold of the old log from there on is
-   forgotten and the new log is processed like any (:meth:`Intake.restart`);
+   forgotten and the new log is processed like any (:meth:`Intake.restart`). A record the partition's previous
+   owner left done (its commit's done-ahead offsets) is done at once: it is not processed again. A record that
+   would let the commit's done-ahead metadata outgrow its bound waits here, its partition's fetching held,
+   until completions made room (:meth:`Intake.readmit`);
 4. it becomes a :class:`Work` in its lane (``ordering``); a record that cannot be called at all (headers that
    cannot be read) carries its verdict, a dead letter, from here on;
 5. it waits in the buffer, in lane order, until dispatch takes it.
@@ -18,6 +21,7 @@ For each record of a batch the consumer hands over:
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 
 from confluent_kafka import KafkaError as RdKafkaError
@@ -25,6 +29,7 @@ from confluent_kafka import Message
 
 from streamcar.config import PipelineConfig
 from streamcar.engine.buffer import Buffer
+from streamcar.engine.checkpoint import Checkpoint
 from streamcar.engine.inflight import InFlight
 from streamcar.engine.offsets import OffsetTracker
 from streamcar.engine.scheduler import lane_for
@@ -48,7 +53,7 @@ class Intake:
         config: PipelineConfig,
         *,
         source: Source,
-        tracker: OffsetTracker,
+        checkpoint: Checkpoint,
         inflight: InFlight,
         buffer: Buffer,
         stats: PipelineStats,
@@ -58,7 +63,8 @@ class Intake:
         self._name = name
         self._ordering = config.ordering
         self._source = source
-        self._tracker = tracker
+        self._checkpoint = checkpoint
+        self._tracker: OffsetTracker = checkpoint.tracker
         self._inflight = inflight
         self._buffer = buffer
         self._stats = stats
@@ -67,6 +73,8 @@ class Intake:
         self._throttle = Throttle()
         self.consumer: Consumer | None = None
         """The consumer that feeds the records, once the pipeline started it."""
+        self.held: dict[TP, deque[Message]] = {}
+        """Records waiting for room in their partition's done-ahead metadata, in offset order."""
 
     def accept(self, records: list[Message]) -> None:
         ordering = self._ordering
@@ -75,6 +83,7 @@ class Intake:
         tracker = self._tracker
         accepting = self._inflight.accepting
         generation = self._inflight.generation
+        held = self.held
         for msg in records:
             error = msg.error()
             if error is not None:
@@ -87,11 +96,20 @@ class Intake:
             if bounded and not source.admits(tp, event.offset):
                 self._reach(tp)
                 continue
+            if held and tp in held:
+                held[tp].append(msg)
+                continue
+            if not tracker.fits(tp, event.offset):
+                self._hold(tp, msg)
+                continue
             try:
-                tracker.track(tp, event.offset)
+                skip = tracker.track(tp, event.offset)
             except ValueError:
                 self.restart(tp, event.offset)
-                tracker.track(tp, event.offset)
+                skip = tracker.track(tp, event.offset)
+            if skip:
+                self._stats.skipped += 1
+                continue
             self._stats.consumed += 1
             work = Work(event, tp, lane_for(ordering, event.topic, event.partition, event.key), generation[tp])
             if unusable is not None:
@@ -100,6 +118,44 @@ class Intake:
             if self._tracing is not None:
                 self._tracing.consumed(work)
             self._buffer.submit(work)
+
+    def _hold(self, tp: TP, msg: Message) -> None:
+        """``msg`` does not fit ``tp``'s done-ahead metadata: hold it, and stop fetching ``tp``, until it does."""
+        self.held[tp] = deque([msg])
+        if self.consumer is not None:
+            self.consumer.hold_partition(tp)
+        self._checkpoint.wait_for_room(tp, msg.offset() or 0, lambda: self.readmit(tp))
+        text = (
+            f"{tp[0]}[{tp[1]}] waits at offset {msg.offset()}: the offsets done above its oldest unfinished message "
+            "would not fit the commit's metadata"
+        )
+        self._stats.note_condition("done-ahead-full", text)
+        if self._throttle.allow(("done-ahead-full", tp)) is not None:
+            log.info("%s: %s", self._name, text, extra={"event": "done-ahead-full", "pipeline": self._name})
+
+    def readmit(self, tp: TP) -> None:
+        """Completions made room in ``tp``'s done-ahead metadata: take its held records that fit now, and fetch
+        it again once none is left."""
+        queue = self.held.pop(tp, None)
+        if not queue or tp not in self._inflight.accepting:
+            return
+        while queue:
+            msg = queue[0]
+            if not self._tracker.fits(tp, msg.offset() or 0):
+                self.held[tp] = queue
+                self._checkpoint.wait_for_room(tp, msg.offset() or 0, lambda: self.readmit(tp))
+                break
+            queue.popleft()
+            self.accept([msg])
+        else:
+            if self.consumer is not None:
+                self.consumer.resume_partition(tp)
+
+    def forget(self, tps: set[TP]) -> None:
+        """``tps`` were revoked or lost: their held records are their next owner's."""
+        for tp in tps:
+            self.held.pop(tp, None)
+        self._checkpoint.forget(tps)
 
     def _consumer_said(self, msg: Message, error: RdKafkaError) -> None:
         trouble = consumer_trouble(error)

@@ -21,39 +21,102 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping
 
-from streamcar.kafka.records import TP
+from streamcar.kafka.doneahead import Run, count, encode, fits, payload_budget, runs_of
+from streamcar.kafka.records import TP, CommitPoint
 
-__all__ = ["TP", "OffsetTracker", "PartitionOffsets"]
+__all__ = ["TP", "CommitPoint", "OffsetTracker", "PartitionOffsets"]
+
+BUDGET = payload_budget()
+"""Bytes of done-ahead metadata a commit may carry (before base64): what the broker's default
+``offset.metadata.max.bytes`` allows."""
 
 
 class PartitionOffsets:
-    """The contiguous watermark of one partition.
+    """The contiguous watermark of one partition, and the offsets done above it.
 
-    Memory is bounded by the span between the oldest unfinished offset and the newest tracked one, which
-    the engine bounds with ``max_in_flight`` backpressure. Offsets below the watermark are forgotten.
+    Memory is bounded by the span between the oldest unfinished offset and the newest tracked one. Offsets below
+    the watermark are forgotten. Offsets done above it are what a commit carries in its metadata
+    (:mod:`streamcar.kafka.doneahead`); :meth:`fits` says whether a new offset keeps that within ``budget``
+    bytes, whatever completes from here. Offsets the partition's previous owner left done (:meth:`preset`) are
+    tracked as done the moment they are read.
     """
 
-    __slots__ = ("_committed", "_done", "_last", "_outstanding", "_window")
+    __slots__ = (
+        "_budget",
+        "_committed",
+        "_committed_version",
+        "_done",
+        "_last",
+        "_last_done",
+        "_outstanding",
+        "_pending",
+        "_preset",
+        "_snapshot",
+        "_version",
+        "_window",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, budget: int = BUDGET) -> None:
         # Tracked offsets not yet popped, increasing; the head is the watermark.
         self._window: deque[int] = deque()
         # offset -> done?, for every offset in the window.
         self._done: dict[int, bool] = {}
+        # The window's offsets not done, in increasing order (a dict keeps insertion order).
+        self._pending: dict[int, None] = {}
         self._last = -1  # last tracked offset; -1 = nothing tracked (Kafka offsets are >= 0)
+        self._last_done = -1  # the highest offset marked done
         self._outstanding = 0
-        self._committed: int | None = None
+        self._committed: CommitPoint | None = None
+        self._budget = budget
+        self._preset: deque[Run] = deque()  # runs done by the previous owner, not read yet
+        self._version = 0  # counts changes to what a commit would say
+        self._snapshot = 0  # the version of the last commit point taken
+        self._committed_version = -1
 
-    def track(self, offset: int) -> None:
-        """Start tracking ``offset``, which must be greater than every offset tracked before."""
+    def preset(self, runs: Iterable[Run]) -> None:
+        """The partition's previous owner committed these runs as done above its committed offset."""
+        self._preset.extend(runs)
+        self._version += 1
+
+    def track(self, offset: int) -> bool:
+        """Start tracking ``offset``, which must be greater than every offset tracked before. True when the
+        previous owner did it already (:meth:`preset`): it is tracked as done, and must not be processed."""
         if offset <= self._last:
             if offset < 0:
                 raise ValueError(f"offset must be >= 0, got {offset}")
             raise ValueError(f"offset {offset} is not after the last tracked offset {self._last}")
         self._last = offset
+        self._version += 1
+        preset = self._preset
+        if preset:
+            while preset and preset[0][1] < offset:
+                preset.popleft()
+            if preset and preset[0][0] <= offset:
+                if self._window:  # behind an unfinished one: done, waiting for the watermark
+                    self._window.append(offset)
+                    self._done[offset] = True
+                    self._last_done = offset
+                return True
         self._window.append(offset)
         self._done[offset] = False
+        self._pending[offset] = None
         self._outstanding += 1
+        return False
+
+    def fits(self, offset: int) -> bool:
+        """Whether tracking ``offset`` next keeps every commit's done-ahead metadata within the budget, however
+        the offsets not done yet complete (:func:`streamcar.kafka.doneahead.fits`)."""
+        watermark = self._window[0] if self._window else self._last + 1
+        preset = self._preset
+        if preset:
+            while preset and preset[0][1] < offset:
+                preset.popleft()
+            if preset and preset[0][0] <= offset:
+                return True  # done already: tracking it adds nothing to wait for
+        if not self._outstanding:
+            return True  # nothing could complete to make room: never wait for it
+        span = max(offset, preset[-1][1] if preset else 0) - watermark
+        return span <= 0 or fits(span, self._outstanding + 1 + len(preset), self._budget)
 
     def done(self, offset: int) -> None:
         """Mark a tracked offset done, in any order; marking it again is a no-op.
@@ -71,9 +134,13 @@ class PartitionOffsets:
         if state:
             return
         self._outstanding -= 1
+        self._version += 1
+        del self._pending[offset]
         window = self._window
         if offset != window[0]:
             self._done[offset] = True
+            if offset > self._last_done:
+                self._last_done = offset
             return
         # The head completed: the watermark advances over it and over every done offset right behind it.
         done = self._done
@@ -94,26 +161,63 @@ class PartitionOffsets:
         return self._outstanding
 
     @property
+    def done_ahead(self) -> int:
+        """How many offsets above the watermark are done (read by this member, or left done by the last)."""
+        return len(self._window) - self._outstanding + count(self._unread())
+
+    def _unread(self) -> list[Run]:
+        """The previous owner's runs above the last offset read."""
+        preset = self._preset
+        if not preset:
+            return []
+        first, last = preset[0]
+        return [(max(first, self._last + 1), last), *list(preset)[1:]] if last > self._last else list(preset)[1:]
+
+    @property
     def last(self) -> int:
         """The last tracked offset; -1 before any."""
         return self._last
 
     @property
-    def last_committed(self) -> int | None:
-        """The highest offset given to :meth:`mark_committed` since the last reset, if any."""
+    def last_committed(self) -> CommitPoint | None:
+        """The highest point given to :meth:`mark_committed` since the last reset, if any."""
         return self._committed
 
-    def committable(self) -> int | None:
-        """The watermark if it advanced past the last committed offset, else None (nothing new to commit)."""
+    def point(self) -> CommitPoint | None:
+        """What a commit says now: the watermark and the done-ahead metadata; None before any offset."""
         watermark = self.watermark
-        if watermark is None or (self._committed is not None and watermark <= self._committed):
+        if watermark is None:
             return None
-        return watermark
+        runs = runs_of(watermark, self._pending, self._last_done) if self._window else []
+        rest = self._unread()
+        if rest:
+            if not self._window and rest[0][0] <= watermark:  # done right from the watermark: commit past it
+                watermark = rest.pop(0)[1] + 1
+            runs.extend(rest)
+        self._snapshot = self._version
+        return CommitPoint(watermark, encode(watermark, runs))
 
-    def mark_committed(self, offset: int) -> None:
-        """Record that ``offset`` was committed; a lower offset than one recorded before is ignored."""
-        if self._committed is None or offset > self._committed:
-            self._committed = offset
+    def committable(self) -> CommitPoint | None:
+        """:meth:`point`, if it differs from the last one committed (else None: nothing new to commit)."""
+        if self._version == self._committed_version:
+            return None
+        point = self.point()
+        if point is None:
+            return None
+        committed = self._committed
+        if committed is not None and point.offset < committed.offset:
+            return None  # a watermark below the last commit: never move the group back
+        if point == committed:
+            self._committed_version = self._snapshot
+            return None
+        return point
+
+    def mark_committed(self, point: CommitPoint) -> None:
+        """Record that ``point`` (the last one :meth:`point` gave) was committed; one below the last recorded
+        is ignored."""
+        if self._committed is None or point.offset >= self._committed.offset:
+            self._committed = point
+            self._committed_version = self._snapshot
 
     def restart(self, offset: int) -> int:
         """The log was replaced from ``offset`` on (topic re-created, log truncated): forget the tracked offsets
@@ -122,17 +226,23 @@ class PartitionOffsets:
         how many of the forgotten offsets were not done."""
         if offset < 0:
             raise ValueError(f"offset must be >= 0, got {offset}")
-        window, done = self._window, self._done
+        window, done, pending = self._window, self._done, self._pending
         forgotten = 0
         while window and window[-1] >= offset:
-            if not done.pop(window.pop()):
+            gone = window.pop()
+            if not done.pop(gone):
                 forgotten += 1
+                del pending[gone]
         self._outstanding -= forgotten
+        self._preset.clear()  # the previous owner's word was about the old log
+        self._version += 1
+        if self._last_done >= offset:  # rare: find the last done offset left (scanning the window)
+            self._last_done = next((o for o in reversed(window) if done[o]), -1)
         if window:
             self._last = window[-1]
         elif self._last >= offset:
             self._last = offset - 1  # everything before it was done: the watermark is the new log's start
-        if self._committed is not None and self._committed > offset:
+        if self._committed is not None and self._committed.offset > offset:
             self._committed = None  # the commit of the new log may be lower than the old one's
         return forgotten
 
@@ -140,14 +250,17 @@ class PartitionOffsets:
         """Forget everything, as for a freshly assigned partition."""
         self._window.clear()
         self._done.clear()
-        self._last = -1
+        self._pending.clear()
+        self._preset.clear()
+        self._last = self._last_done = -1
         self._outstanding = 0
         self._committed = None
+        self._version += 1
 
     def __repr__(self) -> str:
         return (
             f"PartitionOffsets(watermark={self.watermark}, outstanding={self._outstanding}, "
-            f"committed={self._committed})"
+            f"done_ahead={self.done_ahead}, committed={self._committed})"
         )
 
 
@@ -161,22 +274,40 @@ class OffsetTracker:
     Unknown partitions read as never tracked: ``watermark`` None, ``outstanding`` 0.
     """
 
-    __slots__ = ("_partitions", "_total", "ever")
+    __slots__ = ("_budget", "_partitions", "_total", "ever")
 
-    def __init__(self) -> None:
+    def __init__(self, budget: int = BUDGET) -> None:
         self._partitions: dict[TP, PartitionOffsets] = {}
         self._total = 0
+        self._budget = budget
         self.ever: set[TP] = set()
         """Every partition tracked at some point, removed ones included."""
 
-    def track(self, tp: TP, offset: int) -> None:
-        """Track ``offset`` of ``tp``; offsets of one partition must be increasing (gaps allowed)."""
+    def preset(self, tp: TP, runs: Iterable[Run]) -> None:
+        """``tp``'s previous owner left ``runs`` done above the offset it committed (where reading starts)."""
         partition = self._partitions.get(tp)
         if partition is None:
-            partition = self._partitions[tp] = PartitionOffsets()
+            partition = self._partitions[tp] = PartitionOffsets(self._budget)
+        partition.preset(runs)
+
+    def track(self, tp: TP, offset: int) -> bool:
+        """Track ``offset`` of ``tp``; offsets of one partition must be increasing (gaps allowed). True when the
+        partition's previous owner did it already: it is done, not to be processed (see :meth:`preset`)."""
+        partition = self._partitions.get(tp)
+        if partition is None:
+            partition = self._partitions[tp] = PartitionOffsets(self._budget)
+        if partition.last < 0:
             self.ever.add(tp)
-        partition.track(offset)
+        if partition.track(offset):
+            return True
         self._total += 1
+        return False
+
+    def fits(self, tp: TP, offset: int) -> bool:
+        """Whether ``offset`` of ``tp`` may be tracked next without the commit's done-ahead metadata outgrowing
+        its budget (:meth:`PartitionOffsets.fits`)."""
+        partition = self._partitions.get(tp)
+        return partition is None or partition.fits(offset)
 
     def done(self, tp: TP, offset: int) -> bool:
         """Mark ``offset`` of ``tp`` done; False (and nothing happens) when ``tp`` is no longer tracked.
@@ -198,22 +329,23 @@ class OffsetTracker:
         if partition is not None:
             self._total -= partition.restart(offset)
 
-    def commit_points(self) -> dict[TP, int]:
-        """The offset to commit for every partition whose watermark advanced since it was last committed."""
-        points: dict[TP, int] = {}
+    def commit_points(self) -> dict[TP, CommitPoint]:
+        """What to commit for every partition whose watermark or done-ahead offsets changed since its last
+        commit."""
+        points: dict[TP, CommitPoint] = {}
         for tp, partition in self._partitions.items():
-            offset = partition.committable()
-            if offset is not None:
-                points[tp] = offset
+            point = partition.committable()
+            if point is not None:
+                points[tp] = point
         return points
 
-    def mark_committed(self, points: Mapping[TP, int]) -> None:
+    def mark_committed(self, points: Mapping[TP, CommitPoint]) -> None:
         """Record a successful commit; partitions removed meanwhile are skipped."""
         partitions = self._partitions
-        for tp, offset in points.items():
+        for tp, point in points.items():
             partition = partitions.get(tp)
             if partition is not None:
-                partition.mark_committed(offset)
+                partition.mark_committed(point)
 
     def last(self, tp: TP) -> int | None:
         """The last offset of ``tp`` tracked, if any."""
@@ -230,23 +362,29 @@ class OffsetTracker:
         partition = self._partitions.get(tp)
         return 0 if partition is None else partition.outstanding
 
+    def done_ahead(self, tp: TP) -> int:
+        """How many offsets of ``tp`` above its watermark are done (see :attr:`PartitionOffsets.done_ahead`)."""
+        partition = self._partitions.get(tp)
+        return 0 if partition is None else partition.done_ahead
+
     @property
     def total_outstanding(self) -> int:
         """Outstanding offsets over all tracked partitions."""
         return self._total
 
-    def remove(self, tps: Iterable[TP]) -> dict[TP, int | None]:
-        """Stop tracking ``tps`` (rebalance revoke) and return each removed partition's final watermark.
+    def remove(self, tps: Iterable[TP]) -> dict[TP, CommitPoint | None]:
+        """Stop tracking ``tps`` (rebalance revoke) and return what to commit for each removed partition: its
+        final watermark and done-ahead offsets (None: nothing was read).
 
         Partitions that were not tracked are left out of the result. Their outstanding offsets are abandoned:
-        whatever the watermark says was not done will be redelivered to the next owner.
+        whatever the commit does not say was done will be redelivered to the next owner.
         """
-        removed: dict[TP, int | None] = {}
+        removed: dict[TP, CommitPoint | None] = {}
         for tp in tps:
             partition = self._partitions.pop(tp, None)
             if partition is not None:
                 self._total -= partition.outstanding
-                removed[tp] = partition.watermark
+                removed[tp] = partition.point()
         return removed
 
     def partitions(self) -> list[TP]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 
 from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import Message
@@ -34,6 +34,7 @@ from streamcar.engine.dispatch import Dispatcher
 from streamcar.engine.flow import Flow
 from streamcar.engine.inflight import InFlight
 from streamcar.engine.intake import Intake
+from streamcar.engine.offsets import BUDGET
 from streamcar.engine.outcomes import Outcomes
 from streamcar.engine.source import Consumer, ConsumerFactory, GroupSource, RangeSource, Source
 from streamcar.engine.tracing import Tracing
@@ -42,7 +43,7 @@ from streamcar.engine.work import PipelineStats
 from streamcar.kafka.consumer import ConsumerBridge
 from streamcar.kafka.errors import consumer_trouble
 from streamcar.kafka.producer import AsyncProducer
-from streamcar.kafka.records import TP
+from streamcar.kafka.records import TP, CommitPoint
 from streamcar.redact import NOTHING, Redactor
 
 log = logging.getLogger("streamcar.pipeline")
@@ -67,6 +68,7 @@ class Pipeline:
         tracing: Tracing | None = None,
         redactor: Redactor = NOTHING,
         consumer_factory: ConsumerFactory = ConsumerBridge,
+        metadata_budget: int = BUDGET,
     ) -> None:
         self.name = name
         self.config = config
@@ -77,7 +79,11 @@ class Pipeline:
         self._tracing = tracing
         self._source: Source = source if source is not None else GroupSource(config)
         self._checkpoint = Checkpoint(
-            name, max_in_flight=config.max_in_flight, interval=config.commit_interval, commits=self._source.commits
+            name,
+            max_in_flight=config.max_in_flight,
+            interval=config.commit_interval,
+            commits=self._source.commits,
+            budget=metadata_budget,  # bytes of done-ahead offsets a commit carries at most
         )
         self._tracker = self._checkpoint.tracker
         # Consumed records wait here (behind their key, or for a free call slot) up to its bounds; beyond them
@@ -131,7 +137,7 @@ class Pipeline:
             name,
             config,
             source=self._source,
-            tracker=self._tracker,
+            checkpoint=self._checkpoint,
             inflight=self._inflight,
             buffer=self._buffer,
             stats=self.stats,
@@ -268,10 +274,12 @@ class Pipeline:
         return source.progress(self._tracker) if isinstance(source, RangeSource) else (0, 0)
 
     # -- partitions come and go (ConsumerListener, called on the loop) ---------------------------------------
-    async def on_assigned(self, partitions: list[TP]) -> None:
+    async def on_assigned(self, partitions: list[TP], committed: Mapping[TP, CommitPoint]) -> None:
+        for tp, point in committed.items():
+            self._checkpoint.resume(tp, point)  # the previous owner's done-ahead offsets are skipped when read
         self._inflight.assign(partitions)
 
-    async def on_revoked(self, partitions: list[TP]) -> dict[TP, int]:
+    async def on_revoked(self, partitions: list[TP]) -> dict[TP, CommitPoint]:
         revoked = set(partitions) & self._inflight.accepting
         self._stop_taking(revoked)
         # a revoke while stopping (the consumer closing) waits only for what is left of the drain's deadline
@@ -291,8 +299,9 @@ class Pipeline:
             self._buffer.drop_partition(tp)
         self._inflight.stop_taking(tps)
 
-    def _forget(self, tps: set[TP]) -> dict[TP, int | None]:
-        """Forget ``tps``: their final watermarks, and late completions of abandoned work ignored from now on."""
+    def _forget(self, tps: set[TP]) -> dict[TP, CommitPoint | None]:
+        """Forget ``tps``: what to commit for them, and late completions of abandoned work ignored from now on."""
+        self._intake.forget(tps)
         final = self._tracker.remove(tps)
         self._inflight.invalidate(tps)
         self._flow.pace()

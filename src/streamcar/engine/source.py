@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from streamcar.config import KafkaConfig, PipelineConfig
 from streamcar.engine.offsets import OffsetTracker
 from streamcar.kafka.consumer import ConsumerListener
-from streamcar.kafka.records import TP
+from streamcar.kafka.records import TP, CommitPoint
 from streamcar.kafka.settings import group_consumer, range_consumer
 
 
@@ -48,11 +48,19 @@ class Consumer(Protocol):
     @property
     def paused(self) -> bool: ...
 
-    def pause_partition(self, tp: TP) -> None: ...
+    def pause_partition(self, tp: TP) -> None:
+        """Stop fetching ``tp`` for good (a bounded source read its range)."""
+        ...
+
+    def hold_partition(self, tp: TP) -> None:
+        """Stop fetching ``tp`` until :meth:`resume_partition`."""
+        ...
+
+    def resume_partition(self, tp: TP) -> None: ...
 
     def reset_offset(self, tp: TP, *, read_before: bool) -> None: ...
 
-    def commit(self, offsets: Mapping[TP, int]) -> Awaitable[None]: ...
+    def commit(self, offsets: Mapping[TP, CommitPoint]) -> Awaitable[None]: ...
 
 
 class ConsumerFactory(Protocol):

@@ -78,13 +78,20 @@ def status_document(
         "circuit_opened": breaker.opened,
         "last_call_error": stats.last_call_error or None,
         "partitions": [
-            {"topic": t, "partition": p, "next_offset": tracker.watermark((t, p)), "lag": lag}
+            {
+                "topic": t,
+                "partition": p,
+                "next_offset": tracker.watermark((t, p)),
+                "done_ahead": tracker.done_ahead((t, p)),  # done above next_offset: not redone after a crash
+                "lag": lag,
+            }
             for (t, p), lag in found.items()
         ],
         "lag": sum(lag for lag in found.values() if lag is not None),
         "in_flight": view.in_flight,
         "buffered": buffered,
         "consumed": stats.consumed,
+        "skipped": stats.skipped,
         "results": dict(stats.results),
         "published": stats.published,
         "dead_lettered": stats.dead_lettered,

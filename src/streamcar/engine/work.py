@@ -28,6 +28,8 @@ class PipelineStats:
     """The pipeline's counters, read by /metrics and /status at scrape time (nothing is exported per message)."""
 
     consumed: int = 0
+    skipped: int = 0
+    """Records read and not processed: the partition's previous owner had done them (its commit said so)."""
     results: Counter[str] = field(default_factory=Counter)
     retries: int = 0
     published: int = 0

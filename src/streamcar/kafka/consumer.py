@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
 
-from streamcar.kafka.records import TP
+from streamcar.kafka.records import TP, CommitPoint
 from streamcar.kafka.security import explain, identity
 from streamcar.kafka.starts import Starts
 
@@ -38,9 +38,11 @@ class ConsumerListener(Protocol):
 
     def on_records(self, records: list[Message]) -> None: ...
 
-    async def on_assigned(self, partitions: list[TP]) -> None: ...
+    async def on_assigned(self, partitions: list[TP], committed: Mapping[TP, CommitPoint]) -> None:
+        """``partitions`` are ours now; ``committed``: what the group committed for those that carry metadata."""
+        ...
 
-    async def on_revoked(self, partitions: list[TP]) -> dict[TP, int]:
+    async def on_revoked(self, partitions: list[TP]) -> dict[TP, CommitPoint]:
         """Drain ``partitions`` (bounded) and return the offsets to commit for them before release."""
         ...
 
@@ -51,6 +53,7 @@ class ConsumerListener(Protocol):
 
 LOOK_EVERY = 2.0  # seconds between refreshes of the watermarks and probes of the cluster
 PROBE_TIMEOUT = 2.0
+COMMITTED_TIMEOUT = 10.0
 
 
 class ConsumerBridge:
@@ -93,6 +96,7 @@ class ConsumerBridge:
         self._wake = threading.Event()
         self._paused = False  # what the loop wants; the thread applies it (also to partitions assigned later)
         self._finished: set[TP] = set()  # paused whatever _paused says
+        self._held: set[TP] = set()  # paused until resume_partition, whatever _paused says
         # Published by the thread for /metrics, /status and /readyz (each a fresh object: readers need no lock).
         self.high_watermarks: dict[TP, int] = {}
         self.kafka_error: str | None = None  # why the cluster did not answer the last probe; None when it did
@@ -123,6 +127,18 @@ class ConsumerBridge:
             self._finished.add(tp)
             self._command(self._apply_pause)
 
+    def hold_partition(self, tp: TP) -> None:
+        """Stop fetching ``tp`` until :meth:`resume_partition`, whatever resume_all does."""
+        if tp not in self._held:
+            self._held.add(tp)
+            self._command(self._apply_pause)
+
+    def resume_partition(self, tp: TP) -> None:
+        """Fetch ``tp`` again after :meth:`hold_partition` (unless everything is paused)."""
+        if tp in self._held:
+            self._held.discard(tp)
+            self._command(self._apply_pause)
+
     def resume_all(self) -> None:
         if self._paused:
             self._paused = False
@@ -140,12 +156,12 @@ class ConsumerBridge:
             self._starts.seen.add(tp)  # a set's add is atomic: the thread may read it meanwhile
         self._command(lambda: self._reset_offset(tp))
 
-    async def commit(self, offsets: Mapping[TP, int]) -> None:
+    async def commit(self, offsets: Mapping[TP, CommitPoint]) -> None:
         """Commit synchronously on the consumer thread; raises KafkaException if the broker refuses."""
         if self._stopping.is_set() or not self._thread.is_alive():
             # nobody would run the command: the close already committed what the revoke drained
             raise KafkaException(RdKafkaError(RdKafkaError._STATE, "the consumer is closing"))
-        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        tps = _commits(offsets)
         future: asyncio.Future[None] = self._loop.create_future()
 
         def command() -> None:
@@ -177,13 +193,14 @@ class ConsumerBridge:
         assignment = self._consumer.assignment()
         if not assignment:
             return
-        finished = [tp for tp in assignment if (tp.topic, tp.partition) in self._finished]
+        stopped = self._finished | self._held
+        finished = [tp for tp in assignment if (tp.topic, tp.partition) in stopped]
         if finished:
             self._consumer.pause(finished)
         if self._paused:
             self._consumer.pause(assignment)
             return
-        active = [tp for tp in assignment if (tp.topic, tp.partition) not in self._finished]
+        active = [tp for tp in assignment if (tp.topic, tp.partition) not in stopped]
         if active:
             self._consumer.resume(active)
             self._wake_fetchers(active)
@@ -249,7 +266,7 @@ class ConsumerBridge:
                 )
             else:
                 tps = list(self._assignment)
-                self._call_loop(self._listener.on_assigned(tps), self._revoke_timeout)
+                self._call_loop(self._listener.on_assigned(tps, {}), self._revoke_timeout)
                 self._consumer.assign([TopicPartition(t, p, o) for (t, p), o in self._assignment.items()])
             while not self._stopping.is_set():
                 self._run_commands()
@@ -327,22 +344,44 @@ class ConsumerBridge:
         log.info("%s: assigned %s", self._group, _fmt(tps), extra=self._fields("assigned", tps))
         # Assign here rather than letting the client do it after we return, so partitions that arrive while
         # backpressure holds the others paused are paused before they fetch anything.
+        committed = self._committed(consumer, partitions)
         consumer.incremental_assign(partitions)
         if partitions:
             # librdkafka keeps a partition's pause flag across revoke and re-assign: set it either way
+            self._held.difference_update(tps)
             (consumer.pause if self._paused else consumer.resume)(partitions)
-        self._call_loop(self._listener.on_assigned(tps), self._revoke_timeout)
+        self._call_loop(self._listener.on_assigned(tps, committed), self._revoke_timeout)
+
+    def _committed(self, consumer: Consumer, partitions: list[TopicPartition]) -> dict[TP, CommitPoint]:
+        """What the group committed for ``partitions`` with metadata (the previous owner's done-ahead offsets),
+        read before the first record is: without it those offsets are redone, which is safe but slow."""
+        if not partitions:
+            return {}
+        try:
+            found = consumer.committed(partitions, timeout=COMMITTED_TIMEOUT)
+        except KafkaException as exc:
+            log.warning(
+                "%s: reading the committed offsets' metadata failed (%s): done-ahead offsets are redone",
+                self._group,
+                exc,
+            )
+            return {}
+        return {
+            (tp.topic, tp.partition): CommitPoint(tp.offset, tp.metadata)
+            for tp in found
+            if tp.error is None and tp.offset >= 0 and tp.metadata
+        }
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
         log.info("%s: revoking %s", self._group, _fmt(tps), extra=self._fields("revoked", tps))
         try:
-            offsets: dict[TP, int] = self._call_loop(self._listener.on_revoked(tps), self._revoke_timeout + 10)
+            offsets: dict[TP, CommitPoint] = self._call_loop(self._listener.on_revoked(tps), self._revoke_timeout + 10)
         except Exception:
             log.exception("draining revoked partitions failed; their uncommitted work will be redelivered")
             return
         try:
-            self._commit_sync([TopicPartition(t, p, o) for (t, p), o in offsets.items()])
+            self._commit_sync(_commits(offsets))
         except KafkaException as exc:
             log.warning("commit on revoke failed (the work will be redelivered): %s", exc)
 
@@ -378,6 +417,10 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
         future.set_result(None)
     else:
         future.set_exception(error)
+
+
+def _commits(points: Mapping[TP, CommitPoint]) -> list[TopicPartition]:
+    return [TopicPartition(t, p, o, metadata=m) for (t, p), (o, m) in points.items()]
 
 
 def _fmt(tps: list[TP]) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from confluent_kafka import Message
 
@@ -26,6 +27,16 @@ Headers = tuple[tuple[str, bytes | None], ...]
 TP = tuple[str, int]
 """A partition, ``(topic, partition)``, as the engine keys its bookkeeping (confluent-kafka's own
 ``TopicPartition`` objects stay inside the clients)."""
+
+
+class CommitPoint(NamedTuple):
+    """What a commit says of one partition: every record below ``offset`` is done, and so are the offsets
+    ``metadata`` names above it (:mod:`streamcar.kafka.doneahead`; "" for none)."""
+
+    offset: int
+    metadata: str = ""
+
+
 RawHeaders = list[tuple[str, str | bytes | None]]
 """Headers as confluent-kafka's ``produce`` takes them."""
 

@@ -26,12 +26,13 @@ from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import Message
 
 from streamcar.config import KafkaConfig, PipelineConfig
+from streamcar.engine.offsets import BUDGET
 from streamcar.engine.pipeline import Pipeline
 from streamcar.engine.source import Source
 from streamcar.event import Event, Reply
 from streamcar.kafka.consumer import ConsumerListener
 from streamcar.kafka.producer import Ack, ProduceError
-from streamcar.kafka.records import TP
+from streamcar.kafka.records import TP, CommitPoint
 
 TOPIC = "in"
 BATCH = 500
@@ -51,19 +52,24 @@ class TwinConsumer:
         loop: asyncio.AbstractEventLoop,
         *,
         assignment: Mapping[TP, int] | None = None,
+        committed: Mapping[TP, CommitPoint] | None = None,
     ) -> None:
         self.logs = {tp: list(records) for tp, records in logs.items()}
         self._listener = listener
         self._loop = loop
         self._positions = dict(assignment) if assignment is not None else dict.fromkeys(self.logs, 0)
+        # what the group committed before: reading starts there, and the listener hears of its metadata
+        self.committed: dict[TP, CommitPoint] = dict(committed or {})
+        if assignment is None:
+            self._positions.update({tp: point.offset for tp, point in self.committed.items()})
         self._assigned: set[TP] = set()
         self._paused = False
         self._paused_parts: set[TP] = set()
         self._slot = asyncio.Semaphore(2)  # at most two batches ahead of the loop, as the bridge
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.commits: list[dict[TP, int]] = []
-        self.committed: dict[TP, int] = {}
+        self.commits: list[dict[TP, CommitPoint]] = []
+        self.holds: list[TP] = []
         self.high_watermarks: dict[TP, int] = {}
         self.kafka_error: str | None = None
         self.reset_asked: list[TP] = []
@@ -97,10 +103,18 @@ class TwinConsumer:
     def pause_partition(self, tp: TP) -> None:
         self._paused_parts.add(tp)
 
+    def hold_partition(self, tp: TP) -> None:
+        self.holds.append(tp)
+        self._paused_parts.add(tp)
+
+    def resume_partition(self, tp: TP) -> None:
+        self._paused_parts.discard(tp)
+        self._wake.set()
+
     def reset_offset(self, tp: TP, *, read_before: bool) -> None:
         self.reset_asked.append(tp)
 
-    async def commit(self, offsets: Mapping[TP, int]) -> None:
+    async def commit(self, offsets: Mapping[TP, CommitPoint]) -> None:
         self.commits.append(dict(offsets))
         self.committed.update(offsets)
 
@@ -109,7 +123,7 @@ class TwinConsumer:
         self.logs.setdefault(tp, []).extend(records)
         self._wake.set()
 
-    async def revoke(self, tps: list[TP]) -> dict[TP, int]:
+    async def revoke(self, tps: list[TP]) -> dict[TP, CommitPoint]:
         """A rebalance takes ``tps``: the pipeline drains them and says what to commit; committed here."""
         mine = [tp for tp in tps if tp in self._assigned]
         self._assigned -= set(mine)
@@ -120,7 +134,7 @@ class TwinConsumer:
     # -- the feeding ----------------------------------------------------------------------------------------------
     async def _run(self) -> None:
         tps = sorted(self._positions)
-        await self._listener.on_assigned(tps)
+        await self._listener.on_assigned(tps, {tp: p for tp, p in self.committed.items() if p.metadata})
         self._assigned |= set(tps)
         for tp in tps:
             self.high_watermarks[tp] = len(self.logs.get(tp, []))
@@ -243,6 +257,8 @@ class Rig:
         config: PipelineConfig | None = None,
         *,
         source: Source | None = None,
+        committed: Mapping[TP, CommitPoint] | None = None,
+        budget: int | None = None,
     ) -> None:
         self.config = config or pipeline_config()
         self.caller = caller
@@ -253,7 +269,9 @@ class Rig:
         def consumer_factory(
             settings: Mapping[str, Any], topics: list[str], listener: ConsumerListener, loop: Any, **kw: Any
         ) -> TwinConsumer:
-            self.consumer = TwinConsumer(self._logs, listener, loop, assignment=kw.get("assignment"))
+            self.consumer = TwinConsumer(
+                self._logs, listener, loop, assignment=kw.get("assignment"), committed=committed
+            )
             return self.consumer
 
         self.pipeline = Pipeline(
@@ -264,6 +282,7 @@ class Rig:
             self.producer,  # type: ignore[arg-type]
             source=source,
             consumer_factory=consumer_factory,  # type: ignore[arg-type]
+            metadata_budget=BUDGET if budget is None else budget,
         )
         self.stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -290,5 +309,10 @@ class Rig:
         return [value or b"" for _, value, _ in self.producer.sent[topic]]
 
     def committed(self, tp: TP) -> int | None:
+        assert self.consumer is not None
+        point = self.consumer.committed.get(tp)
+        return None if point is None else point.offset
+
+    def commit_point(self, tp: TP) -> CommitPoint | None:
         assert self.consumer is not None
         return self.consumer.committed.get(tp)

@@ -1,0 +1,123 @@
+"""A crash redoes only what was in flight, even while retries hold a partition's watermark back.
+
+A retry-heavy service (some messages fail twice then succeed, some are refused for good, some first calls time
+out) and a sidecar SIGKILLed three times mid-run. A message waiting for its retry holds its partition's contiguous
+watermark back while thousands of later messages of other keys complete; the commit carries those done-ahead
+offsets in its metadata, and the restarted sidecar skips them instead of calling and publishing them again.
+
+The bound on duplicates per crash, counted by reading the output topic: a reply is published again only for an
+input that was not in the last commit the broker took, i.e.
+
+* one whose call or publishing was under way (at most ``max_in_flight`` calls, and what was being published),
+* or one completed since that commit: the checkpoint commits once ``max_in_flight / 2`` completions accumulated,
+  and a commit is taken while the next ones complete, so at most two such batches (``max_in_flight``).
+
+So at most ``2 * max_in_flight`` per crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from invariants import Id, read_all
+from scenario import ScenarioFactory
+from service import Seen, TestService
+from sidecar import SidecarProcess, make_config
+from support import KafkaHandle, produce_records, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+PARTITIONS, RECORDS, MAX_IN_FLIGHT, KILLS = 6, 30_000, 128, 3
+
+
+def _pick(partition: int, offset: int, every: int, at: int) -> bool:
+    return (partition * 7919 + offset * 104_729) % every == at
+
+
+def refused(partition: int, offset: int) -> bool:
+    """About 1 in 97 messages: 400, dead-lettered at once."""
+    return _pick(partition, offset, 97, 5)
+
+
+def flaky(partition: int, offset: int) -> bool:
+    """About 1 in 13: 503 twice, then a success."""
+    return _pick(partition, offset, 13, 3)
+
+
+def slow_first(partition: int, offset: int) -> bool:
+    """About 1 in 211: the first call outlasts call.timeout."""
+    return _pick(partition, offset, 211, 7)
+
+
+class RetryHeavy:
+    def __init__(self) -> None:
+        self.calls: dict[Id, int] = {}
+        self._lock = threading.Lock()
+
+    async def __call__(self, seen: Seen) -> web.StreamResponse:
+        with self._lock:
+            attempt = self.calls[seen.id] = self.calls.get(seen.id, 0) + 1
+        p, o = seen.partition, seen.offset
+        if refused(p, o):
+            return web.Response(status=400, text="refused")
+        if slow_first(p, o) and attempt == 1:
+            await asyncio.sleep(1.5)
+        if flaky(p, o) and attempt - slow_first(p, o) <= 2:
+            return web.Response(status=503, text="busy")
+        return web.Response(body=seen.headers["Idempotency-Key"].encode())
+
+
+def test_a_crash_amid_retries_redoes_only_what_was_in_flight(
+    kafka: KafkaHandle, scenario_factory: ScenarioFactory, tmp_path: Path
+) -> None:
+    scenario = scenario_factory(PARTITIONS)
+    source = scenario.source
+    service = TestService(RetryHeavy()).start()
+    process: SidecarProcess | None = None
+    try:
+        records = [(f"k{i % 211}".encode(), str(i).encode()) for i in range(RECORDS)]
+        produce_records(kafka, source, records)
+        spec = scenario.spec(
+            service.url,
+            max_in_flight=MAX_IN_FLIGHT,
+            call={"timeout": "1s"},
+            retry={"attempts": 4, "initial_backoff": "200ms", "max_backoff": "2s"},
+            commit_interval="1s",
+            # one in ten calls fails: the breaker's way with that is another scenario's subject (it opens)
+            circuit_breaker={"enabled": False},
+        )
+        config = make_config(
+            kafka.bootstrap, {"p": spec}, librdkafka={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
+        )
+        for round_ in range(KILLS):
+            process = SidecarProcess(config, tmp_path).start()
+            target = service.count() + RECORDS // (KILLS + 2)
+            wait_for(
+                lambda target=target: service.count() >= target,  # type: ignore[misc]
+                timeout=120,
+                what=f"progress before kill {round_ + 1}",
+            )
+            process.kill()  # SIGKILL: no drain, no final commit
+        assert service.count() < RECORDS, "the kills should land while input is left"
+        process = SidecarProcess(config, tmp_path).start()
+        letters = {r.id: "http-status" for r in read_all(kafka, source) if refused(r.partition, r.offset)}
+        verdict = scenario.check(
+            service.requests,
+            crashes=True,
+            max_duplicates=KILLS * 2 * MAX_IN_FLIGHT,
+            dead_letters=letters,
+            timeout=180,
+        )
+        print(f"duplicates after {KILLS} SIGKILLs: {verdict.duplicates} ({verdict.duplicates / KILLS:.0f} per crash)")
+        process.signal(signal.SIGTERM)
+        assert process.wait(30) == 0, process.log_tail()
+    finally:
+        if process is not None:
+            process.kill()
+        service.stop()
