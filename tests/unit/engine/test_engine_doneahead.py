@@ -80,8 +80,9 @@ async def test_a_partition_whose_metadata_would_outgrow_its_bound_waits_and_then
     caller = ScriptedCaller(stuck)
     # 2 bytes: any pattern over 16 offsets, or one unfinished message (one run); key k0 has 3 messages per 30
     async with Rig({TP0: log(300, keys=30)}, caller, budget=2) as rig:
-        assert rig.consumer is not None
-        await rig.until(lambda: TP0 in rig.consumer.holds, "the partition held")
+        consumer = rig.consumer
+        assert consumer is not None
+        await rig.until(lambda: TP0 in consumer.holds, "the partition held")
         await asyncio.sleep(0.02)  # let it try to go on: it must not
         furthest = max(event.offset for event in caller.called())
         assert furthest <= 16, furthest
