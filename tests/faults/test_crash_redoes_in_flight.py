@@ -20,10 +20,15 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
+
+from streamcar.config import KafkaConfig
+from streamcar.tools.offsets import group_offsets
 
 from invariants import Id, read_all
 from scenario import ScenarioFactory
@@ -121,3 +126,64 @@ def test_a_crash_amid_retries_redoes_only_what_was_in_flight(
         if process is not None:
             process.kill()
         service.stop()
+
+
+def test_a_partition_handed_over_in_a_rebalance_is_not_redone_by_its_next_owner(
+    kafka: KafkaHandle, scenario_factory: ScenarioFactory, tmp_path: Path
+) -> None:
+    """Key k0 is refused (503) while the rest complete: each partition's watermark stays at its first k0
+    message, and everything else is done ahead of it. A second member joins; the partition it is handed must
+    come with those offsets, which it skips: the only calls it makes are k0's."""
+    scenario = scenario_factory(2)
+    source = scenario.source
+    stuck = threading.Event()
+    stuck.set()
+
+    async def answer(seen: Seen) -> web.StreamResponse:
+        if seen.key == b"k0" and stuck.is_set():
+            return web.Response(status=503, text="not now")
+        return web.Response(body=seen.headers["Idempotency-Key"].encode())
+
+    service = TestService(answer).start()
+    first: SidecarProcess | None = None
+    second: SidecarProcess | None = None
+    try:
+        for partition in (0, 1):
+            records = [(f"k{i % 10}".encode(), f"{partition}-{i}".encode()) for i in range(100)]
+            produce_records(kafka, source, records, partition=partition)
+        spec = scenario.spec(
+            service.url,
+            retry={"attempts": 1000, "initial_backoff": "50ms", "max_backoff": "200ms"},
+            circuit_breaker={"enabled": False},  # only k0 fails, and fails on purpose
+        )
+        config = make_config(kafka.bootstrap, {"p": spec})
+        (tmp_path / "first").mkdir()
+        (tmp_path / "second").mkdir()
+        first = SidecarProcess(config, tmp_path / "first").start()
+        others = {(source, p, o) for p in (0, 1) for o in range(100) if o % 10}
+        wait_for(lambda: others <= {s.id for s in service.requests()}, timeout=60, what="every key but k0 called")
+
+        def all_done_ahead() -> bool:
+            rows = group_offsets(KafkaConfig(bootstrap_servers=kafka.bootstrap), scenario.group).partitions
+            return [(r.committed, r.done_ahead) for r in rows] == [(0, 90), (0, 90)]
+
+        wait_for(all_done_ahead, timeout=30, what="offsets show: committed 0 with 90 done ahead, per partition")
+        second = SidecarProcess(config, tmp_path / "second").start()
+        wait_for(lambda: _pipeline(second)["partitions"] != [], timeout=60, what="the second member's partition")
+        (moved,) = [row["partition"] for row in _pipeline(second)["partitions"]]
+        wait_for(lambda: _pipeline(second)["skipped"] == 90, timeout=30, what="the second member to skip 90")
+        stuck.clear()
+        verdict = scenario.check(service.requests, max_duplicates=0)
+        called = Counter(s.id for s in service.requests() if s.key != b"k0")
+        assert set(called.values()) == {1}, "a record done ahead was called again"
+        print(f"partition {moved} handed over; {verdict.duplicates} duplicates")
+    finally:
+        for process in (first, second):
+            if process is not None:
+                process.kill()
+        service.stop()
+
+
+def _pipeline(process: SidecarProcess) -> dict[str, Any]:
+    (pipeline,) = process.status()["pipelines"]
+    return dict(pipeline)

@@ -1,6 +1,8 @@
 """``streamcar offsets show`` and ``streamcar offsets reset``: a consumer group's committed offsets.
 
-``show`` lists, per partition, the committed offset, the end offset (high watermark) and the lag. Without
+``show`` lists, per partition, the committed offset, how many offsets above it the commit names done (the
+sidecar's done-ahead offsets, skipped by the partition's next owner), the end offset (high watermark) and the
+lag. Without
 ``--topic`` it covers every topic the group has committed offsets for or is assigned. The lag is
 ``end - committed`` (never below 0); a partition without a committed offset shows ``-`` for both, as
 ``kafka-consumer-groups.sh`` does: where such a group starts depends on its consumers' ``auto.offset.reset``,
@@ -30,7 +32,9 @@ from rich.table import Table
 
 from streamcar.config import KafkaConfig
 from streamcar.errors import KafkaError, StreamcarError
+from streamcar.kafka.doneahead import DoneAheadError, count, decode
 from streamcar.kafka.groups import await_coordinator
+from streamcar.kafka.records import CommitPoint
 from streamcar.tools._common import (
     TIMEOUT,
     Position,
@@ -98,6 +102,8 @@ class PartitionLag:
     """None: the group has not committed an offset for this partition."""
     end: int | None
     """The high watermark; None if the topic no longer exists."""
+    done_ahead: int = 0
+    """Offsets above ``committed`` that the commit's metadata names done (skipped by the next consumer)."""
 
     @property
     def lag(self) -> int | None:
@@ -153,7 +159,9 @@ def group_offsets(kafka: KafkaConfig, group: str, topic: str | None = None) -> G
     info = describe_group(client, group)
     if not info.exists:
         raise KafkaError(f"consumer group {group!r} does not exist (no members, no committed offsets)")
-    committed = _committed(client, group, kafka)
+    points = _committed(client, group, kafka)
+    committed = {tp: point.offset for tp, point in points.items()}
+    ahead = {tp: _done_ahead(point) for tp, point in points.items()}
     consumer = reader(kafka)
     try:
         if topic is not None:
@@ -164,11 +172,16 @@ def group_offsets(kafka: KafkaConfig, group: str, topic: str | None = None) -> G
         for name, partitions in sorted(layout.items()):
             if partitions is None:  # deleted since the group committed to it
                 rows += [
-                    PartitionLag(name, p, offset, None) for (t, p), offset in sorted(committed.items()) if t == name
+                    PartitionLag(name, p, offset, None, ahead[(t, p)])
+                    for (t, p), offset in sorted(committed.items())
+                    if t == name
                 ]
                 continue
             marks = watermarks(consumer, name, partitions)
-            rows += [PartitionLag(name, p, committed.get((name, p)), marks[p][1]) for p in partitions]
+            rows += [
+                PartitionLag(name, p, committed.get((name, p)), marks[p][1], ahead.get((name, p), 0))
+                for p in partitions
+            ]
     finally:
         consumer.close()
     return GroupOffsets(info, rows)
@@ -188,7 +201,7 @@ def plan_reset(
         consumer.close()
     client = admin(kafka)
     info = describe_group(client, group)
-    committed = _committed(client, group, kafka)
+    committed = {tp: point.offset for tp, point in _committed(client, group, kafka).items()}
     rows = [PlannedOffset(p, committed.get((topic, p)), targets[p]) for p in partitions]
     return ResetPlan(info, topic, position, rows)
 
@@ -224,12 +237,28 @@ def _result(future: concurrent.futures.Future[Any], group: str) -> Any:
         raise KafkaError(f"consumer group {group!r}: no answer from Kafka within {TIMEOUT + 5:.0f}s") from None
 
 
-def _committed(client: AdminClient, group: str, kafka: KafkaConfig) -> dict[tuple[str, int], int]:
-    """Every offset the group has committed, by (topic, partition)."""
+def _committed(client: AdminClient, group: str, kafka: KafkaConfig) -> dict[tuple[str, int], CommitPoint]:
+    """Every offset the group has committed, with its metadata, by (topic, partition)."""
     await_coordinator(client_config(kafka), group, TIMEOUT)  # else a loading coordinator crashes librdkafka
     request = ConsumerGroupTopicPartitions(group)
     answer = _result(client.list_consumer_group_offsets([request], request_timeout=TIMEOUT)[group], group)
-    return {(tp.topic, tp.partition): tp.offset for tp in answer.topic_partitions if tp.offset >= 0}
+    return {
+        (tp.topic, tp.partition): CommitPoint(tp.offset, tp.metadata or "")
+        for tp in answer.topic_partitions
+        if tp.offset >= 0
+    }
+
+
+def _done_ahead(point: CommitPoint) -> int:
+    """How many offsets above the committed one its metadata names done; 0 for none, or for metadata that is
+    not streamcar's (the sidecar ignores it too)."""
+    if not point.metadata:
+        return 0
+    try:
+        base, runs = decode(point.metadata)
+    except DoneAheadError:
+        return 0
+    return count(runs) if base == point.offset else 0
 
 
 def _layout(consumer: Consumer, topics: set[str]) -> dict[str, list[int] | None]:
@@ -260,7 +289,14 @@ def show_command(args: argparse.Namespace) -> int:
             "state": result.group.state,
             "members": len(result.group.members),
             "partitions": [
-                {"topic": r.topic, "partition": r.partition, "committed": r.committed, "end": r.end, "lag": r.lag}
+                {
+                    "topic": r.topic,
+                    "partition": r.partition,
+                    "committed": r.committed,
+                    "done_ahead": r.done_ahead,
+                    "end": r.end,
+                    "lag": r.lag,
+                }
                 for r in result.partitions
             ],
             "total_lag": result.total_lag,
@@ -269,10 +305,11 @@ def show_command(args: argparse.Namespace) -> int:
         return 0
     table = Table()
     table.add_column("topic")
-    for column in ("partition", "committed", "end", "lag"):
+    for column in ("partition", "committed", "done ahead", "end", "lag"):
         table.add_column(column, justify="right")
     for r in result.partitions:
-        table.add_row(r.topic, str(r.partition), _number(r.committed), _number(r.end), _number(r.lag))
+        ahead = _number(r.done_ahead) if r.done_ahead else "-"
+        table.add_row(r.topic, str(r.partition), _number(r.committed), ahead, _number(r.end), _number(r.lag))
     console = plain_console()
     console.print(f"consumer group {result.group.name} ({result.group.summary()})")
     console.print(table)
