@@ -26,6 +26,7 @@ from streamcar.engine.tracing import Tracing
 from streamcar.errors import StreamcarError
 from streamcar.kafka.producer import AsyncProducer
 from streamcar.kafka.security import check_access
+from streamcar.kafka.settings import for_producer
 from streamcar.logs import configure_logging
 from streamcar.preflight import preflight
 from streamcar.redact import Redactor
@@ -58,7 +59,7 @@ class Sidecar:
 
     def producer_config(self, pipeline: str) -> dict[str, str | int | float | bool]:
         """The cluster's client settings; AsyncProducer puts acks=all and idempotence under them."""
-        config = self.config.kafka.client_config()
+        config = for_producer(self.config.kafka.client_config())
         if "client.id" not in self.config.kafka.librdkafka:
             config["client.id"] = f"{self.config.kafka.client_id}-{pipeline}"
         return config

@@ -25,6 +25,7 @@ from streamcar.config import (
     parse_duration,
 )
 from streamcar.errors import ConfigError
+from streamcar.kafka.settings import for_producer, group_consumer
 
 DESIGN_EXAMPLE = """\
 kafka:
@@ -133,6 +134,26 @@ def test_config_is_frozen() -> None:
         config.admin.listen = "0.0.0.0:1"
 
 
+def test_an_instance_id_means_static_membership_and_an_empty_one_none() -> None:
+    config = parse_config(build({"pipelines.p.consume.instance_id": "orders-7f9c-0"}))
+    settings = group_consumer(
+        config.kafka, group="g", client_id="c", instance_id=config.pipelines["p"].consume.instance_id
+    )
+    assert settings["group.instance.id"] == "orders-7f9c-0"
+    assert parse_config(build({"pipelines.p.consume.instance_id": ""})).pipelines["p"].consume.instance_id is None
+    assert "group.instance.id" not in group_consumer(config.kafka, group="g", client_id="c")
+
+
+def test_librdkafka_settings_of_one_kind_of_client_go_to_that_kind_only() -> None:
+    overrides = {"session.timeout.ms": 6000, "linger.ms": 20, "socket.keepalive.enable": True}
+    config = parse_config(build({"kafka.librdkafka": overrides}))
+    consumer = group_consumer(config.kafka, group="g", client_id="c")
+    producer = for_producer(config.kafka.client_config())
+    assert (consumer["session.timeout.ms"], "linger.ms" in consumer) == (6000, False)
+    assert (producer["linger.ms"], "session.timeout.ms" in producer) == (20, False)
+    assert consumer["socket.keepalive.enable"] is producer["socket.keepalive.enable"] is True
+
+
 def test_librdkafka_overrides_are_applied_last() -> None:
     config = parse_config(build({"kafka.librdkafka": {"client.id": "override", "linger.ms": 5, "acks": "all"}}))
     assert config.kafka.client_config() == {
@@ -168,6 +189,7 @@ def test_librdkafka_overrides_are_applied_last() -> None:
         ({"pipelines.p.consume.topics": ["a", "b", "a"]}, "pipelines.p.consume.topics.2: duplicate topic 'a'"),
         ({"pipelines.p.consume.group": ""}, "pipelines.p.consume.group: String should have at least 1"),
         ({"pipelines.p.consume.from": "middle"}, "pipelines.p.consume.from: must be 'earliest' or 'latest' (got"),
+        ({"pipelines.p.consume.instance_id": "pod 1"}, "pipelines.p.consume.instance_id: invalid consumer group"),
         ({"pipelines.p.call.url": "ftp://x/y"}, "pipelines.p.call.url: unsupported call url 'ftp://x/y'"),
         ({"pipelines.p.call.timeout": "0s"}, "pipelines.p.call.timeout: must be greater than 0"),
         ({"pipelines.p.call.timeout": "5"}, "pipelines.p.call.timeout: a duration needs a unit: ms, s or m"),

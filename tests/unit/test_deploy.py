@@ -88,12 +88,25 @@ def _port(container: Manifest, port: int | str) -> int:
 
 
 def _sidecar_env() -> dict[str, str]:
-    """The streamcar container's environment, with a stand-in for each value taken from a Secret."""
+    """The streamcar container's environment, with a stand-in for each value taken from a Secret or the Pod."""
     env = {}
     for var in _container("streamcar").get("env", []):
         ref = var.get("valueFrom", {}).get("secretKeyRef")
-        env[var["name"]] = f"{ref['name']}.{ref['key']}-value" if ref else var["value"]
+        field = var.get("valueFrom", {}).get("fieldRef")
+        if ref:
+            env[var["name"]] = f"{ref['name']}.{ref['key']}-value"
+        elif field:
+            env[var["name"]] = "orders-service-7d4f9c6b8-x2x9q"  # the Pod's name, as a Deployment makes them
+        else:
+            env[var["name"]] = var["value"]
     return env
+
+
+def test_each_replica_is_a_static_member_named_after_its_pod() -> None:
+    (pipeline,) = _config().pipelines.values()
+    assert pipeline.consume.instance_id == "orders-service-7d4f9c6b8-x2x9q"
+    (var,) = [v for v in _container("streamcar")["env"] if v["name"] == "POD_NAME"]
+    assert var["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
 
 
 def _config_text() -> str:
@@ -269,11 +282,9 @@ def test_the_config_map_holds_a_valid_streamcar_config() -> None:
     assert security.password is not None
     assert security.password.get_secret_value() == env["KAFKA_PASSWORD"]
     from_secrets = {var["name"] for var in _container("streamcar")["env"] if "secretKeyRef" in var.get("valueFrom", {})}
-    assert (
-        set(re.findall(r"\$\{(\w+)", _config_text()))
-        == from_secrets
-        == {"KAFKA_USER", "KAFKA_PASSWORD", "SERVICE_TOKEN"}
-    )
+    from_pod = {var["name"] for var in _container("streamcar")["env"] if "fieldRef" in var.get("valueFrom", {})}
+    assert set(re.findall(r"\$\{(\w+)", _config_text())) == from_secrets | from_pod
+    assert (from_secrets, from_pod) == ({"KAFKA_USER", "KAFKA_PASSWORD", "SERVICE_TOKEN"}, {"POD_NAME"})
     (pipeline,) = config.pipelines.values()
     assert pipeline.call.headers["Authorization"] == f"Bearer {env['SERVICE_TOKEN']}"
     url = pipeline.call.url

@@ -40,6 +40,11 @@ TopicName = Annotated[
     _matching(_TOPIC, "topic name", "use 1 to 249 of a-z A-Z 0-9 . _ -"),
     WithJsonSchema({"type": "string", "pattern": f"^{_TOPIC}$"}),
 ]
+InstanceId = Annotated[
+    str,
+    _matching(_TOPIC, "consumer group instance id", "use 1 to 249 of a-z A-Z 0-9 . _ -"),
+    WithJsonSchema({"type": "string", "pattern": f"^{_TOPIC}$"}),
+]
 PipelineName = Annotated[
     str,
     _matching(_PIPELINE, "pipeline name", "use letters, digits, _ . - and start with a letter or digit"),

@@ -26,6 +26,7 @@ from streamcar.config._fields import (
     _SECRET_NAME,
     PROBLEMS_ERROR,
     REDACTED,
+    InstanceId,
     NonEmptyStr,
     PipelineName,
     SubPath,
@@ -46,6 +47,15 @@ class ConsumeConfig(_Model):
     group: NonEmptyStr
     from_: Literal["earliest", "latest"] = Field(default="earliest", alias="from")
     """Where to start when the group has no committed offset."""
+    instance_id: InstanceId | None = None
+    """Static membership (``group.instance.id``), e.g. ``${POD_NAME}``: a member restarted under the same id
+    takes its partitions back at once, without a rebalance of the others, as long as it returns within the
+    session timeout. Unique per member of the group. An empty value means none (``${POD_NAME:-}``)."""
+
+    @field_validator("instance_id", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("topics")
     @classmethod

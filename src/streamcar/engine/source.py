@@ -115,10 +115,11 @@ class GroupSource:
 
     def __init__(self, config: PipelineConfig) -> None:
         self._group = config.consume.group
+        self._instance_id = config.consume.instance_id
         self.ended = asyncio.Event()
 
     def settings(self, kafka: KafkaConfig, client_id: str) -> dict[str, Any]:
-        return group_consumer(kafka, group=self._group, client_id=client_id)
+        return group_consumer(kafka, group=self._group, client_id=client_id, instance_id=self._instance_id)
 
     def assignment(self) -> Mapping[TP, int] | None:
         return None

@@ -1,6 +1,8 @@
 """The librdkafka settings streamcar's consumers and producers run with, in one place, with their reasons.
 
-``kafka.librdkafka`` from the config is applied last: an explicit override always wins.
+``kafka.librdkafka`` from the config is applied last: an explicit override always wins. A setting only one kind
+of client knows goes to that kind only (librdkafka would warn about it on the other, once per client): a
+``session.timeout.ms`` to the consumers, a ``linger.ms`` to the producers.
 """
 
 from __future__ import annotations
@@ -20,20 +22,94 @@ PRODUCER_DEFAULTS: Settings = {
 }
 
 
-def group_consumer(kafka: KafkaConfig, *, group: str, client_id: str) -> Settings:
-    """A member of the pipeline's consumer group: nothing committed but by the checkpoint."""
-    return _consumer(
-        kafka,
-        {
-            "group.id": group,
-            "client.id": client_id,
-            "enable.partition.eof": False,
-            # where a partition without a usable committed offset starts is the bridge's decision
-            # (streamcar.kafka.starts): librdkafka's own would skip a re-created log or a new partition
-            "auto.offset.reset": "error",
-            "partition.assignment.strategy": "cooperative-sticky",
-        },
-    )
+# librdkafka's consumer-only (C) and producer-only (P) properties, global and topic-level (CONFIGURATION.md)
+CONSUMER_ONLY = frozenset(
+    {
+        "group.id",
+        "group.instance.id",
+        "partition.assignment.strategy",
+        "session.timeout.ms",
+        "heartbeat.interval.ms",
+        "group.protocol.type",
+        "group.protocol",
+        "group.remote.assignor",
+        "coordinator.query.interval.ms",
+        "max.poll.interval.ms",
+        "enable.auto.commit",
+        "auto.commit.interval.ms",
+        "enable.auto.offset.store",
+        "queued.min.messages",
+        "queued.max.messages.kbytes",
+        "fetch.wait.max.ms",
+        "fetch.queue.backoff.ms",
+        "fetch.message.max.bytes",
+        "max.partition.fetch.bytes",
+        "fetch.max.bytes",
+        "fetch.min.bytes",
+        "fetch.error.backoff.ms",
+        "offset.store.method",
+        "isolation.level",
+        "enable.partition.eof",
+        "check.crcs",
+        "consume.callback.max.messages",
+        "auto.offset.reset",
+        "auto.commit.enable",
+        "offset.store.path",
+        "offset.store.sync.interval.ms",
+    }
+)
+PRODUCER_ONLY = frozenset(
+    {
+        "transactional.id",
+        "transaction.timeout.ms",
+        "enable.idempotence",
+        "enable.gapless.guarantee",
+        "queue.buffering.max.messages",
+        "queue.buffering.max.kbytes",
+        "queue.buffering.max.ms",
+        "linger.ms",
+        "message.send.max.retries",
+        "retries",
+        "queue.buffering.backpressure.threshold",
+        "compression.codec",
+        "compression.type",
+        "compression.level",
+        "batch.num.messages",
+        "batch.size",
+        "delivery.report.only.error",
+        "sticky.partitioning.linger.ms",
+        "request.required.acks",
+        "acks",
+        "request.timeout.ms",
+        "message.timeout.ms",
+        "delivery.timeout.ms",
+        "queuing.strategy",
+        "produce.offset.report",
+        "partitioner",
+    }
+)
+
+
+def for_producer(settings: Settings) -> Settings:
+    """``settings`` without what only a consumer knows."""
+    return {name: value for name, value in settings.items() if name not in CONSUMER_ONLY}
+
+
+def group_consumer(kafka: KafkaConfig, *, group: str, client_id: str, instance_id: str | None = None) -> Settings:
+    """A member of the pipeline's consumer group: nothing committed but by the checkpoint. ``instance_id``:
+    static membership (a restart under the same id gets its partitions back without a rebalance)."""
+    own: Settings = {
+        "group.id": group,
+        "client.id": client_id,
+        "enable.partition.eof": False,
+        # where a partition without a usable committed offset starts is the bridge's decision
+        # (streamcar.kafka.starts): librdkafka's own would skip a re-created log or a new partition
+        "auto.offset.reset": "error",
+        "partition.assignment.strategy": "cooperative-sticky",
+    }
+    if instance_id is not None:
+        own["group.instance.id"] = instance_id
+    return _consumer(kafka, own)
 
 
 def range_consumer(kafka: KafkaConfig, *, client_id: str) -> Settings:
@@ -66,4 +142,4 @@ def _consumer(kafka: KafkaConfig, own: Settings) -> Settings:
         }
     )
     conf.update(kafka.librdkafka)  # explicit overrides still win
-    return conf
+    return {name: value for name, value in conf.items() if name not in PRODUCER_ONLY}

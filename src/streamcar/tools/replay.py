@@ -32,6 +32,7 @@ from streamcar.config import Config, KafkaConfig, load_config
 from streamcar.errors import KafkaError as StreamcarKafkaError
 from streamcar.errors import UsageError
 from streamcar.kafka.records import UNREADABLE, raw_headers
+from streamcar.kafka.settings import for_producer
 from streamcar.tools._common import (
     client_config,
     kafka_settings,
@@ -169,7 +170,7 @@ async def through_pipeline(
 
     pipeline_config = config.pipelines[name]
     loop = asyncio.get_running_loop()
-    producer = AsyncProducer(config.kafka.client_config(), loop)
+    producer = AsyncProducer(for_producer(config.kafka.client_config()), loop)
     caller = build_caller(pipeline_config.call, pipeline_config.max_in_flight)
     pipeline = Pipeline(
         name,
