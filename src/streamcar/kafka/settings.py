@@ -17,8 +17,10 @@ Settings = dict[str, Any]
 PRODUCER_DEFAULTS: Settings = {
     "acks": "all",  # a reply counts as published only once every in-sync replica has it
     "enable.idempotence": True,  # and once only, in the order handed over (a key's replies stay in order)
-    "linger.ms": 5,
+    "linger.ms": 5,  # under load: records share batches; a record sent alone is flushed (kafka.producer)
     "compression.type": "lz4",
+    # a lone produce request or commit goes out at once rather than behind Nagle's algorithm
+    "socket.nagle.disable": True,
 }
 
 
@@ -139,6 +141,7 @@ def _consumer(kafka: KafkaConfig, own: Settings) -> Settings:
             # A resumed partition's first fetch can wait behind a fetch request the broker holds for up to
             # fetch.wait.max.ms (500 ms by default) when nothing else was fetchable.
             "fetch.wait.max.ms": 50,
+            "socket.nagle.disable": True,
         }
     )
     conf.update(kafka.librdkafka)  # explicit overrides still win
