@@ -247,7 +247,7 @@ def sidecar(
     }
     config_file = workdir / f"{out}.yaml"
     config_file.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "STREAMCAR_LOG_LEVEL": "WARNING", "PYTHONPATH": str(HERE.parent)}
+    env = {**os.environ, "STREAMCAR_LOG_LEVEL": "WARNING", "PYTHONPATH": _pythonpath()}
     process = subprocess.Popen([sys.executable, "-m", "streamcar", "run", "-c", str(config_file)], env=env)
     spy = None
     try:
@@ -272,7 +272,10 @@ def replay(bootstrap: str, source: str, out: str, n: int) -> float:
     """``streamcar replay --to-topic`` (a separate process) copying all of ``source``: its own summary gives the
     seconds from the first fetch to the last acknowledgement (the copies keep the input's timestamps)."""
     cmd = [sys.executable, "-m", "streamcar", "replay", "--topic", source, "--from", "earliest", "--to-topic", out]
-    done = subprocess.run([*cmd, "-b", bootstrap, "--quiet"], check=True, capture_output=True, text=True, timeout=900)
+    env = {**os.environ, "PYTHONPATH": _pythonpath()}
+    done = subprocess.run(
+        [*cmd, "-b", bootstrap, "--quiet"], check=True, capture_output=True, text=True, timeout=900, env=env
+    )
     match = re.search(r"copied ([\d,]+) records to \S+ in ([\d.]+)s", done.stdout)
     if match is None or int(match[1].replace(",", "")) != n:
         raise RuntimeError(f"unexpected replay summary: {done.stdout.strip()!r}")
@@ -435,3 +438,10 @@ def grpc_round_trip(n: int, concurrency: int, size: int) -> RoundTrip:
         return meter.done(asyncio.run(run()), n)
     finally:
         _stop(server)
+
+
+def _pythonpath() -> str:
+    """The bench's own checkout first (its src/ included): a bench run from another checkout (a worktree of an
+    older commit) must time that checkout's sidecar, not the one the virtualenv was installed from."""
+    root = HERE.parent
+    return os.pathsep.join(p for p in (str(root / "src"), str(root), os.environ.get("PYTHONPATH", "")) if p)

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
 
+from streamcar.kafka.probes import committed_points, look_around, wake_fetchers
 from streamcar.kafka.records import TP, CommitPoint
 from streamcar.kafka.security import explain, identity
 from streamcar.kafka.starts import Starts
@@ -52,8 +53,6 @@ class ConsumerListener(Protocol):
 
 
 LOOK_EVERY = 2.0  # seconds between refreshes of the watermarks and probes of the cluster
-PROBE_TIMEOUT = 2.0
-COMMITTED_TIMEOUT = 10.0
 
 
 class ConsumerBridge:
@@ -203,29 +202,7 @@ class ConsumerBridge:
         active = [tp for tp in assignment if (tp.topic, tp.partition) not in stopped]
         if active:
             self._consumer.resume(active)
-            self._wake_fetchers(active)
-
-    def _wake_fetchers(self, partitions: list[TopicPartition]) -> None:
-        """Make librdkafka fetch resumed partitions now rather than up to a second later.
-
-        A resume takes effect at the next wake-up of the broker thread that fetches the partition, and an idle
-        one (nothing to fetch while everything was paused) sleeps for up to a second (confluent-kafka-go#630):
-        under backpressure that left the service idle most of the time. Any request to the broker wakes its
-        thread, so ask each resumed partition's leader for a watermark. Only a wake-up: errors are ignored.
-        """
-        try:
-            by_leader: dict[int, TopicPartition] = {}
-            for topic in {tp.topic for tp in partitions}:
-                meta = self._consumer.list_topics(topic=topic, timeout=1).topics.get(topic)
-                if meta is None:
-                    continue
-                for tp in partitions:
-                    if tp.topic == topic and tp.partition in meta.partitions:
-                        by_leader.setdefault(meta.partitions[tp.partition].leader, tp)
-            for tp in by_leader.values():
-                self._consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=1, cached=False)
-        except KafkaException as exc:
-            log.debug("waking the fetchers after a resume failed: %s", exc)
+            wake_fetchers(self._consumer, active)
 
     def _run_commands(self) -> None:
         while True:
@@ -304,33 +281,15 @@ class ConsumerBridge:
             self._loop.call_soon_threadsafe(_settle, self._done, None)
 
     def _look_around(self) -> None:
-        """Every few seconds: the assigned partitions' high watermarks for the lag, and one metadata request to
-        know whether the cluster answers.
-
-        The watermarks are librdkafka's cached ones (no request), which each fetch brings up to date. While nothing
-        is fetched (consumption paused, or the thread held back by the pipeline's backpressure for a while) they
-        are asked of the brokers instead, one request per partition: the lag must stay true exactly when it grows.
-        """
+        """Every few seconds: the assigned partitions' high watermarks for the lag, and whether the cluster
+        answers (:func:`streamcar.kafka.probes.look_around`)."""
         now = time.monotonic()
         self._next_look = now + LOOK_EVERY
         held = self._held_since is not None and now - self._held_since > LOOK_EVERY / 2
         fresh = self._paused or held
-        try:
-            assignment = self._consumer.assignment()
-            highs = {}
-            for tp in assignment:
-                if fresh or (tp.topic, tp.partition) in self._finished:
-                    _, high = self._consumer.get_watermark_offsets(tp, timeout=PROBE_TIMEOUT, cached=False)
-                else:
-                    _, high = self._consumer.get_watermark_offsets(tp, cached=True)
-                if high >= 0:
-                    highs[(tp.topic, tp.partition)] = high
+        highs, self.kafka_error = look_around(self._consumer, self._topics[0], fresh, self._finished)
+        if highs is not None:
             self.high_watermarks = highs
-            self._consumer.list_topics(topic=self._topics[0], timeout=PROBE_TIMEOUT)
-            self.kafka_error = None
-        except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            self.kafka_error = error.str() if isinstance(error, RdKafkaError) else str(exc)
 
     def _call_loop(self, coro: Awaitable[Any], timeout: float) -> Any:
         async def wrapper() -> Any:
@@ -344,33 +303,13 @@ class ConsumerBridge:
         log.info("%s: assigned %s", self._group, _fmt(tps), extra=self._fields("assigned", tps))
         # Assign here rather than letting the client do it after we return, so partitions that arrive while
         # backpressure holds the others paused are paused before they fetch anything.
-        committed = self._committed(consumer, partitions)
+        committed = committed_points(consumer, partitions, self._group)
         consumer.incremental_assign(partitions)
         if partitions:
             # librdkafka keeps a partition's pause flag across revoke and re-assign: set it either way
             self._held.difference_update(tps)
             (consumer.pause if self._paused else consumer.resume)(partitions)
         self._call_loop(self._listener.on_assigned(tps, committed), self._revoke_timeout)
-
-    def _committed(self, consumer: Consumer, partitions: list[TopicPartition]) -> dict[TP, CommitPoint]:
-        """What the group committed for ``partitions`` with metadata (the previous owner's done-ahead offsets),
-        read before the first record is: without it those offsets are redone, which is safe but slow."""
-        if not partitions:
-            return {}
-        try:
-            found = consumer.committed(partitions, timeout=COMMITTED_TIMEOUT)
-        except KafkaException as exc:
-            log.warning(
-                "%s: reading the committed offsets' metadata failed (%s): done-ahead offsets are redone",
-                self._group,
-                exc,
-            )
-            return {}
-        return {
-            (tp.topic, tp.partition): CommitPoint(tp.offset, tp.metadata)
-            for tp in found
-            if tp.error is None and tp.offset >= 0 and tp.metadata
-        }
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
