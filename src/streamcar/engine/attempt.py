@@ -187,6 +187,10 @@ class Attempts:
                 # every message of this round is now publishing, waiting for a retry or held: the call slots of
                 # the publishing ones are free, and the next calls need not wait for the broker's acks
                 self._dispatcher.dispatch()
+                if not self._inflight.calling:
+                    # no call in progress: no reply will join these in the producer's linger, and the next
+                    # message of their lanes may be waiting for them (one at a time per partition)
+                    self._outcomes.hurry(len(pending))
                 await _all_done(pending)
 
             blockers.clear()
