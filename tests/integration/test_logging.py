@@ -44,8 +44,9 @@ def test_json_logs_name_each_notable_event_and_never_print_the_token(
         dead_letter=dlq,
         call={"url": service.url, "headers": {"Authorization": f"Bearer {TOKEN}"}},
     )
-    # a consumer-only setting: librdkafka warns (CONFWARN) when the producer is made, a line of its own to route
-    config = make_config(kafka.bootstrap, {"p": spec}, librdkafka={"session.timeout.ms": 45000}).model_copy(
+    # a deprecated setting: librdkafka warns (CONFWARN) when each client is made, a line of its own to route
+    deprecated = {"topic.metadata.refresh.fast.cnt": 5}
+    config = make_config(kafka.bootstrap, {"p": spec}, librdkafka=deprecated).model_copy(
         update={"log": LogConfig(format="json")}
     )
     sidecar = SidecarProcess(config, tmp_path).start()
@@ -83,4 +84,4 @@ def test_json_logs_name_each_notable_event_and_never_print_the_token(
     assert sorted(d["offset"] for d in dead) == sources
     assert all("(caller token ***)" in d["message"] for d in dead)
     librdkafka = [entry for entry in entries if entry["logger"] == "streamcar.librdkafka"]
-    assert any("session.timeout.ms" in entry["message"] for entry in librdkafka), librdkafka
+    assert any("topic.metadata.refresh.fast.cnt" in entry["message"] for entry in librdkafka), librdkafka
