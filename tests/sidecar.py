@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -178,3 +178,22 @@ class SidecarFactory(Protocol):
     """The ``sidecar_factory`` fixture: starts ``streamcar run`` with a config; killed when the test ends."""
 
     def __call__(self, config: Config, *, wrapper: list[str] | None = None) -> SidecarProcess: ...
+
+
+def crash_repeatedly(
+    config: Config, workdir: Path, calls: Callable[[], int], *, total: int, kills: int, timeout: float = 60
+) -> None:
+    """Run ``streamcar run`` and SIGKILL it ``kills`` times (no drain, no final commit), each time once the service
+    got ``total / (kills + 2)`` more calls (``calls()``), so that every kill lands mid-run with input left."""
+    for round_ in range(kills):
+        process = SidecarProcess(config, workdir).start()
+        target = calls() + total // (kills + 2)
+        try:
+            deadline = time.monotonic() + timeout
+            while calls() < target:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no progress before kill {round_ + 1} within {timeout}s: {process.log_tail()}")
+                time.sleep(0.1)
+        finally:
+            process.kill()
+    assert calls() < total, "the kills should land while input is left"

@@ -33,7 +33,7 @@ from streamcar.tools.offsets import group_offsets
 from invariants import Id, read_all
 from scenario import ScenarioFactory
 from service import Seen, TestService
-from sidecar import SidecarProcess, make_config
+from sidecar import SidecarProcess, crash_repeatedly, make_config
 from support import KafkaHandle, produce_records, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -100,16 +100,7 @@ def test_a_crash_amid_retries_redoes_only_what_was_in_flight(
         config = make_config(
             kafka.bootstrap, {"p": spec}, librdkafka={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
         )
-        for round_ in range(KILLS):
-            process = SidecarProcess(config, tmp_path).start()
-            target = service.count() + RECORDS // (KILLS + 2)
-            wait_for(
-                lambda target=target: service.count() >= target,  # type: ignore[misc]
-                timeout=120,
-                what=f"progress before kill {round_ + 1}",
-            )
-            process.kill()  # SIGKILL: no drain, no final commit
-        assert service.count() < RECORDS, "the kills should land while input is left"
+        crash_repeatedly(config, tmp_path, service.count, total=RECORDS, kills=KILLS, timeout=120)
         process = SidecarProcess(config, tmp_path).start()
         letters = {r.id: "http-status" for r in read_all(kafka, source) if refused(r.partition, r.offset)}
         verdict = scenario.check(

@@ -11,8 +11,8 @@ import pytest
 from invariants import reply_with_id
 from scenario import ScenarioFactory
 from service import TestService
-from sidecar import SidecarProcess, make_config, pipeline
-from support import KafkaHandle, produce_records, wait_for
+from sidecar import SidecarProcess, crash_repeatedly, make_config, pipeline
+from support import KafkaHandle, produce_records
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -36,16 +36,7 @@ def test_repeated_sigkill_loses_nothing(
         config = make_config(
             kafka.bootstrap, {"p": spec}, librdkafka={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
         )
-        for round_ in range(kills):
-            process = SidecarProcess(config, tmp_path).start()
-            target = service.count() + n // (kills + 2)
-            wait_for(
-                lambda target=target: service.count() >= target,  # type: ignore[misc]
-                timeout=60,
-                what=f"progress before kill {round_ + 1}",
-            )
-            process.kill()  # SIGKILL
-        assert service.count() < n, "the kills should land while input is left"
+        crash_repeatedly(config, tmp_path, service.count, total=n, kills=kills, timeout=60)
         process = SidecarProcess(config, tmp_path).start()
         verdict = scenario.check(
             service.requests,

@@ -113,18 +113,11 @@ class Checkpoint:
             if base != committed.offset:
                 raise DoneAheadError(f"written beside offset {base}, not beside the committed {committed.offset}")
         except DoneAheadError as exc:
-            held = self._throttle.allow("foreign-metadata")
-            if held is not None:
-                log.warning(
-                    "%s: %s[%d]: the committed offset's metadata is not a done-ahead set (%s): ignored, every "
-                    "record from offset %d on is processed%s",
-                    self._name,
-                    *tp,
-                    exc,
-                    committed.offset,
-                    held_back(held, self._throttle.interval),
-                    extra={"event": "foreign-metadata", "pipeline": self._name, "topic": tp[0], "partition": tp[1]},
-                )
+            self._warn(
+                "foreign-metadata",
+                f"{tp[0]}[{tp[1]}]: the committed offset's metadata is not a done-ahead set ({exc}): ignored, every "
+                f"record from offset {committed.offset} on is processed",
+            )
             return
         self.tracker.preset(tp, runs)
 
@@ -167,14 +160,21 @@ class Checkpoint:
                 raise
             # a broker whose offset.metadata.max.bytes is below the default: the offsets still go in, without
             # the done-ahead offsets (a crash then redoes those)
-            held = self._throttle.allow("metadata-too-large")
-            if held is not None:
-                log.warning(
-                    "%s: the broker refused the done-ahead offsets as too large (offset.metadata.max.bytes is below "
-                    "%d); committing the offsets without them%s",
-                    self._name,
-                    MAX_METADATA,
-                    held_back(held, self._throttle.interval),
-                    extra={"event": "metadata-too-large", "pipeline": self._name},
-                )
+            self._warn(
+                "metadata-too-large",
+                "the broker refused the done-ahead offsets as too large (offset.metadata.max.bytes is below "
+                f"{MAX_METADATA}); committing the offsets without them",
+            )
             await committer({tp: CommitPoint(point.offset) for tp, point in points.items()})
+
+    def _warn(self, event: str, text: str) -> None:
+        """One line per ``event`` per interval, however often it happens."""
+        held = self._throttle.allow(event)
+        if held is not None:
+            log.warning(
+                "%s: %s%s",
+                self._name,
+                text,
+                held_back(held, self._throttle.interval),
+                extra={"event": event, "pipeline": self._name},
+            )

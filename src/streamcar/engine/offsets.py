@@ -42,6 +42,7 @@ class PartitionOffsets:
     """
 
     __slots__ = (
+        "_bits_span",
         "_budget",
         "_committed",
         "_committed_version",
@@ -68,6 +69,7 @@ class PartitionOffsets:
         self._outstanding = 0
         self._committed: CommitPoint | None = None
         self._budget = budget
+        self._bits_span = budget * 8  # offsets of span the bits encoding covers within the budget
         self._preset: deque[Run] = deque()  # runs done by the previous owner, not read yet
         self._version = 0  # counts changes to what a commit would say
         self._snapshot = 0  # the version of the last commit point taken
@@ -106,8 +108,10 @@ class PartitionOffsets:
     def fits(self, offset: int) -> bool:
         """Whether tracking ``offset`` next keeps every commit's done-ahead metadata within the budget, however
         the offsets not done yet complete (:func:`streamcar.kafka.doneahead.fits`)."""
-        watermark = self._window[0] if self._window else self._last + 1
-        preset = self._preset
+        window, preset = self._window, self._preset
+        if not preset and (not window or offset - window[0] <= self._bits_span):
+            return True  # the common case: within what the bits encode whatever the pattern
+        watermark = window[0] if window else self._last + 1
         if preset:
             while preset and preset[0][1] < offset:
                 preset.popleft()
