@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamcar.engine.offsets import TP, CommitPoint, OffsetTracker, PartitionOffsets
+from streamcar.engine.offsets import TP, CommitPoint, PartitionOffsets
+from streamcar.engine.tracker import OffsetTracker
 from streamcar.kafka.doneahead import Run, encode
 
 TP0: TP = ("orders", 0)

@@ -36,7 +36,8 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import KafkaException
 
-from streamcar.engine.offsets import BUDGET, OffsetTracker
+from streamcar.engine.offsets import BUDGET
+from streamcar.engine.tracker import OffsetTracker
 from streamcar.kafka.doneahead import MAX_METADATA, DoneAheadError, decode
 from streamcar.kafka.records import TP, CommitPoint
 from streamcar.logs import Throttle, held_back

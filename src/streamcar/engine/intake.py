@@ -31,10 +31,10 @@ from streamcar.config import PipelineConfig
 from streamcar.engine.buffer import Buffer
 from streamcar.engine.checkpoint import Checkpoint
 from streamcar.engine.inflight import InFlight
-from streamcar.engine.offsets import OffsetTracker
 from streamcar.engine.scheduler import lane_for
 from streamcar.engine.source import Consumer, Source
 from streamcar.engine.tracing import Tracing
+from streamcar.engine.tracker import OffsetTracker
 from streamcar.engine.work import PipelineStats, Work, event_from
 from streamcar.errors import KafkaError
 from streamcar.event import Reply

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Mapping
 from typing import Any, Protocol
 
 from streamcar.config import KafkaConfig, PipelineConfig
-from streamcar.engine.offsets import OffsetTracker
+from streamcar.engine.tracker import OffsetTracker
 from streamcar.kafka.consumer import ConsumerListener
 from streamcar.kafka.records import TP, CommitPoint
 from streamcar.kafka.settings import group_consumer, range_consumer

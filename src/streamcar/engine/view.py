@@ -12,7 +12,7 @@ from typing import Protocol
 
 from streamcar.config import PipelineConfig
 from streamcar.engine.breaker import CircuitBreaker
-from streamcar.engine.offsets import OffsetTracker
+from streamcar.engine.tracker import OffsetTracker
 from streamcar.engine.work import PipelineStats
 from streamcar.kafka.records import TP
 
