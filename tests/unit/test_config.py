@@ -85,6 +85,15 @@ def problems_of(text: str, env: dict[str, str] | None = None) -> list[str]:
     return info.value.problems
 
 
+def test_the_config_example_in_the_docs_is_a_valid_config() -> None:
+    """docs/contract.md is what users read: its example must be what streamcar accepts."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "contract.md").read_text(encoding="utf-8")
+    example = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = parse_config(example, env=DESIGN_ENV)
+    assert list(config.pipelines) == ["orders"]
+    assert config.pipelines["orders"].publish is not None
+
+
 def test_design_example_parses() -> None:
     config = parse_config(DESIGN_EXAMPLE, env=DESIGN_ENV)
     orders = config.pipelines["orders"]

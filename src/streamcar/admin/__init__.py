@@ -1,4 +1,4 @@
-"""The admin endpoints of DESIGN.md: ``/healthz``, ``/readyz``, ``/metrics``, ``/status`` and the status page ``/``."""
+"""The admin endpoints (docs/contract.md): ``/healthz``, ``/readyz``, ``/metrics``, ``/status`` and the page ``/``."""
 
 from streamcar.admin.server import AdminServer
 

@@ -1,7 +1,7 @@
 """``streamcar dlq show``: list the dead letters of a dead-letter topic.
 
 It reads the topic by assignment from its low to its high watermarks as measured at start (records added
-meanwhile are not shown), streaming, and parses each record's ``streamcar-*`` headers (DESIGN.md, "Dead-letter
+meanwhile are not shown), streaming, and parses each record's ``streamcar-*`` headers (docs/contract.md, "Dead-letter
 records") into a :class:`DeadLetter`. A record without ``streamcar-source-topic`` is not a streamcar dead letter;
 it is listed as such. Redriving them is :mod:`streamcar.tools.redrive`.
 """

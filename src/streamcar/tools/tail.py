@@ -9,7 +9,7 @@ A record is one line, ``<partition>:<offset>  key=<key>  <value>``, the key part
 null value (tombstone) shown as ``<null>``. Keys and values are shown as UTF-8 text with escapes that keep the
 line one line and unambiguous: a backslash is doubled, a byte that is not UTF-8 becomes ``\\xNN``, and a
 non-printable character ``\\n``, ``\\r``, ``\\t``, ``\\xNN`` or ``\\uNNNN``. ``--json`` prints one object per line with
-the fields of the batch envelope (DESIGN.md): ``topic``, ``partition``, ``offset``, ``timestamp`` (ms, null if
+the fields of the batch envelope (docs/contract.md): ``topic``, ``partition``, ``offset``, ``timestamp`` (ms, null if
 unknown), ``key``, ``value``, ``headers`` (an object, or ``[name, value]`` pairs when a name repeats) and
 ``encoding``: ``utf-8`` when the key, the value and every header value decode as UTF-8, else ``base64`` for all.
 
