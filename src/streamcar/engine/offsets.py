@@ -12,8 +12,8 @@ Offsets are never assumed to be contiguous: compaction and transaction markers l
 jumps straight from one tracked offset to the next.
 
 Everything here is plain synchronous bookkeeping, called from the engine's single asyncio thread; it needs no
-locks. Each operation is O(1) amortized: a deque holds tracked offsets in arrival (= increasing) order and a
-dict marks which of them are done; completing the head pops every done offset behind it.
+locks. Each operation is O(1) amortized: a deque holds tracked offsets in arrival (= increasing) order, an
+ordered dict those not done yet and a set those done; completing the head pops every done offset behind it.
 """
 
 from __future__ import annotations
@@ -42,14 +42,13 @@ class PartitionOffsets:
     """
 
     __slots__ = (
+        "_ahead",
         "_bits_span",
         "_budget",
         "_committed",
         "_committed_version",
-        "_done",
         "_last",
         "_last_done",
-        "_outstanding",
         "_pending",
         "_preset",
         "_snapshot",
@@ -60,13 +59,12 @@ class PartitionOffsets:
     def __init__(self, budget: int = BUDGET) -> None:
         # Tracked offsets not yet popped, increasing; the head is the watermark.
         self._window: deque[int] = deque()
-        # offset -> done?, for every offset in the window.
-        self._done: dict[int, bool] = {}
-        # The window's offsets not done, in increasing order (a dict keeps insertion order).
+        # The window's offsets not done, in increasing order (a dict keeps insertion order), and those done: each
+        # offset of the window is in exactly one of them.
         self._pending: dict[int, None] = {}
+        self._ahead: set[int] = set()
         self._last = -1  # last tracked offset; -1 = nothing tracked (Kafka offsets are >= 0)
         self._last_done = -1  # the highest offset marked done
-        self._outstanding = 0
         self._committed: CommitPoint | None = None
         self._budget = budget
         self._bits_span = budget * 8  # offsets of span the bits encoding covers within the budget
@@ -96,13 +94,11 @@ class PartitionOffsets:
             if preset and preset[0][0] <= offset:
                 if self._window:  # behind an unfinished one: done, waiting for the watermark
                     self._window.append(offset)
-                    self._done[offset] = True
+                    self._ahead.add(offset)
                     self._last_done = offset
                 return True
         self._window.append(offset)
-        self._done[offset] = False
         self._pending[offset] = None
-        self._outstanding += 1
         return False
 
     def fits(self, offset: int) -> bool:
@@ -117,10 +113,10 @@ class PartitionOffsets:
                 preset.popleft()
             if preset and preset[0][0] <= offset:
                 return True  # done already: tracking it adds nothing to wait for
-        if not self._outstanding:
+        if not self._pending:
             return True  # nothing could complete to make room: never wait for it
         span = max(offset, preset[-1][1] if preset else 0) - watermark
-        return span <= 0 or fits(span, self._outstanding + 1 + len(preset), self._budget)
+        return span <= 0 or fits(span, len(self._pending) + 1 + len(preset), self._budget)
 
     def done(self, offset: int) -> None:
         """Mark a tracked offset done, in any order; marking it again is a no-op.
@@ -129,28 +125,27 @@ class PartitionOffsets:
         bounded, so a gap offset there cannot be told apart from a completed one. Any other offset that was
         not tracked raises ``KeyError``.
         """
-        state = self._done.get(offset)
-        if state is None:
+        pending = self._pending
+        if offset not in pending:
+            if offset in self._ahead:
+                return
             watermark = self.watermark
             if watermark is not None and offset < watermark:
                 return
             raise KeyError(offset)
-        if state:
-            return
-        self._outstanding -= 1
+        del pending[offset]
         self._version += 1
-        del self._pending[offset]
         window = self._window
         if offset != window[0]:
-            self._done[offset] = True
+            self._ahead.add(offset)
             if offset > self._last_done:
                 self._last_done = offset
             return
         # The head completed: the watermark advances over it and over every done offset right behind it.
-        done = self._done
-        del done[window.popleft()]
-        while window and done[window[0]]:
-            del done[window.popleft()]
+        window.popleft()
+        ahead = self._ahead
+        while window and window[0] in ahead:
+            ahead.remove(window.popleft())
 
     @property
     def watermark(self) -> int | None:
@@ -162,12 +157,12 @@ class PartitionOffsets:
     @property
     def outstanding(self) -> int:
         """How many tracked offsets are not done yet."""
-        return self._outstanding
+        return len(self._pending)
 
     @property
     def done_ahead(self) -> int:
         """How many offsets above the watermark are done (read by this member, or left done by the last)."""
-        return len(self._window) - self._outstanding + count(self._unread())
+        return len(self._ahead) + count(self._unread())
 
     def _unread(self) -> list[Run]:
         """The previous owner's runs above the last offset read."""
@@ -230,18 +225,19 @@ class PartitionOffsets:
         how many of the forgotten offsets were not done."""
         if offset < 0:
             raise ValueError(f"offset must be >= 0, got {offset}")
-        window, done, pending = self._window, self._done, self._pending
+        window, ahead, pending = self._window, self._ahead, self._pending
         forgotten = 0
         while window and window[-1] >= offset:
             gone = window.pop()
-            if not done.pop(gone):
+            if gone in pending:
                 forgotten += 1
                 del pending[gone]
-        self._outstanding -= forgotten
+            else:
+                ahead.remove(gone)
         self._preset.clear()  # the previous owner's word was about the old log
         self._version += 1
         if self._last_done >= offset:  # rare: find the last done offset left (scanning the window)
-            self._last_done = next((o for o in reversed(window) if done[o]), -1)
+            self._last_done = next((o for o in reversed(window) if o in ahead), -1)
         if window:
             self._last = window[-1]
         elif self._last >= offset:
@@ -253,16 +249,15 @@ class PartitionOffsets:
     def reset(self) -> None:
         """Forget everything, as for a freshly assigned partition."""
         self._window.clear()
-        self._done.clear()
+        self._ahead.clear()
         self._pending.clear()
         self._preset.clear()
         self._last = self._last_done = -1
-        self._outstanding = 0
         self._committed = None
         self._version += 1
 
     def __repr__(self) -> str:
         return (
-            f"PartitionOffsets(watermark={self.watermark}, outstanding={self._outstanding}, "
+            f"PartitionOffsets(watermark={self.watermark}, outstanding={len(self._pending)}, "
             f"done_ahead={self.done_ahead}, committed={self._committed})"
         )
