@@ -153,28 +153,47 @@ class Attempts:
            producer in offset order per lane and the idempotent producer keeps that order, so a key's replies
            are published in order. A message that stays unresolved (retry, or no dead-letter topic) holds the
            later messages of its lane from the same batch: they are not sent again, and not completed before it.
+           A message whose record went to the producer gives its lane up (:meth:`Completion.handed_over`): the
+           lane's next message is called while the broker acknowledges, and its own outcome waits until this
+           one is done (it is held behind it in its turn), so a refused record sent again still goes first.
         2. wait for the broker to acknowledge everything handed over.
         3. in order, complete what was acknowledged. Completing a message releases the messages it held, which
            are settled in the next round; a record the broker refused is acted on again (or dead-lettered).
         """
+        inflight = self._inflight
+        publishing = inflight.publishing
         while works:
             blockers: dict[Lane, Work] = {}
             sent: list[tuple[Work, str, Ack | None]] = []
             retry: list[Work] = []
             slow: list[Work] = []
+            behind_broker = False
+            handed: set[Lane] = set()  # lanes of this round's records: the producer keeps their order
             for work in works:
-                if not self._inflight.current(work):
+                if not inflight.current(work):
                     continue  # the partition was revoked meanwhile; its new owner redoes this message
-                blocker = blockers.get(work.lane) if work.lane is not None else None
-                if blocker is not None:
-                    self._hold(blocker, work)
-                    continue
+                lane = work.lane
+                if lane is not None:
+                    blocker = blockers.get(lane)
+                    if blocker is None and lane not in handed:
+                        blocker = self._publishing_before(lane, work)
+                        behind_broker = behind_broker or blocker is not None
+                    if blocker is not None:
+                        self._hold(blocker, work)
+                        continue
                 outcome = self._outcomes.act(work, retry, slow)
                 if outcome is None:
-                    if work.lane is not None:
-                        blockers[work.lane] = work
-                else:
-                    sent.append((work, *outcome))
+                    if lane is not None:
+                        blockers[lane] = work
+                    continue
+                sent.append((work, *outcome))
+                future = outcome[1]
+                if lane is not None and future is not None and not future.done():
+                    handed.add(lane)
+                    latest = publishing.get(lane)
+                    if latest is None or latest.event.offset < work.event.offset or not inflight.current(latest):
+                        publishing[lane] = work  # the latest: the lane's next message waits for it
+                    self._completion.handed_over(work)
             if retry:
                 attempts = max(w.attempts for w in retry)
                 after = max((w.reply.retry_after or 0.0 for w in retry if w.reply is not None), default=0.0)
@@ -183,11 +202,13 @@ class Attempts:
                 self._schedule_retry(slow, self._max_backoff)
 
             pending = [future for _, _, future in sent if future is not None and not future.done()]
+            if behind_broker and not inflight.calling:
+                self._outcomes.hurry(None)  # a message waits for an acknowledgement and no call will add to it
             if pending:
                 # every message of this round is now publishing, waiting for a retry or held: the call slots of
                 # the publishing ones are free, and the next calls need not wait for the broker's acks
                 self._dispatcher.dispatch()
-                if not self._inflight.calling:
+                if not inflight.calling:
                     # no call in progress: no reply will join these in the producer's linger, and the next
                     # message of their lanes may be waiting for them (one at a time per partition)
                     self._outcomes.hurry(len(pending))
@@ -197,34 +218,44 @@ class Attempts:
             again: list[Work] = []
             released: list[Work] = []
             for work, result, future in sent:
-                if not self._inflight.current(work):
+                if not inflight.current(work):
                     continue
                 error = None if future is None else future.exception()
-                blocker = blockers.get(work.lane) if work.lane is not None else None
+                lane = work.lane
+                blocker = blockers.get(lane) if lane is not None else None
                 if error is None and blocker is not None:
                     work.settled = result  # done, but an earlier message of its lane is not: wait for it
                     self._hold(blocker, work)
                 elif error is None:
                     self._outcomes.count(work, result)
                     self._completion.release(work, result)
+                    if lane is not None and publishing.get(lane) is work:
+                        del publishing[lane]
                     if work.held is not None:
                         released.extend(work.held)
                         work.held = None
                 else:
                     self._outcomes.refused(work, result, error)
                     again.append(work)
-                    if work.lane is not None:
-                        blockers[work.lane] = work
+                    if lane is not None:
+                        blockers[lane] = work
             if released:
                 task = asyncio.current_task()
                 assert task is not None
                 for work in released:  # settled by this task now: revoke and shutdown wait for them like any call
-                    self._inflight.held.discard(work)
-                    self._inflight.running[work] = task
+                    inflight.held.discard(work)
+                    inflight.running[work] = task
                     touched.append(work)
             if again:
                 await asyncio.sleep(self._backoff.delay(1))
             works = again + released
+
+    def _publishing_before(self, lane: Lane, work: Work) -> Work | None:
+        """The message of ``work``'s lane, earlier than it, whose record is with the producer, if any."""
+        earlier = self._inflight.publishing.get(lane)
+        if earlier is not None and earlier.event.offset < work.event.offset and self._inflight.current(earlier):
+            return earlier
+        return None
 
     def _hold(self, blocker: Work, work: Work) -> None:
         blocker.hold(work)

@@ -7,7 +7,8 @@ else moves a message's offset towards the commit. Releasing a message:
 
 1. ends its trace span and counts its result;
 2. lets the checkpoint's watermark pass its offset (:meth:`Checkpoint.release`);
-3. frees its lane: the next message of its key, or of its partition, may start;
+3. frees its lane: the next message of its key, or of its partition, may start (unless the lane was already
+   given up by :meth:`Completion.handed_over`, when the message's record went to the producer);
 4. tells a source that ends whether everything it gave is now done (:meth:`Source.check`).
 
 Everything not released (queued behind its key, in a call, waiting for a retry, abandoned on a revoke) stays
@@ -31,6 +32,12 @@ class Completion:
         self._buffer = buffer
         self._stats = stats
         self._source = source
+
+    def handed_over(self, work: Work) -> None:
+        """``work``'s reply or dead letter is with the producer: the next message of its lane may be called while the
+        broker acknowledges it. Not done yet: its offset stays uncommitted, and the next message's outcome waits
+        for it (see ``InFlight.publishing``)."""
+        self._buffer.finish(work)
 
     def release(self, work: Work, result: str) -> None:
         """``work`` is done, with ``result`` ("ok", "dead_lettered", "dropped", ...)."""

@@ -7,7 +7,13 @@ A message taken from the buffer is in exactly one of these until it is done (or 
 * **running**: in a call or settling its outcome, by the task doing it (a batch shares one task);
 * **waiting**: on a retry timer (the retries of one batch share one timer);
 * **parked**: a retry that came due while the circuit was open;
-* **held**: answered, waiting for an earlier message of its lane (batch delivery only).
+* **held**: answered, waiting for an earlier message of its lane: one of the same batch, or the one whose reply
+  the broker has not acknowledged yet (see ``publishing``).
+
+``publishing`` is not a place of its own but a note beside ``running``: per lane, the message whose reply or dead
+letter is with the producer, unacknowledged. It gave its lane up when it handed the record over, so the lane's next
+message is called meanwhile; that message's outcome waits (held) until this one is done, so a key's replies are
+published in order even when the broker refuses one and it is sent again.
 
 Ownership: a message is *current* while the partition it came from is still assigned to us since it was taken
 (its generation); a revoke, or a log that restarted under it, makes it stale, and a stale message's outcome is
@@ -21,6 +27,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from streamcar.engine.scheduler import Lane
 from streamcar.engine.work import Work
 from streamcar.kafka.records import TP
 
@@ -34,6 +41,7 @@ class InFlight:
         "generation",
         "held",
         "parked",
+        "publishing",
         "running",
         "verdicts",
         "waiting",
@@ -43,6 +51,7 @@ class InFlight:
         self.running: dict[Work, asyncio.Task[Any]] = {}
         self.waiting: dict[Work, asyncio.TimerHandle] = {}
         self.held: set[Work] = set()
+        self.publishing: dict[Lane, Work] = {}
         self.parked: list[Work] = []
         self.forming: list[Work] = []
         self.calling = 0
@@ -84,6 +93,7 @@ class InFlight:
         for work in [w for w in self.waiting if w.tp in tps]:
             del self.waiting[work]  # its timer may carry other partitions' retries too: it skips this one
         self.held = {w for w in self.held if w.tp not in tps}
+        self.publishing = {lane: w for lane, w in self.publishing.items() if w.tp not in tps}
         self.parked = [w for w in self.parked if w.tp not in tps]
         self.forming = [w for w in self.forming if w.tp not in tps]
 
@@ -101,6 +111,7 @@ class InFlight:
         for work in [w for w in self.waiting if stale(w)]:
             del self.waiting[work]
         self.held = {w for w in self.held if not stale(w)}
+        self.publishing = {lane: w for lane, w in self.publishing.items() if not stale(w)}
         self.parked = [w for w in self.parked if not stale(w)]
         self.forming = [w for w in self.forming if not stale(w)]
 

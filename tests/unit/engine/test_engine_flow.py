@@ -129,17 +129,3 @@ async def test_max_in_flight_bounds_the_calls_whatever_the_backlog(batch: int) -
     async with Rig({TP0: keyed_log(0, 2000, keys=50)}, caller, config) as rig:
         await rig.until(lambda: len(rig.out()) == 2000, "every reply", within=15)
     assert caller.most_in_flight <= 10
-
-
-async def test_replies_skip_the_producers_linger_only_when_no_call_is_in_progress() -> None:
-    """One at a time per partition, each reply is what the next call waits for: it is sent at once. With calls
-    of other keys in progress, replies are left to share the producer's batches."""
-    caller = ScriptedCaller(echo, delay=0.001)
-    async with Rig({TP0: keyed_log(0, 20, keys=20)}, caller, pipeline_config(ordering="partition")) as rig:
-        await rig.until(lambda: len(rig.out()) == 20, "every reply")
-    assert rig.producer.hurried == 20
-
-    caller = ScriptedCaller(echo, delay=0.005)
-    async with Rig({TP0: keyed_log(0, 400, keys=40)}, caller, pipeline_config(max_in_flight=40)) as rig:
-        await rig.until(lambda: len(rig.out()) == 400, "every reply")
-    assert rig.producer.hurried < 400 / 4  # about one per wave of 40 calls: the last reply of each

@@ -164,15 +164,22 @@ class TwinConsumer:
 
 
 class TwinProducer:
-    """Keeps every record it is sent, acknowledged on the loop's next turn; ``refuse`` topics fail."""
+    """Keeps every record it is sent, acknowledged on the loop's next turn; ``refuse`` topics fail, and a record
+    whose value is in ``refuse_once`` fails the first time it is sent. With ``linger`` (seconds), records are
+    acknowledged that long after they were sent, or at once when :meth:`hurry` is called, like librdkafka's
+    ``linger.ms`` and a flush. ``sent`` is what was published, in the order the broker took it."""
 
     def __init__(self) -> None:
         self.sent: dict[str, list[tuple[bytes | None, bytes | None, tuple[tuple[str, bytes | None], ...]]]] = (
             defaultdict(list)
         )
         self.refuse: dict[str, RdKafkaError] = {}
+        self.refuse_once: dict[bytes, RdKafkaError] = {}
+        self.linger = 0.0
         self.closed = False
         self.hurried = 0
+        self.acks: list[tuple[bytes | None, float]] = []  # (value, loop time) of each acknowledgement
+        self._lingering: dict[Ack, tuple[asyncio.TimerHandle, bytes | None, ProduceError | None]] = {}
 
     def send(
         self, topic: str, value: bytes | None, key: bytes | None, headers: Any = (), *, alone: bool = False
@@ -180,15 +187,33 @@ class TwinProducer:
         loop = asyncio.get_running_loop()
         future: Ack = loop.create_future()
         refused = self.refuse.get(topic)
-        if refused is not None:
-            loop.call_soon(future.set_exception, ProduceError(refused))
-        else:
+        if refused is None and value is not None:
+            refused = self.refuse_once.pop(value, None)
+        if refused is None:
             self.sent[topic].append((key, value, tuple(headers)))
-            loop.call_soon(future.set_result, None)  # type: ignore[arg-type]  # the engine reads no Message
+        outcome = None if refused is None else ProduceError(refused)
+        if self.linger:
+            handle = loop.call_later(self.linger, self._ack, future, value, outcome)
+            self._lingering[future] = (handle, value, outcome)
+        else:
+            loop.call_soon(self._ack, future, value, outcome)
         return future
 
-    def hurry(self, mine: int) -> None:
+    def _ack(self, future: Ack, value: bytes | None, outcome: ProduceError | None) -> None:
+        self._lingering.pop(future, None)
+        if outcome is not None:
+            future.set_exception(outcome)
+            return
+        self.acks.append((value, asyncio.get_running_loop().time()))
+        future.set_result(None)  # type: ignore[arg-type]  # the engine reads no Message
+
+    def hurry(self, mine: int | None = None) -> None:
         self.hurried += 1
+        loop = asyncio.get_running_loop()
+        for future, (handle, value, outcome) in self._lingering.items():
+            handle.cancel()
+            loop.call_soon(self._ack, future, value, outcome)  # now rather than after the linger
+        self._lingering.clear()
 
     async def close(self, grace: float = 10.0) -> None:
         self.closed = True
