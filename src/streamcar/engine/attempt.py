@@ -153,9 +153,9 @@ class Attempts:
            producer in offset order per lane and the idempotent producer keeps that order, so a key's replies
            are published in order. A message that stays unresolved (retry, or no dead-letter topic) holds the
            later messages of its lane from the same batch: they are not sent again, and not completed before it.
-           A message whose record went to the producer gives its lane up (:meth:`Completion.handed_over`): the
-           lane's next message is called while the broker acknowledges, and its own outcome waits until this
-           one is done (it is held behind it in its turn), so a refused record sent again still goes first.
+           A message whose record went to the producer may give its lane up (:meth:`Completion.handed_over`):
+           the lane's next message is called while the broker acknowledges, and its own outcome waits until
+           this one is done (it is held behind it in its turn), so a refused record sent again still goes first.
         2. wait for the broker to acknowledge everything handed over.
         3. in order, complete what was acknowledged. Completing a message releases the messages it held, which
            are settled in the next round; a record the broker refused is acted on again (or dead-lettered).
@@ -167,7 +167,7 @@ class Attempts:
             sent: list[tuple[Work, str, Ack | None]] = []
             retry: list[Work] = []
             slow: list[Work] = []
-            behind_broker = False
+            behind_broker = 0  # messages held behind an earlier one's unacknowledged record
             handed: set[Lane] = set()  # lanes of this round's records: the producer keeps their order
             for work in works:
                 if not inflight.current(work):
@@ -177,7 +177,7 @@ class Attempts:
                     blocker = blockers.get(lane)
                     if blocker is None and lane not in handed:
                         blocker = self._publishing_before(lane, work)
-                        behind_broker = behind_broker or blocker is not None
+                        behind_broker += blocker is not None
                     if blocker is not None:
                         self._hold(blocker, work)
                         continue
@@ -190,10 +190,10 @@ class Attempts:
                 future = outcome[1]
                 if lane is not None and future is not None and not future.done():
                     handed.add(lane)
-                    latest = publishing.get(lane)
-                    if latest is None or latest.event.offset < work.event.offset or not inflight.current(latest):
-                        publishing[lane] = work  # the latest: the lane's next message waits for it
-                    self._completion.handed_over(work)
+                    if self._completion.handed_over(work):
+                        latest = publishing.get(lane)
+                        if latest is None or latest.event.offset < work.event.offset or not inflight.current(latest):
+                            publishing[lane] = work  # the latest: the lane's next message waits for it
             if retry:
                 attempts = max(w.attempts for w in retry)
                 after = max((w.reply.retry_after or 0.0 for w in retry if w.reply is not None), default=0.0)
@@ -203,7 +203,9 @@ class Attempts:
 
             pending = [future for _, _, future in sent if future is not None and not future.done()]
             if behind_broker and not inflight.calling:
-                self._outcomes.hurry(None)  # a message waits for an acknowledgement and no call will add to it
+                # these wait for acknowledgements: if those records are all that awaits the broker, nothing
+                # else will share their batch
+                self._outcomes.hurry(behind_broker)
             if pending:
                 # every message of this round is now publishing, waiting for a retry or held: the call slots of
                 # the publishing ones are free, and the next calls need not wait for the broker's acks

@@ -8,7 +8,7 @@ else moves a message's offset towards the commit. Releasing a message:
 1. ends its trace span and counts its result;
 2. lets the checkpoint's watermark pass its offset (:meth:`Checkpoint.release`);
 3. frees its lane: the next message of its key, or of its partition, may start (unless the lane was already
-   given up by :meth:`Completion.handed_over`, when the message's record went to the producer);
+   given up by :meth:`Completion.handed_over`, when its record went to the producer and nothing else was ready);
 4. tells a source that ends whether everything it gave is now done (:meth:`Source.check`).
 
 Everything not released (queued behind its key, in a call, waiting for a retry, abandoned on a revoke) stays
@@ -33,11 +33,16 @@ class Completion:
         self._stats = stats
         self._source = source
 
-    def handed_over(self, work: Work) -> None:
-        """``work``'s reply or dead letter is with the producer: the next message of its lane may be called while the
-        broker acknowledges it. Not done yet: its offset stays uncommitted, and the next message's outcome waits
-        for it (see ``InFlight.publishing``)."""
+    def handed_over(self, work: Work) -> bool:
+        """``work``'s reply or dead letter is with the producer. When no other message is ready to be called, the
+        next message of its lane is the only work there is: its lane is freed now, so that message is called while
+        the broker acknowledges this one (True). Not done yet: its offset stays uncommitted, and the next
+        message's outcome waits for it (see ``InFlight.publishing``). Under load, other lanes' messages fill the
+        calls meanwhile, and the lane is freed on release as usual (False)."""
+        if self._buffer.ready_count:
+            return False
         self._buffer.finish(work)
+        return True
 
     def release(self, work: Work, result: str) -> None:
         """``work`` is done, with ``result`` ("ok", "dead_lettered", "dropped", ...)."""

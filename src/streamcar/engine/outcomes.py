@@ -84,9 +84,9 @@ class Outcomes:
             record = cut_down(record, work.cuts)
         return "dead-letter", self._send(work, dlq.topic, record, dead_letter=True)
 
-    def hurry(self, sent: int | None) -> None:
+    def hurry(self, sent: int) -> None:
         """The ``sent`` records go to the broker now, not after the producer's linger, if nothing else awaits it
-        (``None``: whatever else awaits it; see AsyncProducer.hurry)."""
+        (see AsyncProducer.hurry)."""
         self._producer.hurry(sent)
 
     def _send(self, work: Work, topic: str, record: OutRecord, *, dead_letter: bool) -> Ack:

@@ -97,12 +97,11 @@ class AsyncProducer:
         self._awaited -= len(settled)
         _settle_all(settled)
 
-    def hurry(self, mine: int | None = None) -> None:
+    def hurry(self, mine: int) -> None:
         """Send what is queued now rather than after ``linger.ms``, if the ``mine`` records just sent are all
         that awaits the broker (nothing else will join their batch soon). While others await it, the pipeline
-        is busy and the linger is what batches it. ``None``: whatever awaits it (the caller knows that nothing
-        will join it: everything in flight waits for these acknowledgements)."""
-        if mine is None or self._awaited <= mine:
+        is busy and the linger is what batches it."""
+        if self._awaited <= mine:
             self._hurry.set()
 
     def _error_cb(self, error: RdKafkaError) -> None:

@@ -207,7 +207,9 @@ class TwinProducer:
         self.acks.append((value, asyncio.get_running_loop().time()))
         future.set_result(None)  # type: ignore[arg-type]  # the engine reads no Message
 
-    def hurry(self, mine: int | None = None) -> None:
+    def hurry(self, mine: int) -> None:
+        if len(self._lingering) > mine:
+            return  # others await the broker too: the linger batches them (as AsyncProducer.hurry)
         self.hurried += 1
         loop = asyncio.get_running_loop()
         for future, (handle, value, outcome) in self._lingering.items():
