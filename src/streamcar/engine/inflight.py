@@ -93,7 +93,7 @@ class InFlight:
         for work in [w for w in self.waiting if w.tp in tps]:
             del self.waiting[work]  # its timer may carry other partitions' retries too: it skips this one
         self.held = {w for w in self.held if w.tp not in tps}
-        self.publishing = {lane: w for lane, w in self.publishing.items() if w.tp not in tps}
+        self._unpublish(lambda w: w.tp in tps)
         self.parked = [w for w in self.parked if w.tp not in tps]
         self.forming = [w for w in self.forming if w.tp not in tps]
 
@@ -111,9 +111,15 @@ class InFlight:
         for work in [w for w in self.waiting if stale(w)]:
             del self.waiting[work]
         self.held = {w for w in self.held if not stale(w)}
-        self.publishing = {lane: w for lane, w in self.publishing.items() if not stale(w)}
+        self._unpublish(stale)
         self.parked = [w for w in self.parked if not stale(w)]
         self.forming = [w for w in self.forming if not stale(w)]
+
+    def _unpublish(self, which: Callable[[Work], bool]) -> None:
+        # in place: the settling tasks hold the mapping itself
+        publishing = self.publishing
+        for lane in [lane for lane, work in publishing.items() if which(work)]:
+            del publishing[lane]
 
     def drop_waiting(self) -> None:
         """Stopping: no retry is called again, nothing parked or forming is sent (all redelivered after the

@@ -78,3 +78,17 @@ async def test_a_refused_reply_sent_again_still_goes_before_the_next_reply_of_it
         mine = [n for n in out if lanes == 1 or n % 3 == lane]
         assert mine == sorted(mine)  # in order within each key (each partition)
     assert rig.pipeline.stats.results["success"] == 30
+
+
+async def test_a_revoke_while_replies_of_other_partitions_await_the_broker_stalls_nothing() -> None:
+    """The settling tasks hold the map of what is publishing: forgetting a revoked partition's entries must not
+    leave the other partitions' entries behind in a copy (their later messages would wait for them forever)."""
+    tp1 = (TOPIC, 1)
+    logs = {TP0: log(200, keys=4), tp1: [record(1, i, b"x%d" % (i % 4), b"1-%d" % i) for i in range(200)]}
+    caller = ScriptedCaller(echo, delay=0.001)
+    async with Rig(logs, caller, pipeline_config(ordering="key")) as rig:
+        rig.producer.linger = 0.02
+        await rig.until(lambda: len(rig.pipeline._inflight.publishing) > 0, "replies awaiting the broker")
+        assert rig.consumer is not None
+        await rig.consumer.revoke([tp1])
+        await rig.until(lambda: len([v for v in rig.out() if not v.startswith(b"1-")]) == 200, "every reply of 0")
