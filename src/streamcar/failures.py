@@ -7,8 +7,9 @@ letter). The kind says three things the engine acts on, as attributes rather tha
 * ``unreached`` -- the service could not be reached at all (nothing to learn about the message): the circuit
   opens at once, and a probe failing so does not count against its message;
 * ``dropped`` -- the service took the connection and dropped it without answering: maybe because of this very
-  message, so it opens the circuit at once only when nothing else got through either; a probe failing so does
-  not count against its message.
+  message, so it opens the circuit at once only when nothing else got through either;
+* ``unanswered`` -- no answer at all (unreached, dropped, or none in time): a probe failing so counts against its
+  message only when other calls were answered meanwhile (see :mod:`streamcar.engine.attempt`).
 
 ``retriable`` says whether the sidecar calls again on its own when a call fails so; for the status kinds the
 status decides (5xx, 429 and UNAVAILABLE are retried, other codes dead-lettered), and it is None.
@@ -80,8 +81,8 @@ class Kind(StrEnum):
 
     @property
     def unanswered(self) -> bool:
-        """The service did not answer at all (unreached or dropped)."""
-        return self in _UNREACHED or self is Kind.DISCONNECTED
+        """The service did not answer at all: unreached, dropped, or no reply in time."""
+        return self in _UNANSWERED
 
     @property
     def retriable(self) -> bool | None:
@@ -103,6 +104,7 @@ _OUTAGE = frozenset(
 )
 # "retry" (the service asking), "bad-reply" and "internal" are the service or the sidecar speaking: no outage
 _UNREACHED = frozenset({Kind.CONNECTION, Kind.TLS})
+_UNANSWERED = _UNREACHED | {Kind.DISCONNECTED, Kind.TIMEOUT, Kind.GRPC_CLIENT}
 _BY_STATUS = frozenset({Kind.HTTP_STATUS, Kind.GRPC_STATUS, Kind.EXCEPTION})
 _FINAL = frozenset({Kind.REJECTED, Kind.HANDLER_RESULT, Kind.EXHAUSTED, Kind.PUBLISH})
 

@@ -40,6 +40,47 @@ def test_consecutive_failures_open_and_a_success_resets_the_run() -> None:
     assert "3 calls in a row" in opened.reason
 
 
+def test_a_failure_while_other_calls_were_answered_is_the_message_not_the_service() -> None:
+    """Ten slow keys time out (5 s) while the other keys are answered: never an outage. The same timeouts with
+    nothing answered meanwhile (a frozen service) open it."""
+    b = breaker(consecutive=5, min_calls=1000)
+    for i in range(10):
+        b.record(5.0 + i * 0.01 - 0.001, None, started=5.0 + i * 0.01 - 0.002)  # a fast key, answered
+        assert b.record(5.0 + i * 0.01, "timeout", started=0.0 + i * 0.01) is None
+    assert b.state is State.CLOSED
+    frozen = breaker(consecutive=5, min_calls=1000)
+    frozen.record(0.0, None, started=0.0)
+    transitions = [frozen.record(5.0 + i * 0.01, "timeout", started=0.1 + i * 0.01) for i in range(5)]
+    assert transitions[:4] == [None] * 4
+    opened = transitions[4]
+    assert isinstance(opened, Opened)
+    assert "and no other call either" in opened.reason
+
+
+def test_retries_do_not_count_again_in_the_failure_ratio() -> None:
+    """1 in 13 messages fails twice and then succeeds: the ratio counts each message once, on its first try."""
+    b = breaker(consecutive=1000, min_calls=20, failure_ratio=0.5, window="10s")
+    now = 0.0
+    for message in range(1300):
+        now += 0.005
+        if message % 13 == 0:
+            assert b.record(now, "http-status", started=now - 0.001) is None  # first try: counts
+            for _ in range(4):  # its retries (and a storm of them), answered while nothing else was
+                assert b.record(now, "http-status", started=now - 0.001, fresh=False) is None
+        else:
+            assert b.record(now, None, started=now - 0.001) is None
+    assert b.state is State.CLOSED
+    assert b.opened == 0
+
+
+def test_silence_is_judged_from_when_the_call_began() -> None:
+    b = breaker()
+    b.record(10.0, None, started=9.9)
+    assert b.silent(10.5)  # nothing answered since 10.5
+    assert not b.silent(9.95)  # a call answered at 10.0
+    assert b.silent(None)
+
+
 def test_the_failure_ratio_opens_only_with_enough_calls_in_the_window() -> None:
     b = breaker(consecutive=1000, min_calls=10, failure_ratio=0.5, window="10s")
     now = 0.0
@@ -50,7 +91,7 @@ def test_the_failure_ratio_opens_only_with_enough_calls_in_the_window() -> None:
     assert b.record(now, None) is None  # 9 calls, 4 failed
     opened = b.record(now, "http-status")  # 10 calls, 5 failed
     assert isinstance(opened, Opened)
-    assert "5 of 10 calls" in opened.reason
+    assert "5 of 10 messages" in opened.reason
 
 
 def test_old_calls_leave_the_window() -> None:

@@ -90,7 +90,7 @@ class Attempts:
                     work.attempts += 1
                 tracing = self._tracing
                 span, events = tracing.call(calls) if tracing is not None else (None, [work.event for work in calls])
-                started = time.perf_counter()
+                started = time.monotonic()
                 try:
                     replies = await self._caller.call(events)
                     if len(replies) != len(calls):
@@ -104,7 +104,7 @@ class Attempts:
                     replies = self._redacted(replies)
                 if span is not None:
                     Tracing.called(span, replies)
-                self._called(calls, replies, time.perf_counter() - started, probe)
+                self._called(calls, replies, started, probe)
             await self._settle(works, touched)
         except asyncio.CancelledError:
             raise
@@ -126,22 +126,37 @@ class Attempts:
         scrub = self._redactor.scrub
         return [r if r.error is None else replace(r, error=_clip(scrub(r.error))) for r in replies]
 
-    def _called(self, works: list[Work], replies: list[Reply], seconds: float, probe: bool) -> None:
-        """A call for ``works`` returned ``replies``: each message gets its reply, and the call counts for the
-        stats and the circuit."""
+    def _called(self, works: list[Work], replies: list[Reply], started: float, probe: bool) -> None:
+        """A call for ``works``, begun at ``started`` (time.monotonic()), returned ``replies``: each message gets
+        its reply, and the call counts for the stats and the circuit."""
+        now = time.monotonic()
         failed = [r for r in replies if r.result is Result.RETRY]
         failure = failed[0].error_kind if failed and len(failed) == len(replies) else None
-        self._stats.observe_call(seconds, failure)
+        self._stats.observe_call(now - started, failure)
         if failure is not None:
             self._stats.last_call_error = failed[0].error or failure
-        self._circuit.record(failure, probe=probe)
+        circuit = self._circuit
+        fresh = all(not work.first_failed_at for work in works)  # distinct messages: a retry does not count again
+        # silence since the messages first failed (or since this call began) is what tells an outage: retries
+        # of messages others were answered after are those messages' trouble, not the service's
+        since = min(work.first_failed_at or started for work in works)
+        circuit.record(failure, probe=probe, started=since, fresh=fresh, messages=len(works))
         kind = Kind.of(failure)
-        if kind is not None and kind.outage and not self._circuit.allows() and (not probe or kind.unanswered):
-            # The service is down: this attempt does not count against the message. A failed probe does count
-            # when the service answered it: the probe's message itself may be what fails (a poison message
-            # that is the only traffic must still reach the dead-letter topic).
+        if kind is not None and kind.outage and circuit.breaker.enabled:
+            # The service may be down: the attempt does not count against the message unless the service was
+            # shown to be up. A call while the circuit is open (not a probe) never counts. A call the service got
+            # no answer to at all (a timeout, a refused or dropped connection) counts only when other calls were
+            # answered since the message first failed (or since this call began): else the circuit decides
+            # first. A failure the service answered (a 503, a 500) counts: the message itself may be what fails
+            # (a poison message that is the only traffic must still reach the dead-letter topic).
+            closed = circuit.allows()
             for work in works:
-                work.attempts -= 1
+                shown_up = not kind.unanswered or not circuit.silent(work.first_failed_at or started, kind)
+                if not ((closed or probe) and shown_up):
+                    work.attempts -= 1
+        if failure is not None:
+            for work in works:
+                work.first_failed_at = work.first_failed_at or now
         for work, reply in zip(works, replies, strict=True):
             work.reply = reply
 
@@ -276,8 +291,10 @@ class Attempts:
         due = [w for w in works if self._inflight.waiting.pop(w, None) is not None and self._inflight.current(w)]
         if self._stopping():
             return
-        if not self._circuit.allows():
-            self._inflight.parked.extend(due)  # called again once the circuit closes (or the first as its probe)
+        if self._circuit.room() is not None:
+            # open (called again once it closes, or the first as its probe), or ramping: the gate paces them
+            self._inflight.parked.extend(due)
+            self._dispatcher.dispatch()
             return
         self._dispatcher.launch_in_batches(due)
 

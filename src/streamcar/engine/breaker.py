@@ -2,18 +2,32 @@
 
 States::
 
-    closed --(too many calls fail)--> open --(open_for passes)--> half-open --(the probe gets through)--> closed
+    closed --(the service is down)--> open --(open_for passes)--> half-open --(a probe is answered)--> closed
                                        ^                              |
                                        +-----(every probe fails)------+   (open_for doubles, up to max_open)
 
-*Closed* calls as usual. It opens when, within ``window``, at least ``min_calls`` calls were made and at least
-``failure_ratio`` of them could not get through, when ``consecutive`` calls in a row could not, or at once when
-a call could not even connect. *Open* makes no calls: the pipeline pauses consumption and parks its retries.
+*Closed* calls as usual. *Open* makes no calls: the pipeline pauses consumption and parks its retries.
 *Half-open* lets ``probes`` calls through (messages not tried yet first: a retry may fail because of itself); the
-first of them that gets through closes the circuit, and it reopens when all of them failed.
+first of them the service answers closes the circuit, and it reopens when all of them failed. Closing needs a real
+answer: with nothing to probe, it stays half-open until messages come.
 
-A call "could not get through" when the service did not answer it usefully: refused connection, timeout, TLS
-failure, a retryable status (5xx, 429, UNAVAILABLE...). A service that answers "dead-letter this one" is up.
+What tells a service that is down from messages that fail:
+
+* **Silence.** A call that failed is *silent* when no call at all was answered while it was in progress, or, for
+  a retry, since its message first failed. A slow key timing out while other keys are answered is not silent:
+  the service is up, that message is slow. Nor are retries of messages that failed while others were answered.
+  A frozen service, a refused connection or a 503 for everything is silent. A dropped connection is silent only
+  when nothing was answered within ``window`` either (the service took the connection, so it runs: it may be
+  this message). ``consecutive`` silent failures in a row open the circuit, and a refused connection (nothing to
+  learn about the message) at once. A call that got no answer at all, while nothing else was answered either,
+  does not use up its message's attempts (see :mod:`streamcar.engine.attempt`): the circuit decides first.
+* **Distinct messages.** The failure ratio counts each message once, on its first attempt: a message that fails
+  and is retried does not count again, so one message's retries, or retries resumed together, are not a storm.
+  At least ``failure_ratio`` of the messages first tried within ``window`` (and ``min_calls`` of them) failing
+  opens it.
+
+A call "failed" when the service did not answer it usefully: refused connection, timeout, TLS failure, a
+retryable status (5xx, 429, UNAVAILABLE...). A service that answers "dead-letter this one" is up.
 
 This module is pure logic (the clock is passed in); the pipeline acts on the transitions it reports.
 """
@@ -74,6 +88,7 @@ class CircuitBreaker:
         self._calls_in_window = 0
         self._failed_in_window = 0
         self._in_a_row = 0
+        self._answered = float("-inf")  # when a call was last answered
         self._wait = config.open_for
         self._since = 0.0
 
@@ -94,11 +109,26 @@ class CircuitBreaker:
         self.state = State.HALF_OPEN
         self.probing = calls
 
-    def record(self, now: float, failure: str | None, *, probe: bool = False) -> Transition:
+    def silent(self, started: float | None, kind: Kind | None = None, now: float | None = None) -> bool:
+        """No call was answered since ``started`` (None: not known, taken as silent). A dropped connection looks
+        back a whole ``window`` (from ``now``) too: the service took the connection and closed it, so it runs;
+        whether others got through lately says whether it drops everything or this message."""
+        if started is None:
+            return True
+        if kind is Kind.DISCONNECTED and now is not None:
+            started = min(started, now - self.config.window)
+        return self._answered < started
+
+    def record(
+        self, now: float, failure: str | None, *, probe: bool = False, started: float | None = None, fresh: bool = True
+    ) -> Transition:
         """A call ended: ``failure`` is its reply kind when no message of it got through, None otherwise (what the
-        kind means: :class:`streamcar.failures.Kind`)."""
+        kind means: :class:`streamcar.failures.Kind`). ``started``: when it began; ``fresh``: its messages were
+        tried for the first time."""
         kind = Kind.of(failure)
         outage = kind is not None and kind.outage
+        if not outage:
+            self._answered = now
         if not self.enabled:
             return None
         if self.state is State.HALF_OPEN:
@@ -114,21 +144,28 @@ class CircuitBreaker:
         if self.state is State.OPEN:
             return None  # calls that started before it opened; their answers no longer matter
         # closed: any call, a probe that answered after another one closed the circuit included
-        self._remember(now, outage)
+        silent = outage and self.silent(started, kind, now)
+        if fresh:
+            self._remember(now, outage)
         if not outage:
+            self._in_a_row = 0
             return None
         assert failure is not None
         assert kind is not None
         if kind.unreached:  # not reaching the service says nothing about the message: no need to wait for more
             return self._open(now, f"the service could not be reached ({failure})")
-        if kind.dropped and self._failed_in_window == self._calls_in_window:
-            return self._open(now, f"the service drops every connection without answering ({failure})")
-        if self._in_a_row >= self.config.consecutive:
-            return self._open(now, f"{self._in_a_row} calls in a row could not get through ({failure})")
         total = self._calls_in_window
-        if total >= self.config.min_calls and self._failed_in_window >= self.config.failure_ratio * total:
+        if fresh and total >= self.config.min_calls and self._failed_in_window >= self.config.failure_ratio * total:
             window = self.config.window
-            return self._open(now, f"{self._failed_in_window} of {total} calls in {window:g}s failed ({failure})")
+            return self._open(now, f"{self._failed_in_window} of {total} messages in {window:g}s failed ({failure})")
+        if not silent:
+            return None  # other calls were answered meanwhile: this message, not the service
+        self._in_a_row += 1
+        if kind.dropped:
+            return self._open(now, f"the service drops connections without answering anything ({failure})")
+        if self._in_a_row >= self.config.consecutive:
+            n = self._in_a_row
+            return self._open(now, f"{n} calls in a row could not get through ({failure}), and no other call either")
         return None
 
     def _remember(self, now: float, outage: bool) -> None:
@@ -141,7 +178,6 @@ class CircuitBreaker:
         current[2] += outage
         self._calls_in_window += 1
         self._failed_in_window += outage
-        self._in_a_row = self._in_a_row + 1 if outage else 0
         while slices[0][0] <= number - _SLICES:
             _, calls, failed = slices.popleft()
             self._calls_in_window -= calls

@@ -1,10 +1,16 @@
 """The circuit around the service: what the pipeline does when the breaker opens and closes, and its probes.
 
 The breaker (:mod:`streamcar.engine.breaker`) decides from the calls' outcomes; this room acts on its
-transitions. Open: consumption pauses, nothing is dispatched, due retries are parked, and a probe is timed for
-``open_for``. The probe: a few calls, with messages not tried yet first (a retry may fail because of itself),
-then the oldest parked retries; the first that gets through closes the circuit. Closed: the parked retries go
-out again and consumption resumes.
+transitions, and is the dispatcher's gate (:meth:`Circuit.room`):
+
+* **Open**: consumption pauses, nothing is dispatched, due retries are parked, and a probe is timed for
+  ``open_for``.
+* **Half-open**: ``probes`` calls, with the oldest messages not tried yet first (a retry may fail because of
+  itself), then the oldest parked retries. With nothing to probe, consumption resumes and the next messages that
+  come are the probes: the circuit closes only on a real answer. The first probe answered closes it.
+* **Closed, ramping**: the service just came back. Calls resume paced, as TCP's slow start does: ``probes`` at a
+  time at first, one more for each call answered (so the pace doubles every round trip) until ``max_in_flight``.
+  The parked retries go first, being the oldest; resumed all at once they would fail together and trip it again.
 """
 
 from __future__ import annotations
@@ -16,11 +22,11 @@ from collections.abc import Callable
 
 from streamcar.config import CircuitBreakerConfig
 from streamcar.engine.breaker import CircuitBreaker, Closed, Opened, State
-from streamcar.engine.buffer import Buffer
 from streamcar.engine.dispatch import Dispatcher
 from streamcar.engine.flow import Flow
 from streamcar.engine.inflight import InFlight
 from streamcar.engine.work import PipelineStats
+from streamcar.failures import Kind, outage
 
 log = logging.getLogger("streamcar.pipeline")
 
@@ -33,15 +39,19 @@ class Circuit:
         *,
         stats: PipelineStats,
         inflight: InFlight,
-        buffer: Buffer,
         stopping: Callable[[], bool],
+        max_in_flight: int,
+        batch_size: int = 1,
     ) -> None:
         self._name = name
         self._probes = config.probes
+        self._limit = max_in_flight
+        self._start = config.probes * batch_size  # messages in calls at the start of a ramp
+        self._ramp: int | None = None  # closed, ramping: messages that may be in calls; None: no limit of ours
+        self._probe_room = 0  # half-open: probes still to start
         self.breaker = CircuitBreaker(config)
         self._stats = stats
         self._inflight = inflight
-        self._buffer = buffer
         self._stopping = stopping
         self._probe_timer: asyncio.TimerHandle | None = None
         self.dispatcher: Dispatcher | None = None  # set when the pipeline is wired
@@ -51,15 +61,59 @@ class Circuit:
         """May a call that is not a probe start now?"""
         return self.breaker.allows()
 
+    def room(self) -> int | None:
+        """How many more calls may start now: None for as many as max_in_flight allows (closed), else a number
+        (open: none; half-open: the probes not started yet; ramping: up to the ramp)."""
+        state = self.breaker.state
+        if state is State.CLOSED:
+            return None if self._ramp is None else max(0, self._ramp - self._inflight.calling)
+        return self._probe_room if state is State.HALF_OPEN else 0
+
+    @property
+    def probing(self) -> bool:
+        """Calls that start now are probes."""
+        return self.breaker.state is State.HALF_OPEN
+
+    @property
+    def probes_running(self) -> int:
+        return self.breaker.probing if self.breaker.state is State.HALF_OPEN else 0
+
+    @property
+    def ramping(self) -> bool:
+        return self._ramp is not None
+
+    def started(self, calls: int, *, probe: bool) -> None:
+        """``calls`` calls were launched through the gate."""
+        if probe:
+            self._probe_room = max(0, self._probe_room - calls)
+            self.breaker.probing += calls
+
+    def may_consume(self) -> bool:
+        """Closed, or half-open with probes to start (the messages that come are the probes)."""
+        return self.breaker.allows() or (self.breaker.state is State.HALF_OPEN and self._probe_room > 0)
+
+    def silent(self, started: float, kind: Kind | None = None) -> bool:
+        """No call was answered since ``started`` (time.monotonic()): see the breaker."""
+        return self.breaker.silent(started, kind, time.monotonic())
+
     @property
     def open_reason(self) -> str | None:
         """Why the circuit is open (or half-open, probing); None while it is closed."""
         breaker = self.breaker
         return None if breaker.state is State.CLOSED else f"{breaker.state.value}: {breaker.reason}"
 
-    def record(self, failure: str | None, *, probe: bool) -> None:
-        """A call ended (``failure``: its kind when no message of it got through): the breaker decides."""
-        self._on(self.breaker.record(time.monotonic(), failure, probe=probe))
+    def record(
+        self, failure: str | None, *, probe: bool, started: float | None = None, fresh: bool = True, messages: int = 1
+    ) -> None:
+        """A call of ``messages`` ended (``failure``: its kind when no message of it got through): the breaker
+        decides. ``started``: when it began (time.monotonic()); ``fresh``: its messages were tried for the first
+        time."""
+        breaker = self.breaker
+        self._on(breaker.record(time.monotonic(), failure, probe=probe, started=started, fresh=fresh))
+        if self._ramp is not None and breaker.state is State.CLOSED and not outage(failure):
+            self._ramp += messages  # as many more as were answered: twice as many each round trip
+            if self._ramp >= self._limit:
+                self._ramp = None
 
     def stop(self) -> None:
         if self._probe_timer is not None:
@@ -76,12 +130,12 @@ class Circuit:
                 transition.outage,
                 extra=self._fields("circuit-closed", outage_seconds=round(transition.outage, 3)),
             )
-            parked, self._inflight.parked = self._inflight.parked, []
             assert self.dispatcher is not None
             assert self.flow is not None
-            self.dispatcher.launch_in_batches(parked)
+            self._probe_room = 0
+            self._ramp = self._start if self._start < self._limit else None
+            self.dispatcher.dispatch()  # the parked retries first, paced by the ramp
             self.flow.pace()
-            self.dispatcher.dispatch()
 
     def _opened(self, transition: Opened) -> None:
         if transition.first:
@@ -101,6 +155,8 @@ class Circuit:
                 transition.wait,
                 extra=self._fields("circuit-probe-failed", reason=transition.reason),
             )
+        self._ramp = None
+        self._probe_room = 0
         if self.flow is not None:
             self.flow.pause()
         if self._probe_timer is not None:
@@ -108,27 +164,20 @@ class Circuit:
         self._probe_timer = asyncio.get_running_loop().call_later(transition.wait, self._probe)
 
     def _probe(self) -> None:
-        """Open long enough: let a few calls through, with messages not tried yet if there are any, then the
-        oldest parked retries."""
+        """Open long enough: let ``probes`` calls through, with the oldest messages not tried yet first, then the
+        oldest parked retries (see :meth:`Dispatcher.dispatch`). With nothing to probe, consumption resumes and
+        the next messages that come are the probes."""
         self._probe_timer = None
         if self._stopping() or self.breaker.state is not State.OPEN:
             return
         assert self.dispatcher is not None
-        count = self._probes
-        buffer = self._buffer
-        works = buffer.take(min(count, buffer.ready_count)) if buffer.ready_count else []
-        parked = self._inflight.parked
-        while parked and len(works) < count:
-            works.append(parked.pop(0))
-        for work in [w for w in works if w.verdict is not None]:
-            works.remove(work)
-            self.dispatcher.launch([work])  # decided without a call: no probe
-        if not works:  # nothing to probe with: nothing is at risk either; the next calls tell again
-            self._on(self.breaker.reset(time.monotonic()))
-            return
-        self.breaker.probe(len(works))
-        for work in works:
-            self.dispatcher.launch([work], probe=True)
+        assert self.flow is not None
+        self._ramp = None
+        self.breaker.probe(0)  # half-open: the probes count themselves in as they start
+        self._probe_room = self._probes
+        self.dispatcher.dispatch()
+        if self._probe_room:
+            self.flow.pace()  # nothing (or too little) to probe with: consume, and probe with what comes
 
     def _fields(self, event: str, **more: object) -> dict[str, object]:
         return {"event": event, "pipeline": self._name, **more}

@@ -6,19 +6,44 @@ the oldest ready message of as many lanes as it can, then their successors (see 
 
 Each launch is one task running ``process(works, probe)`` (the attempt: call, then settle the outcomes), which
 holds the messages in ``InFlight.running`` until they are done or waiting.
+
+The circuit is the dispatcher's gate (:class:`Gate`): while it is closed, calls start as max_in_flight allows;
+otherwise it says how many may start (none while open, its probes while half-open, a ramp after it closed), and
+what goes first: a probe tests the service with the oldest messages not tried yet; a ramp resumes the parked
+retries first, the oldest.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from streamcar.engine.buffer import Buffer
 from streamcar.engine.inflight import InFlight
 from streamcar.engine.work import Work
 
 Process = Callable[[list[Work], bool], Coroutine[Any, Any, None]]
+
+
+class Gate(Protocol):
+    """What the dispatcher needs of the circuit."""
+
+    def room(self) -> int | None:
+        """How many more messages may start calls now; None: as many as max_in_flight allows."""
+        ...
+
+    @property
+    def probing(self) -> bool:
+        """Calls that start now are probes."""
+        ...
+
+    @property
+    def probes_running(self) -> int:
+        """Probe calls in progress."""
+        ...
+
+    def started(self, calls: int, *, probe: bool) -> None: ...
 
 
 class Dispatcher:
@@ -31,7 +56,7 @@ class Dispatcher:
         batch_size: int,
         max_wait: float,
         stopping: Callable[[], bool],
-        circuit_allows: Callable[[], bool],
+        gate: Gate,
     ) -> None:
         self._inflight = inflight
         self._buffer = buffer
@@ -39,16 +64,23 @@ class Dispatcher:
         self._batch_size = batch_size
         self._max_wait = max_wait
         self._stopping = stopping
-        self._circuit_allows = circuit_allows
+        self._gate = gate
         self._linger: asyncio.TimerHandle | None = None
         self.process: Process | None = None  # the attempt: set when the pipeline is wired
 
     def dispatch(self) -> None:
         """Start ready messages while fewer than max_in_flight are taken (forming, in a call, retrying, held)."""
-        if self._stopping() or not self._circuit_allows():
-            return  # an open circuit calls nothing until its probe got through
+        if self._stopping():
+            return
+        room = self._gate.room()
+        if room is not None:
+            self._gated(room)
+            return
         buffer = self._buffer
         inflight = self._inflight
+        if inflight.parked:  # left from a ramp: they are the oldest, and already count against the limit
+            parked, inflight.parked = inflight.parked, []
+            self.launch_in_batches(parked)
         free = inflight.free(self._limit)
         size = self._batch_size
         if size == 1:
@@ -69,6 +101,43 @@ class Dispatcher:
                 self.flush()
             elif self._linger is None:
                 self._linger = asyncio.get_running_loop().call_later(self._max_wait, self.flush)
+
+    def _gated(self, room: int) -> None:
+        """Start at most ``room`` messages' calls, as the circuit says: probes (untried messages first, each
+        alone), or a ramp (parked retries first)."""
+        if room <= 0:
+            return  # an open circuit calls nothing until its probe got through
+        gate, inflight, buffer = self._gate, self._inflight, self._buffer
+        probe = gate.probing
+        parked = inflight.parked
+        taken: list[Work] = []
+
+        def untried() -> None:
+            count = min(room - len(taken), inflight.free(self._limit), buffer.ready_count)
+            if count > 0:
+                taken.extend(buffer.take(count))  # no runs: a lane's run must travel in one batch
+
+        def retries() -> None:
+            # a probe round tries one parked retry, and only when there is no untried message (a retry may fail
+            # because of itself); the rest of its room waits for untried messages to come
+            count = min(room - len(taken), len(parked)) if not probe else int(not taken and not gate.probes_running)
+            if count > 0 and parked:
+                taken.extend(parked[:count])
+                del parked[:count]
+
+        for step in (untried, retries) if probe else (retries, untried):
+            step()
+        for work in [w for w in taken if w.verdict is not None]:
+            taken.remove(work)
+            self.launch([work])  # decided without a call: nothing to test, nothing to pace
+        if not taken:
+            return
+        gate.started(len(taken), probe=probe)
+        if probe:
+            for work in taken:
+                self.launch([work], probe=True)
+        else:
+            self.launch_in_batches(taken)
 
     def flush(self) -> None:
         """Send the forming batch."""

@@ -95,8 +95,9 @@ class Pipeline:
             config.circuit_breaker,
             stats=self.stats,
             inflight=self._inflight,
-            buffer=self._buffer,
             stopping=lambda: self._draining,
+            max_in_flight=config.max_in_flight,
+            batch_size=config.call.batch.max_messages,
         )
         self._breaker = self._circuit.breaker
         self._batch_size = config.call.batch.max_messages
@@ -107,14 +108,14 @@ class Pipeline:
             batch_size=self._batch_size,
             max_wait=config.call.batch.max_wait,
             stopping=lambda: self._draining,
-            circuit_allows=lambda: self._breaker.allows(),
+            gate=self._circuit,
         )
         self._circuit.dispatcher = self._dispatcher
         self._draining = False
         self._drain_until = 0.0
         self._failure: BaseException | None = None
         self._failed = asyncio.Event()
-        self._flow = Flow(self._buffer, may_resume=lambda: self._breaker.allows(), draining=lambda: self._draining)
+        self._flow = Flow(self._buffer, may_resume=self._circuit.may_consume, draining=lambda: self._draining)
         self._circuit.flow = self._flow
         self._attempts = Attempts(
             name,

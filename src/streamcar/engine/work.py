@@ -105,6 +105,7 @@ class Work:
         "blocked",
         "cuts",
         "event",
+        "first_failed_at",
         "generation",
         "held",
         "lane",
@@ -127,6 +128,7 @@ class Work:
         self.lane = lane
         self.generation = generation
         self.attempts = 0
+        self.first_failed_at = 0.0  # when a call of it first failed (time.monotonic()); 0: never
         self.last_error = ""
         self.last_kind = ""
         self.blocked = False

@@ -1,0 +1,163 @@
+"""The circuit tells a sick service from sick messages (on the twin): retries of failing messages are no storm,
+slow keys beside answered ones are no outage, a frozen service is one, and only a real answer closes it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from twin import TOPIC, Rig, ScriptedCaller, pipeline_config, record
+
+from streamcar.engine.breaker import State
+from streamcar.event import Event, Reply
+
+TP0, TP1 = (TOPIC, 0), (TOPIC, 1)
+
+
+def log(partition: int, count: int, keys: int) -> list:  # type: ignore[type-arg]
+    return [record(partition, i, b"k%d" % (i % keys), b"%d-%d" % (partition, i)) for i in range(count)]
+
+
+async def test_messages_that_fail_twice_then_succeed_never_open_it() -> None:
+    """Case (a): 1 in 13 messages gets a 503 twice, then succeeds; the others are answered."""
+
+    def answer(event: Event, attempt: int) -> Reply:
+        if event.offset % 13 == 0 and attempt <= 2:
+            return Reply.retry(error="HTTP 503", kind="http-status")
+        return Reply.success(event.value)
+
+    caller = ScriptedCaller(answer, delay=0.001)
+    config = pipeline_config(max_in_flight=32, retry={"attempts": 4, "initial_backoff": "1ms", "max_backoff": "2ms"})
+    logs = {TP0: log(0, 1500, keys=200), TP1: log(1, 1500, keys=200)}
+    async with Rig(logs, caller, config) as rig:
+        await rig.until(lambda: len(rig.out()) == 3000, "every reply", within=20)
+    assert rig.pipeline.circuit_opened == 0
+    assert rig.out("dlq") == []
+
+
+async def test_slow_keys_timing_out_beside_answered_keys_are_not_an_outage() -> None:
+    """Case (b): 5 of 100 keys never answer in time while the others, a steady stream, are answered: the circuit
+    stays closed, the fast keys flow, and the slow keys' messages end as dead letters once their attempts are
+    spent. (Were only slow keys left, nothing else answered, a slow key could not be told from a frozen service:
+    that opens the circuit until an answer says otherwise.)"""
+
+    async def answer(event: Event, attempt: int) -> Reply:
+        if (event.key or b"") in SLOW:
+            await asyncio.sleep(0.05)  # the call timeout, as the HTTP caller reports it
+            return Reply.retry(error="no reply within 50ms", kind="timeout")
+        await asyncio.sleep(0.002)
+        return Reply.success(event.value)
+
+    caller = ScriptedCaller(answer)
+    config = pipeline_config(max_in_flight=32, retry={"attempts": 2, "initial_backoff": "1ms", "max_backoff": "2ms"})
+    slow = [record(0, i, b"k%d" % (i % 5), b"slow") for i in range(50)]  # 10 per slow key
+    async with Rig({TP0: slow}, caller, config) as rig:
+        assert rig.consumer is not None
+        offset = len(slow)
+        while len(rig.out("dlq")) < len(slow):  # a steady stream of fast keys meanwhile
+            rig.consumer.append(TP0, [record(0, offset + i, b"f%d" % (i % 95), b"fast") for i in range(20)])
+            offset += 20
+            await asyncio.sleep(0.01)
+            assert offset < 20 * 2000, "the slow keys' dead letters did not come"
+        await rig.until(lambda: len(rig.out()) == offset - len(slow), "every fast reply")
+    assert rig.pipeline.circuit_opened == 0
+    assert len(rig.out("dlq")) == len(slow)
+
+
+SLOW = {b"k%d" % i for i in range(5)}
+
+
+async def test_a_frozen_service_opens_it_dead_letters_nothing_and_only_an_answer_closes_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Case (c): every call times out while the service is frozen, one at a time per partition; the call timeout
+    is longer than the circuit's open_for, so a probe round can find nothing parked."""
+    loop = asyncio.get_running_loop()
+    thawed: list[float] = []
+    frozen_until = loop.time() + 1.0
+
+    async def answer(event: Event, attempt: int) -> Reply:
+        if loop.time() < frozen_until:
+            await asyncio.sleep(0.1)
+            return Reply.retry(error="no reply within 100ms", kind="timeout")
+        thawed.append(loop.time())
+        return Reply.success(event.value)
+
+    caller = ScriptedCaller(answer)
+    config = pipeline_config(
+        ordering="partition",
+        retry={"attempts": 3, "initial_backoff": "1ms", "max_backoff": "2ms"},
+        circuit_breaker={"open_for": "20ms", "max_open": "80ms", "consecutive": 3},
+    )
+    with caplog.at_level(logging.INFO, logger="streamcar.pipeline"):
+        async with Rig({TP0: log(0, 20, keys=20), TP1: log(1, 20, keys=20)}, caller, config) as rig:
+            await rig.until(lambda: len(rig.out()) == 40, "every reply", within=10)
+    assert rig.out("dlq") == []  # no healthy message spent its attempts on the freeze
+    assert rig.pipeline.circuit_opened >= 1
+    closed = [r for r in caplog.records if "circuit closed" in r.getMessage()]
+    assert closed  # and it closed only on a real answer, once the service had thawed
+    assert all(r.created >= min(thawed) - loop.time() + _wall(loop) for r in closed)
+
+
+def _wall(loop: asyncio.AbstractEventLoop) -> float:
+    import time
+
+    return time.time()
+
+
+async def test_with_nothing_to_probe_it_stays_half_open_and_probes_with_what_comes() -> None:
+    """The circuit opened, and its failed message waits for its retry (a backoff longer than open_for): when the
+    probe is due there is nothing to probe with. It does not close on that: consumption resumes, and the next
+    message is the probe."""
+
+    def answer(event: Event, attempt: int) -> Reply:
+        if event.offset == 0 and attempt == 1:
+            return Reply.retry(error="connection refused", kind="connection")
+        return Reply.success(event.value)
+
+    caller = ScriptedCaller(answer)
+    config = pipeline_config(
+        retry={"attempts": 3, "initial_backoff": "400ms", "max_backoff": "400ms"},
+        circuit_breaker={"open_for": "20ms", "max_open": "40ms"},
+    )
+    async with Rig({TP0: log(0, 1, keys=2)}, caller, config) as rig:
+        breaker = rig.pipeline._breaker
+        await rig.until(lambda: breaker.state is State.HALF_OPEN, "the probe to be due")
+        await asyncio.sleep(0.05)
+        assert breaker.state is State.HALF_OPEN  # nothing to probe with: not closed on that
+        assert rig.consumer is not None
+        assert not rig.consumer.paused  # consuming: what comes is the probe
+        rig.consumer.append(TP0, [record(0, 1, b"k1", b"0-1")])
+        await rig.until(lambda: breaker.state is State.CLOSED, "the probe's answer to close it", within=0.3)
+        await rig.until(lambda: sorted(rig.out()) == [b"0-0", b"0-1"], "both replies")
+
+
+async def test_parked_retries_resume_paced_when_it_closes() -> None:
+    """Many retries were parked while the service was down; when it answers again they are not relaunched all
+    at once: at first `probes` calls are in progress, and twice as many each round trip."""
+    down = asyncio.Event()
+    down.set()
+
+    def answer(event: Event, attempt: int) -> Reply:
+        if down.is_set():
+            return Reply.retry(error="HTTP 503", kind="http-status")
+        return Reply.success(event.value)
+
+    caller = ScriptedCaller(answer, delay=0.005)
+    config = pipeline_config(
+        max_in_flight=64,
+        retry={"attempts": 5, "initial_backoff": "1ms", "max_backoff": "2ms"},
+        circuit_breaker={"open_for": "20ms", "max_open": "40ms", "probes": 2},
+    )
+    async with Rig({TP0: log(0, 300, keys=300)}, caller, config) as rig:
+        breaker = rig.pipeline._breaker
+        await rig.until(lambda: breaker.state is not State.CLOSED, "the circuit to open")
+        await rig.until(lambda: len(rig.pipeline._inflight.parked) >= 30, "retries parked")
+        caller.most_in_flight = 0
+        down.clear()
+        await rig.until(lambda: breaker.state is State.CLOSED, "the circuit to close")
+        await asyncio.sleep(0.006)  # about one round trip after the probe's answer
+        assert caller.most_in_flight <= 2 * 2 + 2
+        await rig.until(lambda: len(rig.out()) == 300, "every reply", within=10)
+    assert rig.out("dlq") == []
