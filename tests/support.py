@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -146,13 +146,29 @@ def produce_records(
     assert failures == [], failures
 
 
+_COORDINATOR_BUSY = {
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.NOT_COORDINATOR,
+}
+
+
 def committed(handle: KafkaHandle, group: str) -> dict[tuple[str, int], int]:
     """The group's committed offset per (topic, partition), read through the admin API."""
     from confluent_kafka import ConsumerGroupTopicPartitions
 
     await_coordinator({"bootstrap.servers": handle.bootstrap}, group, 30)  # see streamcar.kafka.groups
     admin = handle.admin()  # kept referenced until the future resolves
-    result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(timeout=30)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(30)
+            break
+        except KafkaException as exc:  # a coordinator still loading the offsets of a fresh broker: ask again
+            error = exc.args[0]
+            if not (error.retriable() or error.code() in _COORDINATOR_BUSY) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
     return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions if tp.offset >= 0}
 
 
