@@ -190,7 +190,7 @@ def test_an_untrusted_broker_certificate_stops_the_sidecar_with_one_line(
         sidecar.kill()
 
     output = sidecar.log_file.read_text()
-    assert code == 1, output
+    assert code == 1, f"exit {code}: {output}"
     lines = output.splitlines()
     assert len(lines) == 1, output
     line = lines[0]

@@ -162,7 +162,7 @@ class CircuitBreaker:
             return None  # other calls were answered meanwhile: this message, not the service
         self._in_a_row += 1
         if kind.dropped:
-            return self._open(now, f"the service drops connections without answering anything ({failure})")
+            return self._open(now, f"the service drops every connection without answering ({failure})")
         if self._in_a_row >= self.config.consecutive:
             n = self._in_a_row
             return self._open(now, f"{n} calls in a row could not get through ({failure}), and no other call either")
