@@ -138,8 +138,9 @@ class Attempts:
         circuit = self._circuit
         fresh = all(not work.first_failed_at for work in works)  # distinct messages: a retry does not count again
         # silence since the messages first failed (or since this call began) is what tells an outage: retries
-        # of messages others were answered after are those messages' trouble, not the service's
-        since = min(work.first_failed_at or started for work in works)
+        # of messages others were answered after are those messages' trouble, not the service's (only a failure
+        # asks the breaker about silence)
+        since = started if failure is None else min(work.first_failed_at or started for work in works)
         circuit.record(failure, probe=probe, started=since, fresh=fresh, messages=len(works))
         kind = Kind.of(failure)
         if kind is not None and kind.outage and circuit.breaker.enabled:

@@ -183,10 +183,6 @@ class CircuitBreaker:
             self._calls_in_window -= calls
             self._failed_in_window -= failed
 
-    def reset(self, now: float) -> Closed:
-        """Close without a probe (there was nothing to probe with)."""
-        return self._close(now)
-
     def _open(self, now: float, reason: str) -> Opened:
         first = self.state is State.CLOSED
         if first:

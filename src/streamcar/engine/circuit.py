@@ -78,10 +78,6 @@ class Circuit:
     def probes_running(self) -> int:
         return self.breaker.probing if self.breaker.state is State.HALF_OPEN else 0
 
-    @property
-    def ramping(self) -> bool:
-        return self._ramp is not None
-
     def started(self, calls: int, *, probe: bool) -> None:
         """``calls`` calls were launched through the gate."""
         if probe:
