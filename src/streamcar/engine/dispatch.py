@@ -43,6 +43,11 @@ class Gate(Protocol):
         """Probe calls in progress."""
         ...
 
+    @property
+    def retries_may_probe(self) -> bool:
+        """A parked retry may be a probe (no untried message came in time)."""
+        ...
+
     def started(self, calls: int, *, probe: bool) -> None: ...
 
 
@@ -113,14 +118,20 @@ class Dispatcher:
         taken: list[Work] = []
 
         def untried() -> None:
-            count = min(room - len(taken), inflight.free(self._limit), buffer.ready_count)
+            # probes are few, and may go past max_in_flight by their number: parked retries count against it, and
+            # when they fill it, an untried message is still the probe to send (a retry may fail because of itself)
+            free = room if probe else inflight.free(self._limit)
+            count = min(room - len(taken), free, buffer.ready_count)
             if count > 0:
                 taken.extend(buffer.take(count))  # no runs: a lane's run must travel in one batch
 
         def retries() -> None:
-            # a probe round tries one parked retry, and only when there is no untried message (a retry may fail
-            # because of itself); the rest of its room waits for untried messages to come
-            count = min(room - len(taken), len(parked)) if not probe else int(not taken and not gate.probes_running)
+            # a probe round tries one parked retry, and only when no untried message came within open_for (a retry
+            # may fail because of itself); the rest of its room waits for untried messages to come
+            if probe:
+                count = int(gate.retries_may_probe and not taken and not gate.probes_running)
+            else:
+                count = min(room - len(taken), len(parked))
             if count > 0 and parked:
                 taken.extend(parked[:count])
                 del parked[:count]

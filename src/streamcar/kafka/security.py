@@ -103,11 +103,16 @@ class AccessWatch:
 
 def await_access(client: Any, watch: AccessWatch, timeout: float) -> bool:
     """Wait for ``client``'s first answer: True once it got metadata; False when every broker is down or nothing
-    answered within ``timeout``; :class:`~streamcar.errors.KafkaError` when authentication or TLS failed.
+    answered within ``timeout``. An authentication or TLS failure ends the wait too: it is in ``watch.failure``,
+    and the caller raises it (:meth:`AccessWatch.raise_failure`) once it has let go of ``client``.
 
     ``client`` is a Consumer (not yet assigned: its ``poll`` must return no record), a Producer or an AdminClient
     whose ``error_cb`` is ``watch``. The metadata timeout starts short and doubles, so a failure is seen after one
     or two attempts rather than after a broker's worth of reconnects, while a slow broker still gets to answer.
+
+    Why not raise here: a traceback holds this frame, and the frame the client. The client would then live as long
+    as the exception, perhaps to the interpreter's exit, with its threads still handshaking while OpenSSL's exit
+    handler frees what they use: a crash (SIGSEGV) after the one line was printed.
     """
     deadline = time.monotonic() + timeout
     wait = 0.05
@@ -120,7 +125,8 @@ def await_access(client: Any, watch: AccessWatch, timeout: float) -> bool:
         else:
             return True
         client.poll(0)  # serves error_cb
-        watch.raise_failure()
+        if watch.failure is not None:
+            return False
         # "every broker is down" can be served before the TLS or SASL error that brought the broker down: only a
         # second round (one more metadata wait later) without one makes it an unreachable cluster
         down_rounds = down_rounds + 1 if watch.all_down else 0
@@ -131,7 +137,7 @@ def await_access(client: Any, watch: AccessWatch, timeout: float) -> bool:
 
 def check_access(config: Mapping[str, Any], timeout: float = 10.0) -> bool:
     """:func:`await_access` with a short-lived admin client of ``config`` (its librdkafka logs silenced: the one
-    line this raises says it all)."""
+    line this raises says it all); :class:`~streamcar.errors.KafkaError` when authentication or TLS failed."""
     settings = {key: value for key, value in config.items() if key not in ("error_cb", "logger")}
     settings["log_level"] = 0
     watch = AccessWatch(settings)
@@ -140,7 +146,10 @@ def check_access(config: Mapping[str, Any], timeout: float = 10.0) -> bool:
         client = AdminClient(settings)
     except KafkaException as exc:
         raise KafkaError(creation_failure(exc, settings)) from None
-    return await_access(client, watch, timeout)
+    answered = await_access(client, watch, timeout)
+    del client  # destroyed here, its threads joined, before the failure (if any) is raised
+    watch.raise_failure()
+    return answered
 
 
 _FILES = {"ssl.ca.location": "ca_file", "ssl.certificate.location": "cert_file", "ssl.key.location": "key_file"}

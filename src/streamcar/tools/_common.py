@@ -92,7 +92,11 @@ def _connected(factory: Callable[[dict[str, Any]], T], config: dict[str, Any]) -
         client = factory({**config, "error_cb": watch})
     except KafkaException as exc:
         raise KafkaError(creation_failure(exc, config)) from None
-    if not await_access(client, watch, TIMEOUT) and not watch.all_down:
+    answered = await_access(client, watch, TIMEOUT)
+    if watch.failure is not None:
+        del client  # destroyed before the failure is raised (see await_access)
+        watch.raise_failure()
+    if not answered and not watch.all_down:
         raise KafkaError(f"cannot reach Kafka at {config['bootstrap.servers']}: no answer within {TIMEOUT:.0f}s")
     # every broker down: not ours to judge here, the tool's own request waits for them and says so
     return client

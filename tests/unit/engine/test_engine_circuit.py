@@ -4,7 +4,9 @@ slow keys beside answered ones are no outage, a frozen service is one, and only 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 import logging
+import zlib
 
 import pytest
 from twin import TOPIC, Rig, ScriptedCaller, pipeline_config, record
@@ -135,16 +137,28 @@ async def test_with_nothing_to_probe_it_stays_half_open_and_probes_with_what_com
 
 async def test_parked_retries_resume_paced_when_it_closes() -> None:
     """Many retries were parked while the service was down; when it answers again they are not relaunched all
-    at once: at first `probes` calls are in progress, and twice as many each round trip."""
+    at once: ``probes`` calls at first, and one more for each call answered since (twice as many each round trip),
+    until max_in_flight."""
     down = asyncio.Event()
     down.set()
+    answered = 0  # calls answered since the service came back
 
     def answer(event: Event, attempt: int) -> Reply:
+        nonlocal answered
         if down.is_set():
             return Reply.retry(error="HTTP 503", kind="http-status")
+        answered += 1
         return Reply.success(event.value)
 
-    caller = ScriptedCaller(answer, delay=0.005)
+    starts: list[tuple[int, int]] = []  # per call started since the service came back: (in calls, answered)
+
+    class Traced(ScriptedCaller):
+        async def call(self, events: Sequence[Event]) -> list[Reply]:
+            if not down.is_set():
+                starts.append((self.in_flight + len(events), answered))
+            return await super().call(events)
+
+    caller = Traced(answer, delay=0.005)
     config = pipeline_config(
         max_in_flight=64,
         retry={"attempts": 5, "initial_backoff": "1ms", "max_backoff": "2ms"},
@@ -154,10 +168,67 @@ async def test_parked_retries_resume_paced_when_it_closes() -> None:
         breaker = rig.pipeline._breaker
         await rig.until(lambda: breaker.state is not State.CLOSED, "the circuit to open")
         await rig.until(lambda: len(rig.pipeline._inflight.parked) >= 30, "retries parked")
-        caller.most_in_flight = 0
         down.clear()
-        await rig.until(lambda: breaker.state is State.CLOSED, "the circuit to close")
-        await asyncio.sleep(0.006)  # about one round trip after the probe's answer
-        assert caller.most_in_flight <= 2 * 2 + 2
         await rig.until(lambda: len(rig.out()) == 300, "every reply", within=10)
+    assert rig.out("dlq") == []
+    assert starts[0][0] <= 2  # the probes
+    for in_calls, so_far in starts:
+        assert in_calls <= min(2 + so_far, 64), starts  # the ramp: probes, plus one per call answered
+    assert max(in_calls for in_calls, _ in starts) == 64  # and it reached max_in_flight
+
+
+async def test_a_probe_is_a_message_not_tried_yet_even_when_it_has_to_be_consumed_first(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The circuit opened at start-up: the first five messages got a 503 (each fails twice, then succeeds), and
+    they are all there is when the probe is due. Probing with one of those retries would fail again, and again
+    each round, the wait doubling up to max_open (a stall of minutes), since it fails before the records a resume
+    fetches can come. Consumption resumes instead, and the messages that come are the probes: the first probe
+    round closes it."""
+
+    def answer(event: Event, attempt: int) -> Reply:
+        if event.offset < 5 and attempt <= 2:
+            return Reply.retry(error="HTTP 503", kind="http-status")
+        return Reply.success(event.value)
+
+    caller = ScriptedCaller(answer, delay=0.001)
+    config = pipeline_config(
+        retry={"attempts": 4, "initial_backoff": "1ms", "max_backoff": "2ms"},
+        circuit_breaker={"open_for": "50ms", "max_open": "2s"},
+    )
+    with caplog.at_level(logging.INFO, logger="streamcar.pipeline"):
+        async with Rig({TP0: log(0, 5, keys=5)}, caller, config) as rig:
+            breaker = rig.pipeline._breaker
+            await rig.until(lambda: breaker.state is State.OPEN, "the circuit to open")
+            assert rig.consumer is not None
+            rig.consumer.fetch_delay = 0.01  # a resume's records take a fetch to come
+            rig.consumer.append(TP0, log(0, 100, keys=100)[5:])  # more comes while it is open, other keys
+            await rig.until(lambda: len(rig.out()) == 100, "every reply", within=5)
+    assert rig.out("dlq") == []
+    assert not [r for r in caplog.records if "circuit still open" in r.getMessage()]
+    assert rig.pipeline.circuit_opened == 1
+
+
+async def test_a_wave_of_calls_whose_failures_end_first_is_not_silence() -> None:
+    """Case (a) in the shape that tripped it on the real broker: 1 message in 13 gets a 503 twice, keys spread
+    over partitions, 128 in flight, retries after 200 ms. Held lanes free their next messages together, so calls go
+    out in waves just after an answer, and a wave's failures can all end before its successes: taken for silence,
+    five of them opened the circuit within a second, and its probes (retries, failing again) kept it open."""
+
+    def answer(event: Event, attempt: int) -> Reply:
+        if (event.partition * 7919 + event.offset) % 13 == 3 and attempt <= 2:
+            return Reply.retry(error="HTTP 503", kind="http-status")
+        return Reply.success(event.value)
+
+    keys = [b"k%d" % (i % 211) for i in range(12_000)]
+    logs: dict[tuple[str, int], list] = {}  # type: ignore[type-arg]
+    for key in keys:
+        tp = (TOPIC, zlib.crc32(key) % 6)
+        part = logs.setdefault(tp, [])
+        part.append(record(tp[1], len(part), key, b"%d-%d" % (tp[1], len(part))))
+    caller = ScriptedCaller(answer, delay=0.002)
+    config = pipeline_config(max_in_flight=128, retry={"attempts": 4, "initial_backoff": "200ms", "max_backoff": "2s"})
+    async with Rig(logs, caller, config) as rig:
+        await rig.until(lambda: len(rig.out()) == len(keys), "every reply", within=20)
+    assert rig.pipeline.circuit_opened == 0, rig.pipeline._breaker.reason
     assert rig.out("dlq") == []

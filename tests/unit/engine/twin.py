@@ -73,6 +73,8 @@ class TwinConsumer:
         self.high_watermarks: dict[TP, int] = {}
         self.kafka_error: str | None = None
         self.reset_asked: list[TP] = []
+        self.fetch_delay = 0.0
+        """Seconds from a resume to the first records, like a real fetch (0: at once)."""
 
     # -- the Consumer port ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -93,6 +95,12 @@ class TwinConsumer:
         self._paused = True
 
     def resume_all(self) -> None:
+        if self.fetch_delay and self._paused:
+            self._loop.call_later(self.fetch_delay, self._resumed)
+        else:
+            self._resumed()
+
+    def _resumed(self) -> None:
         self._paused = False
         self._wake.set()
 
