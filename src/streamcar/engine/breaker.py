@@ -14,13 +14,14 @@ answer: with nothing to probe, it stays half-open until messages come.
 What tells a service that is down from messages that fail:
 
 * **Silence.** A call that failed is *silent* when no call at all was answered while it was in progress, or, for
-  a retry, since its message first failed (and for :data:`WAVE` before: calls launched together end in any order). A slow key timing out while other keys are answered is not silent:
-  the service is up, that message is slow. Nor are retries of messages that failed while others were answered.
-  A frozen service, a refused connection or a 503 for everything is silent. A dropped connection is silent only
-  when nothing was answered within ``window`` either (the service took the connection, so it runs: it may be
-  this message). ``consecutive`` silent failures in a row open the circuit, and a refused connection (nothing to
-  learn about the message) at once. A call that got no answer at all, while nothing else was answered either,
-  does not use up its message's attempts (see :mod:`streamcar.engine.attempt`): the circuit decides first.
+  a retry, since its message first failed (and for :data:`WAVE` before: calls launched together end in any
+  order). A slow key timing out while other keys are answered is not silent: the service is up, that message is
+  slow. Nor are retries of messages that failed while others were answered. A frozen service, a refused
+  connection or a 503 for everything is silent. A dropped connection is silent only when nothing was answered
+  within ``window`` either (the service took the connection, so it runs: it may be this message).
+  ``consecutive`` silent failures in a row open the circuit, and a refused connection (nothing to learn about the
+  message) at once. A call that got no answer at all, while nothing else was answered either, does not use up
+  its message's attempts (see :mod:`streamcar.engine.attempt`): the circuit decides first.
 * **Distinct messages.** The failure ratio counts each message once, on its first attempt: a message that fails
   and is retried does not count again, so one message's retries, or retries resumed together, are not a storm.
   At least ``failure_ratio`` of the messages first tried within ``window`` (and ``min_calls`` of them) failing

@@ -4,9 +4,9 @@ slow keys beside answered ones are no outage, a frozen service is one, and only 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 import logging
 import zlib
+from collections.abc import Sequence
 
 import pytest
 from twin import TOPIC, Rig, ScriptedCaller, pipeline_config, record
