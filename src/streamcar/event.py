@@ -83,6 +83,11 @@ class Reply:
     retry_after: float | None = None  # seconds the service asked us to wait (Retry-After)
     error: str | None = None
     error_kind: str | None = None  # the dead-letter header streamcar-error-kind: http-status, timeout, ...
+    refusal: str | None = None
+    """Set by streamcar's HTTP and gRPC callers when the service refused the call the way a wrong setup does (a
+    wrong path or method, credentials, a content type: ``HTTP 404 on POST /typo``). One such message is poison;
+    nearly every message refused the same way is a setup error, and the pipeline pauses (see
+    :mod:`streamcar.engine.breaker`)."""
 
     @classmethod
     def success(

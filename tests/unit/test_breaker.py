@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamcar.config import CircuitBreakerConfig
-from streamcar.engine.breaker import CircuitBreaker, Closed, Opened, State
+from streamcar.engine.breaker import REFUSALS, CircuitBreaker, Closed, Opened, State
 from streamcar.failures import Kind
 
 OUTAGE_KINDS = sorted(kind.value for kind in Kind if kind.outage)
@@ -189,3 +189,64 @@ def test_only_a_probe_ever_closes_an_open_circuit(calls: list[tuple[str | None, 
         if was is State.OPEN and not probing:
             assert b.state is State.OPEN
         assert b.allows() == (b.state is State.CLOSED)
+
+
+NOT_FOUND = "HTTP 404 on POST /typo"
+
+
+def test_a_reject_storm_opens_it_after_refusals_in_a_row_and_names_the_refusal() -> None:
+    b = breaker()
+    for i in range(REFUSALS - 1):
+        assert b.record(i * 0.01, None, refusal=NOT_FOUND) is None  # each of these is dead-lettered: poison
+    assert b.refusing is None
+    opened = b.record(1.0, None, refusal=NOT_FOUND)
+    assert isinstance(opened, Opened)
+    assert opened.reason == f"the service rejects everything: {NOT_FOUND}"
+    assert b.refusing == NOT_FOUND
+
+
+def test_refusals_between_answers_are_poison_messages_not_a_storm() -> None:
+    b = breaker()
+    for i in range(1000):  # 1 in 2 refused, the others answered: never a storm
+        assert b.record(i * 0.01, None, refusal=NOT_FOUND if i % 2 else None) is None
+    assert b.state is State.CLOSED
+
+
+def test_only_the_same_refusal_of_distinct_messages_counts() -> None:
+    b = breaker()
+    for i in range(REFUSALS - 1):
+        b.record(i * 0.01, None, refusal=NOT_FOUND)
+    assert b.record(0.5, None, refusal="HTTP 401 on POST /typo") is None  # another refusal starts over
+    for _ in range(REFUSALS - 2):
+        b.record(0.6, None, refusal="HTTP 401 on POST /typo")
+    assert b.record(0.7, None, refusal=NOT_FOUND, fresh=False) is None  # a retry does not count
+    assert b.state is State.CLOSED
+    assert isinstance(b.record(0.8, None, refusal="HTTP 401 on POST /typo"), Opened)
+
+
+def test_a_batch_counts_its_messages() -> None:
+    b = breaker()
+    assert isinstance(b.record(0.0, None, refusal=NOT_FOUND, messages=REFUSALS), Opened)
+
+
+def test_a_refused_probe_keeps_it_open_and_an_answered_one_closes_it() -> None:
+    b = breaker()
+    b.record(0.0, None, refusal=NOT_FOUND, messages=REFUSALS)
+    b.probe(1)
+    reopened = b.record(2.0, None, probe=True, refusal=NOT_FOUND)
+    assert isinstance(reopened, Opened)
+    assert not reopened.first
+    assert reopened.wait == 2.0
+    assert "rejects everything" in reopened.reason
+    assert b.refusing == NOT_FOUND
+    b.probe(1)
+    assert isinstance(b.record(5.0, None, probe=True), Closed)
+    assert b.refusing is None
+
+
+def test_a_refusal_answering_a_probe_of_an_outage_closes_it() -> None:
+    """Open on refused connections, the probe is refused with a 404: the service is up (that message is poison)."""
+    b = breaker()
+    b.record(0.0, "connection")
+    b.probe(1)
+    assert isinstance(b.record(2.0, None, probe=True, refusal=NOT_FOUND), Closed)

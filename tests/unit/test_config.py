@@ -137,6 +137,11 @@ def test_defaults() -> None:
     assert pipeline.dead_letter is None
 
 
+def test_call_status_takes_codes_as_numbers_or_text_and_results_as_people_write_them() -> None:
+    config = parse_config(build({"pipelines.p.call.status": {404: "drop", "409": "Success", 422: "dead_letter"}}))
+    assert config.pipelines["p"].call.status == {"404": "drop", "409": "success", "422": "dead-letter"}
+
+
 def test_config_is_frozen() -> None:
     config = parse_config(build())
     with pytest.raises(ValidationError):
@@ -209,6 +214,16 @@ def test_librdkafka_overrides_are_applied_last() -> None:
         (
             {"pipelines.p.call.headers": {"Content-Length": "3"}},
             "pipelines.p.call.headers.Content-Length: set by streamcar on each request",
+        ),
+        ({"pipelines.p.call.status": {"40": "drop"}}, "pipelines.p.call.status.40: an HTTP status code (100-599)"),
+        ({"pipelines.p.call.status": {404: "ignore"}}, "pipelines.p.call.status.404: must be 'success', 'drop',"),
+        (
+            {"pipelines.p.call": {"url": "grpc://svc:50051/pkg.S/M", "status": {"404": "drop"}}},
+            "pipelines.p.call.status.404: a gRPC status name is expected",
+        ),
+        (
+            {"pipelines.p.call": {"url": "python:pkg.mod:handle", "status": {"404": "drop"}}},
+            "pipelines.p.call.status.404: applies to http and grpc services only",
         ),
         ({"pipelines.p.call.batch.max_messages": 0}, "pipelines.p.call.batch.max_messages: must be greater"),
         ({"pipelines.p.call.batch.max_messages": 10_001}, "pipelines.p.call.batch.max_messages: must be less"),

@@ -275,6 +275,8 @@ async def test_other_statuses_dead_letter_at_once(service: TestGrpcService, code
     assert reply.result is Result.DEAD_LETTER
     assert reply.error_kind == "grpc-status"
     assert reply.error == f"gRPC {code.name}: no such order"
+    refused = code in (Code.UNIMPLEMENTED, Code.UNAUTHENTICATED, Code.PERMISSION_DENIED)
+    assert reply.refusal == (f"gRPC {code.name} on /streamcar.test.Orders/Handle" if refused else None)
 
 
 async def test_a_handler_exception_is_unknown_and_dead_lettered(service: TestGrpcService) -> None:
@@ -293,6 +295,17 @@ async def test_an_unknown_method_is_unimplemented_and_dead_lettered(service: Tes
     assert reply.result is Result.DEAD_LETTER
     assert reply.error is not None
     assert reply.error.startswith("gRPC UNIMPLEMENTED")
+    assert reply.refusal is not None
+    assert reply.refusal.endswith("/Missing")  # a refusal a wrong setup gets: the engine watches for a storm of them
+
+
+async def test_call_status_maps_codes_by_name(service: TestGrpcService) -> None:
+    service.handler = aborting(Code.NOT_FOUND, "no such order")
+    reply = await call_one(config(service.url, status={"not_found": "drop", "ALREADY_EXISTS": "success"}))
+    assert reply.result is Result.DROP
+    service.handler = aborting(Code.UNIMPLEMENTED)
+    mapped = await call_one(config(service.url, status={"UNIMPLEMENTED": "retry"}))
+    assert (mapped.result, mapped.refusal) == (Result.RETRY, None)
 
 
 @pytest.mark.parametrize("code", [Code.OK, Code.UNAVAILABLE, Code.INVALID_ARGUMENT], ids=lambda code: code.name)

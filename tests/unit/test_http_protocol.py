@@ -8,7 +8,14 @@ import time
 import pytest
 from multidict import CIMultiDict
 
-from streamcar.call.http import HttpCaller, parse_retry_after, reply_from_response, request_headers, static_headers
+from streamcar.call.http import (
+    HttpCaller,
+    parse_retry_after,
+    replies_from_batch_response,
+    reply_from_response,
+    request_headers,
+    static_headers,
+)
 from streamcar.config import CallConfig
 from streamcar.event import KEEP_KEY, Event, Result
 
@@ -30,6 +37,43 @@ def test_other_statuses_dead_letter_at_once(status: int) -> None:
     r = reply(status)
     assert r.result is Result.DEAD_LETTER  # type: ignore[attr-defined]
     assert r.error_kind == "http-status"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("status", [401, 403, 404, 405, 415])
+def test_refusals_a_wrong_setup_gets_name_the_request(status: int) -> None:
+    r = reply_from_response(status, CIMultiDict(), b"nope", request="POST /typo")
+    assert r.result is Result.DEAD_LETTER
+    assert r.refusal == f"HTTP {status} on POST /typo"
+
+
+@pytest.mark.parametrize("status", [400, 409, 413, 422, 501, 503])
+def test_other_failures_are_no_refusal(status: int) -> None:
+    assert reply_from_response(status, CIMultiDict(), b"", request="POST /x").refusal is None
+
+
+def test_call_status_maps_codes_and_the_service_header_still_wins() -> None:
+    statuses = {404: Result.DROP, 409: Result.SUCCESS, 422: Result.RETRY, 200: Result.DEAD_LETTER}
+    assert reply_from_response(404, CIMultiDict(), b"", statuses=statuses).result is Result.DROP
+    conflict = reply_from_response(409, CIMultiDict(), b"same", statuses=statuses)
+    assert (conflict.result, conflict.value) == (Result.SUCCESS, b"same")
+    retried = reply_from_response(422, CIMultiDict({"Retry-After": "3"}), b"later", statuses=statuses)
+    assert (retried.result, retried.retry_after, retried.error) == (
+        Result.RETRY,
+        3.0,
+        "HTTP 422: later (call.status: retry)",
+    )
+    assert reply_from_response(200, CIMultiDict(), b"x", statuses=statuses).result is Result.DEAD_LETTER
+    assert reply_from_response(404, CIMultiDict(), b"", statuses=statuses).refusal is None  # mapped: not a refusal
+    asked = reply_from_response(404, CIMultiDict({"Streamcar-Result": "retry"}), b"", statuses=statuses)
+    assert asked.result is Result.RETRY
+
+
+def test_a_batch_refused_is_retried_and_marked_and_call_status_applies_to_each_message() -> None:
+    refused = replies_from_batch_response(404, CIMultiDict(), b"", 3, request="POST /typo")
+    assert [r.result for r in refused] == [Result.RETRY] * 3
+    assert {r.refusal for r in refused} == {"HTTP 404 on POST /typo"}
+    dropped = replies_from_batch_response(404, CIMultiDict(), b"", 2, statuses={404: Result.DROP})
+    assert [r.result for r in dropped] == [Result.DROP] * 2
 
 
 def test_success_with_body_keeps_key_unless_the_reply_sets_one() -> None:

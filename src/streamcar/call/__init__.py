@@ -33,7 +33,8 @@ CallerFactory = Callable[[CallConfig, int], Caller]
 
 
 def override(value: str | None, *, error: str, header: str, retry_after: float | None, kind: str) -> Reply | None:
-    """The reply a service's ``Streamcar-Result`` (HTTP) or ``streamcar-result`` (gRPC) asks for, or None.
+    """The reply a service's ``Streamcar-Result`` (HTTP) or ``streamcar-result`` (gRPC) asks for, or ``call.status``
+    (``header``: where it was said), or None; a success is the caller's to build (it has the body).
 
     ``error`` describes the call (``HTTP 503``, ``gRPC UNAVAILABLE: ...``); ``kind`` is a retry's error kind.
     """

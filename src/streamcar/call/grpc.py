@@ -21,7 +21,8 @@ import asyncio
 import itertools
 import math
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,16 @@ import grpc
 from streamcar.call import override
 from streamcar.config import CallConfig, GrpcTarget, ServiceTlsConfig, format_duration, read_pem
 from streamcar.errors import ConfigError
-from streamcar.event import KEEP_KEY, Event, KeepKey, Reply
+from streamcar.event import KEEP_KEY, Event, KeepKey, Reply, Result
 from streamcar.failures import Kind
 
 Metadata = tuple[tuple[str, str | bytes], ...]
 
+SETUP_CODES = frozenset(
+    {grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
+)
+"""Refusals a wrong setup gets for every message (method, credentials): see Reply.refusal."""
+NO_STATUSES: Mapping[str, Result] = {}
 RETRY_CODES = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
@@ -124,8 +130,17 @@ def parse_retry_after(value: str | None) -> float | None:
 _NOT_REACHED = re.compile(r"failed to connect|connection refused|connect failed|name resolution", re.I)
 
 
-def reply_from_status(code: Any, details: str, metadata: Iterable[tuple[str, str | bytes]], response: bytes) -> Reply:
-    """The reply for a finished call: its status code, details, response metadata (initial, then trailing) and bytes."""
+def reply_from_status(
+    code: Any,
+    details: str,
+    metadata: Iterable[tuple[str, str | bytes]],
+    response: bytes,
+    *,
+    statuses: Mapping[str, Result] = NO_STATUSES,
+    method: str = "",
+) -> Reply:
+    """The reply for a finished call: its status code, details, response metadata (initial, then trailing) and
+    bytes; ``statuses`` is ``call.status`` (by code name), ``method`` the one called (a refusal names it)."""
     received = tuple(metadata)
     retry_after = parse_retry_after(_text(received, "retry-after"))
     error = f"gRPC {code.name}" + (f": {details}" if details and code != grpc.StatusCode.OK else "")
@@ -138,13 +153,21 @@ def reply_from_status(code: Any, details: str, metadata: Iterable[tuple[str, str
     )
     if asked is not None:
         return asked
+    configured = statuses.get(code.name)
+    if configured is Result.SUCCESS:
+        return _success(received, response)
+    if configured is not None:
+        mapped = override(configured, error=error, header="call.status", retry_after=retry_after, kind=Kind.GRPC_STATUS)
+        assert mapped is not None
+        return mapped
     if code == grpc.StatusCode.OK:
         return _success(received, response)
     if code == grpc.StatusCode.UNAVAILABLE and _NOT_REACHED.search(details):
         return Reply.retry(after=retry_after, error=error, kind=Kind.CONNECTION)
     if code in RETRY_CODES:
         return Reply.retry(after=retry_after, error=error, kind=Kind.GRPC_STATUS)
-    return Reply.dead_letter(error, kind=Kind.GRPC_STATUS)
+    reply = Reply.dead_letter(error, kind=Kind.GRPC_STATUS)
+    return replace(reply, refusal=f"gRPC {code.name} on {method or '?'}") if code in SETUP_CODES else reply
 
 
 def _text(metadata: Metadata, name: str) -> str | None:
@@ -207,6 +230,7 @@ class GrpcCaller:
         self._channels: list[Any] = []
         self._methods: Iterator[Any] | None = None
         self._closed = False
+        self._statuses = {code.upper(): Result(result) for code, result in config.status.items()}
 
     async def start(self) -> None:
         """Open the channels on the running loop (grpc.aio binds them to it); ConfigError for bad TLS or headers."""
@@ -247,7 +271,9 @@ class GrpcCaller:
             call = method(event.value or b"", timeout=self._timeout, metadata=request_metadata(event, self._static))
             response: bytes = await call
             received = (*(await call.initial_metadata() or ()), *(await call.trailing_metadata() or ()))
-            return reply_from_status(await call.code(), "", received, response)
+            return reply_from_status(
+                await call.code(), "", received, response, statuses=self._statuses, method=self._target.method
+            )
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             if code == grpc.StatusCode.DEADLINE_EXCEEDED and loop.time() - started >= self._timeout - _DEADLINE_SLACK:
@@ -257,7 +283,7 @@ class GrpcCaller:
                 error = f"the response exceeds {self._max_response:,} bytes (call.max_response_bytes): {details}"
                 return Reply.retry(error=error, kind=Kind.BAD_REPLY)  # grpc refused it on our side: no outage
             received = (*(exc.initial_metadata() or ()), *(exc.trailing_metadata() or ()))
-            return reply_from_status(code, details, received, b"")
+            return reply_from_status(code, details, received, b"", statuses=self._statuses, method=self._target.method)
         except grpc.aio.BaseError as exc:  # refused by the client library before reaching the service
             return Reply.retry(error=f"gRPC client error: {type(exc).__name__}: {exc}", kind=Kind.GRPC_CLIENT)
         except asyncio.CancelledError:

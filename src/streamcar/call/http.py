@@ -16,8 +16,9 @@ from __future__ import annotations
 import email.utils
 import ssl
 import time
-from collections.abc import Sequence
-from urllib.parse import quote_from_bytes, unquote_to_bytes
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from urllib.parse import quote_from_bytes, unquote_to_bytes, urlsplit
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -26,10 +27,13 @@ from streamcar.call.envelope import EnvelopeError, decode_results, encode_messag
 from streamcar.call.http1 import BadReply, ConnectError, Disconnected, Http1Pool, HttpError, TlsError
 from streamcar.config import CallConfig, ServiceTlsConfig, format_duration
 from streamcar.errors import ConfigError
-from streamcar.event import KEEP_KEY, Event, KeepKey, Reply
+from streamcar.event import KEEP_KEY, Event, KeepKey, Reply, Result
 from streamcar.failures import Kind
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+SETUP_STATUSES = frozenset({401, 403, 404, 405, 415})
+"""Refusals a wrong setup gets for every message (path, credentials, method, content type): see Reply.refusal."""
+NO_STATUSES: Mapping[int, Result] = {}
 HEADER_PREFIX = "Kafka-Header-"
 # RFC 9110 token characters: what may stand in a header name unescaped
 _TOKEN_SAFE = "!#$&'*+-.^_`|~"
@@ -122,7 +126,16 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def reply_from_response(status: int, headers: CIMultiDictProxy[str] | CIMultiDict[str], body: bytes) -> Reply:
+def reply_from_response(
+    status: int,
+    headers: CIMultiDictProxy[str] | CIMultiDict[str],
+    body: bytes,
+    *,
+    statuses: Mapping[int, Result] = NO_STATUSES,
+    request: str = "POST /",
+) -> Reply:
+    """The reply for a single call's HTTP response; ``statuses`` is ``call.status``, ``request`` what was asked
+    (``POST /orders``: a refusal names it)."""
     retry_after = parse_retry_after(headers.get("Retry-After"))
     error = f"HTTP {status}" + (f": {_snippet(body)}" if body and not 200 <= status < 300 else "")
     asked = override(
@@ -134,17 +147,32 @@ def reply_from_response(status: int, headers: CIMultiDictProxy[str] | CIMultiDic
     )
     if asked is not None:
         return asked
+    configured = statuses.get(status)
+    if configured is not None:
+        if configured is Result.SUCCESS:
+            return _success(headers, body)
+        reply = override(configured, error=error, header="call.status", retry_after=retry_after, kind=Kind.HTTP_STATUS)
+        assert reply is not None
+        return reply
     if 200 <= status < 300:
         return _success(headers, body)
     if status in RETRY_STATUSES or (status >= 500 and status != 501):
         return Reply.retry(after=retry_after, error=error, kind=Kind.HTTP_STATUS)
-    return Reply.dead_letter(error, kind=Kind.HTTP_STATUS)
+    reply = Reply.dead_letter(error, kind=Kind.HTTP_STATUS)
+    return replace(reply, refusal=f"HTTP {status} on {request}") if status in SETUP_STATUSES else reply
 
 
 def replies_from_batch_response(
-    status: int, headers: CIMultiDictProxy[str] | CIMultiDict[str], body: bytes, count: int
+    status: int,
+    headers: CIMultiDictProxy[str] | CIMultiDict[str],
+    body: bytes,
+    count: int,
+    *,
+    statuses: Mapping[int, Result] = NO_STATUSES,
+    request: str = "POST /",
 ) -> list[Reply]:
-    """The replies for a batch of ``count`` messages from the service's HTTP response."""
+    """The replies for a batch of ``count`` messages from the service's HTTP response (``statuses`` and
+    ``request``: see :func:`reply_from_response`). A status ``call.status`` maps applies to every message."""
     after = parse_retry_after(headers.get("Retry-After"))
     what = f"HTTP {status} for a batch of {count}"
     asked = override(
@@ -152,9 +180,18 @@ def replies_from_batch_response(
     )
     if asked is not None:
         return [asked] * count
-    if not 200 <= status < 300:
+    configured = statuses.get(status)
+    if configured is not None and configured is not Result.SUCCESS:
         error = what + (f": {_snippet(body)}" if body else "")
-        return [Reply.retry(after=after, error=error, kind=Kind.HTTP_STATUS)] * count
+        mapped = override(configured, error=error, header="call.status", retry_after=after, kind=Kind.HTTP_STATUS)
+        assert mapped is not None
+        return [mapped] * count
+    if not 200 <= status < 300 and configured is None:
+        error = what + (f": {_snippet(body)}" if body else "")
+        reply = Reply.retry(after=after, error=error, kind=Kind.HTTP_STATUS)
+        if status in SETUP_STATUSES:
+            reply = replace(reply, refusal=f"HTTP {status} on {request}")
+        return [reply] * count
     if not body:
         return [Reply.success(None)] * count
     try:
@@ -225,6 +262,8 @@ class HttpCaller:
         self._static = static_headers(config.headers)
         self._batch_headers = [*static_headers(config.headers, _PER_BATCH), ("Content-Type", "application/json")]
         self._pool: Http1Pool | None = None
+        self._statuses = {int(code): Result(result) for code, result in config.status.items()}
+        self._request = f"POST {urlsplit(config.url).path or '/'}"  # what a refusal names (never the query)
 
     async def start(self) -> None:
         context = None if self._tls is None else ssl_context(self._tls)
@@ -260,7 +299,14 @@ class HttpCaller:
             response = await pool.post(headers, encode_messages(events))
         except (TimeoutError, HttpError) as exc:
             return [self._unanswered(exc)] * len(events)
-        return replies_from_batch_response(response.status, response.headers, response.body, len(events))
+        return replies_from_batch_response(
+            response.status,
+            response.headers,
+            response.body,
+            len(events),
+            statuses=self._statuses,
+            request=self._request,
+        )
 
     async def _call_one(self, event: Event) -> Reply:
         pool = self._ready_pool()
@@ -272,7 +318,9 @@ class HttpCaller:
             response = await pool.post(headers, event.value or b"")
         except (TimeoutError, HttpError) as exc:
             return self._unanswered(exc)
-        return reply_from_response(response.status, response.headers, response.body)
+        return reply_from_response(
+            response.status, response.headers, response.body, statuses=self._statuses, request=self._request
+        )
 
     def _unanswered(self, exc: TimeoutError | HttpError) -> Reply:
         """The retry for a call that got no HTTP reply: timed out, TLS refused, connection failed or ended, or a

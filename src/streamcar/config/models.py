@@ -7,7 +7,7 @@ pairs, so that e.g. a missing SASL username is reported at ``kafka.security.user
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -96,6 +96,23 @@ class ServiceTlsConfig(_Model):
         return self
 
 
+_GRPC_NAMES = """OK CANCELLED UNKNOWN INVALID_ARGUMENT DEADLINE_EXCEEDED NOT_FOUND ALREADY_EXISTS PERMISSION_DENIED
+RESOURCE_EXHAUSTED FAILED_PRECONDITION ABORTED OUT_OF_RANGE UNIMPLEMENTED INTERNAL UNAVAILABLE DATA_LOSS
+UNAUTHENTICATED"""
+GRPC_CODES = frozenset(_GRPC_NAMES.split())
+
+
+def _status_problems(status: Mapping[str, str], kind: str) -> Iterator[tuple[str, str]]:
+    """call.status keys that do not name a status of the service's protocol."""
+    for code in status:
+        if kind == "http" and not (code.isdigit() and len(code) == 3 and 100 <= int(code) <= 599):
+            yield code, "an HTTP status code (100-599) is expected"
+        elif kind == "grpc" and code.upper() not in GRPC_CODES:
+            yield code, f"a gRPC status name is expected ({', '.join(sorted(GRPC_CODES))})"
+        elif kind == "python":
+            yield code, "applies to http and grpc services only (a handler returns its own Reply)"
+
+
 class CallConfig(_Model):
     url: str
     """http(s)://..., grpc(s)://host:port/pkg.Service/Method or python:pkg.module:function."""
@@ -108,12 +125,26 @@ class CallConfig(_Model):
     max_response_bytes: ByteSize = Field(default=16 * 1024 * 1024, ge=1024)
     """The most a reply may hold: head and body, decompressed (HTTP), or the response message (gRPC). A bigger
     reply fails the call as ``bad-reply``, checked as the bytes arrive."""
+    status: dict[str, Literal["success", "drop", "retry", "dead-letter"]] = Field(default_factory=dict)
+    """What a status means, overriding the default mapping: HTTP codes (``{"404": drop, "409": success}``) or
+    gRPC status names (``{NOT_FOUND: drop}``). A ``Streamcar-Result`` reply header still wins."""
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
         parse_target(value.strip())
         return value.strip()
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _status(cls, value: Any) -> Any:
+        # YAML reads 404 as a number, and people write dead_letter too
+        if isinstance(value, dict):
+            return {
+                str(code).strip(): result.strip().lower().replace("_", "-") if isinstance(result, str) else result
+                for code, result in value.items()
+            }
+        return value
 
     @field_validator("headers")
     @classmethod
@@ -133,6 +164,7 @@ class CallConfig(_Model):
             problems.append((("batch", "max_messages"), "gRPC takes one record per call; batch needs http or python"))
         if self.tls is not None and not (isinstance(target, HttpTarget | GrpcTarget) and target.tls):
             problems.append((("tls",), "applies to https:// and grpcs:// services only"))
+        problems.extend((("status", code), problem) for code, problem in _status_problems(self.status, target.kind))
         if target.kind == "http":
             problems.extend(
                 (("headers", name), "set by streamcar on each request (it frames and keeps the connection)")

@@ -124,14 +124,20 @@ class Attempts:
         service may echo the request's credentials: redacted here, once, as the replies come in, every output
         downstream is clean (dead letters, /status, spans, logs)."""
         scrub = self._redactor.scrub
-        return [r if r.error is None else replace(r, error=_clip(scrub(r.error))) for r in replies]
+        return [
+            r if r.error is None else replace(r, error=_clip(scrub(r.error)), refusal=r.refusal and scrub(r.refusal))
+            for r in replies
+        ]
 
     def _called(self, works: list[Work], replies: list[Reply], started: float, probe: bool) -> None:
         """A call for ``works``, begun at ``started`` (time.monotonic()), returned ``replies``: each message gets
         its reply, and the call counts for the stats and the circuit."""
         now = time.monotonic()
-        failed = [r for r in replies if r.result is Result.RETRY]
+        failed = [r for r in replies if r.result is Result.RETRY and r.refusal is None]
         failure = failed[0].error_kind if failed and len(failed) == len(replies) else None
+        refusal = replies[0].refusal
+        if refusal is not None and any(r.refusal != refusal for r in replies):
+            refusal = None  # refused in several ways, or not every message: not one setup error
         self._stats.observe_call(now - started, failure)
         if failure is not None:
             self._stats.last_call_error = failed[0].error or failure
@@ -141,7 +147,7 @@ class Attempts:
         # of messages others were answered after are those messages' trouble, not the service's (only a failure
         # asks the breaker about silence)
         since = started if failure is None else min(work.first_failed_at or started for work in works)
-        circuit.record(failure, probe=probe, started=since, fresh=fresh, messages=len(works))
+        circuit.record(failure, probe=probe, started=since, fresh=fresh, messages=len(works), refusal=refusal)
         kind = Kind.of(failure)
         if kind is not None and kind.outage and circuit.breaker.enabled:
             # The service may be down: the attempt does not count against the message unless the service was
@@ -159,6 +165,12 @@ class Attempts:
             for work in works:
                 work.first_failed_at = work.first_failed_at or now
         for work, reply in zip(works, replies, strict=True):
+            if circuit.holds(reply.refusal):
+                # a reject storm: the setup is wrong, not the message; it waits (no attempt spent) for the circuit,
+                # and counts as tried (called again once the service answers, a refusal dead-letters it)
+                reply = Reply.retry(error=reply.error, kind=reply.error_kind or Kind.HTTP_STATUS)
+                work.attempts -= 1
+                work.first_failed_at = work.first_failed_at or now
             work.reply = reply
 
     async def _settle(self, works: list[Work], touched: list[Work]) -> None:

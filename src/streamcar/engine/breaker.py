@@ -22,6 +22,13 @@ What tells a service that is down from messages that fail:
   ``consecutive`` silent failures in a row open the circuit, and a refused connection (nothing to learn about the
   message) at once. A call that got no answer at all, while nothing else was answered either, does not use up
   its message's attempts (see :mod:`streamcar.engine.attempt`): the circuit decides first.
+* **Refusals.** A service that answers nearly every message with the same refusal a wrong setup gets (HTTP 401,
+  403, 404, 405, 415; gRPC UNAUTHENTICATED, PERMISSION_DENIED, UNIMPLEMENTED: :attr:`Reply.refusal`) is up but
+  set up wrong: a typo in the path would otherwise drain the topic into the dead-letter topic. :data:`REFUSALS`
+  distinct messages in a row refused the same way, with no other message answered between, open the circuit
+  ("the service rejects everything: HTTP 404 on POST /typo"); the messages refused after that are held, not
+  dead-lettered, and each probe refused so fails. A lone refused message is poison, dead-lettered at once: at most
+  ``REFUSALS - 1`` messages are dead-lettered before a storm pauses the pipeline.
 * **Distinct messages.** The failure ratio counts each message once, on its first attempt: a message that fails
   and is retried does not count again, so one message's retries, or retries resumed together, are not a storm.
   At least ``failure_ratio`` of the messages first tried within ``window`` (and ``min_calls`` of them) failing
@@ -42,6 +49,9 @@ from dataclasses import dataclass
 from streamcar.config import CircuitBreakerConfig
 from streamcar.failures import Kind
 
+REFUSALS = 10
+"""Distinct messages in a row refused the same way that make a reject storm. Ten keeps a topic where one message
+in five is legitimately refused from pausing more than once in about ten million messages."""
 _SLICES = 10  # the failure-ratio window is counted in this many slices, so it slides in steps of a tenth
 WAVE = 0.05
 """Seconds: calls that start this soon after an answer are of one wave with the call answered. Their order of
@@ -88,6 +98,10 @@ class CircuitBreaker:
         """While open: when the probe is due (clock of the calls)."""
         self.probing = 0
         """Half-open: probe calls in flight."""
+        self.refusing: str | None = None
+        """Open (or half-open) on a reject storm: the refusal (see :attr:`Reply.refusal`)."""
+        self._refusal: str | None = None  # closed: the refusal of the current run of refused messages...
+        self._refused = 0  # ...and how many distinct messages it counts
         # The window in _SLICES slices of [slice number, calls, failed calls]: memory stays constant however many
         # calls a second go through (a deque of every call would hold hundreds of thousands).
         self._slice = config.window / _SLICES
@@ -127,11 +141,20 @@ class CircuitBreaker:
         return self._answered < started - WAVE
 
     def record(
-        self, now: float, failure: str | None, *, probe: bool = False, started: float | None = None, fresh: bool = True
+        self,
+        now: float,
+        failure: str | None,
+        *,
+        probe: bool = False,
+        started: float | None = None,
+        fresh: bool = True,
+        refusal: str | None = None,
+        messages: int = 1,
     ) -> Transition:
-        """A call ended: ``failure`` is its reply kind when no message of it got through, None otherwise (what the
-        kind means: :class:`streamcar.failures.Kind`). ``started``: when it began; ``fresh``: its messages were
-        tried for the first time."""
+        """A call of ``messages`` ended: ``failure`` is its reply kind when no message of it got through, None
+        otherwise (what the kind means: :class:`streamcar.failures.Kind`). ``started``: when it began; ``fresh``:
+        its messages were tried for the first time; ``refusal``: every message of it was refused so (the service
+        answered: no failure)."""
         kind = Kind.of(failure)
         outage = kind is not None and kind.outage
         if not outage:
@@ -141,12 +164,14 @@ class CircuitBreaker:
         if self.state is State.HALF_OPEN:
             if not probe:
                 return None  # a call started before the circuit opened: the probes decide
-            if not outage:
+            if not outage and not (refusal is not None and self.refusing is not None):
                 return self._close(now)
             self.probing -= 1
             if self.probing > 0:
                 return None
             self._wait = min(self._wait * 2, self.config.max_open)
+            if failure is None:  # refused again
+                return self._open(now, f"the service rejects everything: {refusal}")
             return self._open(now, f"the probe failed: {failure}")
         if self.state is State.OPEN:
             return None  # calls that started before it opened; their answers no longer matter
@@ -154,8 +179,11 @@ class CircuitBreaker:
         silent = outage and self.silent(started, kind, now)
         if fresh:
             self._remember(now, outage)
+        if refusal is not None:
+            return self._refused_again(now, refusal, messages) if fresh else None
         if not outage:
             self._in_a_row = 0
+            self._refused = 0
             return None
         assert failure is not None
         assert kind is not None
@@ -174,6 +202,17 @@ class CircuitBreaker:
             n = self._in_a_row
             return self._open(now, f"{n} calls in a row could not get through ({failure}), and no other call either")
         return None
+
+    def _refused_again(self, now: float, refusal: str, messages: int) -> Opened | None:
+        self._in_a_row = 0  # the service answered
+        if refusal != self._refusal:
+            self._refusal, self._refused = refusal, 0
+        self._refused += messages
+        if self._refused < REFUSALS:
+            return None
+        opened = self._open(now, f"the service rejects everything: {refusal}")
+        self.refusing = refusal
+        return opened
 
     def _remember(self, now: float, outage: bool) -> None:
         number = int(now / self._slice)
@@ -195,6 +234,7 @@ class CircuitBreaker:
         if first:
             self._since = now
             self.opened += 1
+            self.refusing = None
         self.state = State.OPEN
         self.reason = reason
         self.open_until = now + self._wait
@@ -203,6 +243,8 @@ class CircuitBreaker:
     def _close(self, now: float) -> Closed:
         self.state = State.CLOSED
         self.probing = 0
+        self.refusing = self._refusal = None
+        self._refused = 0
         self._wait = self.config.open_for
         self._slices.clear()
         self._calls_in_window = self._failed_in_window = self._in_a_row = 0

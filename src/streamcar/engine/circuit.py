@@ -101,6 +101,11 @@ class Circuit:
         """No call was answered since ``started`` (time.monotonic()): see the breaker."""
         return self.breaker.silent(started, kind, time.monotonic())
 
+    def holds(self, refusal: str | None) -> bool:
+        """A message the service refused so waits, instead of being dead-lettered: the circuit is open on a reject
+        storm (the setup is wrong; see the breaker)."""
+        return refusal is not None and self.breaker.refusing is not None
+
     @property
     def open_reason(self) -> str | None:
         """Why the circuit is open (or half-open, probing); None while it is closed."""
@@ -108,14 +113,24 @@ class Circuit:
         return None if breaker.state is State.CLOSED else f"{breaker.state.value}: {breaker.reason}"
 
     def record(
-        self, failure: str | None, *, probe: bool, started: float | None = None, fresh: bool = True, messages: int = 1
+        self,
+        failure: str | None,
+        *,
+        probe: bool,
+        started: float | None = None,
+        fresh: bool = True,
+        messages: int = 1,
+        refusal: str | None = None,
     ) -> None:
-        """A call of ``messages`` ended (``failure``: its kind when no message of it got through): the breaker
-        decides. ``started``: when it began (time.monotonic()); ``fresh``: its messages were tried for the first
-        time."""
+        """A call of ``messages`` ended (``failure``: its kind when no message of it got through; ``refusal``: the
+        service refused every one of them so): the breaker decides. ``started``: when it began
+        (time.monotonic()); ``fresh``: its messages were tried for the first time."""
         breaker = self.breaker
-        self._on(breaker.record(time.monotonic(), failure, probe=probe, started=started, fresh=fresh))
-        if self._ramp is not None and breaker.state is State.CLOSED and not outage(failure):
+        now = time.monotonic()
+        self._on(
+            breaker.record(now, failure, probe=probe, started=started, fresh=fresh, refusal=refusal, messages=messages)
+        )
+        if self._ramp is not None and breaker.state is State.CLOSED and not outage(failure) and refusal is None:
             self._ramp += messages  # as many more as were answered: twice as many each round trip
             if self._ramp >= self._limit:
                 self._ramp = None

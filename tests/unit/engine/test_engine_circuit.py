@@ -7,11 +7,12 @@ import asyncio
 import logging
 import zlib
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 from twin import TOPIC, Rig, ScriptedCaller, pipeline_config, record
 
-from streamcar.engine.breaker import State
+from streamcar.engine.breaker import REFUSALS, State
 from streamcar.event import Event, Reply
 
 TP0, TP1 = (TOPIC, 0), (TOPIC, 1)
@@ -232,3 +233,44 @@ async def test_a_wave_of_calls_whose_failures_end_first_is_not_silence() -> None
         await rig.until(lambda: len(rig.out()) == len(keys), "every reply", within=20)
     assert rig.pipeline.circuit_opened == 0, rig.pipeline._breaker.reason
     assert rig.out("dlq") == []
+
+
+def refused(event: Event) -> Reply:
+    return replace(Reply.dead_letter("HTTP 404: not found", kind="http-status"), refusal="HTTP 404 on POST /typo")
+
+
+async def test_a_reject_storm_pauses_after_a_few_dead_letters_and_holds_the_rest() -> None:
+    """Case (d): a typo in the path, every call 404. A few messages are dead-lettered (each could be poison), then
+    the pipeline pauses with the refusal named; the messages refused after that wait. Once the service accepts
+    the calls again (the setup is fixed), every one of them gets its outcome."""
+    broken = asyncio.Event()
+    broken.set()
+
+    def answer(event: Event, attempt: int) -> Reply:
+        return refused(event) if broken.is_set() else Reply.success(event.value)
+
+    caller = ScriptedCaller(answer, delay=0.001)
+    config = pipeline_config(max_in_flight=32, circuit_breaker={"open_for": "20ms", "max_open": "40ms"})
+    async with Rig({TP0: log(0, 300, keys=300)}, caller, config) as rig:
+        breaker = rig.pipeline._breaker
+        await rig.until(lambda: breaker.state is not State.CLOSED, "the circuit to open")
+        assert breaker.reason == "the service rejects everything: HTTP 404 on POST /typo"
+        await rig.until(lambda: len(caller.calls) > 60, "probe rounds")  # several refused probes
+        assert breaker.state is not State.CLOSED
+        assert len(rig.out("dlq")) == REFUSALS - 1  # and no more, however many probes were refused
+        broken.clear()
+        await rig.until(lambda: len(rig.out()) + len(rig.out("dlq")) == 300, "every outcome")
+    assert len(rig.out("dlq")) == REFUSALS - 1
+    assert rig.pipeline.circuit_opened == 1
+
+
+async def test_a_lone_refused_message_among_answered_ones_is_dead_lettered_at_once() -> None:
+    def answer(event: Event, attempt: int) -> Reply:
+        return refused(event) if event.offset % 5 == 0 else Reply.success(event.value)
+
+    caller = ScriptedCaller(answer, delay=0.001)
+    async with Rig({TP0: log(0, 300, keys=300)}, caller, pipeline_config(max_in_flight=32)) as rig:
+        await rig.until(lambda: len(rig.out()) + len(rig.out("dlq")) == 300, "every outcome")
+    assert len(rig.out("dlq")) == 60
+    assert {attempt for attempt in caller.attempts.values()} == {1}
+    assert rig.pipeline.circuit_opened == 0
