@@ -44,6 +44,14 @@ class PipelineCollector(Collector):
         opened = CounterMetricFamily(
             "streamcar_circuit_opened", "Times the circuit to the service opened", labels=["pipeline"]
         )
+        publish_errors = CounterMetricFamily(
+            "streamcar_publish_errors",
+            "Records the broker did not take (a missing or unwritable topic, a record too large...), each attempt",
+            labels=["pipeline", "topic"],
+        )
+        topic_problems = GaugeMetricFamily(
+            "streamcar_topic_problems", "The pipeline's topics that are missing or not usable now", labels=["pipeline"]
+        )
         calls = HistogramMetricFamily("streamcar_call_seconds", "Duration of calls to the service", labels=["pipeline"])
         for name, pipeline in sorted(self._pipelines().items()):
             stats = pipeline.stats
@@ -56,6 +64,9 @@ class PipelineCollector(Collector):
             in_flight.add_metric([name], pipeline.in_flight)
             circuit.add_metric([name], 0 if pipeline.circuit_open is None else 1)
             opened.add_metric([name], pipeline.circuit_opened)
+            for topic, count in sorted(stats.publish_errors.items()):
+                publish_errors.add_metric([name, topic], count)
+            topic_problems.add_metric([name], len(pipeline.topic_problems))
             for (topic, partition), value in pipeline.lag().items():
                 if value is not None:
                     lag.add_metric([name, topic, str(partition)], value)
@@ -65,6 +76,7 @@ class PipelineCollector(Collector):
                 buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
             calls.add_metric([name], buckets, stats.call_seconds)
         yield from (consumed, results, retries, published, dead, in_flight, lag, calls, circuit, opened)
+        yield from (publish_errors, topic_problems)
 
 
 def registry_for(pipelines: Callable[[], Mapping[str, PipelineView]]) -> CollectorRegistry:

@@ -194,6 +194,9 @@ def health(p: Mapping[str, Any]) -> tuple[str, list[tuple[str, str]], list[tuple
     if p.get("kafka_error"):
         badges.append(("bad", "Kafka unreachable"))
         problems.append(("", f"Kafka does not answer: {p['kafka_error']}"))
+    if p.get("topic_problems"):
+        badges.append(("bad", "topic problem"))
+        problems.extend(("", f"{problem[:1].upper()}{problem[1:]}") for problem in p["topic_problems"])
     if circuit != "closed":
         badges.append(("bad" if circuit == "open" else "warn", f"circuit {circuit}"))
         reason = p.get("circuit_reason")

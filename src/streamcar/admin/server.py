@@ -127,6 +127,7 @@ class AdminServer:
         for name, pipeline in sorted(self._pipelines().items()):
             if pipeline.kafka_error is not None:
                 found.append(f"pipeline {name}: Kafka does not answer: {pipeline.kafka_error}")
+            found.extend(f"pipeline {name}: {problem}" for problem in pipeline.topic_problems)
             if (circuit := pipeline.circuit_open) is not None:
                 found.append(f"pipeline {name}: the circuit to the service is {circuit}")
             if pipeline.stats.service_failing:

@@ -137,6 +137,10 @@
       badges.push(["bad", "Kafka unreachable"]);
       problems.push(["", `Kafka does not answer: ${p.kafka_error}`]);
     }
+    if ((p.topic_problems || []).length) {
+      badges.push(["bad", "topic problem"]);
+      for (const problem of p.topic_problems) problems.push(["", problem.charAt(0).toUpperCase() + problem.slice(1)]);
+    }
     if (circuit !== "closed") {
       badges.push([circuit === "open" ? "bad" : "warn", `circuit ${circuit}`]);
       const reason = p.circuit_reason;

@@ -231,6 +231,9 @@ class CircuitBreakerConfig(_Model):
 class PublishConfig(_Model):
     topic: TopicName
     """Where reply payloads go."""
+    create_missing: bool = False
+    """Create the publish and dead-letter topics when they do not exist, with the input topic's partition count
+    (else a missing one is a named problem on /readyz, and its records wait)."""
 
 
 class DeadLetterConfig(_Model):

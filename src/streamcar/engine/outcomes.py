@@ -103,6 +103,7 @@ class Outcomes:
         transient = isinstance(error, ProduceError) and not error.permanent
         output = self._config.publish if result == "success" else self._config.dead_letter
         topic = output.topic if output is not None else "?"
+        self._stats.note_publish_error(topic, str(error))
         held = self._throttle.allow((topic, str(error)))
         if held is not None:
             more = held_back(held, self._throttle.interval)
@@ -138,9 +139,13 @@ class Outcomes:
 
     def count(self, work: Work, result: str) -> None:
         if result == "success":
-            if work.reply is not None and work.reply.value is not None and self._config.publish is not None:
+            publish = self._config.publish
+            if work.reply is not None and work.reply.value is not None and publish is not None:
                 self._stats.published += 1
+                self._stats.note_published(publish.topic)
         elif result == "dead-letter":
+            if self._config.dead_letter is not None:
+                self._stats.note_published(self._config.dead_letter.topic)
             reply = work.reply
             kind, error = (reply.error_kind, reply.error) if reply is not None else ("", "")
             self._stats.note_dead_letter(work.event, kind or Kind.REJECTED, error or "")

@@ -44,6 +44,7 @@ from streamcar.kafka.consumer import ConsumerBridge
 from streamcar.kafka.errors import consumer_trouble
 from streamcar.kafka.producer import AsyncProducer
 from streamcar.kafka.records import TP, CommitPoint
+from streamcar.kafka.topics import TopicWatch
 from streamcar.redact import NOTHING, Redactor
 
 log = logging.getLogger("streamcar.pipeline")
@@ -147,6 +148,18 @@ class Pipeline:
         )
         self._consumer_factory = consumer_factory
         self._bridge: Consumer | None = None
+        roles = dict.fromkeys(config.consume.topics, "input")
+        if config.publish is not None:
+            roles[config.publish.topic] = "publish"
+        if config.dead_letter is not None:
+            roles[config.dead_letter.topic] = "dead-letter"
+        self.topics = TopicWatch(
+            name,
+            roles,
+            create_missing=config.publish is not None and config.publish.create_missing,
+            admin_config=kafka.client_config(),
+        )
+        """The pipeline's topics that are missing or not usable (checked on the consumer's thread)."""
 
     # -- life cycle ---------------------------------------------------------------------------------------
     @property
@@ -179,6 +192,7 @@ class Pipeline:
             revoke_timeout=self.config.shutdown_timeout,
             assignment=source.assignment(),
             start_from=self.config.consume.from_,
+            watch=self.topics,
         )
         self._flow.source = self._intake.consumer = self._bridge
         self._bridge.start()
@@ -265,6 +279,11 @@ class Pipeline:
     def kafka_error(self) -> str | None:
         """Why the cluster did not answer the consumer's last probe; None when it did."""
         return self._bridge.kafka_error if self._bridge is not None else "the consumer has not started"
+
+    @property
+    def topic_problems(self) -> list[str]:
+        """The pipeline's topics that are missing or not usable, and those refusing its records now."""
+        return [*self.topics.lines(), *self.stats.refusing_topics()]
 
     def status(self) -> dict[str, object]:
         return status_document(self, self.config, breaker=self._breaker, tracker=self._tracker, buffered=self.buffered)

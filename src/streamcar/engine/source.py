@@ -25,6 +25,7 @@ from streamcar.engine.tracker import OffsetTracker
 from streamcar.kafka.consumer import ConsumerListener
 from streamcar.kafka.records import TP, CommitPoint
 from streamcar.kafka.settings import group_consumer, range_consumer
+from streamcar.kafka.topics import TopicWatch
 
 
 class Consumer(Protocol):
@@ -75,6 +76,7 @@ class ConsumerFactory(Protocol):
         revoke_timeout: float,
         assignment: Mapping[TP, int] | None,
         start_from: str,
+        watch: TopicWatch | None,
     ) -> Consumer: ...
 
 

@@ -37,6 +37,11 @@ class PipelineView(Protocol):
         """Why the cluster did not answer the consumer's last probe; None when it did."""
         ...
 
+    @property
+    def topic_problems(self) -> list[str]:
+        """The pipeline's topics that are missing or not usable, a line each; empty when all are fine."""
+        ...
+
     def lag(self) -> dict[TP, int | None]: ...
 
     def status(self) -> dict[str, object]: ...
@@ -72,6 +77,9 @@ def status_document(
             "url": config.call.target_text,  # a password in the URL never shows
         },
         "kafka_error": view.kafka_error,
+        "topic_problems": view.topic_problems,
+        "publish_topic": config.publish.topic if config.publish is not None else None,
+        "dead_letter_topic": config.dead_letter.topic if config.dead_letter is not None else None,
         "service_failing": stats.service_failing,
         "circuit": breaker.state.value,
         "circuit_reason": breaker.reason or None,

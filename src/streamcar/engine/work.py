@@ -19,6 +19,8 @@ CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 """Upper bounds (seconds) of the call-duration histogram; a last, unbounded bucket follows."""
 CONDITION_SHOWN = 600.0
 """Seconds a noted condition stays on /status."""
+REFUSING_SHOWN = 60.0
+"""Seconds a topic that refused a record counts as refusing (unless a record is taken meanwhile)."""
 FAILING_AFTER = 5
 """Consecutive calls that could not reach the service (connection, timeout, 5xx) before it counts as failing."""
 
@@ -44,6 +46,27 @@ class PipelineStats:
     """The last dead letters, newest last: source topic/partition/offset, key, kind, error, time."""
     conditions: dict[str, tuple[str, float]] = field(default_factory=dict)
     """Named conditions and the time they were last noted (e.g. ``log-restarted``)."""
+    publish_errors: Counter[str] = field(default_factory=Counter)
+    """Records the broker did not take, per topic (each attempt counts)."""
+    refusing: dict[str, tuple[str, float]] = field(default_factory=dict)
+    """Topics whose last record was not taken: the error and when (cleared by the next record taken)."""
+
+    def note_publish_error(self, topic: str, error: str) -> None:
+        self.publish_errors[topic] += 1
+        self.refusing[topic] = (error, time.monotonic())
+
+    def note_published(self, topic: str) -> None:
+        if self.refusing:
+            self.refusing.pop(topic, None)
+
+    def refusing_topics(self, within: float = REFUSING_SHOWN) -> list[str]:
+        """A line for each topic that refused our last record within ``within`` seconds."""
+        now = time.monotonic()
+        return [
+            f"topic {topic!r} does not take records: {error}"
+            for topic, (error, at) in sorted(self.refusing.items())
+            if now - at <= within
+        ]
 
     def note_dead_letter(self, event: Event, kind: str, error: str) -> None:
         self.dead_lettered += 1

@@ -30,6 +30,7 @@ from streamcar.kafka.probes import committed_points, look_around, wake_fetchers
 from streamcar.kafka.records import TP, CommitPoint
 from streamcar.kafka.security import explain, identity
 from streamcar.kafka.starts import Starts
+from streamcar.kafka.topics import TopicWatch
 
 log = logging.getLogger("streamcar.kafka.consumer")
 
@@ -69,6 +70,7 @@ class ConsumerBridge:
         poll_interval: float = 0.02,
         assignment: Mapping[TP, int] | None = None,
         start_from: str = "earliest",
+        watch: TopicWatch | None = None,
     ) -> None:
         conf = dict(config)
         conf["error_cb"] = self._error_cb
@@ -99,6 +101,7 @@ class ConsumerBridge:
         # Published by the thread for /metrics, /status and /readyz (each a fresh object: readers need no lock).
         self.high_watermarks: dict[TP, int] = {}
         self.kafka_error: str | None = None  # why the cluster did not answer the last probe; None when it did
+        self._watch = watch  # the pipeline's topics, checked as the cluster is looked at
         self._next_look = 0.0
         self._held_since: float | None = None  # since when the thread waits for the loop to take its batches
         # where a partition without a usable committed offset starts: see streamcar.kafka.starts
@@ -290,6 +293,8 @@ class ConsumerBridge:
         highs, self.kafka_error = look_around(self._consumer, self._topics[0], fresh, self._finished)
         if highs is not None:
             self.high_watermarks = highs
+        if self.kafka_error is None and self._watch is not None:
+            self._watch.check(self._consumer)
 
     def _call_loop(self, coro: Awaitable[Any], timeout: float) -> Any:
         async def wrapper() -> Any:

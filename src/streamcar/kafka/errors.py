@@ -37,13 +37,13 @@ _FATAL = frozenset(
         RdKafkaError._FATAL,
     }
 )
-# Errors that no amount of retrying fixes; everything else librdkafka already retried up to message.timeout.ms.
+# Errors that no amount of retrying fixes for this record; everything else librdkafka already retried up to
+# message.timeout.ms. A topic we may not write to (an ACL) is not one: that is the setup, true of every record,
+# and dead-lettering each reply for it would drain the input; the records wait, and the topic is a named problem.
 _PERMANENT_PRODUCE = frozenset(
     {
         RdKafkaError.MSG_SIZE_TOO_LARGE,
         RdKafkaError.INVALID_RECORD,
-        RdKafkaError.TOPIC_AUTHORIZATION_FAILED,
-        RdKafkaError.CLUSTER_AUTHORIZATION_FAILED,
         RdKafkaError.INVALID_REQUIRED_ACKS,
         RdKafkaError.RECORD_LIST_TOO_LARGE,
         RdKafkaError.POLICY_VIOLATION,

@@ -191,9 +191,13 @@ class AsyncProducer:
                 log.warning("%d records were still waiting for librdkafka's queue at shutdown", len(self._backlog))
             self._feeder.cancel()
         remaining = await asyncio.to_thread(self._producer.flush, max(0.0, deadline - time.monotonic()))
-        self._post_settled()
         if remaining:
             log.warning("%d records were not acknowledged before shutdown", remaining)
+            # dropped from librdkafka's queues now (their futures fail): else freeing the producer waits for
+            # them, e.g. for a topic that does not exist, and the process outlives its shutdown budget
+            self._producer.purge()
+            self._producer.poll(0)  # serves the purged records' reports
+        self._post_settled()
         self._stopping.set()
         self._hurry.set()
         await asyncio.to_thread(self._thread.join, 1)

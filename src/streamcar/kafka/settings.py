@@ -21,6 +21,9 @@ PRODUCER_DEFAULTS: Settings = {
     "compression.type": "lz4",
     # a lone produce request or commit goes out at once rather than behind Nagle's algorithm
     "socket.nagle.disable": True,
+    # a missing topic is reported (kafka.topics), or created with the input's partitions (publish.create_missing);
+    # never created by the broker with its defaults because we produced to it
+    "allow.auto.create.topics": False,
 }
 
 

@@ -96,12 +96,30 @@ async def test_offsets_that_go_back_are_read_as_a_new_log() -> None:
 
 async def test_a_reply_the_broker_refuses_for_good_is_dead_lettered_and_the_rest_flows() -> None:
     rig = Rig({TP0: log(0, 10)}, ScriptedCaller(echo))
-    rig.producer.refuse["out"] = RdKafkaError(RdKafkaError.TOPIC_AUTHORIZATION_FAILED)
+    rig.producer.refuse["out"] = RdKafkaError(RdKafkaError.POLICY_VIOLATION)
     async with rig:
         await rig.until(lambda: len(rig.producer.sent["dlq"]) == 10, "the dead letters")
         await rig.until(lambda: rig.committed(TP0) == 10, "the commit")
     kinds = {dict(headers)["streamcar-error-kind"] for _, _, headers in rig.producer.sent["dlq"]}
     assert kinds == {b"publish"}
+
+
+async def test_a_topic_we_may_not_write_is_a_named_problem_and_its_records_wait() -> None:
+    """Not authorized to write the publish topic is the setup, true of every reply: dead-lettering each would
+    drain the input. The replies wait, nothing is committed past them, and the topic is named until it takes
+    records again."""
+    rig = Rig({TP0: log(0, 10)}, ScriptedCaller(echo))
+    rig.producer.refuse["out"] = RdKafkaError(RdKafkaError.TOPIC_AUTHORIZATION_FAILED)
+    async with rig:
+        await rig.until(lambda: rig.pipeline.stats.publish_errors["out"] >= 20, "records refused again and again")
+        assert rig.out("dlq") == []
+        assert not rig.committed(TP0)
+        [problem] = rig.pipeline.topic_problems
+        assert problem.startswith("topic 'out' does not take records: ")
+        del rig.producer.refuse["out"]  # the ACL was granted
+        await rig.until(lambda: rig.committed(TP0) == 10, "the commit")
+        assert rig.pipeline.topic_problems == []
+    assert len(rig.out()) == 10
 
 
 async def test_stopping_commits_what_is_done_and_abandons_the_rest_within_the_timeout() -> None:

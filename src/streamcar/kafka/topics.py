@@ -1,0 +1,147 @@
+"""Whether a pipeline's topics are there: its input topics, and the publish and dead-letter topics it writes.
+
+A topic that does not exist stalls a pipeline: its consumer waits, or its replies and dead letters wait in the
+producer. That is right (nothing is lost, nothing skipped), but it must not be silent. :class:`TopicWatch` asks
+the cluster about each topic every few seconds, on the consumer's thread (through the consumer: a consumer's
+metadata request never has the broker create the topic it names), and keeps a named problem per topic that is
+missing or that we may not use. The pipeline shows them on ``/readyz`` (503), ``/status`` and the page, and the
+watch logs one line per topic when the problem appears (again every :data:`REPEAT` while it lasts) and one when
+it is gone.
+
+With ``publish.create_missing``, a missing publish or dead-letter topic is created instead, with as many
+partitions as the (first) input topic and the broker's default replication. streamcar's producer never has a
+broker create a topic by itself (``allow.auto.create.topics=false``): a misspelled topic would be created with
+the broker's defaults (one partition) and go unnoticed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka import KafkaError as RdKafkaError
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+log = logging.getLogger("streamcar.kafka.topics")
+
+REPEAT = 60.0
+"""Seconds between two log lines about the same lasting problem."""
+TIMEOUT = 2.0
+
+
+def describe(error: RdKafkaError | None) -> str | None:
+    """What a topic's metadata error means, in a few words (None: the topic is fine)."""
+    if error is None:
+        return None
+    code = error.code()
+    if code in (RdKafkaError.UNKNOWN_TOPIC_OR_PART, RdKafkaError._UNKNOWN_TOPIC):
+        return "does not exist"
+    if code == RdKafkaError.TOPIC_AUTHORIZATION_FAILED:
+        return "is not accessible: not authorized (a topic ACL)"
+    return f"is not usable: {error.str()}"
+
+
+class TopicWatch:
+    """The problems of a pipeline's topics (``roles``: topic -> ``input``, ``publish`` or ``dead-letter``)."""
+
+    def __init__(
+        self,
+        pipeline: str,
+        roles: Mapping[str, str],
+        *,
+        create_missing: bool = False,
+        admin_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._pipeline = pipeline
+        self.roles = dict(roles)
+        self._create = create_missing
+        self._admin_config = dict(admin_config or {})
+        self.problems: dict[str, str] = {}
+        """topic -> what is wrong with it, for each topic that has a problem now (replaced whole: no lock)."""
+        self._told: dict[str, float] = {}  # topic -> when its problem was last logged
+
+    def lines(self) -> list[str]:
+        """Each problem as a line: ``publish topic 'orders-out' does not exist``."""
+        return [f"{self.roles.get(topic, 'a')} topic {topic!r} {text}" for topic, text in sorted(self.problems.items())]
+
+    def check(self, consumer: Any) -> None:
+        """Ask the cluster about every topic (on the consumer's thread). A cluster that does not answer says
+        nothing about the topics: the problems stay as they were (the pipeline reports the cluster itself)."""
+        found: dict[str, str] = {}
+        sizes: dict[str, int] = {}
+        for topic in self.roles:
+            try:
+                metadata = consumer.list_topics(topic=topic, timeout=TIMEOUT).topics.get(topic)
+            except KafkaException:
+                return
+            problem = "does not exist" if metadata is None else describe(metadata.error)
+            if problem is not None:
+                found[topic] = problem
+            elif metadata is not None:
+                sizes[topic] = len(metadata.partitions)
+        if self._create:
+            found = self._create_missing(found, sizes)
+        self._tell(found)
+        self.problems = found
+
+    def _create_missing(self, found: dict[str, str], sizes: dict[str, int]) -> dict[str, str]:
+        missing = [t for t, problem in found.items() if problem == "does not exist" and self.roles[t] != "input"]
+        inputs = [t for t, role in self.roles.items() if role == "input" and t in sizes]
+        if not missing or not inputs:
+            return found  # nothing to create, or no input topic yet to take the partition count from
+        partitions = sizes[inputs[0]]
+        admin = AdminClient({**self._admin_config, "log_level": 0})
+        futures = admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=-1) for t in missing])
+        left = dict(found)
+        for topic, future in futures.items():
+            try:
+                future.result(TIMEOUT * 5)
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                if isinstance(error, RdKafkaError) and error.code() == RdKafkaError.TOPIC_ALREADY_EXISTS:
+                    left.pop(topic, None)
+                    continue
+                left[topic] = f"does not exist, and creating it failed: {exc}"
+                continue
+            left.pop(topic, None)
+            log.warning(
+                "%s: created %s topic %r (%d partitions, as %s; publish.create_missing)",
+                self._pipeline,
+                self.roles[topic],
+                topic,
+                partitions,
+                inputs[0],
+                extra={"event": "topic-created", "pipeline": self._pipeline, "topic": topic},
+            )
+        return left
+
+    def _tell(self, found: dict[str, str]) -> None:
+        now = time.monotonic()
+        for topic, problem in found.items():
+            if now - self._told.get(topic, float("-inf")) < REPEAT and self.problems.get(topic) == problem:
+                continue
+            self._told[topic] = now
+            role = self.roles[topic]
+            waits = "consumption waits for it" if role == "input" else f"{role} records wait for it"
+            log.warning(
+                "%s: %s topic %r %s; %s",
+                self._pipeline,
+                role,
+                topic,
+                problem,
+                waits,
+                extra={"event": "topic-problem", "pipeline": self._pipeline, "topic": topic, "problem": problem},
+            )
+        for topic in self.problems.keys() - found.keys():
+            self._told.pop(topic, None)
+            log.info(
+                "%s: %s topic %r is there now",
+                self._pipeline,
+                self.roles[topic],
+                topic,
+                extra={"event": "topic-ok", "pipeline": self._pipeline, "topic": topic},
+            )
