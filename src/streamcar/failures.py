@@ -52,6 +52,8 @@ class Kind(StrEnum):
     """An in-process handler returned something that is not a reply."""
     EXHAUSTED = "exhausted"
     """Its attempts were spent."""
+    BLOCKED = "blocked"
+    """It held its key longer than ``retry.max_block``."""
     PUBLISH = "publish"
     """The broker refused its reply for good."""
     DEAD_LETTER = "dead-letter"
@@ -106,7 +108,7 @@ _OUTAGE = frozenset(
 _UNREACHED = frozenset({Kind.CONNECTION, Kind.TLS})
 _UNANSWERED = _UNREACHED | {Kind.DISCONNECTED, Kind.TIMEOUT, Kind.GRPC_CLIENT}
 _BY_STATUS = frozenset({Kind.HTTP_STATUS, Kind.GRPC_STATUS, Kind.EXCEPTION})
-_FINAL = frozenset({Kind.REJECTED, Kind.HANDLER_RESULT, Kind.EXHAUSTED, Kind.PUBLISH})
+_FINAL = frozenset({Kind.REJECTED, Kind.HANDLER_RESULT, Kind.EXHAUSTED, Kind.BLOCKED, Kind.PUBLISH})
 
 
 def outage(text: str | None) -> bool:

@@ -193,6 +193,9 @@ class RetryConfig(_Model):
     """Total number of calls, the first included."""
     initial_backoff: Duration = 0.2
     max_backoff: Duration = 30.0
+    max_block: Duration | None = Field(default=None, gt=0)
+    """A message that has held its key this long since it first failed is dead-lettered (kind ``blocked``) at its
+    next failure instead of retried. Failures that cost no attempt (the service was down) do not end it."""
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:

@@ -149,28 +149,30 @@ class Attempts:
         since = started if failure is None else min(work.first_failed_at or started for work in works)
         circuit.record(failure, probe=probe, started=since, fresh=fresh, messages=len(works), refusal=refusal)
         kind = Kind.of(failure)
-        if kind is not None and kind.outage and circuit.breaker.enabled:
-            # The service may be down: the attempt does not count against the message unless the service was
-            # shown to be up. A call while the circuit is open (not a probe) never counts. A call the service got
-            # no answer to at all (a timeout, a refused or dropped connection) counts only when other calls were
-            # answered since the message first failed (or since this call began): else the circuit decides
-            # first. A failure the service answered (a 503, a 500) counts: the message itself may be what fails
-            # (a poison message that is the only traffic must still reach the dead-letter topic).
-            closed = circuit.allows()
-            for work in works:
-                shown_up = not kind.unanswered or not circuit.silent(work.first_failed_at or started, kind)
-                if not ((closed or probe) and shown_up):
-                    work.attempts -= 1
-        if failure is not None:
-            for work in works:
-                work.first_failed_at = work.first_failed_at or now
+        # The service may be down: the attempt does not count against the message unless the service was shown
+        # to be up. A call while the circuit is open (not a probe) never counts. A call the service got no answer
+        # to at all (a timeout, a refused or dropped connection) counts only when other calls were answered since
+        # the message first failed (or since this call began): else the circuit decides first. A failure the
+        # service answered (a 503, a 500) counts: the message itself may be what fails (a poison message that is
+        # the only traffic must still reach the dead-letter topic).
+        outage = kind is not None and kind.outage and circuit.breaker.enabled
+        closed = circuit.allows()
         for work, reply in zip(works, replies, strict=True):
+            spared = False
+            if outage:
+                assert kind is not None
+                shown_up = not kind.unanswered or not circuit.silent(work.first_failed_at or started, kind)
+                spared = not ((closed or probe) and shown_up)
             if circuit.holds(reply.refusal):
                 # a reject storm: the setup is wrong, not the message; it waits (no attempt spent) for the circuit,
                 # and counts as tried (called again once the service answers, a refusal dead-letters it)
                 reply = Reply.retry(error=reply.error, kind=reply.error_kind or Kind.HTTP_STATUS)
+                spared = True
+            if spared:
                 work.attempts -= 1
-                work.first_failed_at = work.first_failed_at or now
+            work.spared = spared
+            if reply.result is Result.RETRY and not work.first_failed_at:
+                work.first_failed_at = now
             work.reply = reply
 
     async def _settle(self, works: list[Work], touched: list[Work]) -> None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 
-from streamcar.config import PipelineConfig
+from streamcar.config import PipelineConfig, format_duration
 from streamcar.engine.records import MAX_CUTS, OutRecord, cut_down, dead_letter_record, reply_record
 from streamcar.engine.tracing import Tracing
 from streamcar.engine.work import PipelineStats, Work
@@ -57,11 +58,19 @@ class Outcomes:
         if result is Result.RETRY:
             work.last_error = reply.error or "retry"
             work.last_kind = reply.error_kind or "retry"
-            if work.attempts < self._config.retry.attempts:
+            blocked = self._blocked_for(work)
+            if blocked is not None:
+                error = (
+                    f"held its key for {format_duration(blocked)} (retry.max_block), {work.attempts} attempts; "
+                    f"last error ({work.last_kind}): {work.last_error}"
+                )
+                reply = work.reply = Reply.dead_letter(error, kind=Kind.BLOCKED)
+            elif work.attempts < self._config.retry.attempts:
                 retry.append(work)
                 return None
-            error = f"gave up after {work.attempts} attempts; last error ({work.last_kind}): {work.last_error}"
-            reply = work.reply = Reply.dead_letter(error, kind=Kind.EXHAUSTED)
+            else:
+                error = f"gave up after {work.attempts} attempts; last error ({work.last_kind}): {work.last_error}"
+                reply = work.reply = Reply.dead_letter(error, kind=Kind.EXHAUSTED)
         error = reply.error or "the service rejected the message"
         kind = reply.error_kind or Kind.REJECTED
         dlq = self._config.dead_letter
@@ -83,6 +92,15 @@ class Outcomes:
         if work.cuts:
             record = cut_down(record, work.cuts)
         return "dead-letter", self._send(work, dlq.topic, record, dead_letter=True)
+
+    def _blocked_for(self, work: Work) -> float | None:
+        """How long ``work`` has held its key, when that is longer than ``retry.max_block`` and its last failure
+        counted (a failure spared because the service was down never ends it); else None."""
+        limit = self._config.retry.max_block
+        if limit is None or work.spared or not work.first_failed_at:
+            return None
+        held = time.monotonic() - work.first_failed_at
+        return held if held >= limit else None
 
     def hurry(self, sent: int) -> None:
         """The ``sent`` records go to the broker now, not after the producer's linger, if nothing else awaits it

@@ -138,6 +138,7 @@ class Work:
         "settled",
         "size",
         "span",
+        "spared",
         "tp",
         "verdict",
     )
@@ -152,6 +153,7 @@ class Work:
         self.generation = generation
         self.attempts = 0
         self.first_failed_at = 0.0  # when a call of it first failed (time.monotonic()); 0: never
+        self.spared = False  # its last failure cost no attempt: the service looked down (see attempt._called)
         self.last_error = ""
         self.last_kind = ""
         self.blocked = False

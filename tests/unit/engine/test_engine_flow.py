@@ -129,3 +129,64 @@ async def test_max_in_flight_bounds_the_calls_whatever_the_backlog(batch: int) -
     async with Rig({TP0: keyed_log(0, 2000, keys=50)}, caller, config) as rig:
         await rig.until(lambda: len(rig.out()) == 2000, "every reply", within=15)
     assert caller.most_in_flight <= 10
+
+
+async def test_a_backlog_behind_a_few_busy_keys_does_not_starve_the_other_keys() -> None:
+    """Case (b)'s second half: 5 keys hang, and 3,000 of their messages come first in the log; the buffer's
+    first bound (2,000 messages) fills with them and none is ready. Consumption goes on, up to the second bound,
+    so the other keys' messages behind them are reached and answered while the busy keys still hang."""
+    hang = asyncio.Event()
+
+    async def answer(event: Event, attempt: int) -> Reply:
+        if event.value == b"busy":
+            await hang.wait()
+        return Reply.success(event.value)
+
+    busy = [record(0, i, b"b%d" % (i % 5), b"busy") for i in range(3000)]
+    other = [record(0, 3000 + i, b"f%d" % i, b"fast") for i in range(300)]
+    async with Rig({TP0: busy + other}, ScriptedCaller(answer), pipeline_config(max_in_flight=32)) as rig:
+        await rig.until(lambda: len(rig.out()) == 300, "the other keys' replies", within=10)
+        assert rig.pipeline.buffered <= rig.pipeline._buffer.max_blocked_messages
+        hang.set()
+        await rig.until(lambda: len(rig.out()) == 3300, "every reply", within=20)
+
+
+async def test_max_block_dead_letters_a_message_that_held_its_key_too_long_and_the_key_goes_on() -> None:
+    def answer(event: Event, attempt: int) -> Reply:
+        if event.value == b"stuck":
+            return Reply.retry(error="HTTP 503", kind="http-status")
+        return Reply.success(event.value)
+
+    logs = {TP0: [record(0, 0, b"k", b"stuck"), *[record(0, i, b"k", b"after") for i in range(1, 4)]]}
+    config = pipeline_config(
+        retry={"attempts": 1000, "initial_backoff": "10ms", "max_backoff": "10ms", "max_block": "150ms"},
+        circuit_breaker={"enabled": False},
+    )
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with Rig(logs, ScriptedCaller(answer), config) as rig:
+        await rig.until(lambda: len(rig.out()) == 3, "the key's later messages")
+        assert loop.time() - started >= 0.15
+    [(_, _, headers)] = rig.producer.sent["dlq"]
+    assert dict(headers)["streamcar-error-kind"] == b"blocked"
+    assert b"held its key for" in (dict(headers)["streamcar-error"] or b"")
+
+
+async def test_max_block_is_not_ended_by_an_outage() -> None:
+    """The service refuses connections for longer than max_block: those failures cost no attempt, and the
+    messages waiting through the outage are answered once it ends, none dead-lettered as blocked."""
+    loop = asyncio.get_running_loop()
+    down_until = loop.time() + 0.4
+
+    def answer(event: Event, attempt: int) -> Reply:
+        if loop.time() < down_until:
+            return Reply.retry(error="connection refused", kind="connection")
+        return Reply.success(event.value)
+
+    config = pipeline_config(
+        retry={"attempts": 5, "initial_backoff": "10ms", "max_backoff": "20ms", "max_block": "100ms"},
+        circuit_breaker={"open_for": "20ms", "max_open": "40ms"},
+    )
+    async with Rig({TP0: keyed_log(0, 20, keys=4)}, ScriptedCaller(answer, delay=0.001), config) as rig:
+        await rig.until(lambda: len(rig.out()) == 20, "every reply")
+    assert rig.out("dlq") == []
