@@ -250,3 +250,34 @@ def test_a_refusal_answering_a_probe_of_an_outage_closes_it() -> None:
     b.record(0.0, "connection")
     b.probe(1)
     assert isinstance(b.record(2.0, None, probe=True, refusal=NOT_FOUND), Closed)
+
+
+EVENTS = st.sampled_from(["answered", "refused-a", "refused-b", "refused-a-retry", "503"])
+
+
+@given(st.lists(EVENTS, max_size=200))
+def test_a_reject_storm_is_exactly_refusals_in_a_row_of_one_kind(events: list[str]) -> None:
+    """Only fresh refusals of one kind, REFUSALS in a row with no answer between, open it; a retry's refusal and
+    a 503 neither count nor break the run."""
+    b = breaker(consecutive=100_000, min_calls=100_000)
+    run_kind, run = "", 0
+    for i, name in enumerate(events):
+        now = i * 0.001
+        if name == "answered":
+            transition = b.record(now, None)
+            run = 0
+        elif name == "503":
+            transition = b.record(now, "http-status", started=now)
+        else:
+            kind = name.split("-")[1]
+            fresh = not name.endswith("retry")
+            transition = b.record(now, None, refusal=kind, fresh=fresh)
+            if fresh:
+                run = run + 1 if kind == run_kind else 1
+                run_kind = kind
+        if run >= REFUSALS:
+            assert isinstance(transition, Opened)
+            assert b.refusing == run_kind
+            return
+        assert transition is None
+    assert b.state is State.CLOSED
