@@ -219,7 +219,7 @@ def test_only_the_same_refusal_of_distinct_messages_counts() -> None:
     assert b.record(0.5, None, refusal="HTTP 401 on POST /typo") is None  # another refusal starts over
     for _ in range(REFUSALS - 2):
         b.record(0.6, None, refusal="HTTP 401 on POST /typo")
-    assert b.record(0.7, None, refusal=NOT_FOUND, fresh=False) is None  # a retry does not count
+    assert b.record(0.7, None, refusal=NOT_FOUND, counts=False) is None  # a message counted twice already
     assert b.state is State.CLOSED
     assert isinstance(b.record(0.8, None, refusal="HTTP 401 on POST /typo"), Opened)
 
@@ -271,7 +271,7 @@ def test_a_reject_storm_is_exactly_refusals_in_a_row_of_one_kind(events: list[st
         else:
             kind = name.split("-")[1]
             fresh = not name.endswith("retry")
-            transition = b.record(now, None, refusal=kind, fresh=fresh)
+            transition = b.record(now, None, refusal=kind, counts=fresh)
             if fresh:
                 run = run + 1 if kind == run_kind else 1
                 run_kind = kind

@@ -181,6 +181,8 @@ def replies_from_batch_response(
     if asked is not None:
         return [asked] * count
     configured = statuses.get(status)
+    if configured is Result.SUCCESS and not 200 <= status < 300:
+        return [Reply.success(None)] * count  # done, nothing published: a mapped status carries no results
     if configured is not None and configured is not Result.SUCCESS:
         error = what + (f": {_snippet(body)}" if body else "")
         mapped = override(configured, error=error, header="call.status", retry_after=after, kind=Kind.HTTP_STATUS)

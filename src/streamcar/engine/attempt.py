@@ -147,7 +147,16 @@ class Attempts:
         # of messages others were answered after are those messages' trouble, not the service's (only a failure
         # asks the breaker about silence)
         since = started if failure is None else min(work.first_failed_at or started for work in works)
-        circuit.record(failure, probe=probe, started=since, fresh=fresh, messages=len(works), refusal=refusal)
+        counts = False
+        if refusal is not None:
+            # distinct messages make a storm: each counts once, and once more after it was held (were it poison
+            # held by a false alarm, it is then dead-lettered rather than held again and again)
+            counts = all(work.refusals < 2 for work in works)
+            for work in works:
+                work.refusals += 1
+        circuit.record(
+            failure, probe=probe, started=since, fresh=fresh, messages=len(works), refusal=refusal, counts=counts
+        )
         kind = Kind.of(failure)
         # The service may be down: the attempt does not count against the message unless the service was shown
         # to be up. A call while the circuit is open (not a probe) never counts. A call the service got no answer
@@ -279,7 +288,7 @@ class Attempts:
                     inflight.running[work] = task
                     touched.append(work)
             if again:
-                await asyncio.sleep(self._backoff.delay(1))
+                await asyncio.sleep(self._backoff.delay(max(w.refused for w in again)))
             works = again + released
 
     def _publishing_before(self, lane: Lane, work: Work) -> Work | None:

@@ -25,7 +25,8 @@ What tells a service that is down from messages that fail:
 * **Refusals.** A service that answers nearly every message with the same refusal a wrong setup gets (HTTP 401,
   403, 404, 405, 415; gRPC UNAUTHENTICATED, PERMISSION_DENIED, UNIMPLEMENTED: :attr:`Reply.refusal`) is up but
   set up wrong: a typo in the path would otherwise drain the topic into the dead-letter topic. :data:`REFUSALS`
-  distinct messages in a row refused the same way, with no other message answered between, open the circuit
+  distinct messages in a row refused the same way, with no other message answered between (a message counts
+  at most twice: once more after being held, so poison held by a false alarm ends as dead letters), open the circuit
   ("the service rejects everything: HTTP 404 on POST /typo"); the messages refused after that are held, not
   dead-lettered, and each probe refused so fails. A lone refused message is poison, dead-lettered at once: at most
   ``REFUSALS - 1`` messages are dead-lettered before a storm pauses the pipeline.
@@ -150,11 +151,12 @@ class CircuitBreaker:
         fresh: bool = True,
         refusal: str | None = None,
         messages: int = 1,
+        counts: bool = True,
     ) -> Transition:
         """A call of ``messages`` ended: ``failure`` is its reply kind when no message of it got through, None
         otherwise (what the kind means: :class:`streamcar.failures.Kind`). ``started``: when it began; ``fresh``:
         its messages were tried for the first time; ``refusal``: every message of it was refused so (the service
-        answered: no failure)."""
+        answered: no failure), and ``counts``: towards a storm (see :data:`REFUSALS`)."""
         kind = Kind.of(failure)
         outage = kind is not None and kind.outage
         if not outage:
@@ -165,7 +167,10 @@ class CircuitBreaker:
             if not probe:
                 return None  # a call started before the circuit opened: the probes decide
             if not outage and not (refusal is not None and self.refusing is not None):
-                return self._close(now)
+                closed = self._close(now)
+                if refusal is not None and counts:  # answered, so up; but refused: a run of refusals may start
+                    self._refusal, self._refused = refusal, messages
+                return closed
             self.probing -= 1
             if self.probing > 0:
                 return None
@@ -180,7 +185,7 @@ class CircuitBreaker:
         if fresh:
             self._remember(now, outage)
         if refusal is not None:
-            return self._refused_again(now, refusal, messages) if fresh else None
+            return self._refused_again(now, refusal, messages) if counts else None
         if not outage:
             self._in_a_row = 0
             self._refused = 0

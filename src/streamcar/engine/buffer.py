@@ -72,15 +72,12 @@ class Buffer:
 
     @property
     def half(self) -> bool:
-        """Room again: drained to half, or (every message behind a busy key) to half the second bound."""
+        """Room again: drained to half, or every message waits behind a busy key, below the second bound."""
         count, size = len(self._scheduler), self.bytes
         if count <= self.max_messages // 2 and size <= self.max_bytes // 2:
             return True
-        return (
-            self._scheduler.ready_count == 0
-            and count <= self.max_blocked_messages // 2
-            and size <= self.max_blocked_bytes // 2
-        )
+        # every message behind a busy key: room up to the second bound (what a batch more brings is the slack)
+        return self._scheduler.ready_count == 0 and count < self.max_blocked_messages and size < self.max_blocked_bytes
 
     def __len__(self) -> int:
         return len(self._scheduler)

@@ -121,6 +121,7 @@ class Circuit:
         fresh: bool = True,
         messages: int = 1,
         refusal: str | None = None,
+        counts: bool = True,
     ) -> None:
         """A call of ``messages`` ended (``failure``: its kind when no message of it got through; ``refusal``: the
         service refused every one of them so): the breaker decides. ``started``: when it began
@@ -128,7 +129,16 @@ class Circuit:
         breaker = self.breaker
         now = time.monotonic()
         self._on(
-            breaker.record(now, failure, probe=probe, started=started, fresh=fresh, refusal=refusal, messages=messages)
+            breaker.record(
+                now,
+                failure,
+                probe=probe,
+                started=started,
+                fresh=fresh,
+                refusal=refusal,
+                messages=messages,
+                counts=counts,
+            )
         )
         if self._ramp is not None and breaker.state is State.CLOSED and not outage(failure) and refusal is None:
             self._ramp += messages  # as many more as were answered: twice as many each round trip

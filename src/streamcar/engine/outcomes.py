@@ -121,7 +121,8 @@ class Outcomes:
         transient = isinstance(error, ProduceError) and not error.permanent
         output = self._config.publish if result == "success" else self._config.dead_letter
         topic = output.topic if output is not None else "?"
-        self._stats.note_publish_error(topic, str(error))
+        self._stats.note_publish_error(topic, str(error), of_topic=isinstance(error, ProduceError) and error.of_topic)
+        work.refused += 1
         held = self._throttle.allow((topic, str(error)))
         if held is not None:
             more = held_back(held, self._throttle.interval)

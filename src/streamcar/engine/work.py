@@ -51,9 +51,12 @@ class PipelineStats:
     refusing: dict[str, tuple[str, float]] = field(default_factory=dict)
     """Topics whose last record was not taken: the error and when (cleared by the next record taken)."""
 
-    def note_publish_error(self, topic: str, error: str) -> None:
+    def note_publish_error(self, topic: str, error: str, *, of_topic: bool) -> None:
+        """The broker did not take a record for ``topic``; ``of_topic``: because of the topic (it is missing or
+        we may not write it), which makes it a problem until a record is taken again."""
         self.publish_errors[topic] += 1
-        self.refusing[topic] = (error, time.monotonic())
+        if of_topic:
+            self.refusing[topic] = (error, time.monotonic())
 
     def note_published(self, topic: str) -> None:
         if self.refusing:
@@ -134,6 +137,8 @@ class Work:
         "lane",
         "last_error",
         "last_kind",
+        "refusals",
+        "refused",
         "reply",
         "settled",
         "size",
@@ -154,6 +159,8 @@ class Work:
         self.attempts = 0
         self.first_failed_at = 0.0  # when a call of it first failed (time.monotonic()); 0: never
         self.spared = False  # its last failure cost no attempt: the service looked down (see attempt._called)
+        self.refusals = 0  # times the service refused it the way a wrong setup does (see Reply.refusal)
+        self.refused = 0  # times the broker did not take its record: the wait before handing it over again grows
         self.last_error = ""
         self.last_kind = ""
         self.blocked = False

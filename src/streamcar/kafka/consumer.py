@@ -294,7 +294,10 @@ class ConsumerBridge:
         if highs is not None:
             self.high_watermarks = highs
         if self.kafka_error is None and self._watch is not None:
-            self._watch.check(self._consumer)
+            try:
+                self._watch.check(self._consumer)
+            except Exception:  # what the topics look like must never end consumption
+                log.exception("checking the topics failed")
 
     def _call_loop(self, coro: Awaitable[Any], timeout: float) -> Any:
         async def wrapper() -> Any:

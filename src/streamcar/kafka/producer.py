@@ -31,6 +31,14 @@ from streamcar.kafka.settings import PRODUCER_DEFAULTS
 
 log = logging.getLogger("streamcar.kafka.producer")
 Ack = asyncio.Future[Message]
+TOPIC_ERRORS = frozenset(
+    {
+        RdKafkaError.UNKNOWN_TOPIC_OR_PART,
+        RdKafkaError._UNKNOWN_TOPIC,
+        RdKafkaError._UNKNOWN_PARTITION,
+        RdKafkaError.TOPIC_AUTHORIZATION_FAILED,
+    }
+)
 FLUSH_WAIT = 1.0
 """Seconds a flush of a lone record waits for its acknowledgement (the poller serves it after that)."""
 
@@ -42,6 +50,8 @@ class ProduceError(Exception):
         super().__init__(error.str())
         self.error = error
         self.permanent = produce_failure_is_permanent(error)
+        self.of_topic = error.code() in TOPIC_ERRORS
+        """Because of the topic, not the record: it does not exist, or we may not write it."""
         self.too_large = error.code() == RdKafkaError.MSG_SIZE_TOO_LARGE
         """The broker refused the *batch* the record was in as too large for the topic: every record of that
         batch gets this error, so only a record sent alone (``send(alone=True)``) is known to be too large."""

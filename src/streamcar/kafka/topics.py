@@ -30,6 +30,8 @@ log = logging.getLogger("streamcar.kafka.topics")
 
 REPEAT = 60.0
 """Seconds between two log lines about the same lasting problem."""
+CREATE_AGAIN = 10.0
+"""Seconds between two attempts to create the same missing topics (``publish.create_missing``)."""
 TIMEOUT = 2.0
 
 
@@ -63,6 +65,9 @@ class TopicWatch:
         self.problems: dict[str, str] = {}
         """topic -> what is wrong with it, for each topic that has a problem now (replaced whole: no lock)."""
         self._told: dict[str, float] = {}  # topic -> when its problem was last logged
+        self._admin: AdminClient | None = None  # made on the first creation, kept for the next ones
+        self._create_again = 0.0  # no creation before then (time.monotonic())
+        self._failed: dict[str, str] = {}  # topic -> why creating it failed
 
     def lines(self) -> list[str]:
         """Each problem as a line: ``publish topic 'orders-out' does not exist``."""
@@ -91,23 +96,37 @@ class TopicWatch:
     def _create_missing(self, found: dict[str, str], sizes: dict[str, int]) -> dict[str, str]:
         missing = [t for t, problem in found.items() if problem == "does not exist" and self.roles[t] != "input"]
         inputs = [t for t, role in self.roles.items() if role == "input" and t in sizes]
+        now = time.monotonic()
         if not missing or not inputs:
             return found  # nothing to create, or no input topic yet to take the partition count from
+        if now < self._create_again:
+            return {**found, **{t: self._failed[t] for t in missing if t in self._failed}}
+        self._create_again = now + CREATE_AGAIN  # a creation that fails (no CREATE right, say) is not tried each look
         partitions = sizes[inputs[0]]
-        admin = AdminClient({**self._admin_config, "log_level": 0})
-        futures = admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=-1) for t in missing])
         left = dict(found)
+        try:
+            if self._admin is None:
+                self._admin = AdminClient({**self._admin_config, "log_level": 0})
+            new = [NewTopic(t, num_partitions=partitions, replication_factor=-1) for t in missing]
+            futures = self._admin.create_topics(new, operation_timeout=TIMEOUT)
+        except Exception as exc:  # the watch must never end the pipeline: the topic stays a named problem
+            for topic in missing:
+                left[topic] = self._failed[topic] = f"does not exist, and creating it failed: {exc}"
+            return left
         for topic, future in futures.items():
             try:
-                future.result(TIMEOUT * 5)
-            except KafkaException as exc:
-                error = exc.args[0] if exc.args else None
+                future.result(TIMEOUT * 2)
+            except Exception as exc:
+                error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
                 if isinstance(error, RdKafkaError) and error.code() == RdKafkaError.TOPIC_ALREADY_EXISTS:
                     left.pop(topic, None)
                     continue
-                left[topic] = f"does not exist, and creating it failed: {exc}"
+                left[topic] = self._failed[topic] = (
+                    f"does not exist, and creating it failed: {exc or type(exc).__name__}"
+                )
                 continue
             left.pop(topic, None)
+            self._failed.pop(topic, None)
             log.warning(
                 "%s: created %s topic %r (%d partitions, as %s; publish.create_missing)",
                 self._pipeline,

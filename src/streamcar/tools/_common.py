@@ -97,6 +97,7 @@ def _connected(factory: Callable[[dict[str, Any]], T], config: dict[str, Any]) -
         del client  # destroyed before the failure is raised (see await_access)
         watch.raise_failure()
     if not answered and not watch.all_down:
+        del client  # destroyed before the error is raised (see await_access)
         raise KafkaError(f"cannot reach Kafka at {config['bootstrap.servers']}: no answer within {TIMEOUT:.0f}s")
     # every broker down: not ours to judge here, the tool's own request waits for them and says so
     return client

@@ -274,3 +274,23 @@ async def test_a_lone_refused_message_among_answered_ones_is_dead_lettered_at_on
     assert len(rig.out("dlq")) == 60
     assert {attempt for attempt in caller.attempts.values()} == {1}
     assert rig.pipeline.circuit_opened == 0
+
+
+async def test_retries_parked_through_an_outage_and_then_refused_are_a_storm_too() -> None:
+    """The service was down (the circuit opened, retries parked), and comes back set up wrong: every call 404.
+    The parked retries are refused one after another; they count like untried messages, so the pipeline pauses
+    after 9 dead letters again rather than dead-lettering every one of them."""
+    loop = asyncio.get_running_loop()
+    down_until = loop.time() + 0.3
+
+    def answer(event: Event, attempt: int) -> Reply:
+        if loop.time() < down_until:
+            return Reply.retry(error="connection refused", kind="connection")
+        return refused(event)
+
+    config = pipeline_config(max_in_flight=32, circuit_breaker={"open_for": "20ms", "max_open": "40ms"})
+    async with Rig({TP0: log(0, 100, keys=100)}, ScriptedCaller(answer, delay=0.001), config) as rig:
+        breaker = rig.pipeline._breaker
+        await rig.until(lambda: breaker.refusing is not None, "the reject storm", within=5)
+        await asyncio.sleep(0.2)  # a few probe rounds more
+    assert len(rig.out("dlq")) <= REFUSALS - 1
