@@ -83,6 +83,8 @@ class Reply:
     retry_after: float | None = None  # seconds the service asked us to wait (Retry-After)
     error: str | None = None
     error_kind: str | None = None  # the dead-letter header streamcar-error-kind: http-status, timeout, ...
+    topic: str | None = None
+    """Where a success's value goes instead of ``publish.topic`` (it must be in ``publish.allow``)."""
     refusal: str | None = None
     """Set by streamcar's HTTP and gRPC callers when the service refused the call the way a wrong setup does (a
     wrong path or method, credentials, a content type: ``HTTP 404 on POST /typo``). One such message is poison;
@@ -97,9 +99,13 @@ class Reply:
         key: bytes | KeepKey | None = KEEP_KEY,
         headers: Headers | dict[str, bytes | str] | None = None,
         content_type: str | None = None,
+        topic: str | None = None,
     ) -> Reply:
-        """Done; ``value`` (if any) is published to the pipeline's ``publish.topic``."""
-        return cls(Result.SUCCESS, value=value, key=key, headers=_headers(headers), content_type=content_type)
+        """Done; ``value`` (if any) is published to the pipeline's ``publish.topic``, or to ``topic`` (one that
+        ``publish.allow`` lists; any other dead-letters the message, kind ``route``)."""
+        return cls(
+            Result.SUCCESS, value=value, key=key, headers=_headers(headers), content_type=content_type, topic=topic
+        )
 
     @classmethod
     def drop(cls) -> Reply:

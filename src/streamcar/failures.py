@@ -56,6 +56,8 @@ class Kind(StrEnum):
     """It held its key longer than ``retry.max_block``."""
     PUBLISH = "publish"
     """The broker refused its reply for good."""
+    ROUTE = "route"
+    """Its reply asked for a topic ``publish.allow`` does not list."""
     DEAD_LETTER = "dead-letter"
     """The dead-letter topic refused its dead letter for good (it is kept, and retried slowly)."""
     INTERNAL = "internal"
@@ -108,7 +110,7 @@ _OUTAGE = frozenset(
 _UNREACHED = frozenset({Kind.CONNECTION, Kind.TLS})
 _UNANSWERED = _UNREACHED | {Kind.DISCONNECTED, Kind.TIMEOUT, Kind.GRPC_CLIENT}
 _BY_STATUS = frozenset({Kind.HTTP_STATUS, Kind.GRPC_STATUS, Kind.EXCEPTION})
-_FINAL = frozenset({Kind.REJECTED, Kind.HANDLER_RESULT, Kind.EXHAUSTED, Kind.BLOCKED, Kind.PUBLISH})
+_FINAL = frozenset({Kind.REJECTED, Kind.HANDLER_RESULT, Kind.EXHAUSTED, Kind.BLOCKED, Kind.PUBLISH, Kind.ROUTE})
 
 
 def outage(text: str | None) -> bool:

@@ -152,6 +152,8 @@ def _response_parts(reply: Reply) -> tuple[int, list[tuple[str, str]], bytes]:
             raise ValueError("a single-message HTTP reply cannot publish a null key: use KEEP_KEY or bytes")
         if not isinstance(reply.key, KeepKey):
             headers.append(("Kafka-Key", quote_from_bytes(reply.key, safe="")))
+        if reply.topic is not None:
+            headers.append(("Kafka-Topic", reply.topic))
         for name, value in reply.headers:
             headers.append((HEADER_PREFIX + encode_header_name(name), quote_from_bytes(value or b"", safe="")))
         return 200, headers, reply.value

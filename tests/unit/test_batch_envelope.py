@@ -42,7 +42,7 @@ def test_results_round_trip_every_kind() -> None:
     replies = [
         Reply.success(b"out", headers={"h": b"\xfe"}),
         Reply.success(b"rekeyed", key=b"new"),
-        Reply.success(b"unkeyed", key=None),
+        Reply.success(b"unkeyed", key=None, topic="orders-review"),
         Reply.success(None),
         Reply.drop(),
         Reply.retry(after=2.5, error="busy"),
@@ -52,6 +52,7 @@ def test_results_round_trip_every_kind() -> None:
     assert [r.result for r in back] == [r.result for r in replies]
     assert (back[0].value, back[0].key, back[0].headers) == (b"out", KEEP_KEY, (("h", b"\xfe"),))
     assert (back[1].key, back[2].key) == (b"new", None)
+    assert (back[1].topic, back[2].topic) == (None, "orders-review")
     assert back[3].value is None
     assert (back[5].retry_after, back[5].error) == (2.5, "busy")
     assert (back[6].error, back[6].error_kind) == ("bad order", "rejected")

@@ -142,6 +142,21 @@ def test_call_status_takes_codes_as_numbers_or_text_and_results_as_people_write_
     assert config.pipelines["p"].call.status == {"404": "drop", "409": "success", "422": "dead-letter"}
 
 
+def test_publish_allows_its_topic_by_default_and_globs_when_listed() -> None:
+    default = parse_config(build({"pipelines.p.publish": {"topic": "out"}})).pipelines["p"].publish
+    assert default is not None
+    assert default.allows("out")
+    assert not default.allows("out-review")
+    assert default.headers == "forward"
+    listed = parse_config(build({"pipelines.p.publish": {"topic": "out", "allow": ["orders-*", "audit"]}}))
+    publish = listed.pipelines["p"].publish
+    assert publish is not None
+    assert publish.allows("orders-review")
+    assert publish.allows("audit")
+    assert publish.allows("out")  # the publish topic always
+    assert not publish.allows("orders")
+
+
 def test_config_is_frozen() -> None:
     config = parse_config(build())
     with pytest.raises(ValidationError):
@@ -225,6 +240,26 @@ def test_librdkafka_overrides_are_applied_last() -> None:
             {"pipelines.p.call": {"url": "python:pkg.mod:handle", "status": {"404": "drop"}}},
             "pipelines.p.call.status.404: applies to http and grpc services only",
         ),
+        (
+            {"pipelines.p.publish": {"topic": "out", "allow": ["out", "i*"]}},
+            "pipelines.p.publish.allow.1: 'i*' matches the input topic 'in'",
+        ),
+        (
+            {"pipelines.p.publish": {"topic": "out", "allow": ["*"]}, "pipelines.p.consume.topics": ["x.in"]},
+            "pipelines.p.publish.allow.0: '*' matches the input topic 'x.in'",
+        ),
+        (
+            {
+                "pipelines.p.publish": {"topic": "out", "allow": ["out-*"]},
+                "pipelines.p.dead_letter": {"topic": "out-dlq"},
+            },
+            "pipelines.p.publish.allow.0: 'out-*' matches the dead-letter topic 'out-dlq'",
+        ),
+        (
+            {"pipelines.p.publish": {"topic": "out", "allow": ["a b"]}},
+            "pipelines.p.publish.allow.0: 'a b' is not a topic",
+        ),
+        ({"pipelines.p.publish": {"topic": "out", "headers": "all"}}, "pipelines.p.publish.headers: must be 'forward'"),
         ({"pipelines.p.call.batch.max_messages": 0}, "pipelines.p.call.batch.max_messages: must be greater"),
         ({"pipelines.p.call.batch.max_messages": 10_001}, "pipelines.p.call.batch.max_messages: must be less"),
         (

@@ -86,6 +86,11 @@ def test_success_with_body_keeps_key_unless_the_reply_sets_one() -> None:
     assert rekeyed.content_type == "text/csv"  # type: ignore[attr-defined]
 
 
+def test_a_kafka_topic_reply_header_routes_the_reply() -> None:
+    assert reply(200, b"out", Kafka_Topic="orders-review").topic == "orders-review"  # type: ignore[attr-defined]
+    assert reply(200, b"out").topic is None  # type: ignore[attr-defined]
+
+
 def test_success_without_body_publishes_nothing() -> None:
     assert reply(204).value is None  # type: ignore[attr-defined]
     assert reply(200).value is None  # type: ignore[attr-defined]

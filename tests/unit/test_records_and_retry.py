@@ -42,6 +42,36 @@ def test_reply_record_keeps_key_and_trace_and_sets_content_type() -> None:
     assert dict(rekeyed.headers)["traceparent"] == b"00-new"
 
 
+def test_forwarded_headers_follow_the_replys_own_but_streamcar_ones_and_those_it_sets() -> None:
+    event = Event(
+        "orders",
+        0,
+        1,
+        0,
+        b"k",
+        b"v",
+        (("origin", b"acc"), ("tenant", b"t1"), ("tenant", b"t2"), ("streamcar-error", b"old"), ("cmd", b"in")),
+    )
+    record = reply_record(event, Reply.success(b"out", headers={"cmd": "out"}), forward=True)
+    assert list(record.headers) == [("cmd", b"out"), ("origin", b"acc"), ("tenant", b"t1"), ("tenant", b"t2")]
+    typed = reply_record(event, Reply.success(b"out", content_type="text/csv"), forward=True)
+    assert [v for k, v in typed.headers if k == "content-type"] == [b"text/csv"]
+    plain = reply_record(event, Reply.success(b"out"), forward=False)
+    assert plain.headers == ()  # publish.headers: none -- only the trace context would travel
+
+
+@given(st.lists(st.sampled_from(["a", "b", "c", "streamcar-x"]), max_size=8), st.sets(st.sampled_from(["a", "b"])))
+def test_a_forwarded_header_never_shadows_one_the_reply_sets(inputs: list[str], own: set[str]) -> None:
+    event = Event("t", 0, 0, 0, None, b"v", tuple((name, b"in") for name in inputs))
+    record = reply_record(event, Reply.success(b"out", headers={name: "own" for name in own}), forward=True)
+    for name, value in record.headers:
+        assert not (name in own and value == b"in")
+        assert not name.startswith("streamcar-")
+    assert sorted(n for n, v in record.headers if v == b"in") == sorted(
+        n for n in inputs if n not in own and n != "streamcar-x"
+    )
+
+
 @given(
     initial=st.floats(0.001, 5),
     maximum=st.floats(0.001, 60),

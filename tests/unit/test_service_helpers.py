@@ -110,6 +110,11 @@ def test_success_round_trips_through_the_sidecars_reply_mapping(key: Any) -> Non
     assert got.content_type == "application/json"
 
 
+def test_a_routed_success_round_trips_its_topic() -> None:
+    assert sidecar_reads(Reply.success(b"out", topic="orders-review")).topic == "orders-review"
+    assert sidecar_reads(Reply.success(b"out")).topic is None
+
+
 def test_success_without_content_type_is_octet_stream() -> None:
     status, headers, body = http_reply(Reply.success(b"\x01"))
     assert (status, headers, body) == (200, {"Content-Type": "application/octet-stream"}, b"\x01")

@@ -89,7 +89,10 @@ def _reply(result: object) -> Reply:
         decode = _decoder(result.get("encoding"))
         key: bytes | KeepKey | None = decode(result["key"]) if "key" in result else KEEP_KEY
         headers = tuple((str(name), decode(value)) for name, value in _header_items(result.get("headers")))
-        return Reply.success(decode(result.get("value")), key=key, headers=headers)
+        topic = result.get("topic")
+        if topic is not None and not isinstance(topic, str):
+            raise TypeError(f"topic must be a string, got {topic!r}")
+        return Reply.success(decode(result.get("value")), key=key, headers=headers, topic=topic)
     if status is Result.DROP:
         return Reply.drop()
     if status is Result.RETRY:
@@ -159,6 +162,8 @@ def _result(reply: Reply) -> dict[str, Any]:
     if not isinstance(reply.key, KeepKey):
         result["key"] = encode(reply.key)
     result["headers"] = header_object(headers, encode)
+    if reply.topic is not None:
+        result["topic"] = reply.topic
     result["error"] = reply.error
     if reply.result is Result.RETRY and reply.retry_after is not None:
         result["retry_after"] = reply.retry_after

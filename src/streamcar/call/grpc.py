@@ -191,7 +191,7 @@ def _success(metadata: Metadata, response: bytes) -> Reply:
             key = value
         elif name.startswith(HEADER_PREFIX) and name.endswith(BIN_SUFFIX) and len(name) > _HEADER_AFFIXES:
             headers.append((name[len(HEADER_PREFIX) : -len(BIN_SUFFIX)], value))
-    return Reply.success(response, key=key, headers=tuple(headers))
+    return Reply.success(response, key=key, headers=tuple(headers), topic=_text(metadata, "streamcar-topic"))
 
 
 def channel_count(max_in_flight: int) -> int:

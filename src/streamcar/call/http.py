@@ -220,7 +220,10 @@ def _success(headers: CIMultiDictProxy[str] | CIMultiDict[str], body: bytes) -> 
     content_type = headers.get("Content-Type")
     if content_type is not None:  # its bytes as UTF-8 where they are, escaped where not: encoding gives them back
         content_type = content_type.encode("latin-1").decode("utf-8", "surrogateescape")
-    return Reply.success(body, key=key, headers=tuple(record_headers), content_type=content_type)
+    topic = headers.get("Kafka-Topic")  # routing: where this reply goes instead of publish.topic
+    return Reply.success(
+        body, key=key, headers=tuple(record_headers), content_type=content_type, topic=topic.strip() if topic else None
+    )
 
 
 def _snippet(body: bytes) -> str:

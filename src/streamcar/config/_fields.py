@@ -4,7 +4,7 @@ model, and how secrets are masked when a config is shown."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -95,3 +95,21 @@ def _mask(settings: dict[str, Any]) -> dict[str, Any]:
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, serialize_by_alias=True, use_attribute_docstrings=True)
+
+
+_TOPIC_GLOB = re.compile(r"[A-Za-z0-9._\-*?\[\]!]{1,249}")
+_GRPC_NAMES = """OK CANCELLED UNKNOWN INVALID_ARGUMENT DEADLINE_EXCEEDED NOT_FOUND ALREADY_EXISTS PERMISSION_DENIED
+RESOURCE_EXHAUSTED FAILED_PRECONDITION ABORTED OUT_OF_RANGE UNIMPLEMENTED INTERNAL UNAVAILABLE DATA_LOSS
+UNAUTHENTICATED"""
+GRPC_CODES = frozenset(_GRPC_NAMES.split())
+
+
+def _status_problems(status: Mapping[str, str], kind: str) -> Iterator[tuple[str, str]]:
+    """call.status keys that do not name a status of the service's protocol."""
+    for code in status:
+        if kind == "http" and not (code.isdigit() and len(code) == 3 and 100 <= int(code) <= 599):
+            yield code, "an HTTP status code (100-599) is expected"
+        elif kind == "grpc" and code.upper() not in GRPC_CODES:
+            yield code, f"a gRPC status name is expected ({', '.join(sorted(GRPC_CODES))})"
+        elif kind == "python":
+            yield code, "applies to http and grpc services only (a handler returns its own Reply)"

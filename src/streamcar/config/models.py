@@ -7,7 +7,8 @@ pairs, so that e.g. a missing SASL username is reported at ``kafka.security.user
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -24,6 +25,7 @@ from streamcar.config._fields import (
     _CONNECTION_HEADERS,
     _HEADER_NAME,
     _SECRET_NAME,
+    _TOPIC_GLOB,
     PROBLEMS_ERROR,
     REDACTED,
     InstanceId,
@@ -35,6 +37,7 @@ from streamcar.config._fields import (
     _Model,
     _raise_problems,
     _redact_url,
+    _status_problems,
 )
 from streamcar.config._sizes import ByteSize
 from streamcar.config._targets import CallTarget, GrpcTarget, HttpTarget, parse_target
@@ -94,23 +97,6 @@ class ServiceTlsConfig(_Model):
             missing = "key_file" if self.key_file is None else "cert_file"
             _raise_problems([((missing,), "cert_file and key_file go together (mutual TLS needs both)")])
         return self
-
-
-_GRPC_NAMES = """OK CANCELLED UNKNOWN INVALID_ARGUMENT DEADLINE_EXCEEDED NOT_FOUND ALREADY_EXISTS PERMISSION_DENIED
-RESOURCE_EXHAUSTED FAILED_PRECONDITION ABORTED OUT_OF_RANGE UNIMPLEMENTED INTERNAL UNAVAILABLE DATA_LOSS
-UNAUTHENTICATED"""
-GRPC_CODES = frozenset(_GRPC_NAMES.split())
-
-
-def _status_problems(status: Mapping[str, str], kind: str) -> Iterator[tuple[str, str]]:
-    """call.status keys that do not name a status of the service's protocol."""
-    for code in status:
-        if kind == "http" and not (code.isdigit() and len(code) == 3 and 100 <= int(code) <= 599):
-            yield code, "an HTTP status code (100-599) is expected"
-        elif kind == "grpc" and code.upper() not in GRPC_CODES:
-            yield code, f"a gRPC status name is expected ({', '.join(sorted(GRPC_CODES))})"
-        elif kind == "python":
-            yield code, "applies to http and grpc services only (a handler returns its own Reply)"
 
 
 class CallConfig(_Model):
@@ -233,7 +219,27 @@ class CircuitBreakerConfig(_Model):
 
 class PublishConfig(_Model):
     topic: TopicName
-    """Where reply payloads go."""
+    """Where reply payloads go, unless a reply names another topic."""
+    allow: list[str] | None = None
+    """Topics (names or globs: ``orders-*``) a reply may name besides ``topic``."""
+    headers: Literal["forward", "none"] = "forward"
+    """``forward``: each reply carries the input record's headers (but ``streamcar-*`` ones, and those the reply
+    sets itself); ``none``: only the reply's own (and the trace context)."""
+
+    @field_validator("allow")
+    @classmethod
+    def _patterns(cls, allow: list[str] | None) -> list[str] | None:
+        _raise_problems(
+            ((index,), f"{pattern!r} is not a topic name or glob")
+            for index, pattern in enumerate(allow or ())
+            if not _TOPIC_GLOB.fullmatch(pattern)
+        )
+        return allow
+
+    def allows(self, topic: str) -> bool:
+        """Whether a reply may go to ``topic``."""
+        return topic == self.topic or any(fnmatchcase(topic, pattern) for pattern in self.allow or ())
+
     create_missing: bool = False
     """Create the publish and dead-letter topics when they do not exist, with the input topic's partition count
     (else a missing one is a named problem on /readyz, and its records wait)."""
@@ -261,6 +267,8 @@ class PipelineConfig(_Model):
 
     @model_validator(mode="after")
     def _no_loop(self) -> Self:
+        if self.publish is not None:
+            self._allowed_outputs()
         outputs = {"publish": self.publish, "dead_letter": self.dead_letter}
         _raise_problems(
             ((name, "topic"), f"{output.topic!r} is also consumed by this pipeline (an endless loop)")
@@ -268,6 +276,18 @@ class PipelineConfig(_Model):
             if output is not None and output.topic in self.consume.topics
         )
         return self
+
+    def _allowed_outputs(self) -> None:
+        """publish.allow must not let a reply route into what this pipeline reads or its dead-letter topic."""
+        assert self.publish is not None
+        dlq = [self.dead_letter.topic] if self.dead_letter is not None else []
+        _raise_problems(
+            (("publish", "allow", str(index)), f"{pattern!r} matches {what} {topic!r}")
+            for index, pattern in enumerate(self.publish.allow or ())
+            for what, topics in (("the input topic", self.consume.topics), ("the dead-letter topic", dlq))
+            for topic in topics
+            if fnmatchcase(topic, pattern)
+        )
 
 
 class LogConfig(_Model):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import time
 
 from streamcar.config import PipelineConfig, format_duration
@@ -21,6 +22,7 @@ from streamcar.kafka.producer import Ack, AsyncProducer, ProduceError
 from streamcar.logs import Throttle, held_back
 
 log = logging.getLogger("streamcar.pipeline")
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
 class Outcomes:
@@ -49,10 +51,15 @@ class Outcomes:
         result = reply.result
         if result is Result.SUCCESS:
             publish = self._config.publish
-            if reply.value is None or publish is None:
+            if reply.value is None or (publish is None and reply.topic is None):
                 return "success", None
-            record = reply_record(work.event, reply)
-            return "success", self._send(work, publish.topic, record, dead_letter=False)
+            refused = self._unroutable(reply.topic)
+            if refused is None:
+                assert publish is not None
+                record = reply_record(work.event, reply, forward=publish.headers == "forward")
+                return "success", self._send(work, reply.topic or publish.topic, record, dead_letter=False)
+            reply = work.reply = Reply.dead_letter(refused, kind=Kind.ROUTE)
+            result = Result.DEAD_LETTER
         if result is Result.DROP:
             return "drop", None
         if result is Result.RETRY:
@@ -93,6 +100,28 @@ class Outcomes:
             record = cut_down(record, work.cuts)
         return "dead-letter", self._send(work, dlq.topic, record, dead_letter=True)
 
+    def _unroutable(self, topic: str | None) -> str | None:
+        """Why a reply may not go to the ``topic`` it named (None: it may, or it named none)."""
+        if topic is None:
+            return None
+        publish = self._config.publish
+        if not _TOPIC.fullmatch(topic) or topic in (".", ".."):
+            return f"the reply names topic {topic!r}, which is not a valid topic name"
+        if publish is None or not publish.allows(topic):
+            listed = [] if publish is None else [publish.topic, *(publish.allow or ())]
+            allowed = ", ".join(listed) or "nothing: there is no publish topic"
+            return f"the reply names topic {topic!r}, which publish.allow does not list (it allows {allowed})"
+        return None
+
+    def destination(self, work: Work, result: str) -> str:
+        """The topic ``work``'s record went to."""
+        if result == "success":
+            reply, publish = work.reply, self._config.publish
+            if reply is not None and reply.topic is not None:
+                return reply.topic
+            return publish.topic if publish is not None else "?"
+        return self._config.dead_letter.topic if self._config.dead_letter is not None else "?"
+
     def _blocked_for(self, work: Work) -> float | None:
         """How long ``work`` has held its key, when that is longer than ``retry.max_block`` and its last failure
         counted (a failure spared because the service was down never ends it); else None."""
@@ -119,8 +148,7 @@ class Outcomes:
     def refused(self, work: Work, result: str, error: BaseException) -> None:
         """The broker did not take ``work``'s reply or dead letter: decide what acting on it again means."""
         transient = isinstance(error, ProduceError) and not error.permanent
-        output = self._config.publish if result == "success" else self._config.dead_letter
-        topic = output.topic if output is not None else "?"
+        topic = self.destination(work, result)
         self._stats.note_publish_error(topic, str(error), of_topic=isinstance(error, ProduceError) and error.of_topic)
         work.refused += 1
         held = self._throttle.allow((topic, str(error)))
@@ -158,10 +186,9 @@ class Outcomes:
 
     def count(self, work: Work, result: str) -> None:
         if result == "success":
-            publish = self._config.publish
-            if work.reply is not None and work.reply.value is not None and publish is not None:
+            if work.reply is not None and work.reply.value is not None and self._config.publish is not None:
                 self._stats.published += 1
-                self._stats.note_published(publish.topic)
+                self._stats.note_published(self.destination(work, result))
         elif result == "dead-letter":
             if self._config.dead_letter is not None:
                 self._stats.note_published(self._config.dead_letter.topic)

@@ -19,16 +19,26 @@ class OutRecord:
     headers: Headers
 
 
-def reply_record(event: Event, reply: Reply) -> OutRecord:
+def reply_record(event: Event, reply: Reply, *, forward: bool = False) -> OutRecord:
+    """The record a success publishes: the reply's value, key (the input's unless it set one) and headers.
+
+    ``forward`` (``publish.headers: forward``): the input's headers follow the reply's, but ``streamcar-*`` ones
+    and those the reply sets itself (by name; ``content-type`` when the reply has a content type). Else only the
+    trace context travels from the input. Either way a span of streamcar's own replaces ``traceparent`` when
+    tracing is on (see :mod:`streamcar.engine.tracing`)."""
     key = event.key if isinstance(reply.key, KeepKey) else reply.key
     headers = list(reply.headers)
     names = {name for name, _ in headers}
     if reply.content_type and "content-type" not in names:
         headers.append(("content-type", text_bytes(reply.content_type)))
-    for name in _PROPAGATED:
-        value = event.header(name)
-        if value is not None and name not in names:
-            headers.append((name, value))
+        names.add("content-type")
+    if forward:
+        headers += [(n, v) for n, v in event.headers if n not in names and not n.startswith(DLQ_HEADER_PREFIX)]
+    else:
+        for name in _PROPAGATED:
+            value = event.header(name)
+            if value is not None and name not in names:
+                headers.append((name, value))
     return OutRecord(key, reply.value, tuple(headers))
 
 

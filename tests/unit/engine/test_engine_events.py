@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from confluent_kafka import KafkaError as RdKafkaError
+from confluent_kafka import Message
 from twin import TOPIC, Rig, ScriptedCaller, echo, pipeline_config, record
 
 from streamcar.engine.breaker import State
@@ -139,3 +140,43 @@ async def test_stopping_commits_what_is_done_and_abandons_the_rest_within_the_ti
     assert loop.time() - started < 1.0  # shutdown_timeout, plus the stop grace's short steps on a twin
     assert rig.committed(TP0) == 7
     assert rig.producer.closed
+
+
+async def test_a_reply_goes_to_the_topic_it_names_when_allowed_and_is_dead_lettered_when_not() -> None:
+    def answer(event: Event, attempt: int) -> Reply:
+        where = {0: None, 1: "review-big", 2: "elsewhere", 3: "bad topic"}[event.offset % 4]
+        return Reply.success(event.value, topic=where, headers={"stage": "scored"})
+
+    records = [
+        Message(
+            topic=TOPIC,
+            partition=0,
+            offset=i,
+            key=b"k%d" % i,
+            value=b"%d" % i,
+            headers=[("origin", b"acc"), ("stage", b"raw"), ("streamcar-error", b"old")],
+            timestamp=(1, i),
+        )
+        for i in range(8)
+    ]
+    config = pipeline_config(publish={"topic": "out", "allow": ["review-*"]})
+    async with Rig({TP0: records}, ScriptedCaller(answer), config) as rig:
+        await rig.until(lambda: rig.committed(TP0) == 8, "the commit")
+    assert rig.out() == [b"0", b"4"]
+    assert rig.out("review-big") == [b"1", b"5"]
+    for _, _, headers in rig.producer.sent["out"] + rig.producer.sent["review-big"]:
+        assert list(headers) == [("stage", b"scored"), ("origin", b"acc")]  # forwarded, the reply's own first
+    letters = {value: dict(headers) for _, value, headers in rig.producer.sent["dlq"]}
+    assert sorted(letters) == [b"2", b"3", b"6", b"7"]
+    assert {h["streamcar-error-kind"] for h in letters.values()} == {b"route"}
+    assert b"'elsewhere', which publish.allow does not list" in (letters[b"2"]["streamcar-error"] or b"")
+    assert b"not a valid topic name" in (letters[b"3"]["streamcar-error"] or b"")
+
+
+async def test_publish_headers_none_keeps_only_the_replys_own() -> None:
+    records = [Message(topic=TOPIC, partition=0, offset=0, key=b"k", value=b"v", headers=[("origin", b"acc")])]
+    config = pipeline_config(publish={"topic": "out", "headers": "none"})
+    async with Rig({TP0: records}, ScriptedCaller(echo), config) as rig:
+        await rig.until(lambda: rig.committed(TP0) == 1, "the commit")
+    [(_, _, headers)] = rig.producer.sent["out"]
+    assert list(headers) == []
