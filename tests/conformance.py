@@ -6,7 +6,9 @@ Each record carries a ``cmd`` header that says how the service answers it:
 * ``drop``: done, nothing published;
 * ``flaky``: "retry" on the first :data:`FLAKY_FAILURES` calls, then success;
 * ``fail``: "retry" forever (so the engine gives up: an ``exhausted`` dead letter);
-* ``reject``: a permanent failure (dead letter at once).
+* ``reject``: a permanent failure (dead letter at once);
+* ``route``: success, to the topic the record's ``route-to`` header names, with a reply header ``cmd: done`` of its
+  own (over the forwarded input header of that name).
 
 :class:`Behaviour` decides and records every call (in arrival order, with its concurrency). The modes reach it
 through the streamcar.service helpers (HTTP single and batch, :class:`HttpBehaviourService`), through
@@ -36,7 +38,7 @@ from grpc_service import Seen, echo_pb2
 from threaded import ThreadedServer
 
 FLAKY_FAILURES = 2
-COMMANDS = ("ok", "drop", "flaky", "fail", "reject")
+COMMANDS = ("ok", "drop", "flaky", "fail", "reject", "route")
 
 
 def reply_value(value: bytes | None) -> bytes:
@@ -90,6 +92,9 @@ class Behaviour:
             return Reply.retry(error=f"{cmd} (attempt {attempt})")
         if cmd == "reject":
             return Reply.dead_letter("rejected by the service")
+        if cmd == "route":
+            topic = (event.header("route-to") or b"").decode()
+            return Reply.success(self.reply(event), topic=topic, headers={"cmd": b"done"})
         return Reply.success(self.reply(event))
 
     async def answer(self, event: Event) -> Reply:
@@ -197,6 +202,10 @@ def grpc_handler(behaviour: Behaviour) -> GrpcHandler:
     async def answer(seen: Seen, context: Any) -> bytes:
         reply = await behaviour.answer(event_from_grpc(seen))
         if reply.result is Result.SUCCESS:
+            trailers: list[tuple[str, str | bytes]] = [(f"kafka-header-{n}-bin", v or b"") for n, v in reply.headers]
+            if reply.topic is not None:
+                trailers.append(("streamcar-topic", reply.topic))
+            context.set_trailing_metadata(tuple(trailers))
             return reply.value or b""
         if reply.result is Result.DROP:
             context.set_trailing_metadata((("streamcar-result", "drop"),))

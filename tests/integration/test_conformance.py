@@ -157,6 +157,50 @@ async def test_every_reply_kind(
     assert calls_per_input == {i: expected_calls[cmds[i]] for i in range(n)}
 
 
+async def test_replies_go_where_they_say_when_allowed_and_carry_the_input_headers(
+    mode: Mode, kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str]
+) -> None:
+    source, out, review, dlq, group = (
+        topic_factory(3),
+        topic_factory(3),
+        topic_factory(2),
+        topic_factory(1),
+        group_factory(),
+    )
+    n = 30
+    kinds = ["ok", "route", "misroute"]
+    behaviour = Behaviour()
+    with reach(mode, behaviour) as url:
+        spec = pipeline(source, group, url, publish=out, dead_letter=dlq, call=call_spec(mode))
+        spec["publish"]["allow"] = [review]
+        async with running(make_config(kafka.bootstrap, {"p": spec})):
+            records = []
+            for i in range(n):
+                kind = kinds[i % 3]
+                where = review if kind == "route" else f"{review}-not-allowed"
+                headers = [("cmd", "ok" if kind == "ok" else "route"), ("origin", "acc"), ("route-to", where)]
+                records.append((f"k{i % 5}".encode(), order(str(i), i), headers))
+            produce_records(kafka, source, records)
+            plain = await read(kafka, out, n // 3)
+            routed = await read(kafka, review, n // 3)
+            letters = await read(kafka, dlq, n // 3)
+            await committed_reaches(kafka, group, n)
+
+    assert sorted(reply_id(mode, m.value()) for m in plain) == [i for i in range(n) if i % 3 == 0]
+    assert sorted(reply_id(mode, m.value()) for m in routed) == [i for i in range(n) if i % 3 == 1]
+    assert sorted(input_id(m.value()) for m in letters) == [i for i in range(n) if i % 3 == 2]
+    for m in plain:
+        headers = dict(m.headers() or [])
+        assert (headers["origin"], headers["cmd"]) == (b"acc", b"ok")  # the input's headers, forwarded
+    for m in routed:
+        headers = [(k, v) for k, v in m.headers() or [] if k in ("cmd", "origin")]
+        assert sorted(headers) == [("cmd", b"done"), ("origin", b"acc")]  # the reply's own cmd, not the input's
+    for letter in letters:
+        headers = dict(letter.headers() or [])
+        assert headers["streamcar-error-kind"] == b"route"
+        assert b"not-allowed" in headers["streamcar-error"]
+
+
 async def test_key_order_under_concurrency(
     mode: Mode, kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str]
 ) -> None:
