@@ -24,7 +24,7 @@ from streamcar.errors import (
     ToolingError,
     UsageError,
 )
-from streamcar.event import KEEP_KEY, Event, Reply, Result
+from streamcar.event import KEEP_KEY, Event, Record, Reply, Result
 
 __version__ = "0.1.0"
 
@@ -36,6 +36,7 @@ __all__ = [
     "Event",
     "KafkaError",
     "PermanentCallError",
+    "Record",
     "Reply",
     "Result",
     "RetriableCallError",

@@ -6,6 +6,7 @@ in-process Python handler receives and returns them directly.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -72,6 +73,23 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class Record:
+    """One record a fanned-out reply publishes (:meth:`Reply.records`)."""
+
+    value: bytes | None
+    key: bytes | KeepKey | None = KEEP_KEY
+    """The input's key unless set (None: a null key)."""
+    headers: Headers = ()
+    topic: str | None = None
+    """``publish.topic`` unless set (another topic must be in ``publish.allow``)."""
+    content_type: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.headers, tuple):  # a dict of str or bytes values, as Reply.success takes
+            object.__setattr__(self, "headers", _headers(self.headers))
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     """The service's answer for one event. Build it with the class methods."""
 
@@ -85,6 +103,8 @@ class Reply:
     error_kind: str | None = None  # the dead-letter header streamcar-error-kind: http-status, timeout, ...
     topic: str | None = None
     """Where a success's value goes instead of ``publish.topic`` (it must be in ``publish.allow``)."""
+    fanout: tuple[Record, ...] | None = None
+    """A success that publishes these records instead of one value (:meth:`records`)."""
     refusal: str | None = None
     """Set by streamcar's HTTP and gRPC callers when the service refused the call the way a wrong setup does (a
     wrong path or method, credentials, a content type: ``HTTP 404 on POST /typo``). One such message is poison;
@@ -106,6 +126,15 @@ class Reply:
         return cls(
             Result.SUCCESS, value=value, key=key, headers=_headers(headers), content_type=content_type, topic=topic
         )
+
+    @classmethod
+    def records(cls, records: Iterable[Record | bytes]) -> Reply:
+        """Done once every one of ``records`` is published (none: done, nothing published), each to its own
+        topic, with its own key and headers. A crash before they are all acknowledged calls the service again for
+        the input: records may repeat, never go missing. If one is refused for good, the input is dead-lettered
+        (kind ``publish`` or ``route``); see docs/contract.md for what is published then."""
+        made = tuple(r if isinstance(r, Record) else Record(r) for r in records)
+        return cls(Result.SUCCESS, fanout=made)
 
     @classmethod
     def drop(cls) -> Reply:

@@ -36,12 +36,13 @@ What the wire cannot carry (choices made here):
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_from_bytes, unquote_to_bytes
 
-from streamcar.call.envelope import decode_messages, encode_results
+from streamcar.call.envelope import RECORDS_TYPE, decode_messages, encode_records, encode_results
 from streamcar.call.http import HEADER_PREFIX, encode_header_name
 from streamcar.event import Event, KeepKey, Reply, Result
 
@@ -144,6 +145,9 @@ def http_reply(reply: Reply) -> tuple[int, dict[str, str], bytes]:
 
 
 def _response_parts(reply: Reply) -> tuple[int, list[tuple[str, str]], bytes]:
+    if reply.result is Result.SUCCESS and reply.fanout is not None:
+        body = json.dumps({"records": encode_records(reply.fanout)}, separators=(",", ":")).encode()
+        return 200, [("Content-Type", RECORDS_TYPE)], body
     if reply.result is Result.SUCCESS:
         if not reply.value:
             return 204, [], b""

@@ -174,12 +174,16 @@ async def test_replies_go_where_they_say_when_allowed_and_carry_the_input_header
         spec = pipeline(source, group, url, publish=out, dead_letter=dlq, call=call_spec(mode))
         spec["publish"]["allow"] = [review]
         async with running(make_config(kafka.bootstrap, {"p": spec})):
-            records = []
+            records: list[tuple[bytes | None, bytes | None] | tuple[bytes | None, bytes | None, RecordHeaders]] = []
             for i in range(n):
                 kind = kinds[i % 3]
                 where = review if kind == "route" else f"{review}-not-allowed"
-                headers = [("cmd", "ok" if kind == "ok" else "route"), ("origin", "acc"), ("route-to", where)]
-                records.append((f"k{i % 5}".encode(), order(str(i), i), headers))
+                sent: RecordHeaders = [
+                    ("cmd", "ok" if kind == "ok" else "route"),
+                    ("origin", "acc"),
+                    ("route-to", where),
+                ]
+                records.append((f"k{i % 5}".encode(), order(str(i), i), sent))
             produce_records(kafka, source, records)
             plain = await read(kafka, out, n // 3)
             routed = await read(kafka, review, n // 3)
@@ -190,15 +194,15 @@ async def test_replies_go_where_they_say_when_allowed_and_carry_the_input_header
     assert sorted(reply_id(mode, m.value()) for m in routed) == [i for i in range(n) if i % 3 == 1]
     assert sorted(input_id(m.value()) for m in letters) == [i for i in range(n) if i % 3 == 2]
     for m in plain:
-        headers = dict(m.headers() or [])
-        assert (headers["origin"], headers["cmd"]) == (b"acc", b"ok")  # the input's headers, forwarded
+        forwarded = dict(m.headers() or [])
+        assert (forwarded["origin"], forwarded["cmd"]) == (b"acc", b"ok")  # the input's headers, forwarded
     for m in routed:
-        headers = [(k, v) for k, v in m.headers() or [] if k in ("cmd", "origin")]
-        assert sorted(headers) == [("cmd", b"done"), ("origin", b"acc")]  # the reply's own cmd, not the input's
+        kept = sorted((k, v) for k, v in m.headers() or [] if k in ("cmd", "origin"))
+        assert kept == [("cmd", b"done"), ("origin", b"acc")]  # the reply's own cmd, not the input's
     for letter in letters:
-        headers = dict(letter.headers() or [])
-        assert headers["streamcar-error-kind"] == b"route"
-        assert b"not-allowed" in headers["streamcar-error"]
+        story = dict(letter.headers() or [])
+        assert story["streamcar-error-kind"] == b"route"
+        assert b"not-allowed" in story["streamcar-error"]
 
 
 async def test_key_order_under_concurrency(

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from multidict import CIMultiDict
 
-from streamcar.call.envelope import EnvelopeError, decode_messages, decode_results, encode_messages, encode_results
+from streamcar.call.envelope import (
+    EnvelopeError,
+    decode_messages,
+    decode_records,
+    decode_results,
+    encode_messages,
+    encode_records,
+    encode_results,
+)
 from streamcar.call.http import replies_from_batch_response
-from streamcar.event import KEEP_KEY, Event, Reply, Result
+from streamcar.event import KEEP_KEY, Event, Record, Reply, Result
 
 EVENTS = [
     Event("orders", 0, 7, 1700000000000, b"k1", b'{"n":1}', (("content-type", b"application/json"),)),
@@ -56,6 +65,29 @@ def test_results_round_trip_every_kind() -> None:
     assert back[3].value is None
     assert (back[5].retry_after, back[5].error) == (2.5, "busy")
     assert (back[6].error, back[6].error_kind) == ("bad order", "rejected")
+
+
+def test_records_round_trip_in_a_batch_result_and_a_single_reply() -> None:
+    made = [Record(b"a"), Record(b"\xfe", key=None, headers={"h": "v"}, topic="review"), Record(None, key=b"k")]
+    [back] = decode_results(encode_results([Reply.records(made)]), 1)
+    assert back.fanout == tuple(made)
+    assert decode_records(json.dumps({"records": encode_records(made)}).encode()) == made
+    assert Reply.records([]).fanout == ()
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b"[]", 'not an object with a "records" list'),
+        (b'{"records": {}}', '"records" must be a list'),
+        (b'{"records": [1]}', "records[0] is not an object"),
+        (b'{"records": [{"value": "x", "topic": 3}]}', "records[0].topic must be a string"),
+        (b'{"records": [{"value": "%%", "encoding": "base64"}]}', "bad base64"),
+    ],
+)
+def test_a_malformed_records_reply_is_an_envelope_error(body: bytes, problem: str) -> None:
+    with pytest.raises(EnvelopeError, match=re.escape(problem)):
+        decode_records(body)
 
 
 def test_a_malformed_result_retries_only_its_message() -> None:

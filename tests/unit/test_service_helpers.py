@@ -15,7 +15,7 @@ from multidict import CIMultiDict
 
 from streamcar.call.envelope import decode_results, encode_messages
 from streamcar.call.http import reply_from_response, request_headers, static_headers
-from streamcar.event import KEEP_KEY, Event, Reply, Result
+from streamcar.event import KEEP_KEY, Event, Record, Reply, Result
 from streamcar.service import (
     aiohttp_event,
     aiohttp_response,
@@ -108,6 +108,14 @@ def test_success_round_trips_through_the_sidecars_reply_mapping(key: Any) -> Non
     assert got.key == key
     assert got.headers == headers
     assert got.content_type == "application/json"
+
+
+def test_a_fanned_out_success_round_trips_its_records() -> None:
+    made = (Record(b"a", topic="review"), Record(b"b", key=b"k2", headers={"x": "1"}), Record(b"\xff"))
+    status, headers, _ = http_reply(Reply.records(made))
+    assert (status, headers["Content-Type"]) == (200, "application/vnd.streamcar.records+json")
+    assert sidecar_reads(Reply.records(made)).fanout == made
+    assert sidecar_reads(Reply.records([])).fanout == ()
 
 
 def test_a_routed_success_round_trips_its_topic() -> None:

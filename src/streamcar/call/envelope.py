@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from streamcar.event import KEEP_KEY, Event, KeepKey, Reply, Result, text_bytes
+from streamcar.event import KEEP_KEY, Event, KeepKey, Record, Reply, Result, text_bytes
 from streamcar.failures import Kind
 
 _Pairs = list[tuple[str, bytes | None]]
@@ -85,6 +85,8 @@ def _reply(result: object) -> Reply:
         raise ValueError(f"unknown status {result.get('status')!r} (success, drop, retry or dead-letter)")
     error = result.get("error")
     error = None if error is None else str(error)
+    if status is Result.SUCCESS and "records" in result:
+        return Reply.records(_records(result["records"]))
     if status is Result.SUCCESS:
         decode = _decoder(result.get("encoding"))
         key: bytes | KeepKey | None = decode(result["key"]) if "key" in result else KEEP_KEY
@@ -101,6 +103,68 @@ def _reply(result: object) -> Reply:
             raise ValueError(f"retry_after must be a number of seconds, got {after!r}")
         return Reply.retry(after=after, error=error or "the service asked for a retry", kind=Kind.RETRY)
     return Reply.dead_letter(error or "the service dead-lettered it", kind=Kind.REJECTED)
+
+
+# --- fan-out: {"records": [...]}, a single reply's body or a batch result's ---------------------------------------
+
+RECORDS_TYPE = "application/vnd.streamcar.records+json"
+"""The content type of a single reply that carries records (fan-out)."""
+
+
+def decode_records(body: bytes) -> list[Record]:
+    """The records of a fan-out reply body ``{"records": [...]}``; :class:`EnvelopeError` if it is not one."""
+    try:
+        document = json.loads(body)
+    except ValueError as exc:
+        raise EnvelopeError(f"the records reply is not JSON: {exc}") from None
+    if not isinstance(document, dict) or "records" not in document:
+        raise EnvelopeError('the records reply is not an object with a "records" list')
+    try:
+        return _records(document["records"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EnvelopeError(f"the records reply is malformed: {exc}") from None
+
+
+def _records(items: object) -> list[Record]:
+    if not isinstance(items, list):
+        raise TypeError('"records" must be a list')
+    records = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise TypeError(f"records[{index}] is not an object")
+        decode = _decoder(item.get("encoding"))
+        topic = item.get("topic")
+        if topic is not None and not isinstance(topic, str):
+            raise TypeError(f"records[{index}].topic must be a string")
+        records.append(
+            Record(
+                decode(item.get("value")),
+                key=decode(item["key"]) if "key" in item else KEEP_KEY,
+                headers=tuple((str(name), decode(value)) for name, value in _header_items(item.get("headers"))),
+                topic=topic,
+            )
+        )
+    return records
+
+
+def encode_records(records: Sequence[Record]) -> list[dict[str, Any]]:
+    """Each record as the envelope writes it (a single reply's body is ``{"records": <this>}``)."""
+    out = []
+    for record in records:
+        headers: _Pairs = list(record.headers)
+        if record.content_type and all(name != "content-type" for name, _ in headers):
+            headers.append(("content-type", text_bytes(record.content_type)))
+        key = None if isinstance(record.key, KeepKey) else record.key
+        encoding, encode = encoder([record.value, key, *(value for _, value in headers)])
+        item: dict[str, Any] = {"value": encode(record.value), "encoding": encoding}
+        if not isinstance(record.key, KeepKey):
+            item["key"] = encode(record.key)
+        if headers:
+            item["headers"] = header_object(headers, encode)
+        if record.topic is not None:
+            item["topic"] = record.topic
+        out.append(item)
+    return out
 
 
 # --- the service's side ------------------------------------------------------------------------------------------
@@ -153,6 +217,8 @@ def encode_results(replies: Sequence[Reply]) -> bytes:
 
 
 def _result(reply: Reply) -> dict[str, Any]:
+    if reply.fanout is not None:
+        return {"status": reply.result.value, "records": encode_records(reply.fanout)}
     headers: _Pairs = list(reply.headers)
     if reply.content_type and all(name != "content-type" for name, _ in headers):
         headers.append(("content-type", text_bytes(reply.content_type)))

@@ -23,7 +23,7 @@ from urllib.parse import quote_from_bytes, unquote_to_bytes, urlsplit
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from streamcar.call import override
-from streamcar.call.envelope import EnvelopeError, decode_results, encode_messages
+from streamcar.call.envelope import RECORDS_TYPE, EnvelopeError, decode_records, decode_results, encode_messages
 from streamcar.call.http1 import BadReply, ConnectError, Disconnected, Http1Pool, HttpError, TlsError
 from streamcar.config import CallConfig, ServiceTlsConfig, format_duration
 from streamcar.errors import ConfigError
@@ -209,6 +209,12 @@ def _success(headers: CIMultiDictProxy[str] | CIMultiDict[str], body: bytes) -> 
     encodes it for the ``content-type`` record header."""
     if not body:
         return Reply.success(None)
+    content_type = headers.get("Content-Type")
+    if content_type is not None and content_type.split(";", 1)[0].strip().lower() == RECORDS_TYPE:
+        try:
+            return Reply.records(decode_records(body))  # fan-out: zero or more records, each its own
+        except EnvelopeError as exc:
+            return Reply.retry(error=f"{exc}: {_snippet(body)}", kind=Kind.BAD_REPLY)
     key: bytes | KeepKey | None = KEEP_KEY
     if "Kafka-Key" in headers:
         key = unquote_to_bytes(headers["Kafka-Key"].encode("latin-1"))
@@ -217,7 +223,6 @@ def _success(headers: CIMultiDictProxy[str] | CIMultiDict[str], body: bytes) -> 
         if name[: len(HEADER_PREFIX)].lower() == HEADER_PREFIX.lower():
             decoded = unquote_to_bytes(name[len(HEADER_PREFIX) :].encode("latin-1")).decode("utf-8", "replace")
             record_headers.append((decoded, unquote_to_bytes(value.encode("latin-1"))))
-    content_type = headers.get("Content-Type")
     if content_type is not None:  # its bytes as UTF-8 where they are, escaped where not: encoding gives them back
         content_type = content_type.encode("latin-1").decode("utf-8", "surrogateescape")
     topic = headers.get("Kafka-Topic")  # routing: where this reply goes instead of publish.topic

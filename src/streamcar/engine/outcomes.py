@@ -13,7 +13,7 @@ import re
 import time
 
 from streamcar.config import PipelineConfig, format_duration
-from streamcar.engine.records import MAX_CUTS, OutRecord, cut_down, dead_letter_record, reply_record
+from streamcar.engine.records import MAX_CUTS, OutRecord, cut_down, dead_letter_record, reply_record, together
 from streamcar.engine.tracing import Tracing
 from streamcar.engine.work import PipelineStats, Work
 from streamcar.event import Reply, Result
@@ -22,6 +22,8 @@ from streamcar.kafka.producer import Ack, AsyncProducer, ProduceError
 from streamcar.logs import Throttle, held_back
 
 log = logging.getLogger("streamcar.pipeline")
+MAX_RECORD = 1_000_000
+"""librdkafka's default message.max.bytes."""
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
@@ -33,8 +35,11 @@ class Outcomes:
         producer: AsyncProducer,
         stats: PipelineStats,
         tracing: Tracing | None = None,
+        *,
+        max_record: int = MAX_RECORD,
     ) -> None:
         self._name = name
+        self._max_record = max_record  # the producer's message.max.bytes: a larger record is never sent
         self._tracing = tracing
         self._config = config
         self._producer = producer
@@ -49,7 +54,13 @@ class Outcomes:
         reply = work.reply
         assert reply is not None
         result = reply.result
-        if result is Result.SUCCESS:
+        if result is Result.SUCCESS and reply.fanout is not None:
+            fanned = self._fan_out(work, reply)
+            if not isinstance(fanned, Reply):
+                return "success", fanned
+            reply = work.reply = fanned
+            result = Result.DEAD_LETTER
+        elif result is Result.SUCCESS:
             publish = self._config.publish
             if reply.value is None or (publish is None and reply.topic is None):
                 return "success", None
@@ -100,6 +111,42 @@ class Outcomes:
             record = cut_down(record, work.cuts)
         return "dead-letter", self._send(work, dlq.topic, record, dead_letter=True)
 
+    def _fan_out(self, work: Work, reply: Reply) -> Ack | Reply | None:
+        """Hand a fanned-out reply's records to the producer: the acknowledgement of them all (None: no record), or
+        the dead letter the input gets instead, before any is sent, when one may not or cannot be published.
+
+        Records already acknowledged (the others were refused and are sent again) are not sent twice."""
+        assert reply.fanout is not None
+        publish = self._config.publish
+        outs: list[tuple[str, OutRecord]] = []
+        for index, item in enumerate(reply.fanout):
+            refused = self._unroutable(item.topic) if publish is not None else "there is no publish topic"
+            if refused is not None:
+                return Reply.dead_letter(f"record {index + 1} of {len(reply.fanout)}: {refused}", kind=Kind.ROUTE)
+            assert publish is not None
+            one = Reply.success(item.value, key=item.key, headers=item.headers, content_type=item.content_type)
+            record = reply_record(work.event, one, forward=publish.headers == "forward")
+            size = (
+                len(record.key or b"")
+                + len(record.value or b"")
+                + sum(len(k) + len(v or b"") for k, v in record.headers)
+            )
+            if size > self._max_record:
+                error = (
+                    f"record {index + 1} of {len(reply.fanout)} is {size:,} bytes, over message.max.bytes "
+                    f"({self._max_record:,}); none was published"
+                )
+                return Reply.dead_letter(error, kind=Kind.PUBLISH)
+            outs.append((item.topic or publish.topic, record))
+        if work.acked is None:
+            work.acked = set()
+        acks = [
+            (i, self._send(work, topic, record, dead_letter=False))
+            for i, (topic, record) in enumerate(outs)
+            if i not in work.acked
+        ]
+        return together(acks, work.acked) if acks else None
+
     def _unroutable(self, topic: str | None) -> str | None:
         """Why a reply may not go to the ``topic`` it named (None: it may, or it named none)."""
         if topic is None:
@@ -114,9 +161,12 @@ class Outcomes:
         return None
 
     def destination(self, work: Work, result: str) -> str:
-        """The topic ``work``'s record went to."""
+        """The topic ``work``'s record went to (a fan-out's: the first that was not acknowledged)."""
         if result == "success":
             reply, publish = work.reply, self._config.publish
+            if reply is not None and reply.fanout:
+                pending = [r for i, r in enumerate(reply.fanout) if i not in (work.acked or ())] or list(reply.fanout)
+                return pending[0].topic or (publish.topic if publish is not None else "?")
             if reply is not None and reply.topic is not None:
                 return reply.topic
             return publish.topic if publish is not None else "?"
@@ -186,7 +236,12 @@ class Outcomes:
 
     def count(self, work: Work, result: str) -> None:
         if result == "success":
-            if work.reply is not None and work.reply.value is not None and self._config.publish is not None:
+            reply, publish = work.reply, self._config.publish
+            if reply is not None and reply.fanout and publish is not None:
+                self._stats.published += len(reply.fanout)
+                for topic in {r.topic or publish.topic for r in reply.fanout}:
+                    self._stats.note_published(topic)
+            elif reply is not None and reply.value is not None and publish is not None:
                 self._stats.published += 1
                 self._stats.note_published(self.destination(work, result))
         elif result == "dead-letter":

@@ -35,7 +35,7 @@ from streamcar.engine.flow import Flow
 from streamcar.engine.inflight import InFlight
 from streamcar.engine.intake import Intake
 from streamcar.engine.offsets import BUDGET
-from streamcar.engine.outcomes import Outcomes
+from streamcar.engine.outcomes import MAX_RECORD, Outcomes
 from streamcar.engine.source import Consumer, ConsumerFactory, GroupSource, RangeSource, Source
 from streamcar.engine.tracing import Tracing
 from streamcar.engine.view import lags, status_document
@@ -122,7 +122,14 @@ class Pipeline:
             name,
             config,
             caller=caller,
-            outcomes=Outcomes(name, config, producer, self.stats, tracing),
+            outcomes=Outcomes(
+                name,
+                config,
+                producer,
+                self.stats,
+                tracing,
+                max_record=int(kafka.librdkafka.get("message.max.bytes", MAX_RECORD)),
+            ),
             stats=self.stats,
             circuit=self._circuit,
             inflight=self._inflight,

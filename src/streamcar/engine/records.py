@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from streamcar.event import Event, Headers, KeepKey, Reply, text_bytes
 
@@ -117,3 +120,30 @@ def cut_down(record: OutRecord, level: int) -> OutRecord:
     text = "; ".join(cut) if len(cut) <= 20 else "; ".join(cut[:20]) + f"; and {len(cut) - 20} more"
     headers.append((CUT_HEADER, text.encode()))
     return OutRecord(key, value, tuple(headers))
+
+
+def together(acks: list[tuple[int, asyncio.Future[Any]]], acked: set[int]) -> asyncio.Future[Any]:
+    """One acknowledgement for a fan-out's records (``acks``: index, acknowledgement): done once each is, with
+    the first failure if any; the index of each one acknowledged is added to ``acked`` (so that, sent again,
+    only the others are)."""
+    combined: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    remaining = len(acks)
+    failure: list[BaseException] = []
+
+    def one_done(index: int, ack: asyncio.Future[Any]) -> None:
+        nonlocal remaining
+        remaining -= 1
+        error = asyncio.CancelledError() if ack.cancelled() else ack.exception()
+        if error is None:
+            acked.add(index)
+        elif not failure:
+            failure.append(error)
+        if remaining == 0 and not combined.done():
+            if failure:
+                combined.set_exception(failure[0])
+            else:
+                combined.set_result(ack.result())
+
+    for index, ack in acks:
+        ack.add_done_callback(functools.partial(one_done, index))
+    return combined

@@ -126,6 +126,7 @@ class Work:
     """
 
     __slots__ = (
+        "acked",
         "alone",
         "attempts",
         "blocked",
@@ -161,6 +162,7 @@ class Work:
         self.spared = False  # its last failure cost no attempt: the service looked down (see attempt._called)
         self.refusals = 0  # times the service refused it the way a wrong setup does (see Reply.refusal)
         self.refused = 0  # times the broker did not take its record: the wait before handing it over again grows
+        self.acked: set[int] | None = None  # a fan-out: the indexes of its records the broker acknowledged
         self.last_error = ""
         self.last_kind = ""
         self.blocked = False
