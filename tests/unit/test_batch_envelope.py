@@ -68,7 +68,7 @@ def test_results_round_trip_every_kind() -> None:
 
 
 def test_records_round_trip_in_a_batch_result_and_a_single_reply() -> None:
-    made = [Record(b"a"), Record(b"\xfe", key=None, headers={"h": "v"}, topic="review"), Record(None, key=b"k")]
+    made = [Record(b"a"), Record(b"\xfe", key=None, headers=(("h", b"v"),), topic="review"), Record(None, key=b"k")]
     [back] = decode_results(encode_results([Reply.records(made)]), 1)
     assert back.fanout == tuple(made)
     assert decode_records(json.dumps({"records": encode_records(made)}).encode()) == made

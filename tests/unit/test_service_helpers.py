@@ -111,7 +111,7 @@ def test_success_round_trips_through_the_sidecars_reply_mapping(key: Any) -> Non
 
 
 def test_a_fanned_out_success_round_trips_its_records() -> None:
-    made = (Record(b"a", topic="review"), Record(b"b", key=b"k2", headers={"x": "1"}), Record(b"\xff"))
+    made = (Record(b"a", topic="review"), Record(b"b", key=b"k2", headers=(("x", b"1"),)), Record(b"\xff"))
     status, headers, _ = http_reply(Reply.records(made))
     assert (status, headers["Content-Type"]) == (200, "application/vnd.streamcar.records+json")
     assert sidecar_reads(Reply.records(made)).fanout == made
