@@ -9,6 +9,8 @@ Each record carries a ``cmd`` header that says how the service answers it:
 * ``reject``: a permanent failure (dead letter at once);
 * ``route``: success, to the topic the record's ``route-to`` header names, with a reply header ``cmd: done`` of its
   own (over the forwarded input header of that name).
+* ``fanout``: success with as many records as the ``fan`` header says, the odd ones to the topic ``route-to``
+  names, each with a header ``part`` (its index).
 
 :class:`Behaviour` decides and records every call (in arrival order, with its concurrency). The modes reach it
 through the streamcar.service helpers (HTTP single and batch, :class:`HttpBehaviourService`), through
@@ -29,7 +31,8 @@ from typing import Any
 import grpc
 from aiohttp import web
 
-from streamcar import Event, Reply
+from streamcar import Event, Record, Reply
+from streamcar.call import records_pb
 from streamcar.event import Result
 from streamcar.service import aiohttp_event, aiohttp_response, batch_reply, events_from_batch
 
@@ -38,7 +41,7 @@ from grpc_service import Seen, echo_pb2
 from threaded import ThreadedServer
 
 FLAKY_FAILURES = 2
-COMMANDS = ("ok", "drop", "flaky", "fail", "reject", "route")
+COMMANDS = ("ok", "drop", "flaky", "fail", "reject", "route", "fanout")
 
 
 def reply_value(value: bytes | None) -> bytes:
@@ -92,6 +95,13 @@ class Behaviour:
             return Reply.retry(error=f"{cmd} (attempt {attempt})")
         if cmd == "reject":
             return Reply.dead_letter("rejected by the service")
+        if cmd == "fanout":
+            topic = (event.header("route-to") or b"").decode()
+            count = int(event.header("fan") or b"0")
+            value = self.reply(event)
+            return Reply.records(
+                [Record(value, headers=(("part", b"%d" % j),), topic=topic if j % 2 else None) for j in range(count)]
+            )
         if cmd == "route":
             topic = (event.header("route-to") or b"").decode()
             return Reply.success(self.reply(event), topic=topic, headers={"cmd": b"done"})
@@ -201,6 +211,8 @@ def grpc_handler(behaviour: Behaviour) -> GrpcHandler:
 
     async def answer(seen: Seen, context: Any) -> bytes:
         reply = await behaviour.answer(event_from_grpc(seen))
+        if reply.result is Result.SUCCESS and reply.fanout is not None:
+            return records_pb.encode(list(reply.fanout))  # the sidecar's call.fanout: true
         if reply.result is Result.SUCCESS:
             trailers: list[tuple[str, str | bytes]] = [(f"kafka-header-{n}-bin", v or b"") for n, v in reply.headers]
             if reply.topic is not None:

@@ -205,6 +205,39 @@ async def test_replies_go_where_they_say_when_allowed_and_carry_the_input_header
         assert b"not-allowed" in story["streamcar-error"]
 
 
+async def test_a_fanned_out_reply_publishes_each_record_once_in_order_per_key(
+    mode: Mode, kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str]
+) -> None:
+    source, out, review, group = topic_factory(3), topic_factory(3), topic_factory(2), group_factory()
+    n = 40
+    fans = {i: [0, 1, 10, 3][i % 4] for i in range(n)}
+    behaviour = Behaviour()
+    with reach(mode, behaviour) as url:
+        call = {**call_spec(mode), **({"fanout": True} if mode.grpc else {})}
+        spec = pipeline(source, group, url, publish=out, call=call, max_in_flight=16)
+        spec["publish"]["allow"] = [review]
+        async with running(make_config(kafka.bootstrap, {"p": spec})):
+            records: list[tuple[bytes | None, bytes | None] | tuple[bytes | None, bytes | None, RecordHeaders]] = []
+            for i in range(n):
+                sent: RecordHeaders = [("cmd", "fanout"), ("fan", str(fans[i])), ("route-to", review), ("origin", "a")]
+                records.append((f"k{i % 4}".encode(), order(str(i), i), sent))
+            produce_records(kafka, source, records)
+            plain = await read(kafka, out, sum((f + 1) // 2 for f in fans.values()))
+            routed = await read(kafka, review, sum(f // 2 for f in fans.values()))
+            await committed_reaches(kafka, group, n)
+
+    for topic, got, first in ((out, plain, 0), (review, routed, 1)):  # even parts to publish.topic, odd routed
+        seen = sorted((reply_id(mode, m.value()), int(dict(m.headers() or [])["part"])) for m in got)
+        assert seen == sorted((i, j) for i in range(n) for j in range(first, fans[i], 2)), topic  # each once
+        by_key: dict[bytes | None, list[int]] = defaultdict(list)
+        for m in got:
+            assert dict(m.headers() or [])["origin"] == b"a"  # the input's headers, on every record
+            assert m.key() == f"k{reply_id(mode, m.value()) % 4}".encode()  # the input's key
+            by_key[m.key()].append(reply_id(mode, m.value()))
+        for key, seq in by_key.items():
+            assert seq == sorted(seq), f"{topic}: the records of {key!r} were published out of order"
+
+
 async def test_key_order_under_concurrency(
     mode: Mode, kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str]
 ) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 
 import grpc
 
-from streamcar.call import override
+from streamcar.call import override, records_pb
 from streamcar.config import CallConfig, GrpcTarget, ServiceTlsConfig, format_duration, read_pem
 from streamcar.errors import ConfigError
 from streamcar.event import KEEP_KEY, Event, KeepKey, Reply, Result
@@ -138,9 +138,11 @@ def reply_from_status(
     *,
     statuses: Mapping[str, Result] = NO_STATUSES,
     method: str = "",
+    fanout: bool = False,
 ) -> Reply:
     """The reply for a finished call: its status code, details, response metadata (initial, then trailing) and
-    bytes; ``statuses`` is ``call.status`` (by code name), ``method`` the one called (a refusal names it)."""
+    bytes; ``statuses`` is ``call.status`` (by code name), ``method`` the one called (a refusal names it),
+    ``fanout``: the response is a Records message (``call.fanout``)."""
     received = tuple(metadata)
     retry_after = parse_retry_after(_text(received, "retry-after"))
     error = f"gRPC {code.name}" + (f": {details}" if details and code != grpc.StatusCode.OK else "")
@@ -154,14 +156,19 @@ def reply_from_status(
     if asked is not None:
         return asked
     configured = statuses.get(code.name)
-    if configured is Result.SUCCESS:
+    if configured is Result.SUCCESS or (configured is None and code == grpc.StatusCode.OK):
+        if fanout:
+            try:
+                return Reply.records(records_pb.decode(response))
+            except records_pb.RecordsError as exc:
+                return Reply.retry(
+                    error=f"the response is not a streamcar.v1.Records message: {exc}", kind=Kind.BAD_REPLY
+                )
         return _success(received, response)
     if configured is not None:
         mapped = override(configured, error=error, header="call.status", retry_after=retry_after, kind=Kind.GRPC_STATUS)
         assert mapped is not None
         return mapped
-    if code == grpc.StatusCode.OK:
-        return _success(received, response)
     if code == grpc.StatusCode.UNAVAILABLE and _NOT_REACHED.search(details):
         return Reply.retry(after=retry_after, error=error, kind=Kind.CONNECTION)
     if code in RETRY_CODES:
@@ -231,6 +238,7 @@ class GrpcCaller:
         self._methods: Iterator[Any] | None = None
         self._closed = False
         self._statuses = {code.upper(): Result(result) for code, result in config.status.items()}
+        self._fanout = config.fanout
 
     async def start(self) -> None:
         """Open the channels on the running loop (grpc.aio binds them to it); ConfigError for bad TLS or headers."""
@@ -272,7 +280,13 @@ class GrpcCaller:
             response: bytes = await call
             received = (*(await call.initial_metadata() or ()), *(await call.trailing_metadata() or ()))
             return reply_from_status(
-                await call.code(), "", received, response, statuses=self._statuses, method=self._target.method
+                await call.code(),
+                "",
+                received,
+                response,
+                statuses=self._statuses,
+                method=self._target.method,
+                fanout=self._fanout,
             )
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
@@ -283,7 +297,9 @@ class GrpcCaller:
                 error = f"the response exceeds {self._max_response:,} bytes (call.max_response_bytes): {details}"
                 return Reply.retry(error=error, kind=Kind.BAD_REPLY)  # grpc refused it on our side: no outage
             received = (*(exc.initial_metadata() or ()), *(exc.trailing_metadata() or ()))
-            return reply_from_status(code, details, received, b"", statuses=self._statuses, method=self._target.method)
+            return reply_from_status(
+                code, details, received, b"", statuses=self._statuses, method=self._target.method, fanout=self._fanout
+            )
         except grpc.aio.BaseError as exc:  # refused by the client library before reaching the service
             return Reply.retry(error=f"gRPC client error: {type(exc).__name__}: {exc}", kind=Kind.GRPC_CLIENT)
         except asyncio.CancelledError:

@@ -111,6 +111,9 @@ class CallConfig(_Model):
     max_response_bytes: ByteSize = Field(default=16 * 1024 * 1024, ge=1024)
     """The most a reply may hold: head and body, decompressed (HTTP), or the response message (gRPC). A bigger
     reply fails the call as ``bad-reply``, checked as the bytes arrive."""
+    fanout: bool = False
+    """gRPC: the method answers a ``streamcar.v1.Records`` message (docs/records.proto), zero or more records to
+    publish, instead of the bytes of one (HTTP and Python say so in each reply)."""
     status: dict[str, Literal["success", "drop", "retry", "dead-letter"]] = Field(default_factory=dict)
     """What a status means, overriding the default mapping: HTTP codes (``{"404": drop, "409": success}``) or
     gRPC status names (``{NOT_FOUND: drop}``). A ``Streamcar-Result`` reply header still wins."""
@@ -148,6 +151,8 @@ class CallConfig(_Model):
         problems: list[tuple[SubPath, str]] = []
         if self.batch.max_messages > 1 and target.kind == "grpc":
             problems.append((("batch", "max_messages"), "gRPC takes one record per call; batch needs http or python"))
+        if self.fanout and target.kind != "grpc":
+            problems.append((("fanout",), "applies to grpc:// services only (HTTP and Python replies say it each)"))
         if self.tls is not None and not (isinstance(target, HttpTarget | GrpcTarget) and target.tls):
             problems.append((("tls",), "applies to https:// and grpcs:// services only"))
         problems.extend((("status", code), problem) for code, problem in _status_problems(self.status, target.kind))
