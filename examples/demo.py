@@ -2,7 +2,8 @@
 
 It starts a real Apache Kafka, the example service (examples/orders_service.py) and `streamcar run` with
 examples/streamcar.yaml, produces sample orders (two of them bad) with ``streamcar produce``, shows the enriched
-replies the sidecar published and, with ``streamcar dlq show``, the dead letters it routed, then stops
+replies the sidecar published (the big orders routed to orders-review too, an order's items fanned out to
+orders-items) and, with ``streamcar dlq show``, the dead letters it routed, then stops
 everything (the sidecar with SIGTERM: drain, commit, exit 0) and removes its temporary files.
 """
 
@@ -31,8 +32,12 @@ from streamcar.errors import StreamcarError
 HERE = Path(__file__).resolve().parent
 console = Console()
 
+ITEMS = {"o-2": [{"sku": "tea", "qty": 2}, {"sku": "cup", "qty": 1}, {"sku": "pot", "qty": 1}]}
 ORDERS: list[bytes] = [
-    json.dumps({"order_id": f"o-{i}", "customer": f"c-{i % 3}", "amount": amount, "currency": currency}).encode()
+    json.dumps(
+        {"order_id": f"o-{i}", "customer": f"c-{i % 3}", "amount": amount, "currency": currency}
+        | ({"items": ITEMS[f"o-{i}"]} if f"o-{i}" in ITEMS else {})
+    ).encode()
     for i, (amount, currency) in enumerate(
         [(12.5, "EUR"), (120.0, "USD"), (42.0, "GBP"), (7.99, "EUR"), (250.0, "EUR"), (19.0, "USD")]
     )
@@ -83,8 +88,18 @@ def main() -> int:
         console.print(f"produced {len(ORDERS)} orders to [bold]orders[/bold] (2 of them bad)")
         with console.status("waiting for the sidecar's replies and dead letters ..."):
             enriched = read(bootstrap, "orders-enriched", 6)
+            review = read(bootstrap, "orders-review", 2)
+            items = read(bootstrap, "orders-items", 3)
             dead = read(bootstrap, "orders-dlq", 2)
         show(enriched)
+        console.print(
+            "[bold]orders-review[/bold] (routed: the reply sent big orders here too): "
+            + ", ".join(sorted(json.loads(m.value() or b"{}")["order_id"] for m in review))
+        )
+        console.print(
+            "[bold]orders-items[/bold] (fanned out: one record per item of o-2): "
+            + ", ".join(sorted(json.loads(m.value() or b"{}")["sku"] for m in items))
+        )
         console.print(
             "[bold]orders-dlq[/bold]: dead letters, as [bold]streamcar dlq show --topic orders-dlq[/bold] lists them"
         )
@@ -93,7 +108,7 @@ def main() -> int:
         sidecar.send_signal(signal.SIGTERM)
         code = sidecar.wait(30)
         console.print(f"sidecar stopped on SIGTERM with exit code {code} (drained and committed)")
-        if len(enriched) != 6 or len(dead) != 2 or code != 0:
+        if len(enriched) != 6 or len(review) != 2 or len(items) != 3 or len(dead) != 2 or code != 0:
             console.print(f"[red]unexpected result[/red]; sidecar log:\n{sidecar_log.read_text()[-3000:]}")
             return 1
         console.print("[green]demo done[/green]")
@@ -116,7 +131,8 @@ def main() -> int:
 
 def create_topics(bootstrap: str) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    topics = [NewTopic("orders", 3, 1), NewTopic("orders-enriched", 3, 1), NewTopic("orders-dlq", 1, 1)]
+    names = {"orders": 3, "orders-enriched": 3, "orders-review": 1, "orders-items": 3, "orders-dlq": 1}
+    topics = [NewTopic(name, partitions, 1) for name, partitions in names.items()]
     for future in admin.create_topics(topics).values():
         future.result(30)
 

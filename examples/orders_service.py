@@ -1,10 +1,14 @@
 """An example service for the sidecar: enriches JSON orders. It never touches Kafka; it only answers HTTP.
 
-    POST /orders  body: {"order_id": "o-1", "customer": "c-1", "amount": 12.5, "currency": "EUR"}
+    POST /orders  body: {"order_id": "o-1", "customer": "c-1", "amount": 12.5, "currency": "EUR", "items": [...]}
 
-Replies 200 with the enriched order (published by the sidecar to the output topic); an order that can never be
-valid, or a body that is not JSON, is answered with ``Reply.dead_letter(...)`` (HTTP 422 with
-``Streamcar-Result: dead-letter``: dead-lettered by the sidecar at once). It dedupes by the event's idempotency key
+Replies 200 with the enriched order, which the sidecar publishes to the output topic (``orders-enriched``). The
+reply also says where else records go, and the sidecar publishes them all before the order counts as done:
+* a big order (100 or more) goes to ``orders-review`` too (routing: a record with its own topic);
+* an order with ``items`` fans out one record per item to ``orders-items``, keyed by the order id.
+Both topics are in the sidecar's ``publish.allow``. An order that can never be valid, or a body that is not JSON,
+is answered with ``Reply.dead_letter(...)`` (HTTP 422 with ``Streamcar-Result: dead-letter``: dead-lettered by
+the sidecar at once). It dedupes by the event's idempotency key
 (``{topic}-{partition}-{offset}``, also sent as Idempotency-Key), as a real service should, so a redelivered order
 is enriched the same way. streamcar.service turns the request into an Event and the Reply into the response.
 
@@ -20,11 +24,11 @@ from typing import Any
 
 from aiohttp import web
 
-from streamcar import Event, Reply
+from streamcar import Event, Record, Reply
 from streamcar.service import aiohttp_event, aiohttp_response
 
 TAX = {"EUR": 0.21, "USD": 0.08, "GBP": 0.20}
-_seen: dict[str, bytes] = {}
+_seen: dict[str, Reply] = {}
 
 
 def enrich(order: dict[str, Any], received_at: str) -> dict[str, Any]:
@@ -48,8 +52,8 @@ async def handle(request: web.Request) -> web.Response:
 
 def process(event: Event) -> Reply:
     key = event.idempotency_key
-    if key in _seen:
-        return Reply.success(_seen[key], content_type="application/json")
+    if key in _seen:  # a redelivery: the same answer
+        return _seen[key]
     try:
         order = json.loads(event.value or b"")
     except ValueError:
@@ -58,9 +62,24 @@ def process(event: Event) -> Reply:
         return Reply.dead_letter("an order needs order_id and amount")
     if not isinstance(order["amount"], int | float) or order["amount"] < 0:
         return Reply.dead_letter(f"amount must be a non-negative number, got {order['amount']!r}")
-    body = json.dumps(enrich(order, datetime.now(UTC).isoformat(timespec="seconds"))).encode()
-    _seen[key] = body
-    return Reply.success(body, content_type="application/json")
+    enriched = enrich(order, datetime.now(UTC).isoformat(timespec="seconds"))
+    reply = route(enriched)
+    _seen[key] = reply
+    return reply
+
+
+def route(enriched: dict[str, Any]) -> Reply:
+    """One record to orders-enriched, plus one to orders-review for a big order and one per item to orders-items."""
+    body = json.dumps(enriched).encode()
+    records = [Record(body, content_type="application/json")]
+    if enriched["amount"] >= 100:
+        records.append(Record(body, topic="orders-review", content_type="application/json"))
+    for item in enriched.get("items") or ():
+        line = json.dumps({"order_id": enriched["order_id"], **item}).encode()
+        records.append(Record(line, key=str(enriched["order_id"]).encode(), topic="orders-items"))
+    if len(records) == 1:
+        return Reply.success(body, content_type="application/json")
+    return Reply.records(records)
 
 
 async def health(_request: web.Request) -> web.Response:

@@ -25,6 +25,8 @@ def test_demo_runs_end_to_end(repo_root: Path) -> None:
     assert "demo done" in out
     assert "exit code 0" in out
     assert out.count("gold") == 2  # the enriched replies really came back through Kafka
+    assert "orders-review (routed: the reply sent big orders here too): o-1, o-4" in out
+    assert "orders-items (fanned out: one record per item of o-2): cup, pot, tea" in out
     assert "HTTP 422" in out
 
 
@@ -39,3 +41,8 @@ def test_example_service_enriches_and_rejects(repo_root: Path) -> None:
     assert enriched["total"] == 121.0
     assert enriched["tier"] == "gold"
     assert json.loads(json.dumps(enriched)) == enriched
+    big = orders_service.route({**enriched, "items": [{"sku": "a"}, {"sku": "b"}]})
+    assert big.fanout is not None
+    assert [r.topic for r in big.fanout] == [None, "orders-review", "orders-items", "orders-items"]
+    small = orders_service.route({**enriched, "amount": 5.0})
+    assert small.fanout is None
