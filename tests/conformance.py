@@ -73,6 +73,7 @@ class Behaviour:
         self.current = 0
         self.peak = 0
         self.batches: list[int] = []  # the size of every batch call, in arrival order (batch delivery only)
+        self.grpc_fanout = False  # the sidecar's call.fanout: every gRPC success answers a Records message
         self._lock = threading.Lock()
 
     def enter(self, event: Event) -> str:
@@ -211,8 +212,10 @@ def grpc_handler(behaviour: Behaviour) -> GrpcHandler:
 
     async def answer(seen: Seen, context: Any) -> bytes:
         reply = await behaviour.answer(event_from_grpc(seen))
-        if reply.result is Result.SUCCESS and reply.fanout is not None:
-            return records_pb.encode(list(reply.fanout))  # the sidecar's call.fanout: true
+        if reply.result is Result.SUCCESS and (reply.fanout is not None or behaviour.grpc_fanout):
+            # the sidecar's call.fanout: true: a method that fans out answers Records, one record or many
+            one = [Record(reply.value, key=reply.key, headers=reply.headers, topic=reply.topic)]
+            return records_pb.encode(list(reply.fanout) if reply.fanout is not None else one)
         if reply.result is Result.SUCCESS:
             trailers: list[tuple[str, str | bytes]] = [(f"kafka-header-{n}-bin", v or b"") for n, v in reply.headers]
             if reply.topic is not None:

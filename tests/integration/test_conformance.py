@@ -300,15 +300,17 @@ async def test_a_failed_entry_holds_its_key_without_resending_what_succeeded(
 def test_sigkill_loses_nothing(
     mode: Mode, kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str], tmp_path: Path
 ) -> None:
+    """A third of the inputs fan out to 2 or 3 records: each of them must be there too."""
     source, out, group = topic_factory(3), topic_factory(3), group_factory()
     n, kills, max_in_flight, max_delay = 4000, 2, 64, 0.001
+    fans = {i: 2 + i % 2 for i in range(n) if i % 3 == 0}
     behaviour = Behaviour(delay=(0.0, max_delay))
+    behaviour.grpc_fanout = mode.grpc
     process: SidecarProcess | None = None
     with reach(mode, behaviour) as url:
         # commits come from the count trigger alone (every max_in_flight / 2 completions): the interval is long
-        spec = pipeline(
-            source, group, url, publish=out, call=call_spec(mode), max_in_flight=max_in_flight, commit_interval="5s"
-        )
+        call = {**call_spec(mode), **({"fanout": True} if mode.grpc else {})}
+        spec = pipeline(source, group, url, publish=out, call=call, max_in_flight=max_in_flight, commit_interval="5s")
         # a killed member stays in the group until its session times out: keep that short so restarts are quick
         config = make_config(
             kafka.bootstrap, {"p": spec}, librdkafka={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
@@ -316,7 +318,12 @@ def test_sigkill_loses_nothing(
         probe = kafka.consumer("probe")  # closed at teardown
         # python:conformance:handle is imported by the sidecar process, which makes its own Behaviour
         env = {"PYTHONPATH": str(TESTS_DIR), "CONFORMANCE_MAX_DELAY": str(max_delay)}
-        produce_records(kafka, source, [record(i, f"k{i % 40}", "ok") for i in range(n)])
+        records: list[tuple[bytes | None, bytes | None] | tuple[bytes | None, bytes | None, RecordHeaders]] = []
+        for i in range(n):
+            key, value, headers = record(i, f"k{i % 40}", "fanout" if i in fans else "ok")
+            records.append((key, value, [*headers, ("fan", str(fans.get(i, 0))), ("route-to", out)]))
+        produce_records(kafka, source, records)
+        expected = n + sum(fans.values()) - len(fans)
         try:
             for round_ in range(kills):
                 process = SidecarProcess(config, tmp_path, env=env).start()
@@ -330,17 +337,18 @@ def test_sigkill_loses_nothing(
             process = SidecarProcess(config, tmp_path, env=env).start()
             # everything done and committed first: read_topic counts duplicates towards what it expects
             wait_for(lambda: committed_total(kafka, group) == n, timeout=120, what="the final commit")
-            replies = read_topic(kafka, out, expect=n, timeout=60)
-            ids = Counter(reply_id(mode, m.value()) for m in replies)
-            missing = set(range(n)) - set(ids)
-            assert not missing, f"{len(missing)} inputs have no reply, e.g. {sorted(missing)[:5]}"
-            duplicates = sum(ids.values()) - n
+            replies = read_topic(kafka, out, expect=expected, timeout=60)
+            ids = Counter((reply_id(mode, m.value()), int(dict(m.headers() or []).get("part", b"0"))) for m in replies)
+            want = {(i, j) for i in range(n) for j in range(fans.get(i, 1))}
+            missing = want - set(ids)
+            assert not missing, f"{len(missing)} replies or fanned-out records missing, e.g. {sorted(missing)[:5]}"
+            duplicates = sum(ids.values()) - expected
             print(f"{mode.name}: {duplicates} duplicates after {kills} SIGKILLs")
             # A crash redoes what was in flight (max_in_flight), what completed since the last commit was
             # triggered (max_in_flight / 2) and what completed during that commit's round trip to the broker
             # (throughput x round trip: a few thousand messages/s here, times a few ms). Commits on the 5 s
             # interval alone would redo thousands per crash.
-            assert duplicates <= kills * 4 * max_in_flight, duplicates
+            assert duplicates <= kills * 4 * max_in_flight * 3, duplicates  # up to 3 records an input
             process.signal(signal.SIGTERM)
             assert process.wait(30) == 0, process.log_tail()
         finally:
