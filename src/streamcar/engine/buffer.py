@@ -5,11 +5,9 @@ full (see :mod:`streamcar.engine.flow`) and let go on once it drained to half, s
 service or the broker does: ``max_messages`` messages and ``max_bytes`` of keys, values and headers, plus what the
 consumer thread hands over before it is held back (at most two batches of 500 records).
 
-A buffer full of messages that all wait behind busy keys (a few slow or retrying keys with a deep backlog) has
-nothing to call, while the log beyond may hold other keys' messages: stopping there would starve every key for
-the few. So it is full only once none of its messages is ready, at a second bound, :data:`BLOCKED` times
-greater (``max_blocked_messages``, and twice the bytes): memory stays bounded, and other keys keep flowing until
-that much is queued behind the busy ones (``retry.max_block`` ends a key's wait after a while).
+A buffer full of messages that all wait behind busy keys stops consumption; ``retry.max_block`` ends a stuck
+key's wait. (A second, larger bound for that case was tried and taken back: with every key merely in a call it
+buffered the whole backlog, spread completions far apart and multiplied what a crash redoes.)
 """
 
 from __future__ import annotations
@@ -24,19 +22,15 @@ MAX_MESSAGES = 2000
 """The least number of messages the buffer holds (it holds at least ``2 x max_in_flight``)."""
 MAX_BYTES = 64 * 1024 * 1024
 """Bytes of records the buffer holds before the consumer is held back: 2,000 records of 1 MiB are 2 GiB."""
-BLOCKED = 4
-"""How many times more messages the buffer holds when none of them is ready (each waits behind its busy key)."""
 
 
 class Buffer:
-    __slots__ = ("_scheduler", "bytes", "max_blocked_bytes", "max_blocked_messages", "max_bytes", "max_messages")
+    __slots__ = ("_scheduler", "bytes", "max_bytes", "max_messages")
 
     def __init__(self, max_in_flight: int, *, max_bytes: int = MAX_BYTES) -> None:
         self._scheduler: LaneScheduler[Work] = LaneScheduler(lane_of, partition_of)
         self.max_messages = max(MAX_MESSAGES, 2 * max_in_flight)
         self.max_bytes = max_bytes
-        self.max_blocked_messages = BLOCKED * self.max_messages
-        self.max_blocked_bytes = 2 * max_bytes
         self.bytes = 0
 
     def submit(self, work: Work) -> None:
@@ -65,19 +59,11 @@ class Buffer:
     @property
     def full(self) -> bool:
         """No more records for now: the consumer waits until :attr:`half` empty."""
-        count, size = len(self._scheduler), self.bytes
-        if count >= self.max_blocked_messages or size >= self.max_blocked_bytes:
-            return True
-        return (count >= self.max_messages or size >= self.max_bytes) and self._scheduler.ready_count > 0
+        return len(self._scheduler) >= self.max_messages or self.bytes >= self.max_bytes
 
     @property
     def half(self) -> bool:
-        """Room again: drained to half, or every message waits behind a busy key, below the second bound."""
-        count, size = len(self._scheduler), self.bytes
-        if count <= self.max_messages // 2 and size <= self.max_bytes // 2:
-            return True
-        # every message behind a busy key: room up to the second bound (what a batch more brings is the slack)
-        return self._scheduler.ready_count == 0 and count < self.max_blocked_messages and size < self.max_blocked_bytes
+        return len(self._scheduler) <= self.max_messages // 2 and self.bytes <= self.max_bytes // 2
 
     def __len__(self) -> int:
         return len(self._scheduler)

@@ -131,26 +131,6 @@ async def test_max_in_flight_bounds_the_calls_whatever_the_backlog(batch: int) -
     assert caller.most_in_flight <= 10
 
 
-async def test_a_backlog_behind_a_few_busy_keys_does_not_starve_the_other_keys() -> None:
-    """Case (b)'s second half: 5 keys hang, and 3,000 of their messages come first in the log; the buffer's
-    first bound (2,000 messages) fills with them and none is ready. Consumption goes on, up to the second bound,
-    so the other keys' messages behind them are reached and answered while the busy keys still hang."""
-    hang = asyncio.Event()
-
-    async def answer(event: Event, attempt: int) -> Reply:
-        if event.value == b"busy":
-            await hang.wait()
-        return Reply.success(event.value)
-
-    busy = [record(0, i, b"b%d" % (i % 5), b"busy") for i in range(3000)]
-    other = [record(0, 3000 + i, b"f%d" % i, b"fast") for i in range(300)]
-    async with Rig({TP0: busy + other}, ScriptedCaller(answer), pipeline_config(max_in_flight=32)) as rig:
-        await rig.until(lambda: len(rig.out()) == 300, "the other keys' replies", within=10)
-        assert rig.pipeline.buffered <= rig.pipeline._buffer.max_blocked_messages
-        hang.set()
-        await rig.until(lambda: len(rig.out()) == 3300, "every reply", within=20)
-
-
 async def test_max_block_dead_letters_a_message_that_held_its_key_too_long_and_the_key_goes_on() -> None:
     def answer(event: Event, attempt: int) -> Reply:
         if event.value == b"stuck":
