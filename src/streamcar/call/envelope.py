@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from streamcar.event import KEEP_KEY, Event, KeepKey, Record, Reply, Result, text_bytes
+from streamcar.event import KEEP_KEY, Event, Headers, KeepKey, Record, Reply, Result, text_bytes
 from streamcar.failures import Kind
 
 _Pairs = list[tuple[str, bytes | None]]
@@ -149,22 +149,25 @@ def _records(items: object) -> list[Record]:
 
 def encode_records(records: Sequence[Record]) -> list[dict[str, Any]]:
     """Each record as the envelope writes it (a single reply's body is ``{"records": <this>}``)."""
-    out = []
-    for record in records:
-        headers: _Pairs = list(record.headers)
-        if record.content_type and all(name != "content-type" for name, _ in headers):
-            headers.append(("content-type", text_bytes(record.content_type)))
-        key = None if isinstance(record.key, KeepKey) else record.key
-        encoding, encode = encoder([record.value, key, *(value for _, value in headers)])
-        item: dict[str, Any] = {"value": encode(record.value), "encoding": encoding}
-        if not isinstance(record.key, KeepKey):
-            item["key"] = encode(record.key)
-        if headers:
-            item["headers"] = header_object(headers, encode)
-        if record.topic is not None:
-            item["topic"] = record.topic
-        out.append(item)
-    return out
+    return [_payload(r.value, r.key, r.headers, r.content_type, r.topic) for r in records]
+
+
+def _payload(
+    value: bytes | None, key: bytes | KeepKey | None, headers: Headers, content_type: str | None, topic: str | None
+) -> dict[str, Any]:
+    """What a record to publish holds, as a result or a fanned-out record writes it: ``value`` and ``encoding``,
+    ``key`` (absent: the input's), ``headers`` (``content_type`` among them unless one is), ``topic``."""
+    pairs: _Pairs = list(headers)
+    if content_type and all(name != "content-type" for name, _ in pairs):
+        pairs.append(("content-type", text_bytes(content_type)))
+    encoding, encode = encoder([value, None if isinstance(key, KeepKey) else key, *(v for _, v in pairs)])
+    item: dict[str, Any] = {"value": encode(value), "encoding": encoding}
+    if not isinstance(key, KeepKey):
+        item["key"] = encode(key)
+    item["headers"] = header_object(pairs, encode)
+    if topic is not None:
+        item["topic"] = topic
+    return item
 
 
 # --- the service's side ------------------------------------------------------------------------------------------
@@ -219,17 +222,10 @@ def encode_results(replies: Sequence[Reply]) -> bytes:
 def _result(reply: Reply) -> dict[str, Any]:
     if reply.fanout is not None:
         return {"status": reply.result.value, "records": encode_records(reply.fanout)}
-    headers: _Pairs = list(reply.headers)
-    if reply.content_type and all(name != "content-type" for name, _ in headers):
-        headers.append(("content-type", text_bytes(reply.content_type)))
-    key = None if isinstance(reply.key, KeepKey) else reply.key
-    encoding, encode = encoder([reply.value, key, *(value for _, value in headers)])
-    result: dict[str, Any] = {"status": reply.result.value, "value": encode(reply.value), "encoding": encoding}
-    if not isinstance(reply.key, KeepKey):
-        result["key"] = encode(reply.key)
-    result["headers"] = header_object(headers, encode)
-    if reply.topic is not None:
-        result["topic"] = reply.topic
+    result: dict[str, Any] = {
+        "status": reply.result.value,
+        **_payload(reply.value, reply.key, reply.headers, reply.content_type, reply.topic),
+    }
     result["error"] = reply.error
     if reply.result is Result.RETRY and reply.retry_after is not None:
         result["retry_after"] = reply.retry_after

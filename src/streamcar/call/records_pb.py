@@ -20,6 +20,7 @@ protobuf runtime in the sidecar.
 
 from __future__ import annotations
 
+from streamcar import varint
 from streamcar.event import KEEP_KEY, KeepKey, Record
 
 _VARINT, _LEN = 0, 2
@@ -106,16 +107,10 @@ def _fields(data: bytes) -> list[tuple[int, int, int | bytes]]:
 
 
 def _varint(data: bytes, at: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if at >= len(data) or shift > 63:
-            raise RecordsError("a varint runs past the end of the message")
-        byte = data[at]
-        at += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, at
-        shift += 7
+    try:
+        return varint.get(data, at)
+    except varint.Truncated:
+        raise RecordsError("a varint runs past the end of the message") from None
 
 
 def encode(records: list[Record]) -> bytes:
@@ -144,16 +139,6 @@ def _encode_record(record: Record) -> bytes:
 
 
 def _put(out: bytearray, field: int, value: bytes) -> None:
-    out += _as_varint(field << 3 | _LEN) + _as_varint(len(value)) + value
-
-
-def _as_varint(number: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = number & 0x7F
-        number >>= 7
-        if number:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+    varint.put(out, field << 3 | _LEN)
+    varint.put(out, len(value))
+    out += value

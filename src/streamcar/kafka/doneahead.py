@@ -35,6 +35,8 @@ import binascii
 import zlib
 from collections.abc import Iterable, Sequence
 
+from streamcar import varint
+
 PREFIX = "streamcar:1:"
 MAX_METADATA = 4096
 """The broker's ``offset.metadata.max.bytes`` by default: the longest metadata a commit may carry."""
@@ -129,8 +131,8 @@ def _runs_bytes(committed: int, runs: Sequence[Run]) -> bytes:
     out = bytearray()
     cursor = committed
     for first, last in runs:
-        _put_varint(out, first - cursor)
-        _put_varint(out, last - first + 1)
+        varint.put(out, first - cursor)
+        varint.put(out, last - first + 1)
         cursor = last
     return bytes(out)
 
@@ -186,21 +188,8 @@ def _runs_from_bits(committed: int, data: bytes) -> list[Run]:
     return runs
 
 
-def _put_varint(out: bytearray, value: int) -> None:
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-
-
 def _get_varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise DoneAheadError("damaged: a truncated number")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
+    try:
+        return varint.get(data, pos)
+    except varint.Truncated:
+        raise DoneAheadError("damaged: a truncated number") from None
