@@ -19,8 +19,14 @@ The order of a commit, written down where it happens (:meth:`Checkpoint.commit`)
    as committed; a refused one (mid-rebalance) is simply tried again at the next tick.
 
 When: every ``commit_interval``, and as soon as ``max_in_flight / 2`` messages were released since the last
-commit; if a commit is under way then, the next follows the moment it ends. So at most two such batches are done
-and not committed at any time, and a crash redoes at most those and what was in flight.
+commit; if a commit is under way then, the next follows the moment it ends.
+
+What a crash redoes is what was taken and is not covered by a commit the broker took: the messages in flight, and
+those released since (:attr:`Checkpoint.owed`). A commit that travels long (a loaded broker, a distant
+coordinator) would let the second grow with the throughput, so the dispatcher takes no new message while both
+together reach ``3 x max_in_flight`` (:meth:`~streamcar.engine.inflight.InFlight.free`): that is the bound on
+what a crash redoes, whatever the commit's round trip. A commit the broker refused while that bound holds the
+pipeline back is tried again within 100 ms, not at the next tick.
 A source that ends (a replay) commits nothing: the pipeline's group offsets stay where they are.
 
 The metadata's size is bounded (the broker's ``offset.metadata.max.bytes``): a partition whose next record would
@@ -65,6 +71,12 @@ class Checkpoint:
         self._task: asyncio.Task[None] | None = None
         self._room: dict[TP, tuple[int, Callable[[], None]]] = {}
         self._throttle = Throttle()
+        self._limit = max_in_flight
+        self._owed: dict[TP, int] = {}  # per partition: released, not covered by a commit the broker took
+        self.owed = 0
+        """Messages released and not covered by a commit the broker took yet (a crash now would redo them)."""
+        self.covered: Callable[[], None] = lambda: None
+        """Called when a commit the broker took lowered :attr:`owed` (the dispatcher may take messages again)."""
 
     def start(self, committer: Committer, owned: Collection[TP]) -> None:
         """Commit through ``committer``, for the partitions in ``owned`` (a live view of what this member owns)."""
@@ -81,7 +93,9 @@ class Checkpoint:
     def release(self, tp: TP, offset: int) -> None:
         """``offset`` of ``tp`` is done; commit soon when enough were released since the last commit."""
         tracker = self.tracker
-        tracker.done(tp, offset)
+        if tracker.done(tp, offset) and self._commits:
+            self._owed[tp] = self._owed.get(tp, 0) + 1
+            self.owed += 1
         self._since += 1
         if self._since >= self._every and self._commits:
             if self._committing:
@@ -102,6 +116,7 @@ class Checkpoint:
         """``tps`` were revoked or lost: nothing waits for room in them any more."""
         for tp in tps:
             self._room.pop(tp, None)
+            self.owed -= self._owed.pop(tp, 0)  # committed by the revoke, or the next owner's to redo
 
     def resume(self, tp: TP, committed: CommitPoint) -> None:
         """``tp`` was assigned, with what its previous owner committed: the offsets that commit says were done
@@ -138,12 +153,22 @@ class Checkpoint:
             return
         self._committing = True
         self._since = 0
+        owed = {tp: self._owed.get(tp, 0) for tp in points}  # what this commit covers once the broker took it
         try:
             await self._commit(committer, points)  # 3
         except KafkaException as exc:  # e.g. mid-rebalance; the next tick (or the revoke) commits again
-            log.info(
-                "%s: commit deferred: %s", self._name, exc, extra={"event": "commit-deferred", "pipeline": self._name}
-            )
+            held = self._throttle.allow("commit-deferred")
+            if held is not None:
+                log.info(
+                    "%s: commit deferred: %s%s",
+                    self._name,
+                    exc,
+                    held_back(held, self._throttle.interval),
+                    extra={"event": "commit-deferred", "pipeline": self._name},
+                )
+            if self.owed >= self._limit:  # the dispatcher may be waiting for this commit: try again soon
+                loop = asyncio.get_running_loop()
+                loop.call_later(min(self._interval, 0.1), lambda: loop.create_task(self.commit()))
             return
         finally:
             self._committing = False
@@ -151,6 +176,18 @@ class Checkpoint:
                 self._again = False
                 asyncio.get_running_loop().create_task(self.commit())
         self.tracker.mark_committed(points)
+        self._cover(owed)
+
+    def _cover(self, owed: Mapping[TP, int]) -> None:
+        """A commit the broker took covers ``owed`` releases per partition (those since are still owed)."""
+        left = self._owed
+        for tp, count in owed.items():
+            if tp in left:  # not revoked meanwhile (forget took its count off)
+                left[tp] -= count
+                self.owed -= count
+                if not left[tp]:
+                    del left[tp]
+        self.covered()
 
     async def _commit(self, committer: Committer, points: Mapping[TP, CommitPoint]) -> None:
         try:

@@ -62,6 +62,7 @@ class Dispatcher:
         max_wait: float,
         stopping: Callable[[], bool],
         gate: Gate,
+        owed: Callable[[], int] = lambda: 0,
     ) -> None:
         self._inflight = inflight
         self._buffer = buffer
@@ -70,6 +71,7 @@ class Dispatcher:
         self._max_wait = max_wait
         self._stopping = stopping
         self._gate = gate
+        self._owed = owed  # done and not covered by a commit yet: counts against what may be taken
         self._linger: asyncio.TimerHandle | None = None
         self.process: Process | None = None  # the attempt: set when the pipeline is wired
 
@@ -86,7 +88,7 @@ class Dispatcher:
         if inflight.parked:  # left from a ramp: they are the oldest, and already count against the limit
             parked, inflight.parked = inflight.parked, []
             self.launch_in_batches(parked)
-        free = inflight.free(self._limit)
+        free = inflight.free(self._limit, self._owed())
         size = self._batch_size
         if size == 1:
             if free > 0 and buffer.ready_count:
@@ -120,7 +122,7 @@ class Dispatcher:
         def untried() -> None:
             # probes are few, and may go past max_in_flight by their number: parked retries count against it, and
             # when they fill it, an untried message is still the probe to send (a retry may fail because of itself)
-            free = room if probe else inflight.free(self._limit)
+            free = room if probe else inflight.free(self._limit, self._owed())
             count = min(room - len(taken), free, buffer.ready_count)
             if count > 0:
                 taken.extend(buffer.take(count))  # no runs: a lane's run must travel in one batch

@@ -71,12 +71,14 @@ class InFlight:
         (their key still waits, so order holds), else a slow service's slots would idle through every ack."""
         return self.calling + len(self.waiting) + len(self.held) + len(self.forming) + len(self.parked)
 
-    def free(self, limit: int) -> int:
+    def free(self, limit: int, owed: int = 0) -> int:
         """How many more may be taken: ``limit`` calls, and as many more messages whose replies wait for the
         broker's acknowledgement (a publish that cannot happen, say to a missing topic, must not let in flight
-        grow without bound)."""
-        occupied = self.occupied()
-        return min(limit - occupied, 2 * limit - (occupied - self.calling + len(self.running)))
+        grow without bound); and no more than ``3 x limit`` taken and not covered by a commit the broker took,
+        with the ``owed`` ones done since it (the bound on what a crash redoes, see
+        :mod:`~streamcar.engine.checkpoint`)."""
+        taken = len(self)
+        return min(limit - self.occupied(), 2 * limit - taken, 3 * limit - taken - owed)
 
     # -- ownership --------------------------------------------------------------------------------------------
     def assign(self, tps: Iterable[TP]) -> None:

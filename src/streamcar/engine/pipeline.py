@@ -110,7 +110,9 @@ class Pipeline:
             max_wait=config.call.batch.max_wait,
             stopping=lambda: self._draining,
             gate=self._circuit,
+            owed=lambda: self._checkpoint.owed,
         )
+        self._checkpoint.covered = self._dispatcher.dispatch
         self._circuit.dispatcher = self._dispatcher
         self._draining = False
         self._drain_until = 0.0

@@ -75,6 +75,8 @@ class TwinConsumer:
         self.reset_asked: list[TP] = []
         self.fetch_delay = 0.0
         """Seconds from a resume to the first records, like a real fetch (0: at once)."""
+        self.commit_delay = 0.0
+        """Seconds a commit travels before the broker has it (0: at once)."""
 
     # -- the Consumer port ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -123,6 +125,8 @@ class TwinConsumer:
         self.reset_asked.append(tp)
 
     async def commit(self, offsets: Mapping[TP, CommitPoint]) -> None:
+        if self.commit_delay:
+            await asyncio.sleep(self.commit_delay)
         self.commits.append(dict(offsets))
         self.committed.update(offsets)
 
