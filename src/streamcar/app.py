@@ -20,13 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 from streamcar.admin import AdminServer
 from streamcar.call import build_caller
-from streamcar.config import Config
+from streamcar.config import Config, PipelineConfig
+from streamcar.config._exactly import transaction_timeout_ms
 from streamcar.engine.pipeline import Pipeline
 from streamcar.engine.tracing import Tracing
 from streamcar.errors import StreamcarError
 from streamcar.kafka.producer import AsyncProducer
 from streamcar.kafka.security import check_access
 from streamcar.kafka.settings import for_producer
+from streamcar.kafka.transactions import TransactionalProducer, transactional_id
 from streamcar.logs import configure_logging
 from streamcar.preflight import preflight
 from streamcar.redact import Redactor
@@ -64,6 +66,17 @@ class Sidecar:
             config["client.id"] = f"{self.config.kafka.client_id}-{pipeline}"
         return config
 
+    def _producer(
+        self, name: str, pipeline: PipelineConfig, loop: asyncio.AbstractEventLoop
+    ) -> AsyncProducer | TransactionalProducer:
+        config = self.producer_config(name)
+        if pipeline.publish is None or not pipeline.publish.exactly_once:
+            return AsyncProducer(config, loop)
+        config["transaction.timeout.ms"] = transaction_timeout_ms(
+            self.config.kafka.librdkafka, pipeline.commit_interval
+        )
+        return TransactionalProducer(config, loop, transactional_id(self.config.kafka.client_id, name, pipeline))
+
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set (then drain and commit) or a pipeline fails (then raise its error)."""
         loop = asyncio.get_running_loop()
@@ -77,13 +90,13 @@ class Sidecar:
             owned = tracer_provider(self.config.tracing)  # before anything starts: a missing SDK is a config error
         provider = self._tracer_provider or owned
         await self.admin.start()  # a taken admin port fails the start before anything is consumed
-        producers: list[AsyncProducer] = []
+        producers: list[AsyncProducer | TransactionalProducer] = []
         halt = asyncio.Event()  # stops every pipeline: the caller's stop, or one pipeline's failure
         try:
             for name, pipeline_config in self.config.pipelines.items():
                 # A producer of its own per pipeline: records one pipeline cannot publish (a missing topic) fill
                 # that producer's queue, never the one another pipeline's replies go through.
-                producer = AsyncProducer(self.producer_config(name), loop)
+                producer = self._producer(name, pipeline_config, loop)
                 producers.append(producer)
                 caller = build_caller(pipeline_config.call, pipeline_config.max_in_flight)
                 tracing = None

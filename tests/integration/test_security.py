@@ -248,6 +248,9 @@ class Errors:
     async def on_lost(self, partitions: list[TP]) -> None:
         return None
 
+    def on_rewound(self, partitions: list[TP], committed: Mapping[TP, CommitPoint]) -> None:
+        raise AssertionError("nothing is transactional here")
+
     def on_error(self, error: KafkaError) -> None:
         self.errors.append(error)
 

@@ -21,6 +21,7 @@ from pydantic import (
 
 from streamcar.config._cluster import AdminConfig, KafkaConfig, SecurityConfig
 from streamcar.config._durations import Duration, format_duration
+from streamcar.config._exactly import exactly_once_problems
 from streamcar.config._fields import (
     _CONNECTION_HEADERS,
     _HEADER_NAME,
@@ -248,6 +249,9 @@ class PublishConfig(_Model):
     create_missing: bool = False
     """Create the publish and dead-letter topics when they do not exist, with the input topic's partition count
     (else a missing one is a named problem on /readyz, and its records wait)."""
+    exactly_once: bool = False
+    """Replies, dead letters and the input offsets are committed together in one Kafka transaction: a consumer
+    with ``isolation.level=read_committed`` sees each input's outcome exactly once."""
 
 
 class DeadLetterConfig(_Model):
@@ -350,6 +354,8 @@ class Config(_Model):
             for name, pipeline in self.pipelines.items()
             if owners.setdefault(pipeline.consume.group, name) != name
         )
+        if any(p.publish is not None and p.publish.exactly_once for p in self.pipelines.values()):
+            _raise_problems(exactly_once_problems(self.kafka.librdkafka, self.pipelines))
         return self
 
     def redacted(self) -> dict[str, Any]:

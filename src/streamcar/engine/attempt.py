@@ -25,6 +25,7 @@ from streamcar.engine.outcomes import Outcomes
 from streamcar.engine.retry import Backoff
 from streamcar.engine.scheduler import Lane
 from streamcar.engine.tracing import Tracing
+from streamcar.engine.transaction import Transaction
 from streamcar.engine.work import PipelineStats, Work
 from streamcar.event import Reply, Result
 from streamcar.failures import Kind
@@ -55,6 +56,7 @@ class Attempts:
         stopping: Callable[[], bool],
         completion: Completion,
         fail: Callable[[BaseException], None],
+        transaction: Transaction | None = None,
     ) -> None:
         self._name = name
         self._caller = caller
@@ -69,6 +71,7 @@ class Attempts:
         self._stopping = stopping
         self._completion = completion
         self._fail = fail
+        self._transaction = transaction  # exactly-once: records go only while it is open
         self._backoff = Backoff(config.retry.initial_backoff, config.retry.max_backoff)
         self._max_backoff = config.retry.max_backoff
 
@@ -201,11 +204,19 @@ class Attempts:
         """
         inflight = self._inflight
         publishing = inflight.publishing
+        transaction = self._transaction
         while works:
+            if (
+                transaction is not None
+                and not transaction.is_open
+                and all(w.settled is None for w in works if inflight.current(w))
+            ):
+                await transaction.opened()  # nothing here to finish: wait for the next transaction
             blockers: dict[Lane, Work] = {}
             sent: list[tuple[Work, str, Ack | None]] = []
             retry: list[Work] = []
             slow: list[Work] = []
+            deferred: list[Work] = []  # decided while the transaction commits: the next one takes them
             behind_broker = 0  # messages held behind an earlier one's unacknowledged record
             handed: set[Lane] = set()  # lanes of this round's records: the producer keeps their order
             for work in works:
@@ -220,6 +231,11 @@ class Attempts:
                     if blocker is not None:
                         self._hold(blocker, work)
                         continue
+                if transaction is not None and work.settled is None and not transaction.is_open:
+                    deferred.append(work)
+                    if lane is not None:
+                        blockers[lane] = work
+                    continue
                 outcome = self._outcomes.act(work, retry, slow)
                 if outcome is None:
                     if lane is not None:
@@ -227,6 +243,8 @@ class Attempts:
                     continue
                 sent.append((work, *outcome))
                 future = outcome[1]
+                if transaction is not None and future is not None:
+                    transaction.sent(work)
                 if lane is not None and future is not None and not future.done():
                     handed.add(lane)
                     if self._completion.handed_over(work):
@@ -270,12 +288,16 @@ class Attempts:
                 elif error is None:
                     self._outcomes.count(work, result)
                     self._completion.release(work, result)
+                    if transaction is not None:
+                        transaction.released(work)
                     if lane is not None and publishing.get(lane) is work:
                         del publishing[lane]
                     if work.held is not None:
                         released.extend(work.held)
                         work.held = None
                 else:
+                    if transaction is not None:
+                        transaction.refused(work, error)  # aborted at the next commit, and redone
                     self._outcomes.refused(work, result, error)
                     again.append(work)
                     if lane is not None:
@@ -289,7 +311,7 @@ class Attempts:
                     touched.append(work)
             if again:
                 await asyncio.sleep(self._backoff.delay(max(w.refused for w in again)))
-            works = again + released
+            works = deferred + again + released
 
     def _publishing_before(self, lane: Lane, work: Work) -> Work | None:
         """The message of ``work``'s lane, earlier than it, whose record is with the producer, if any."""

@@ -44,6 +44,7 @@ from confluent_kafka import KafkaException
 
 from streamcar.engine.offsets import BUDGET
 from streamcar.engine.tracker import OffsetTracker
+from streamcar.engine.transaction import EXACTLY_EVERY, ExactlyOnce
 from streamcar.kafka.doneahead import MAX_METADATA, DoneAheadError, decode
 from streamcar.kafka.records import TP, CommitPoint
 from streamcar.logs import Throttle, held_back
@@ -56,15 +57,27 @@ Committer = Callable[[Mapping[TP, CommitPoint]], Awaitable[None]]
 
 class Checkpoint:
     def __init__(
-        self, name: str, *, max_in_flight: int, interval: float, commits: bool = True, budget: int = BUDGET
+        self,
+        name: str,
+        *,
+        max_in_flight: int,
+        interval: float,
+        commits: bool = True,
+        budget: int = BUDGET,
+        exactly: ExactlyOnce | None = None,
     ) -> None:
         self._name = name
         self.tracker = OffsetTracker(budget)
         self._interval = interval
         self._commits = commits
-        self._every = max(1, max_in_flight // 2)
+        self.exactly = exactly
+        """An exactly-once pipeline's transactions: each commit is one (see streamcar.engine.transaction)."""
+        # a transaction's commit holds its records back while it drains, so those are fewer and larger
+        self._every = max(1, max_in_flight // 2) if exactly is None else max(EXACTLY_EVERY, 8 * max_in_flight)
         self._since = 0
         self._committing = False
+        self._idle = asyncio.Event()  # set while no commit is under way
+        self._idle.set()
         self._again = False  # enough was released during a commit for the next to follow at once
         self._committer: Committer | None = None
         self._owned: Collection[TP] = ()
@@ -93,7 +106,7 @@ class Checkpoint:
     def release(self, tp: TP, offset: int) -> None:
         """``offset`` of ``tp`` is done; commit soon when enough were released since the last commit."""
         tracker = self.tracker
-        if tracker.done(tp, offset) and self._commits:
+        if tracker.done(tp, offset) and self._commits and self.exactly is None:
             self._owed[tp] = self._owed.get(tp, 0) + 1
             self.owed += 1
         self._since += 1
@@ -142,16 +155,21 @@ class Checkpoint:
             await asyncio.sleep(self._interval)
             await self.commit()
 
-    async def commit(self) -> None:
-        """Commit the watermarks that moved, in the order the module docstring gives."""
+    async def commit(self, also: Collection[TP] = ()) -> None:
+        """Commit the watermarks that moved, in the order the module docstring gives (of the partitions owned, and
+        ``also`` those: being revoked)."""
         committer = self._committer
         if committer is None or self._committing or not self._commits:
             return
         owned = self._owned
+        if self.exactly is not None:
+            await self._transaction(owned, also)
+            return
         points = {tp: o for tp, o in self.tracker.commit_points().items() if tp in owned}  # 1 and 2
         if not points:
             return
         self._committing = True
+        self._idle.clear()
         self._since = 0
         owed = {tp: self._owed.get(tp, 0) for tp in points}  # what this commit covers once the broker took it
         try:
@@ -172,11 +190,37 @@ class Checkpoint:
             return
         finally:
             self._committing = False
+            self._idle.set()
             if self._again:
                 self._again = False
                 asyncio.get_running_loop().create_task(self.commit())
         self.tracker.mark_committed(points)
         self._cover(owed)
+
+    async def commit_now(self, also: Collection[TP] = ()) -> None:
+        """Commit once any commit under way ended (a revoke's: its partitions are released right after)."""
+        while self._committing:
+            await self._idle.wait()
+        await self.commit(also)
+
+    async def _transaction(self, owned: Collection[TP], also: Collection[TP]) -> None:
+        """An exactly-once commit: the points are taken once the transaction drained (see ExactlyOnce.commit)."""
+        assert self.exactly is not None
+        self._committing = True
+        self._idle.clear()
+        self._since = 0
+        try:
+            points = await self.exactly.commit(
+                lambda: {tp: o for tp, o in self.tracker.commit_points().items() if tp in owned or tp in also}
+            )
+        finally:
+            self._committing = False
+            self._idle.set()
+            if self._again:
+                self._again = False
+                asyncio.get_running_loop().create_task(self.commit())
+        if points:
+            self.tracker.mark_committed(points)
 
     def _cover(self, owed: Mapping[TP, int]) -> None:
         """A commit the broker took covers ``owed`` releases per partition (those since are still owed)."""

@@ -15,6 +15,7 @@ import time
 from streamcar.config import PipelineConfig, format_duration
 from streamcar.engine.records import MAX_CUTS, OutRecord, cut_down, dead_letter_record, reply_record, together
 from streamcar.engine.tracing import Tracing
+from streamcar.engine.transaction import Transactional
 from streamcar.engine.work import PipelineStats, Work
 from streamcar.event import Reply, Result
 from streamcar.failures import Kind
@@ -32,7 +33,7 @@ class Outcomes:
         self,
         name: str,
         config: PipelineConfig,
-        producer: AsyncProducer,
+        producer: AsyncProducer | Transactional,
         stats: PipelineStats,
         tracing: Tracing | None = None,
         *,

@@ -38,6 +38,7 @@ from streamcar.engine.offsets import BUDGET
 from streamcar.engine.outcomes import MAX_RECORD, Outcomes
 from streamcar.engine.source import Consumer, ConsumerFactory, GroupSource, RangeSource, Source
 from streamcar.engine.tracing import Tracing
+from streamcar.engine.transaction import ExactlyOnce, Transaction, Transactional
 from streamcar.engine.view import lags, status_document
 from streamcar.engine.work import PipelineStats
 from streamcar.kafka.consumer import ConsumerBridge
@@ -63,7 +64,7 @@ class Pipeline:
         config: PipelineConfig,
         kafka: KafkaConfig,
         caller: Caller,
-        producer: AsyncProducer,
+        producer: AsyncProducer | Transactional,
         *,
         source: Source | None = None,
         tracing: Tracing | None = None,
@@ -79,13 +80,22 @@ class Pipeline:
         self._producer = producer
         self._tracing = tracing
         self._source: Source = source if source is not None else GroupSource(config)
+        self._transaction: Transaction | None = None
+        exactly = None
+        if isinstance(producer, Transactional):
+            # exactly-once: each commit is a transaction of the records and the offsets (engine.transaction)
+            self._transaction = Transaction()
+            exactly = ExactlyOnce(self._transaction, producer, group_metadata=self._group_metadata, rewind=self._rewind)
         self._checkpoint = Checkpoint(
             name,
             max_in_flight=config.max_in_flight,
             interval=config.commit_interval,
             commits=self._source.commits,
             budget=metadata_budget,  # bytes of done-ahead offsets a commit carries at most
+            exactly=exactly,
         )
+        if self._transaction is not None:
+            self._transaction.on_doomed = self._abort_soon
         self._tracker = self._checkpoint.tracker
         # Consumed records wait here (behind their key, or for a free call slot) up to its bounds; beyond them
         # the consumer thread is held back until the buffer drained to half (see engine.flow).
@@ -142,6 +152,7 @@ class Pipeline:
             stopping=lambda: self._draining,
             completion=Completion(self._checkpoint, self._buffer, self.stats, self._source),
             fail=self._fail,
+            transaction=self._transaction,
         )
         self._dispatcher.process = self._attempts.process
         self._intake = Intake(
@@ -191,6 +202,8 @@ class Pipeline:
         """Consume until ``stop`` is set, then drain within ``shutdown_timeout`` and commit; raises on failure."""
         loop = asyncio.get_running_loop()
         await self._caller.start()
+        if isinstance(self._producer, Transactional):
+            await self._producer.start()  # fences this id's previous producer, aborting what it left open
         source = self._source
         self._bridge = self._consumer_factory(
             source.settings(self._kafka, f"{self._kafka.client_id}-{self.name}"),
@@ -295,7 +308,10 @@ class Pipeline:
         return [*self.topics.lines(), *self.stats.refusing_topics()]
 
     def status(self) -> dict[str, object]:
-        return status_document(self, self.config, breaker=self._breaker, tracker=self._tracker, buffered=self.buffered)
+        producer = self._producer
+        txns = producer.status() if isinstance(producer, Transactional) else None
+        view = status_document(self, self.config, breaker=self._breaker, tracker=self._tracker, buffered=self.buffered)
+        return {**view, "transactions": txns}  # {"transactional_id", "committed", "aborted", "last_abort"}
 
     def replay_progress(self) -> tuple[int, int]:
         """A range source: (records done, records in the range)."""
@@ -314,6 +330,12 @@ class Pipeline:
         # a revoke while stopping (the consumer closing) waits only for what is left of the drain's deadline
         within = self._drain_until - time.monotonic() if self._draining else self.config.shutdown_timeout
         await self._inflight.settled(lambda w: w.tp in revoked, within)
+        if self._transaction is not None and revoked:
+            # their work is committed in a transaction (with everyone else's) before they are released; an
+            # aborted one rewinds what is left, and the revoked partitions are their next owner's to redo
+            await self._checkpoint.commit_now(also=revoked)
+            self._forget(revoked)
+            return {}
         final = self._forget(revoked)
         return {tp: offset for tp, offset in final.items() if offset is not None}
 
@@ -321,6 +343,34 @@ class Pipeline:
         lost = set(partitions)
         self._stop_taking(lost)
         self._forget(lost)  # another member owns them now: nothing to drain, nothing to commit
+        if self._transaction is not None:
+            # the open transaction may hold their records, whose offsets may no longer be committed by us
+            self._transaction.doomed = self._transaction.doomed or "partitions were lost to another member"
+            await self._checkpoint.commit_now()
+
+    def on_rewound(self, partitions: list[TP], committed: Mapping[TP, CommitPoint]) -> None:
+        """The consumer went back to ``committed`` for ``partitions`` (after :meth:`_rewind`): take them again."""
+        for tp, point in committed.items():
+            self._checkpoint.resume(tp, point)
+        self._inflight.assign(partitions)
+        self._flow.pace()
+
+    def _rewind(self) -> None:
+        """An exactly-once transaction was aborted: every partition goes back to its last committed offsets, and
+        everything taken since is redone (outcomes of work under way are ignored from now on)."""
+        tps = set(self._inflight.accepting)
+        self._stop_taking(tps)
+        self._forget(tps)
+        if self._transaction is not None:
+            self._transaction.forget()
+        if self._bridge is not None and tps:
+            self._bridge.rewind(sorted(tps))
+
+    def _abort_soon(self) -> None:
+        asyncio.get_running_loop().create_task(self._checkpoint.commit())  # a doomed transaction's commit aborts
+
+    def _group_metadata(self) -> object | None:
+        return self._bridge.group_metadata() if self._bridge is not None else None
 
     def _stop_taking(self, tps: set[TP]) -> None:
         """No new records, queued messages or retries for ``tps``; calls already running go on."""

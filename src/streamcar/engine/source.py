@@ -63,6 +63,14 @@ class Consumer(Protocol):
 
     def commit(self, offsets: Mapping[TP, CommitPoint]) -> Awaitable[None]: ...
 
+    def rewind(self, tps: list[TP]) -> None:
+        """Go back to the committed offsets of ``tps``; the listener's ``on_rewound`` follows."""
+        ...
+
+    def group_metadata(self) -> object:
+        """The group metadata a transaction's offsets carry (KIP-447)."""
+        ...
+
 
 class ConsumerFactory(Protocol):
     def __call__(

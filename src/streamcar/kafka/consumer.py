@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
 
-from streamcar.kafka.probes import committed_points, look_around, wake_fetchers
+from streamcar.kafka.probes import committed_points, look_around, seek_committed, wake_fetchers
 from streamcar.kafka.records import TP, CommitPoint
 from streamcar.kafka.security import explain, identity
 from streamcar.kafka.starts import Starts
@@ -49,6 +49,11 @@ class ConsumerListener(Protocol):
         ...
 
     async def on_lost(self, partitions: list[TP]) -> None: ...
+
+    def on_rewound(self, partitions: list[TP], committed: Mapping[TP, CommitPoint]) -> None:
+        """The consumer went back to the committed offsets of ``partitions`` (:meth:`ConsumerBridge.rewind`);
+        ``committed``: those offsets, with their metadata."""
+        ...
 
     def on_error(self, error: RdKafkaError) -> None: ...
 
@@ -177,6 +182,16 @@ class ConsumerBridge:
         self._command(command)
         await future
 
+    def rewind(self, tps: list[TP]) -> None:
+        """Go back to the committed offsets of ``tps`` (an exactly-once transaction was aborted): records fetched
+        before are dropped by the pipeline (it stopped taking ``tps``), and ``on_rewound`` follows every batch
+        posted before the seek, so the first records it takes are the committed offsets' ones."""
+        self._command(lambda: self._rewind(tps))
+
+    def group_metadata(self) -> object:
+        """The consumer's group metadata (member and generation) for a transaction's offsets (KIP-447)."""
+        return self._consumer.consumer_group_metadata()
+
     def _command(self, command: Callable[[], None]) -> None:
         self._commands.put(command)
         self._wake.set()
@@ -230,6 +245,17 @@ class ConsumerBridge:
         except KafkaException as exc:
             log.debug("committing the start of %s[%d] failed: %s", *tp, exc)
         log.info("%s: %s", self._group, start.text, extra=self._fields("offset-reset", [tp]))
+
+    def _rewind(self, tps: list[TP]) -> None:
+        kept, committed, missing = seek_committed(self._consumer, tps)
+        for tp in missing:
+            self._reset_offset(tp)  # nothing committed yet: it starts where a new assignment would
+        self._held.difference_update(tps)
+        self._apply_pause()
+        log.info(
+            "%s: rewound %s to the committed offsets", self._group, _fmt(kept), extra=self._fields("rewound", kept)
+        )
+        self._loop.call_soon_threadsafe(self._listener.on_rewound, kept, committed)
 
     def _commit_sync(self, tps: list[TopicPartition]) -> None:
         if not tps:

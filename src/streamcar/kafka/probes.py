@@ -41,6 +41,29 @@ def committed_points(consumer: Consumer, partitions: list[TopicPartition], group
     }
 
 
+def seek_committed(consumer: Consumer, tps: list[TP]) -> tuple[list[TP], dict[TP, CommitPoint], list[TP]]:
+    """Move the assigned ones of ``tps`` back to what the group committed for them (an exactly-once
+    transaction was aborted): those still assigned, their committed points (with metadata), and those with no
+    committed offset (where they start is the caller's to decide)."""
+    assigned = {(p.topic, p.partition) for p in consumer.assignment()}
+    kept = [tp for tp in tps if tp in assigned]  # a revoke may have taken some meanwhile
+    found = consumer.committed([TopicPartition(t, p) for t, p in kept], timeout=COMMITTED_TIMEOUT) if kept else []
+    committed: dict[TP, CommitPoint] = {}
+    missing: list[TP] = []
+    for tp in found:
+        key = (tp.topic, tp.partition)
+        if tp.error is not None or tp.offset < 0:
+            missing.append(key)
+            continue
+        committed[key] = CommitPoint(tp.offset, tp.metadata or "")
+        try:
+            consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset))
+        except KafkaException:  # not fetching yet: assign it again at that offset
+            consumer.incremental_unassign([TopicPartition(tp.topic, tp.partition)])
+            consumer.incremental_assign([TopicPartition(tp.topic, tp.partition, tp.offset)])
+    return kept, committed, missing
+
+
 def look_around(
     consumer: Consumer, topic: str, fresh: bool, finished: Collection[TP]
 ) -> tuple[dict[TP, int] | None, str | None]:

@@ -80,6 +80,11 @@ class AsyncProducer:
         self._flusher = threading.Thread(target=self._flush_alone, name="producer-flush", daemon=True)
         self._flusher.start()
 
+    @property
+    def client(self) -> Producer:
+        """librdkafka's producer itself (for the transaction calls of TransactionalProducer)."""
+        return self._producer
+
     def _serve(self) -> None:
         while not self._stopping.is_set():
             self._producer.poll(0.05)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaError as RdKafkaError
-from confluent_kafka import Message
+from confluent_kafka import KafkaException, Message
 
 from streamcar.config import KafkaConfig, PipelineConfig
 from streamcar.engine.offsets import BUDGET
@@ -33,6 +33,7 @@ from streamcar.event import Event, Reply
 from streamcar.kafka.consumer import ConsumerListener
 from streamcar.kafka.producer import Ack, ProduceError
 from streamcar.kafka.records import TP, CommitPoint
+from streamcar.kafka.transactions import Aborted
 
 TOPIC = "in"
 BATCH = 500
@@ -77,6 +78,7 @@ class TwinConsumer:
         """Seconds from a resume to the first records, like a real fetch (0: at once)."""
         self.commit_delay = 0.0
         """Seconds a commit travels before the broker has it (0: at once)."""
+        self.rewinds = 0
 
     # -- the Consumer port ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -129,6 +131,18 @@ class TwinConsumer:
             await asyncio.sleep(self.commit_delay)
         self.commits.append(dict(offsets))
         self.committed.update(offsets)
+
+    def rewind(self, tps: list[TP]) -> None:
+        """Back to the committed offsets (an aborted transaction), as the bridge: the listener hears it at once."""
+        kept = [tp for tp in tps if tp in self._assigned]
+        for tp in kept:
+            self._positions[tp] = self.committed[tp].offset if tp in self.committed else 0
+        self.rewinds += 1
+        self._listener.on_rewound(kept, {tp: self.committed[tp] for tp in kept if tp in self.committed})
+        self._wake.set()
+
+    def group_metadata(self) -> object:
+        return "twin-group-metadata"
 
     # -- what a test does -----------------------------------------------------------------------------------------
     def append(self, tp: TP, records: Sequence[Message]) -> None:
@@ -233,6 +247,62 @@ class TwinProducer:
         self.closed = True
 
 
+class TwinTransactionalProducer(TwinProducer):
+    """A transactional producer: records sent go into the open transaction (``open``) and become visible in
+    ``sent`` only when it commits, together with its offsets (into the consumer's ``committed``); an abort drops
+    them. ``fail_commits`` commits are refused (then the engine aborts). ``sends_while_committing`` counts
+    records sent while a commit was under way (the engine's gate must keep it at 0)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: list[tuple[str, tuple[bytes | None, bytes | None, tuple[tuple[str, bytes | None], ...]]]] = []
+        self.consumer: TwinConsumer | None = None
+        self.fail_commits = 0
+        self.commit_delay = 0.0
+        self.committed = 0
+        self.aborted = 0
+        self.sends_while_committing = 0
+        self._committing = False
+
+    def send(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Any = (), *, alone: bool = False
+    ) -> Ack:
+        self.sends_while_committing += self._committing
+        before = len(self.sent[topic])
+        future = super().send(topic, value, key, headers)
+        if len(self.sent[topic]) > before:  # taken: in the transaction, not visible yet
+            self.open.append((topic, self.sent[topic].pop()))
+        return future
+
+    async def start(self) -> None:
+        pass
+
+    async def commit(self, points: Mapping[TP, CommitPoint], group_metadata: object | None) -> None:
+        self._committing = True
+        try:
+            if self.commit_delay:
+                await asyncio.sleep(self.commit_delay)
+            if self.fail_commits:
+                self.fail_commits -= 1
+                raise Aborted(KafkaException(RdKafkaError(RdKafkaError.CONCURRENT_TRANSACTIONS, "twin refuses")))
+            assert group_metadata == "twin-group-metadata"
+            for topic, record in self.open:
+                self.sent[topic].append(record)
+            self.open.clear()
+            assert self.consumer is not None
+            self.consumer.committed.update(points)
+            self.committed += 1
+        finally:
+            self._committing = False
+
+    async def abort(self, why: str | Aborted) -> None:
+        self.open.clear()
+        self.aborted += 1
+
+    def status(self) -> dict[str, object]:
+        return {"committed": self.committed, "aborted": self.aborted}
+
+
 @dataclass
 class ScriptedCaller:
     """Answers each event with ``answer(event, attempt)`` (attempt counts from 1), after ``delay`` seconds."""
@@ -305,7 +375,9 @@ class Rig:
     ) -> None:
         self.config = config or pipeline_config()
         self.caller = caller
-        self.producer = TwinProducer()
+        publish = self.config.publish
+        exactly = publish is not None and publish.exactly_once
+        self.producer = TwinTransactionalProducer() if exactly else TwinProducer()
         self.consumer: TwinConsumer | None = None
         self._logs = logs
 
@@ -315,6 +387,8 @@ class Rig:
             self.consumer = TwinConsumer(
                 self._logs, listener, loop, assignment=kw.get("assignment"), committed=committed
             )
+            if isinstance(self.producer, TwinTransactionalProducer):
+                self.producer.consumer = self.consumer
             return self.consumer
 
         self.pipeline = Pipeline(

@@ -1,0 +1,179 @@
+"""A transactional producer for ``publish.exactly_once``: the records and the input offsets of one stretch of work
+committed together, or neither.
+
+It wraps an :class:`~streamcar.kafka.producer.AsyncProducer` (the same futures per record) with a
+``transactional.id`` of its own per pipeline instance, and runs librdkafka's blocking transaction calls on a
+worker thread. What the three kinds of librdkafka error mean here:
+
+* **retriable** (a coordinator moving, a request timing out): the same call again, a few times;
+* **abortable** (a record refused, the group's generation gone after a rebalance, KIP-447 fencing of a member
+  that was thrown out): the transaction is aborted, nothing of it is visible to read_committed readers, and the
+  caller redoes its work (:class:`Aborted`);
+* **fatal** (another producer with the same ``transactional.id`` took over, the producer's epoch fenced): the
+  producer is replaced by a new one under the same id, whose ``init_transactions`` aborts whatever was open, and
+  the caller redoes its work (:class:`Aborted` too). Only a new producer that cannot even start fails the
+  pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from confluent_kafka import KafkaError as RdKafkaError
+from confluent_kafka import KafkaException, TopicPartition
+
+from streamcar.config import PipelineConfig
+from streamcar.event import Headers
+from streamcar.kafka.producer import Ack, AsyncProducer
+from streamcar.kafka.records import TP, CommitPoint
+from streamcar.logs import Throttle, held_back
+
+log = logging.getLogger("streamcar.kafka.transactions")
+T = TypeVar("T")
+
+TIMEOUT = 30.0
+"""Seconds one transaction call (init, offsets, commit, abort) may take."""
+RETRIES = 5
+
+
+def transactional_id(client_id: str, pipeline: str, config: PipelineConfig) -> str:
+    """One per pipeline instance, the same across its restarts: a restarted instance's ``init_transactions`` then
+    aborts what its crashed predecessor left open at once, rather than after ``transaction.timeout.ms``. The
+    instance is ``consume.instance_id`` where set, else the host name (the Pod's name in Kubernetes) and the
+    client id: two sidecars of one group on one host need distinct client ids or instance ids."""
+    instance = config.consume.instance_id or f"{socket.gethostname()}-{client_id}"
+    return f"streamcar-{config.consume.group}-{pipeline}-{instance}"
+
+
+class Aborted(Exception):
+    """The transaction could not be committed: abort it (:meth:`TransactionalProducer.abort`) and redo its work;
+    nothing of it is visible."""
+
+    def __init__(self, error: KafkaException) -> None:
+        first = error.args[0] if error.args else None
+        super().__init__(first.str() if isinstance(first, RdKafkaError) else str(error))
+        self.error = error
+
+
+class TransactionalProducer:
+    def __init__(self, config: Mapping[str, Any], loop: asyncio.AbstractEventLoop, transactional_id: str) -> None:
+        self.transactional_id = transactional_id
+        self._settings = {**config, "transactional.id": transactional_id}
+        self._loop = loop
+        self._producer = AsyncProducer(self._settings, loop)
+        self._started = False
+        self.committed = 0
+        """Transactions committed."""
+        self.aborted = 0
+        """Transactions aborted (a fatal error's replaced producer counts as one)."""
+        self.last_abort: str | None = None
+        """Why the last transaction was aborted."""
+        self._throttle = Throttle()
+
+    async def start(self) -> None:
+        """Fence this id's previous producer (its open transaction is aborted) and begin the first transaction."""
+        await self._call(lambda: self._producer.client.init_transactions(TIMEOUT), "starting the transactions")
+        self._producer.client.begin_transaction()
+        self._started = True
+
+    # -- what the engine's outcomes use ----------------------------------------------------------------------
+    def send(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Headers = (), *, alone: bool = False
+    ) -> Ack:
+        """A record in the open transaction (``alone`` is ignored: a second producer would need an id of its
+        own, and a record the broker refuses aborts the transaction anyway)."""
+        return self._producer.send(topic, value, key, headers)
+
+    def hurry(self, mine: int) -> None:
+        self._producer.hurry(mine)
+
+    # -- the transaction ----------------------------------------------------------------------------------------
+    async def commit(self, points: Mapping[TP, CommitPoint], group_metadata: object | None) -> None:
+        """Commit the open transaction with ``points`` as the group's offsets (none: records only), then begin the
+        next. Raises :class:`Aborted` when it could not be committed: then :meth:`abort` it."""
+        client = self._producer.client
+        offsets = [TopicPartition(t, p, o, metadata=m) for (t, p), (o, m) in points.items()]
+        try:
+            if offsets and group_metadata is not None:
+                await self._call(
+                    lambda: client.send_offsets_to_transaction(offsets, group_metadata, TIMEOUT), "sending offsets"
+                )
+            await self._call(lambda: client.commit_transaction(TIMEOUT), "committing")
+        except KafkaException as exc:
+            raise Aborted(exc) from exc
+        self.committed += 1
+        client.begin_transaction()
+
+    async def abort(self, why: str | Aborted) -> None:
+        """Abort the open transaction (its records are never visible) and begin the next; a fatal error replaces
+        the producer instead."""
+        exc = why.error if isinstance(why, Aborted) else KafkaException(RdKafkaError(RdKafkaError._STATE, why))
+        error = exc.args[0] if exc.args and isinstance(exc.args[0], RdKafkaError) else None
+        text = error.str() if error is not None else str(exc)
+        self.aborted += 1
+        self.last_abort = text
+        fatal = error is not None and error.fatal()
+        event = "transaction-fatal" if fatal else "transaction-aborted"
+        held = self._throttle.allow(event)
+        if held is not None:
+            what = (
+                "the transactional producer failed for good (%s); replacing it (whatever it had open is aborted)%s"
+                if fatal
+                else "transaction aborted (%s); its work is redone%s"
+            )
+            log.log(
+                logging.ERROR if fatal else logging.WARNING,
+                "%s: " + what,
+                self.transactional_id,
+                text,
+                held_back(held, self._throttle.interval),
+                extra={"event": event, "transactional_id": self.transactional_id},
+            )
+        if fatal:
+            await self._replace()
+            return
+        client = self._producer.client
+        try:
+            await self._call(lambda: client.abort_transaction(TIMEOUT), "aborting")
+            client.begin_transaction()
+        except KafkaException as again:
+            log.error("%s: aborting failed (%s); replacing the producer", self.transactional_id, again)
+            await self._replace()
+
+    async def _replace(self) -> None:
+        old = self._producer
+        self._producer = AsyncProducer(self._settings, self._loop)
+        await old.close(0)  # its records are the aborted transaction's: their futures fail
+        await self.start()
+
+    async def _call(self, call: Callable[[], T], what: str) -> T:
+        """``call`` on a worker thread; a retriable error is tried again (a few times), others raise."""
+        for attempt in range(RETRIES):
+            try:
+                return await asyncio.to_thread(call)
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                if not isinstance(error, RdKafkaError) or not error.retriable() or error.fatal():
+                    raise
+                if attempt == RETRIES - 1:
+                    raise
+                log.info("%s: %s: %s; trying again", self.transactional_id, what, error.str())
+                await asyncio.sleep(0.1 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def status(self) -> dict[str, object]:
+        """For /status."""
+        return {
+            "transactional_id": self.transactional_id,
+            "committed": self.committed,
+            "aborted": self.aborted,
+            "last_abort": self.last_abort,
+        }
+
+    async def close(self, grace: float = 10.0) -> None:
+        """Close the producer: an open transaction's records are never committed (its work is redone)."""
+        await self._producer.close(grace)

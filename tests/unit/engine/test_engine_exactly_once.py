@@ -1,0 +1,112 @@
+"""publish.exactly_once on the twin: records become visible only with a committed transaction that also carries
+their inputs' offsets; an aborted one rewinds every partition and its work is redone, visible exactly once."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from confluent_kafka import KafkaError as RdKafkaError
+from twin import TOPIC, Rig, ScriptedCaller, TwinTransactionalProducer, echo, pipeline_config, record
+
+from streamcar.event import Event, Reply
+
+PARTITIONS, PER_PARTITION = 3, 400
+
+
+def logs() -> dict:  # type: ignore[type-arg]
+    return {
+        (TOPIC, p): [record(p, i, b"k%d" % (i % 20), b"%d:%d" % (p, i)) for i in range(PER_PARTITION)]
+        for p in range(PARTITIONS)
+    }
+
+
+def exactly_once(**overrides: object) -> object:
+    return pipeline_config(publish={"topic": "out", "exactly_once": True}, **overrides)
+
+
+def visible(rig: Rig) -> Counter[bytes]:
+    return Counter(rig.out())
+
+
+def all_committed(rig: Rig) -> bool:
+    return all(rig.committed((TOPIC, p)) == PER_PARTITION for p in range(PARTITIONS))
+
+
+def in_key_order(rig: Rig) -> bool:
+    """Each key's visible replies are in offset order."""
+    last: dict[tuple[int, int], int] = {}
+    for value in rig.out():
+        partition, offset = map(int, value.split(b":"))
+        key = (partition, offset % 20)
+        if last.get(key, -1) >= offset:
+            return False
+        last[key] = offset
+    return True
+
+
+async def test_records_are_visible_with_the_offsets_of_their_inputs_and_only_then() -> None:
+    caller = ScriptedCaller(echo, delay=0.001)
+    async with Rig(logs(), caller, exactly_once(max_in_flight=16)) as rig:  # type: ignore[arg-type]
+        producer = rig.producer
+        assert isinstance(producer, TwinTransactionalProducer)
+        producer.commit_delay = 0.005
+        await rig.until(lambda: all_committed(rig), "every offset committed in a transaction", within=20)
+    assert set(visible(rig).values()) == {1}
+    assert len(visible(rig)) == PARTITIONS * PER_PARTITION
+    assert producer.sends_while_committing == 0, "a record went into a transaction while it committed"
+    assert producer.committed > 1
+    assert producer.aborted == 0
+    assert in_key_order(rig)
+
+
+async def test_a_refused_record_aborts_the_transaction_and_its_work_is_redone_once_visible() -> None:
+    caller = ScriptedCaller(echo, delay=0.001)
+    async with Rig(logs(), caller, exactly_once(max_in_flight=16)) as rig:  # type: ignore[arg-type]
+        producer = rig.producer
+        assert isinstance(producer, TwinTransactionalProducer)
+        producer.refuse_once[b"1:200"] = RdKafkaError(RdKafkaError.REQUEST_TIMED_OUT, "twin: timed out")
+        await rig.until(lambda: all_committed(rig), "every offset committed", within=20)
+        assert rig.consumer is not None
+        assert rig.consumer.rewinds >= 1
+    assert producer.aborted >= 1
+    assert set(visible(rig).values()) == {1}
+    assert len(visible(rig)) == PARTITIONS * PER_PARTITION
+    called = Counter(event.value for event in caller.called())
+    assert called[b"1:200"] >= 2, "the refused record's input is called again after the rewind"
+    assert in_key_order(rig)
+
+
+async def test_a_commit_the_broker_refuses_is_aborted_and_redone_once_visible() -> None:
+    caller = ScriptedCaller(echo, delay=0.001)
+    async with Rig(logs(), caller, exactly_once(max_in_flight=16)) as rig:  # type: ignore[arg-type]
+        producer = rig.producer
+        assert isinstance(producer, TwinTransactionalProducer)
+        producer.fail_commits = 2
+        await rig.until(lambda: all_committed(rig), "every offset committed", within=20)
+    assert producer.aborted == 2
+    assert set(visible(rig).values()) == {1}
+    assert len(visible(rig)) == PARTITIONS * PER_PARTITION
+    assert in_key_order(rig)
+
+
+async def test_dead_letters_and_retries_go_in_the_transaction_too() -> None:
+    def answer(event: Event, attempt: int) -> Reply:
+        offset = int(event.value.split(b":")[1]) if event.value else 0
+        if offset % 50 == 7:
+            return Reply.dead_letter("poison")
+        if offset % 30 == 3 and attempt < 2:
+            return Reply.retry(error="busy")
+        return Reply.success(event.value)
+
+    caller = ScriptedCaller(answer, delay=0.001)
+    async with Rig(logs(), caller, exactly_once(max_in_flight=16)) as rig:  # type: ignore[arg-type]
+        producer = rig.producer
+        assert isinstance(producer, TwinTransactionalProducer)
+        producer.fail_commits = 1
+        await rig.until(lambda: all_committed(rig), "every offset committed", within=20)
+    letters = Counter(value for _, value, _ in producer.sent["dlq"])
+    replies = visible(rig)
+    assert set(letters.values()) == {1}
+    assert set(replies.values()) == {1}
+    assert len(letters) + len(replies) == PARTITIONS * PER_PARTITION
+    assert not set(letters) & set(replies)
