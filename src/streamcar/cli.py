@@ -21,6 +21,9 @@ from streamcar.errors import ConfigError, StreamcarError, UsageError
 Handler = Callable[[argparse.Namespace], int]
 
 
+UNCOMMITTED = "also records of transactions not committed, yet or ever (default: read_committed, as consumers see them)"
+
+
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are exceptions, so ``main`` prints them as one line."""
 
@@ -160,6 +163,7 @@ def _build_tools(sub: argparse._SubParsersAction[_Parser]) -> None:
     dshow.add_argument("--grep", help="only dead letters whose error contains this text")
     dshow.add_argument("-n", "--limit", type=int, help="at most this many")
     dshow.add_argument("--json", action="store_true", help="one JSON object per dead letter")
+    dshow.add_argument("--uncommitted", action="store_true", help=UNCOMMITTED)
     _add_cluster_args(dshow)
     dshow.set_defaults(handler=_tool("dlq", "show_command"))
     dredrive = dsub.add_parser(
@@ -177,6 +181,7 @@ def _build_tools(sub: argparse._SubParsersAction[_Parser]) -> None:
     tail.add_argument("-n", type=int, help="stop after this many records")
     tail.add_argument("--no-follow", action="store_true", help="stop at the end instead of waiting for more")
     tail.add_argument("--json", action="store_true", help="one JSON object per record")
+    tail.add_argument("--uncommitted", action="store_true", help=UNCOMMITTED)
     _add_cluster_args(tail)
     tail.set_defaults(handler=_tool("tail", "tail_command"))
 

@@ -615,3 +615,39 @@ def test_cli_check_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[st
 def test_cli_schema(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schema"]) == 0
     assert json.loads(capsys.readouterr().out) == json_schema()
+
+
+def test_exactly_once_refuses_settings_that_break_it_each_by_its_path_and_what_it_breaks() -> None:
+    exactly = {"pipelines.p.publish": {"topic": "out", "exactly_once": True}, "pipelines.p.commit_interval": "2s"}
+    text = build(
+        {
+            **exactly,
+            "kafka.librdkafka": {
+                "acks": "1",
+                "enable.idempotence": False,
+                "isolation.level": "read_uncommitted",
+                "transactional.id": "mine",
+                "transaction.timeout.ms": 3000,
+            },
+        }
+    )
+    found = problems_of(text)
+    assert any(p.startswith("kafka.librdkafka.acks:") and "acks=all" in p for p in found), found
+    assert any(p.startswith("kafka.librdkafka.enable.idempotence:") for p in found), found
+    assert any(p.startswith("kafka.librdkafka.isolation.level:") and "aborted" in p for p in found), found
+    assert any(p.startswith("kafka.librdkafka.transactional.id:") for p in found), found
+    timeout = [p for p in found if p.startswith("kafka.librdkafka.transaction.timeout.ms:")]
+    assert timeout, found
+    assert "commit_interval (2000 ms)" in timeout[0]
+    assert "aborts" in timeout[0]
+
+
+def test_exactly_once_accepts_settings_that_keep_it_and_without_it_they_are_the_user_s_business() -> None:
+    keep = {"acks": "all", "enable.idempotence": True, "transaction.timeout.ms": 30000}
+    config = parse_config(
+        build({"pipelines.p.publish": {"topic": "out", "exactly_once": True}, "kafka.librdkafka": keep})
+    )
+    publish = config.pipelines["p"].publish
+    assert publish is not None
+    assert publish.exactly_once
+    parse_config(build({"pipelines.p.publish": {"topic": "out"}, "kafka.librdkafka": {"acks": "1"}}))

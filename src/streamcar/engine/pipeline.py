@@ -369,8 +369,8 @@ class Pipeline:
     def _abort_soon(self) -> None:
         asyncio.get_running_loop().create_task(self._checkpoint.commit())  # a doomed transaction's commit aborts
 
-    def _group_metadata(self) -> object | None:
-        return self._bridge.group_metadata() if self._bridge is not None else None
+    async def _group_metadata(self) -> object | None:
+        return await self._bridge.group_metadata() if self._bridge is not None else None
 
     def _stop_taking(self, tps: set[TP]) -> None:
         """No new records, queued messages or retries for ``tps``; calls already running go on."""

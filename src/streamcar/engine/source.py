@@ -67,7 +67,7 @@ class Consumer(Protocol):
         """Go back to the committed offsets of ``tps``; the listener's ``on_rewound`` follows."""
         ...
 
-    def group_metadata(self) -> object:
+    async def group_metadata(self) -> object:
         """The group metadata a transaction's offsets carry (KIP-447)."""
         ...
 

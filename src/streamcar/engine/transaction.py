@@ -23,7 +23,7 @@ again: that is what ``Idempotency-Key`` is for).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol, runtime_checkable
 
 from streamcar.engine.work import Work
@@ -34,6 +34,8 @@ from streamcar.kafka.transactions import Aborted
 
 EXACTLY_EVERY = 500
 """An exactly-once pipeline commits at least every this many released messages (and ``8 x max_in_flight``)."""
+METADATA_TIMEOUT = 10.0
+"""Seconds the consumer's thread has to hand over the group metadata a transaction's offsets carry."""
 DRAIN_TIMEOUT = 30.0
 """Seconds a commit waits for the records in the transaction to be acknowledged before it aborts instead."""
 
@@ -136,7 +138,7 @@ class ExactlyOnce:
         transaction: Transaction,
         producer: Transactional,
         *,
-        group_metadata: Callable[[], object | None],
+        group_metadata: Callable[[], Awaitable[object | None]],
         rewind: Callable[[], None],
     ) -> None:
         self.transaction = transaction
@@ -158,10 +160,15 @@ class ExactlyOnce:
             if not taken and not transaction.produced:
                 return {}
             try:
-                await self.producer.commit(taken, self._group_metadata())  # 4
+                metadata = await asyncio.wait_for(self._group_metadata(), METADATA_TIMEOUT)
+                await self.producer.commit(taken, metadata)  # 4
             except Aborted as exc:
                 self._rewind()
                 await self.producer.abort(exc)
+                return None
+            except TimeoutError:
+                self._rewind()
+                await self.producer.abort(f"the consumer gave no group metadata within {METADATA_TIMEOUT:g}s")
                 return None
             return taken
         finally:

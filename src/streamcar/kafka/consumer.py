@@ -188,9 +188,21 @@ class ConsumerBridge:
         posted before the seek, so the first records it takes are the committed offsets' ones."""
         self._command(lambda: self._rewind(tps))
 
-    def group_metadata(self) -> object:
-        """The consumer's group metadata (member and generation) for a transaction's offsets (KIP-447)."""
-        return self._consumer.consumer_group_metadata()
+    async def group_metadata(self) -> object:
+        """The consumer's group metadata (member and generation) for a transaction's offsets (KIP-447), read on
+        the consumer's thread: called from another while that thread was in a metadata request, it hung."""
+        future: asyncio.Future[object] = self._loop.create_future()
+
+        def command() -> None:
+            try:
+                found = self._consumer.consumer_group_metadata()
+            except Exception as exc:
+                self._loop.call_soon_threadsafe(_settle, future, exc)
+            else:
+                self._loop.call_soon_threadsafe(_resolve, future, found)
+
+        self._command(command)
+        return await future
 
     def _command(self, command: Callable[[], None]) -> None:
         self._commands.put(command)
@@ -383,13 +395,18 @@ class ConsumerBridge:
         self._loop.call_soon_threadsafe(self._listener.on_error, error)
 
 
-def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+def _settle(future: asyncio.Future[Any], error: BaseException | None) -> None:
     if future.done():
         return
     if error is None:
         future.set_result(None)
     else:
         future.set_exception(error)
+
+
+def _resolve(future: asyncio.Future[object], value: object) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 def _commits(points: Mapping[TP, CommitPoint]) -> list[TopicPartition]:

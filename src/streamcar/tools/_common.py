@@ -116,9 +116,17 @@ def reader(kafka: KafkaConfig, **extra: Any) -> Consumer:
         "enable.auto.offset.store": False,
         "enable.partition.eof": True,
         "auto.offset.reset": "earliest",
+        # records of open or aborted transactions are not shown (an exactly-once pipeline's output as its
+        # readers see it); the tools' --uncommitted passes read_uncommitted
+        "isolation.level": "read_committed",
         **extra,
     }
     return _connected(Consumer, client_config(kafka, **settings))
+
+
+def isolation(uncommitted: bool) -> dict[str, str]:
+    """The reader settings for ``--uncommitted``."""
+    return {"isolation.level": "read_uncommitted" if uncommitted else "read_committed"}
 
 
 # --- positions -------------------------------------------------------------------------------------------------------

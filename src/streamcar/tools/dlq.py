@@ -25,6 +25,7 @@ from streamcar.engine.records import REDRIVE_COUNT
 from streamcar.errors import UsageError
 from streamcar.kafka.records import UNREADABLE_HEADERS, read_headers
 from streamcar.tools._common import (
+    isolation,
     kafka_settings,
     parse_position,
     partitions_of,
@@ -118,10 +119,16 @@ class Filter:
 
 
 def dead_letters(
-    kafka: KafkaConfig, topic: str, *, where: Filter | None = None, limit: int | None = None
+    kafka: KafkaConfig,
+    topic: str,
+    *,
+    where: Filter | None = None,
+    limit: int | None = None,
+    uncommitted: bool = False,
 ) -> Generator[DeadLetter, None, None]:
-    """``topic``'s records up to its end at start that ``where`` accepts (at most ``limit``); close to stop early."""
-    consumer = reader(kafka)
+    """``topic``'s records up to its end at start that ``where`` accepts (at most ``limit``); close to stop early.
+    ``uncommitted``: also dead letters of transactions not committed (yet, or ever)."""
+    consumer = reader(kafka, **isolation(uncommitted))
     try:
         marks = watermarks(consumer, topic, partitions_of(consumer, topic))
         ends = {p: high for p, (low, high) in marks.items() if low < high}
@@ -157,7 +164,7 @@ def show_command(args: argparse.Namespace) -> int:
         raise UsageError("-n/--limit: must be 0 or more")
     kafka = kafka_settings(args.config, args.bootstrap_servers)
     where = Filter(source_topic=args.source_topic, kind=args.kind, since=since, grep=args.grep)
-    letters = dead_letters(kafka, args.topic, where=where, limit=args.limit)
+    letters = dead_letters(kafka, args.topic, where=where, limit=args.limit, uncommitted=args.uncommitted)
     if args.json:
         for letter in letters:
             print(json.dumps(to_json(letter), separators=(",", ":")))

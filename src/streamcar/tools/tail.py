@@ -39,6 +39,7 @@ from streamcar.kafka.records import UNREADABLE_HEADERS, read_headers
 from streamcar.tools._common import (
     Position,
     client_config,
+    isolation,
     kafka_settings,
     parse_position,
     partitions_of,
@@ -65,10 +66,12 @@ def records(
     *,
     limit: int | None = None,
     follow: bool = True,
+    uncommitted: bool = False,
 ) -> Generator[Message, None, None]:
-    """``topic``'s records from ``start`` in each partition, as they arrive; close the iterator to stop early."""
+    """``topic``'s records from ``start`` in each partition, as they arrive; close the iterator to stop early.
+    ``uncommitted``: also records of transactions not committed (yet, or ever)."""
     position = start if isinstance(start, Position) else parse_position(start, option="--from")
-    consumer = reader(kafka)
+    consumer = reader(kafka, **isolation(uncommitted))
     try:
         partitions = partitions_of(consumer, topic)
         marks = watermarks(consumer, topic, partitions)
@@ -157,7 +160,9 @@ def tail_command(args: argparse.Namespace) -> int:
     show = format_line if not args.json else lambda msg: json.dumps(format_json(msg), separators=(",", ":"))
     out = sys.stdout
     # closing(): the consumer closes even when Ctrl-C or a closed pipe interrupts the loop below
-    with contextlib.closing(records(kafka, args.topic, start, limit=args.n, follow=not args.no_follow)) as found:
+    with contextlib.closing(
+        records(kafka, args.topic, start, limit=args.n, follow=not args.no_follow, uncommitted=args.uncommitted)
+    ) as found:
         try:
             for msg in found:
                 out.write(show(msg) + "\n")

@@ -141,7 +141,7 @@ class TwinConsumer:
         self._listener.on_rewound(kept, {tp: self.committed[tp] for tp in kept if tp in self.committed})
         self._wake.set()
 
-    def group_metadata(self) -> object:
+    async def group_metadata(self) -> object:
         return "twin-group-metadata"
 
     # -- what a test does -----------------------------------------------------------------------------------------

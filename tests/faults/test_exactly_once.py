@@ -1,0 +1,165 @@
+"""``publish.exactly_once``: replies, dead letters and input offsets in one Kafka transaction per commit.
+
+Every scenario ends with the invariant check over the output and dead-letter topics read with
+``isolation.level=read_committed`` (librdkafka's default, as ``invariants.read_all`` reads): every input has
+exactly one outcome, in key order, and **zero duplicates**, however often the service itself was called.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from test_crash_redoes_in_flight import RetryHeavy, refused
+from test_group_churn import spread_over
+
+from invariants import read_all, reply_with_id
+from scenario import ScenarioFactory
+from service import Seen, TestService
+from sidecar import SidecarProcess, crash_repeatedly, make_config
+from support import KafkaHandle, produce_records, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+PARTITIONS, KILLS = 6, 3
+SHORT_SESSION = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
+
+
+def test_sigkill_three_times_amid_retries_publishes_each_outcome_exactly_once(
+    kafka: KafkaHandle, scenario_factory: ScenarioFactory, tmp_path: Path
+) -> None:
+    scenario = scenario_factory(PARTITIONS)
+    source = scenario.source
+    total = 20_000
+    service = TestService(RetryHeavy()).start()
+    process: SidecarProcess | None = None
+    try:
+        produce_records(kafka, source, [(f"k{i % 211}".encode(), str(i).encode()) for i in range(total)])
+        spec = exactly_once(
+            scenario.spec(
+                service.url,
+                max_in_flight=128,
+                call={"timeout": "1s"},
+                retry={"attempts": 4, "initial_backoff": "200ms", "max_backoff": "2s"},
+                commit_interval="500ms",
+                circuit_breaker={"enabled": False},
+            )
+        )
+        config = make_config(kafka.bootstrap, {"p": spec}, librdkafka=SHORT_SESSION)
+        crash_repeatedly(config, tmp_path, service.count, total=total, kills=KILLS, timeout=120)
+        (tmp_path / "last").mkdir()  # a log of its own: status() reads the admin port from it
+        process = SidecarProcess(config, tmp_path / "last").start()
+        letters = {r.id: "http-status" for r in read_all(kafka, source) if refused(r.partition, r.offset)}
+        try:
+            verdict = scenario.check(service.requests, crashes=True, max_duplicates=0, dead_letters=letters, timeout=90)
+        except (AssertionError, TimeoutError) as exc:
+            raise AssertionError(f"{exc}\n{process.log_tail(60)}") from None
+        calls = len(service.requests())
+        print(f"exactly once after {KILLS} SIGKILLs: {verdict.duplicates} duplicates; {calls} calls for {total} inputs")
+        (pipeline,) = process.status()["pipelines"]
+        assert pipeline["transactions"]["committed"] > 0
+        process.signal(signal.SIGTERM)
+        assert process.wait(30) == 0, process.log_tail()
+    finally:
+        if process is not None:
+            process.kill()
+        service.stop()
+
+
+def test_a_member_joining_and_leaving_publishes_nothing_twice(
+    kafka: KafkaHandle, scenario_factory: ScenarioFactory, tmp_path: Path
+) -> None:
+    scenario = scenario_factory(PARTITIONS)
+    service = TestService(reply_with_id).start()
+    members: list[SidecarProcess] = []
+
+    def member(name: str) -> SidecarProcess:
+        spec = exactly_once(scenario.spec(service.url, max_in_flight=64))
+        config = make_config(kafka.bootstrap, {"p": spec}, client_id=name, librdkafka=SHORT_SESSION)
+        (tmp_path / name).mkdir()
+        members.append(SidecarProcess(config, tmp_path / name).start())
+        return members[-1]
+
+    try:
+        total = 9000
+        records = [(f"k{i % 101}".encode(), b"v") for i in range(total)]
+        produce_records(kafka, scenario.source, records[: total // 3])
+        member("a")
+        wait_for(lambda: service.count() >= total // 12, timeout=60, what="the first member to work")
+        b = member("b")
+        wait_for(lambda: spread_over(kafka, scenario.group, {"a-p", "b-p"}), timeout=60, what="two members")
+        produce_records(kafka, scenario.source, records[total // 3 : 2 * total // 3])
+        wait_for(lambda: service.count() >= total // 2, timeout=60, what="progress with two members")
+        b.signal(signal.SIGTERM)
+        assert b.wait(30) == 0, b.log_tail()
+        produce_records(kafka, scenario.source, records[2 * total // 3 :])
+        verdict = scenario.check(service.requests, max_duplicates=0)
+        print(f"join and leave, exactly once: {verdict.duplicates} duplicates")
+    finally:
+        for process in members:
+            process.kill()
+        service.stop()
+
+
+def test_a_frozen_zombie_resumed_after_its_partitions_moved_publishes_nothing_visible(
+    kafka: KafkaHandle, scenario_factory: ScenarioFactory, tmp_path: Path
+) -> None:
+    """A member is SIGSTOPped mid-transaction; the group hands its partitions to the other once its session
+    times out. Resumed, the zombie still holds its open transaction: KIP-447 fencing (the offsets carry its old
+    generation) and the coordinator's abort make all of it invisible, and it rejoins."""
+    scenario = scenario_factory(PARTITIONS)
+
+    async def slow(seen: Seen) -> web.StreamResponse:
+        await asyncio.sleep(0.02)
+        return await reply_with_id(seen)
+
+    service = TestService(slow).start()
+    members: dict[str, SidecarProcess] = {}
+
+    def member(name: str) -> SidecarProcess:
+        spec = exactly_once(
+            scenario.spec(
+                service.url,
+                max_in_flight=16,
+                commit_interval="2s",  # the zombie freezes with a transaction open
+                call={"headers": {"Member": name}},
+            )
+        )
+        config = make_config(kafka.bootstrap, {"p": spec}, client_id=name, librdkafka=SHORT_SESSION)
+        (tmp_path / name).mkdir()
+        members[name] = SidecarProcess(config, tmp_path / name).start()
+        return members[name]
+
+    try:
+        total = 12_000
+        produce_records(kafka, scenario.source, [(f"k{i % 97}".encode(), b"v") for i in range(total)])
+        zombie = member("z")
+        wait_for(lambda: service.count() >= 300, timeout=60, what="the first member to work")
+        member("s")
+        wait_for(lambda: spread_over(kafka, scenario.group, {"z-p", "s-p"}), timeout=60, what="two members")
+        since = service.count()
+        wait_for(lambda: "z" in working(service, since), timeout=30, what="the zombie at work")
+        zombie.signal(signal.SIGSTOP)
+        assert service.count() < total // 2, "the zombie should freeze while input is left"
+        wait_for(lambda: spread_over(kafka, scenario.group, {"s-p"}), timeout=60, what="the survivor alone")
+        zombie.signal(signal.SIGCONT)
+        verdict = scenario.check(service.requests, max_duplicates=0, timeout=180)
+        print(f"zombie resumed, exactly once: {verdict.duplicates} duplicates")
+    finally:
+        for process in members.values():
+            process.signal(signal.SIGCONT)
+            process.kill()
+        service.stop()
+
+
+def exactly_once(spec: dict[str, Any]) -> dict[str, Any]:
+    spec["publish"]["exactly_once"] = True
+    return spec
+
+
+def working(service: TestService, since: int) -> set[str]:
+    return {seen.headers["Member"] for seen in service.requests()[since:]}
