@@ -21,18 +21,19 @@ import queue
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
 
 from streamcar.kafka.probes import committed_points, look_around, seek_committed, wake_fetchers
-from streamcar.kafka.records import TP, CommitPoint
+from streamcar.kafka.records import TP, CommitPoint, commit_list
 from streamcar.kafka.security import explain, identity
 from streamcar.kafka.starts import Starts
 from streamcar.kafka.topics import TopicWatch
 
 log = logging.getLogger("streamcar.kafka.consumer")
+T = TypeVar("T")
 
 
 class ConsumerListener(Protocol):
@@ -111,6 +112,7 @@ class ConsumerBridge:
         self._held_since: float | None = None  # since when the thread waits for the loop to take its batches
         # where a partition without a usable committed offset starts: see streamcar.kafka.starts
         self._starts = Starts(start_from)
+        self._metadata: object | None = None  # the group metadata while the thread is in a revoke callback
         self._thread = threading.Thread(target=self._run, name=f"consumer-{','.join(topics)}", daemon=True)
         self._done: asyncio.Future[None] = loop.create_future()
 
@@ -168,41 +170,35 @@ class ConsumerBridge:
         if self._stopping.is_set() or not self._thread.is_alive():
             # nobody would run the command: the close already committed what the revoke drained
             raise KafkaException(RdKafkaError(RdKafkaError._STATE, "the consumer is closing"))
-        tps = _commits(offsets)
-        future: asyncio.Future[None] = self._loop.create_future()
+        tps = commit_list(offsets)
+        await self._on_thread(lambda: self._commit_sync(tps))
+
+    async def _on_thread(self, call: Callable[[], T]) -> T:
+        """``call()`` run on the consumer thread (between two fetches); its result or exception."""
+        future: asyncio.Future[T] = self._loop.create_future()
 
         def command() -> None:
             try:
-                self._commit_sync(tps)
+                value = call()
             except Exception as exc:
                 self._loop.call_soon_threadsafe(_settle, future, exc)
             else:
-                self._loop.call_soon_threadsafe(_settle, future, None)
-
-        self._command(command)
-        await future
-
-    def rewind(self, tps: list[TP]) -> None:
-        """Go back to the committed offsets of ``tps`` (an exactly-once transaction was aborted): records fetched
-        before are dropped by the pipeline (it stopped taking ``tps``), and ``on_rewound`` follows every batch
-        posted before the seek, so the first records it takes are the committed offsets' ones."""
-        self._command(lambda: self._rewind(tps))
-
-    async def group_metadata(self) -> object:
-        """The consumer's group metadata (member and generation) for a transaction's offsets (KIP-447), read on
-        the consumer's thread: called from another while that thread was in a metadata request, it hung."""
-        future: asyncio.Future[object] = self._loop.create_future()
-
-        def command() -> None:
-            try:
-                found = self._consumer.consumer_group_metadata()
-            except Exception as exc:
-                self._loop.call_soon_threadsafe(_settle, future, exc)
-            else:
-                self._loop.call_soon_threadsafe(_resolve, future, found)
+                self._loop.call_soon_threadsafe(_resolve, future, value)
 
         self._command(command)
         return await future
+
+    def rewind(self, tps: list[TP]) -> None:
+        """Go back to the committed offsets of ``tps`` (an aborted transaction); ``on_rewound`` follows every batch
+        posted before the seek (the pipeline drops those: it stopped taking ``tps``)."""
+        self._command(lambda: self._rewind(tps))
+
+    async def group_metadata(self) -> object:
+        """The group metadata for a transaction's offsets (KIP-447), read on the consumer's thread (from another,
+        while this one was in a metadata request, it hung)."""
+        if self._metadata is not None:
+            return self._metadata  # in a revoke callback, taken before it
+        return await self._on_thread(self._consumer.consumer_group_metadata)
 
     def _command(self, command: Callable[[], None]) -> None:
         self._commands.put(command)
@@ -360,13 +356,17 @@ class ConsumerBridge:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
         log.info("%s: revoking %s", self._group, _fmt(tps), extra=self._fields("revoked", tps))
+        # an exactly-once pipeline commits its transaction in there: this thread cannot serve group_metadata then
+        self._metadata = consumer.consumer_group_metadata()
         try:
             offsets: dict[TP, CommitPoint] = self._call_loop(self._listener.on_revoked(tps), self._revoke_timeout + 10)
         except Exception:
             log.exception("draining revoked partitions failed; their uncommitted work will be redelivered")
             return
+        finally:
+            self._metadata = None
         try:
-            self._commit_sync(_commits(offsets))
+            self._commit_sync(commit_list(offsets))
         except KafkaException as exc:
             log.warning("commit on revoke failed (the work will be redelivered): %s", exc)
 
@@ -404,13 +404,9 @@ def _settle(future: asyncio.Future[Any], error: BaseException | None) -> None:
         future.set_exception(error)
 
 
-def _resolve(future: asyncio.Future[object], value: object) -> None:
+def _resolve(future: asyncio.Future[T], value: T) -> None:
     if not future.done():
         future.set_result(value)
-
-
-def _commits(points: Mapping[TP, CommitPoint]) -> list[TopicPartition]:
-    return [TopicPartition(t, p, o, metadata=m) for (t, p), (o, m) in points.items()]
 
 
 def _fmt(tps: list[TP]) -> str:

@@ -18,10 +18,10 @@ backslash escapes, and ``str`` keys and values become UTF-8 bytes.
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
-from confluent_kafka import Message
+from confluent_kafka import Message, TopicPartition
 
 Headers = tuple[tuple[str, bytes | None], ...]
 TP = tuple[str, int]
@@ -35,6 +35,11 @@ class CommitPoint(NamedTuple):
 
     offset: int
     metadata: str = ""
+
+
+def commit_list(points: Mapping[TP, CommitPoint]) -> list[TopicPartition]:
+    """``points`` as librdkafka's commit takes them (offset and metadata per partition)."""
+    return [TopicPartition(t, p, o, metadata=m) for (t, p), (o, m) in points.items()]
 
 
 RawHeaders = list[tuple[str, str | bytes | None]]

@@ -24,12 +24,12 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from confluent_kafka import KafkaError as RdKafkaError
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import KafkaException
 
 from streamcar.config import PipelineConfig
 from streamcar.event import Headers
 from streamcar.kafka.producer import Ack, AsyncProducer
-from streamcar.kafka.records import TP, CommitPoint
+from streamcar.kafka.records import TP, CommitPoint, commit_list
 from streamcar.logs import Throttle, held_back
 
 log = logging.getLogger("streamcar.kafka.transactions")
@@ -96,7 +96,7 @@ class TransactionalProducer:
         """Commit the open transaction with ``points`` as the group's offsets (none: records only), then begin the
         next. Raises :class:`Aborted` when it could not be committed: then :meth:`abort` it."""
         client = self._producer.client
-        offsets = [TopicPartition(t, p, o, metadata=m) for (t, p), (o, m) in points.items()]
+        offsets = commit_list(points)
         try:
             if offsets and group_metadata is not None:
                 await self._call(
