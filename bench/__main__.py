@@ -11,6 +11,9 @@ Scenarios (fresh output topics on the same broker):
 * ``slow-keyed``: a service taking 20 ms per call, ONE partition, 1,000 keys, ``ordering: key``, against the
   ideal ``max_in_flight / 20 ms``; ``slow-partition``: the same with ``ordering: partition``, the one-at-a-time
   baseline of the peers (ideal 50 msg/s);
+* ``exactly-once``: http-single with ``publish.exactly_once``, beside ``http-single-seen`` (the same at least
+  once); both time each reply when a read_committed reader gets it, so the transactions' cost shows in both
+  throughput and latency;
 * ``replay`` of ``--replay-messages`` records into a topic, against a ceiling loop copying the same records;
 * ``http-round-trip`` / ``grpc-round-trip``: the client the sidecar calls with (streamcar's HTTP/1.1 client,
   grpc.aio) calling the same echo service, no Kafka, no engine; ``aiohttp-round-trip``: the same with an aiohttp
@@ -106,12 +109,13 @@ class Bench:
         create_topic(self.bootstrap, name, partitions or self.args.partitions)
         return name
 
-    def measure(self, name: str, source: str, n: int, runner: Runner) -> Result:
+    def measure(self, name: str, source: str, n: int, runner: Runner, *, seen: bool = False) -> Result:
         """Run ``runner`` (consuming ``source`` and a latency topic, publishing to a fresh topic): throughput
-        over ``source``'s ``n`` records, then latency over paced records, then its peak memory."""
+        over ``source``'s ``n`` records, then latency over paced records, then its peak memory. ``seen``: the
+        outputs' times are when a read_committed reader got them (for exactly-once), not their write times."""
         args = self.args
         out, lat = self.topic(f"out-{name}"), self.topic(f"lat-{name}")
-        reader, inputs = OutputReader(self.bootstrap, out), OutputReader(self.bootstrap, lat)
+        reader, inputs = OutputReader(self.bootstrap, out, seen=seen), OutputReader(self.bootstrap, lat)
         try:
             with console.status(f"{name}: throughput ..."), runner([source, lat], out) as pids:
                 meter = self.meter(pids, n)
@@ -150,6 +154,7 @@ class Bench:
         max_in_flight: int | None = None,
         service_args: tuple[str, ...] = (),
         ordering: str = "key",
+        exactly_once: bool = False,
     ) -> Runner:
         @contextmanager
         def run(topics: list[str], out: str) -> Iterator[dict[str, int]]:
@@ -164,6 +169,7 @@ class Bench:
                 max_in_flight=max_in_flight or self.args.max_in_flight,
                 ordering=ordering,
                 profile=profile,
+                exactly_once=exactly_once,
             ) as running:
                 pids = {"sidecar": running.process.pid}
                 if running.service is not None:
@@ -247,6 +253,13 @@ def main() -> int:
             if wanted(name):
                 profile = args.profile.with_suffix(f".{name}.txt") if args.profile else None
                 bench.measure(name, source, n, bench.through_sidecar(call, service, profile))
+
+        # exactly-once against at-least-once, both timed as a read_committed reader sees the replies
+        if wanted("exactly-once"):
+            http = SIDECAR_SCENARIOS["http-single"][0]
+            for name, exactly in (("http-single-seen", False), ("exactly-once", True)):
+                runner = bench.through_sidecar(http, "http", None, exactly_once=exactly)
+                bench.measure(name, source, n, runner, seen=True)
 
         slow_call: dict[str, object] = {"url": "http://127.0.0.1:{port}/echo", "timeout": "10s"}
         if wanted("slow-keyed") or wanted("slow-partition"):

@@ -76,8 +76,12 @@ class Outputs:
 class OutputReader:
     """Reads an output topic from the start, incrementally, as the scenario goes."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}"})
+    def __init__(self, bootstrap: str, topic: str, *, seen: bool = False) -> None:
+        """``seen``: stamp each output with when this reader got it (read_committed: when its transaction
+        committed), not with when it was written."""
+        settings = {"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}"}
+        self._consumer = Consumer({**settings, "isolation.level": "read_committed", "fetch.wait.max.ms": 5})
+        self._seen = seen
         partitions = self._consumer.list_topics(topic=topic, timeout=10).topics[topic].partitions
         self._consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         self.outputs = Outputs({THROUGHPUT: {}, LATENCY: {}})
@@ -97,7 +101,8 @@ class OutputReader:
                 payload = msg.value()
                 if msg.error() is None and payload:
                     stamps = self.outputs.stamps.setdefault(payload[:1], {})
-                    stamps.setdefault(int(payload[1:10]), float(msg.timestamp()[1]))
+                    stamp = time.time() * 1000 if self._seen else float(msg.timestamp()[1])
+                    stamps.setdefault(int(payload[1:10]), stamp)
             if progress is not None:
                 progress(len(seen))
         return self.outputs

@@ -224,6 +224,7 @@ def sidecar(
     max_in_flight: int,
     ordering: str = "key",
     profile: Path | None = None,
+    exactly_once: bool = False,
 ) -> Iterator[Sidecar]:
     """``streamcar run`` (a separate process) with ``call`` until the block ends; ``service`` (http, grpc) runs
     beside it and ``{port}`` in the call URL is its port. In-process handlers come from this repository."""
@@ -241,7 +242,7 @@ def sidecar(
                 "call": {**call, "url": str(call["url"]).format(port=port)},
                 "max_in_flight": max_in_flight,
                 "ordering": ordering,
-                "publish": {"topic": out},
+                "publish": {"topic": out, "exactly_once": exactly_once},
             }
         },
     }
