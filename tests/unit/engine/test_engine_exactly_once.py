@@ -110,3 +110,23 @@ async def test_dead_letters_and_retries_go_in_the_transaction_too() -> None:
     assert set(replies.values()) == {1}
     assert len(letters) + len(replies) == PARTITIONS * PER_PARTITION
     assert not set(letters) & set(replies)
+
+
+async def test_batch_delivery_with_aborts_is_visible_exactly_once_in_key_order() -> None:
+    def answer(event: Event, attempt: int) -> Reply:
+        offset = int(event.value.split(b":")[1]) if event.value else 0
+        return Reply.retry(error="busy") if offset % 17 == 5 and attempt < 2 else Reply.success(event.value)
+
+    caller = ScriptedCaller(answer, delay=0.001)
+    config = exactly_once(max_in_flight=32, call={"batch": {"max_messages": 8, "max_wait": "1ms"}})
+    async with Rig(logs(), caller, config) as rig:  # type: ignore[arg-type]
+        producer = rig.producer
+        assert isinstance(producer, TwinTransactionalProducer)
+        producer.fail_commits = 2
+        producer.refuse_once[b"2:333"] = RdKafkaError(RdKafkaError.REQUEST_TIMED_OUT, "twin: timed out")
+        await rig.until(lambda: all_committed(rig), "every offset committed", within=20)
+    assert producer.aborted == 3
+    assert set(visible(rig).values()) == {1}
+    assert len(visible(rig)) == PARTITIONS * PER_PARTITION
+    assert producer.sends_while_committing == 0
+    assert in_key_order(rig)
