@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -122,8 +123,14 @@ class Bench:
                 seconds = reader.wait(THROUGHPUT, n, progress=meter.progress).span(THROUGHPUT)
                 count = args.latency_rate * args.latency_seconds
                 console.log(f"{name}: {n / seconds:,.0f} msg/s; latency at {args.latency_rate}/s ...")
-                produce_paced(self.bootstrap, lat, count, args.latency_rate, args.size)
-                stamps = reader.wait(LATENCY, count, timeout=120).stamps[LATENCY]
+                if seen:  # the reader's own clock times the replies: it must read while they come
+                    with ThreadPoolExecutor(1) as pool:
+                        reading = pool.submit(reader.wait, LATENCY, count, 120)
+                        produce_paced(self.bootstrap, lat, count, args.latency_rate, args.size)
+                        stamps = reading.result().stamps[LATENCY]
+                else:
+                    produce_paced(self.bootstrap, lat, count, args.latency_rate, args.size)
+                    stamps = reader.wait(LATENCY, count, timeout=120).stamps[LATENCY]
                 rss = peak_rss_mib(pids["sidecar"]) if "sidecar" in pids else None
             sent = inputs.wait(LATENCY, count, timeout=60).stamps[LATENCY]
         finally:

@@ -97,7 +97,11 @@ class OutputReader:
         while len(seen) < n:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"only {len(seen)} of {n} {tag.decode()} records reached {self._topic}")
-            for msg in self._consumer.consume(num_messages=2000, timeout=0.1):
+            # consume(n, timeout) waits for n records or the timeout: take the first as it comes, then the rest
+            found = self._consumer.consume(num_messages=1, timeout=0.1)
+            if found:
+                found += self._consumer.consume(num_messages=2000, timeout=0)
+            for msg in found:
                 payload = msg.value()
                 if msg.error() is None and payload:
                     stamps = self.outputs.stamps.setdefault(payload[:1], {})
