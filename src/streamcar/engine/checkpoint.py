@@ -175,25 +175,13 @@ class Checkpoint:
         try:
             await self._commit(committer, points)  # 3
         except KafkaException as exc:  # e.g. mid-rebalance; the next tick (or the revoke) commits again
-            held = self._throttle.allow("commit-deferred")
-            if held is not None:
-                log.info(
-                    "%s: commit deferred: %s%s",
-                    self._name,
-                    exc,
-                    held_back(held, self._throttle.interval),
-                    extra={"event": "commit-deferred", "pipeline": self._name},
-                )
+            self._warn("commit-deferred", f"commit deferred: {exc}", level=logging.INFO)
             if self.owed >= self._limit:  # the dispatcher may be waiting for this commit: try again soon
                 loop = asyncio.get_running_loop()
                 loop.call_later(min(self._interval, 0.1), lambda: loop.create_task(self.commit()))
             return
         finally:
-            self._committing = False
-            self._idle.set()
-            if self._again:
-                self._again = False
-                asyncio.get_running_loop().create_task(self.commit())
+            self._ended()
         self.tracker.mark_committed(points)
         self._cover(owed)
 
@@ -214,11 +202,7 @@ class Checkpoint:
                 lambda: {tp: o for tp, o in self.tracker.commit_points().items() if tp in owned or tp in also}
             )
         finally:
-            self._committing = False
-            self._idle.set()
-            if self._again:
-                self._again = False
-                asyncio.get_running_loop().create_task(self.commit())
+            self._ended()
         if points:
             self.tracker.mark_committed(points)
 
@@ -249,11 +233,20 @@ class Checkpoint:
             )
             await committer({tp: CommitPoint(point.offset) for tp, point in points.items()})
 
-    def _warn(self, event: str, text: str) -> None:
+    def _ended(self) -> None:
+        """A commit ended: the next follows at once if enough was released meanwhile."""
+        self._committing = False
+        self._idle.set()
+        if self._again:
+            self._again = False
+            asyncio.get_running_loop().create_task(self.commit())
+
+    def _warn(self, event: str, text: str, *, level: int = logging.WARNING) -> None:
         """One line per ``event`` per interval, however often it happens."""
         held = self._throttle.allow(event)
         if held is not None:
-            log.warning(
+            log.log(
+                level,
                 "%s: %s%s",
                 self._name,
                 text,

@@ -32,6 +32,13 @@ def all_committed(rig: Rig) -> bool:
     return all(rig.committed((TOPIC, p)) == PER_PARTITION for p in range(PARTITIONS))
 
 
+def assert_each_once_in_order(rig: Rig) -> None:
+    """Every input's reply visible exactly once, a key's in offset order."""
+    assert set(visible(rig).values()) == {1}
+    assert len(visible(rig)) == PARTITIONS * PER_PARTITION
+    assert in_key_order(rig)
+
+
 def in_key_order(rig: Rig) -> bool:
     """Each key's visible replies are in offset order."""
     last: dict[tuple[int, int], int] = {}
@@ -51,12 +58,10 @@ async def test_records_are_visible_with_the_offsets_of_their_inputs_and_only_the
         assert isinstance(producer, TwinTransactionalProducer)
         producer.commit_delay = 0.005
         await rig.until(lambda: all_committed(rig), "every offset committed in a transaction", within=20)
-    assert set(visible(rig).values()) == {1}
-    assert len(visible(rig)) == PARTITIONS * PER_PARTITION
+    assert_each_once_in_order(rig)
     assert producer.sends_while_committing == 0, "a record went into a transaction while it committed"
     assert producer.committed > 1
     assert producer.aborted == 0
-    assert in_key_order(rig)
 
 
 async def test_a_refused_record_aborts_the_transaction_and_its_work_is_redone_once_visible() -> None:
@@ -69,11 +74,9 @@ async def test_a_refused_record_aborts_the_transaction_and_its_work_is_redone_on
         assert rig.consumer is not None
         assert rig.consumer.rewinds >= 1
     assert producer.aborted >= 1
-    assert set(visible(rig).values()) == {1}
-    assert len(visible(rig)) == PARTITIONS * PER_PARTITION
+    assert_each_once_in_order(rig)
     called = Counter(event.value for event in caller.called())
     assert called[b"1:200"] >= 2, "the refused record's input is called again after the rewind"
-    assert in_key_order(rig)
 
 
 async def test_a_commit_the_broker_refuses_is_aborted_and_redone_once_visible() -> None:
@@ -84,9 +87,7 @@ async def test_a_commit_the_broker_refuses_is_aborted_and_redone_once_visible() 
         producer.fail_commits = 2
         await rig.until(lambda: all_committed(rig), "every offset committed", within=20)
     assert producer.aborted == 2
-    assert set(visible(rig).values()) == {1}
-    assert len(visible(rig)) == PARTITIONS * PER_PARTITION
-    assert in_key_order(rig)
+    assert_each_once_in_order(rig)
 
 
 async def test_dead_letters_and_retries_go_in_the_transaction_too() -> None:
@@ -126,7 +127,5 @@ async def test_batch_delivery_with_aborts_is_visible_exactly_once_in_key_order()
         producer.refuse_once[b"2:333"] = RdKafkaError(RdKafkaError.REQUEST_TIMED_OUT, "twin: timed out")
         await rig.until(lambda: all_committed(rig), "every offset committed", within=20)
     assert producer.aborted == 3
-    assert set(visible(rig).values()) == {1}
-    assert len(visible(rig)) == PARTITIONS * PER_PARTITION
+    assert_each_once_in_order(rig)
     assert producer.sends_while_committing == 0
-    assert in_key_order(rig)
