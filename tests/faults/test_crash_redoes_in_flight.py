@@ -38,7 +38,7 @@ from support import KafkaHandle, produce_records, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
-PARTITIONS, RECORDS, MAX_IN_FLIGHT, KILLS = 6, 30_000, 128, 3
+PARTITIONS, RECORDS, MAX_IN_FLIGHT, KILLS = 6, 20_000, 128, 3
 
 
 def _pick(partition: int, offset: int, every: int, at: int) -> bool:

@@ -85,7 +85,7 @@ def test_a_member_joining_and_leaving_publishes_nothing_twice(
         return members[-1]
 
     try:
-        total = 9000
+        total = 6000
         records = [(f"k{i % 101}".encode(), b"v") for i in range(total)]
         produce_records(kafka, scenario.source, records[: total // 3])
         member("a")
@@ -135,7 +135,7 @@ def test_a_frozen_zombie_resumed_after_its_partitions_moved_publishes_nothing_vi
         return members[name]
 
     try:
-        total = 12_000
+        total = 8000
         produce_records(kafka, scenario.source, [(f"k{i % 97}".encode(), b"v") for i in range(total)])
         zombie = member("z")
         wait_for(lambda: service.count() >= 300, timeout=60, what="the first member to work")

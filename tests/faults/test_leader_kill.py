@@ -83,7 +83,7 @@ async def test_exactly_once_survives_a_killed_leader_with_nothing_published_twic
     kafka = kafka_cluster
     scenario = scenario_factory(3, replication=3, on=kafka)
     source, out = scenario.source, scenario.out
-    n = 4000
+    n = 3000
     admin = kafka.admin()
     victim = partitions(admin, out)[0][0]
     service = TestService(reply_with_id).start()
