@@ -29,6 +29,12 @@ what a crash redoes, whatever the commit's round trip. A commit the broker refus
 pipeline back is tried again within 100 ms, not at the next tick.
 A source that ends (a replay) commits nothing: the pipeline's group offsets stay where they are.
 
+An exactly-once pipeline (``exactly``) commits through its transactional producer instead, each commit one
+transaction of the records and the offsets, in the order :mod:`streamcar.engine.transaction` gives (the points
+are taken only once the transaction drained). It commits after ``max(500, 8 x max_in_flight)`` releases rather than
+half of ``max_in_flight`` (new records wait while a transaction commits), and the bound above does not apply: what
+a crash leaves uncommitted is aborted, never published twice.
+
 The metadata's size is bounded (the broker's ``offset.metadata.max.bytes``): a partition whose next record would
 let it outgrow the bound takes no new records (:meth:`Checkpoint.wait_for_room`) until completions made room.
 """
