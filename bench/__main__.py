@@ -12,8 +12,9 @@ Scenarios (fresh output topics on the same broker):
   ideal ``max_in_flight / 20 ms``; ``slow-partition``: the same with ``ordering: partition``, the one-at-a-time
   baseline of the peers (ideal 50 msg/s);
 * ``exactly-once``: http-single with ``publish.exactly_once``, beside ``http-single-seen`` (the same at least
-  once); both time each reply when a read_committed reader gets it, so the transactions' cost shows in both
-  throughput and latency;
+  once), and ``exactly-once-100ms`` with a ``commit_interval`` of 100 ms (a transaction's records are visible
+  when it commits: the interval is most of the added latency at a low rate); all time each reply when a
+  read_committed reader gets it, so the transactions' cost shows in both throughput and latency;
 * ``replay`` of ``--replay-messages`` records into a topic, against a ceiling loop copying the same records;
 * ``http-round-trip`` / ``grpc-round-trip``: the client the sidecar calls with (streamcar's HTTP/1.1 client,
   grpc.aio) calling the same echo service, no Kafka, no engine; ``aiohttp-round-trip``: the same with an aiohttp
@@ -162,6 +163,7 @@ class Bench:
         service_args: tuple[str, ...] = (),
         ordering: str = "key",
         exactly_once: bool = False,
+        commit_interval: str = "1s",
     ) -> Runner:
         @contextmanager
         def run(topics: list[str], out: str) -> Iterator[dict[str, int]]:
@@ -177,6 +179,7 @@ class Bench:
                 ordering=ordering,
                 profile=profile,
                 exactly_once=exactly_once,
+                commit_interval=commit_interval,
             ) as running:
                 pids = {"sidecar": running.process.pid}
                 if running.service is not None:
@@ -264,8 +267,13 @@ def main() -> int:
         # exactly-once against at-least-once, both timed as a read_committed reader sees the replies
         if wanted("exactly-once"):
             http = SIDECAR_SCENARIOS["http-single"][0]
-            for name, exactly in (("http-single-seen", False), ("exactly-once", True)):
-                runner = bench.through_sidecar(http, "http", None, exactly_once=exactly)
+            pairs = (
+                ("http-single-seen", False, "1s"),
+                ("exactly-once", True, "1s"),
+                ("exactly-once-100ms", True, "100ms"),
+            )
+            for name, exactly, interval in pairs:
+                runner = bench.through_sidecar(http, "http", None, exactly_once=exactly, commit_interval=interval)
                 bench.measure(name, source, n, runner, seen=True)
 
         slow_call: dict[str, object] = {"url": "http://127.0.0.1:{port}/echo", "timeout": "10s"}

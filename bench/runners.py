@@ -225,6 +225,7 @@ def sidecar(
     ordering: str = "key",
     profile: Path | None = None,
     exactly_once: bool = False,
+    commit_interval: str = "1s",
 ) -> Iterator[Sidecar]:
     """``streamcar run`` (a separate process) with ``call`` until the block ends; ``service`` (http, grpc) runs
     beside it and ``{port}`` in the call URL is its port. In-process handlers come from this repository."""
@@ -243,6 +244,7 @@ def sidecar(
                 "max_in_flight": max_in_flight,
                 "ordering": ordering,
                 "publish": {"topic": out, "exactly_once": exactly_once},
+                "commit_interval": commit_interval,
             }
         },
     }
