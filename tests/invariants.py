@@ -232,10 +232,15 @@ def _ordered(verdict: Verdict, kind: str, lanes: Mapping[Lane, list[int]], crash
 
 def read_all(kafka: KafkaHandle, topic: str, *, timeout: float = 60.0) -> list[Record]:
     """Every record of ``topic`` up to the high watermark each partition has now, in log order."""
-    consumer = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": "invariants", "enable.auto.commit": False})
+    settings = {"bootstrap.servers": kafka.bootstrap, "group.id": "invariants", "enable.auto.commit": False}
+    # read committed, up to the true end: a transaction still open (a zombie's) holds the read back until it is
+    # committed or aborted, rather than ending the read at the last stable offset
+    consumer = Consumer({**settings, "isolation.level": "read_committed"})
+    probe = Consumer({**settings, "isolation.level": "read_uncommitted"})
     try:
         partitions = consumer.list_topics(topic=topic, timeout=10).topics[topic].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions}
+        ends = {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions}
+        probe.close()
         todo = {p: high for p, (low, high) in ends.items() if high > low}
         consumer.assign([TopicPartition(topic, p, ends[p][0]) for p in todo])
         got: list[Record] = []

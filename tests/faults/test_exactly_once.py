@@ -147,6 +147,11 @@ def test_a_frozen_zombie_resumed_after_its_partitions_moved_publishes_nothing_vi
         assert service.count() < total // 2, "the zombie should freeze while input is left"
         wait_for(lambda: spread_over(kafka, scenario.group, {"s-p"}), timeout=60, what="the survivor alone")
         zombie.signal(signal.SIGCONT)
+        # resumed, it finds its partitions lost and aborts the transaction it froze in
+        try:
+            wait_for(lambda: transactions(zombie)["aborted"] >= 1, timeout=30, what="the zombie's abort")
+        except Exception as exc:
+            raise AssertionError(f"{exc}: {zombie.log_tail(40)}") from None
         # the service sees the zombie's calls and their redoing (as after a crash); the topics see each once
         verdict = scenario.check(service.requests, crashes=True, max_duplicates=0, timeout=180)
         print(f"zombie resumed, exactly once: {verdict.duplicates} duplicates")
@@ -160,6 +165,11 @@ def test_a_frozen_zombie_resumed_after_its_partitions_moved_publishes_nothing_vi
 def exactly_once(spec: dict[str, Any]) -> dict[str, Any]:
     spec["publish"]["exactly_once"] = True
     return spec
+
+
+def transactions(process: SidecarProcess) -> dict[str, Any]:
+    (pipeline,) = process.status()["pipelines"]
+    return dict(pipeline["transactions"])
 
 
 def working(service: TestService, since: int) -> set[str]:

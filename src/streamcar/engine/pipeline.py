@@ -345,7 +345,7 @@ class Pipeline:
         self._forget(lost)  # another member owns them now: nothing to drain, nothing to commit
         if self._transaction is not None:
             # the open transaction may hold their records, whose offsets may no longer be committed by us
-            self._transaction.doomed = self._transaction.doomed or "partitions were lost to another member"
+            self._transaction.doom("partitions were lost to another member")  # aborted at once, and rewound
             await self._checkpoint.commit_now()
 
     def on_rewound(self, partitions: list[TP], committed: Mapping[TP, CommitPoint]) -> None:

@@ -77,8 +77,12 @@ class Transaction:
     def refused(self, work: Work, error: BaseException) -> None:
         """A record of ``work`` was refused: the transaction is lost (librdkafka made it abortable)."""
         self.pending.discard(work)
+        self.doom(f"a record of {work.event.idempotency_key} was refused: {error}")
+
+    def doom(self, why: str) -> None:
+        """The open transaction cannot be committed: a commit draining it stops waiting and aborts it."""
         if self.doomed is None:
-            self.doomed = f"a record of {work.event.idempotency_key} was refused: {error}"
+            self.doomed = why
             self.on_doomed()
         self._drained.set()
 

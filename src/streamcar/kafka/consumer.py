@@ -378,7 +378,13 @@ class ConsumerBridge:
             _fmt(tps),
             extra=self._fields("lost", tps),
         )
-        self._call_loop(self._listener.on_lost(tps), self._revoke_timeout)
+        self._metadata = consumer.consumer_group_metadata()  # as in a revoke: a transaction may be committing
+        try:
+            self._call_loop(self._listener.on_lost(tps), self._revoke_timeout)
+        except Exception:
+            log.exception("forgetting lost partitions failed; their work is their next owner's")
+        finally:
+            self._metadata = None
 
     def _fields(self, event: str, tps: list[TP]) -> dict[str, object]:
         return {"event": event, "group": self._group, "partitions": [f"{t}[{p}]" for t, p in sorted(tps)]}

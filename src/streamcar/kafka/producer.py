@@ -87,7 +87,10 @@ class AsyncProducer:
 
     def _serve(self) -> None:
         while not self._stopping.is_set():
-            self._producer.poll(0.05)
+            try:
+                self._producer.poll(0.05)
+            except KafkaException:  # a transactional producer's fatal error: its owner replaces it
+                self._stopping.wait(0.05)
             self._post_settled()
 
     def _flush_alone(self) -> None:
@@ -95,7 +98,10 @@ class AsyncProducer:
             if not self._hurry.wait(0.5):
                 continue
             self._hurry.clear()
-            self._producer.flush(FLUSH_WAIT)  # serves the delivery reports too: post what it served
+            try:
+                self._producer.flush(FLUSH_WAIT)  # serves the delivery reports too: post what it served
+            except KafkaException:  # as in _serve
+                pass
             self._post_settled()
 
     def _post_settled(self) -> None:
@@ -205,7 +211,10 @@ class AsyncProducer:
             except TimeoutError:
                 log.warning("%d records were still waiting for librdkafka's queue at shutdown", len(self._backlog))
             self._feeder.cancel()
-        remaining = await asyncio.to_thread(self._producer.flush, max(0.0, deadline - time.monotonic()))
+        try:
+            remaining = await asyncio.to_thread(self._producer.flush, max(0.0, deadline - time.monotonic()))
+        except KafkaException:  # a transactional producer's fatal error: what it holds is never committed
+            remaining = len(self._producer)
         if remaining:
             log.warning("%d records were not acknowledged before shutdown", remaining)
             # dropped from librdkafka's queues now (their futures fail): else freeing the producer waits for
