@@ -14,6 +14,7 @@ send what is queued without lingering and serves the delivery reports until it w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -98,10 +99,8 @@ class AsyncProducer:
             if not self._hurry.wait(0.5):
                 continue
             self._hurry.clear()
-            try:
+            with contextlib.suppress(KafkaException):  # as in _serve
                 self._producer.flush(FLUSH_WAIT)  # serves the delivery reports too: post what it served
-            except KafkaException:  # as in _serve
-                pass
             self._post_settled()
 
     def _post_settled(self) -> None:
