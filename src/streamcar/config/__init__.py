@@ -9,6 +9,7 @@ from __future__ import annotations
 from streamcar.config._durations import Duration, format_duration, parse_duration
 from streamcar.config._files import read_pem
 from streamcar.config._loader import json_schema, load_config, parse_config
+from streamcar.config._outputs import DeadLetterConfig, PublishConfig
 from streamcar.config._sizes import ByteSize, format_size, parse_size
 from streamcar.config._targets import CallTarget, GrpcTarget, HttpTarget, PythonTarget
 from streamcar.config.models import (
@@ -18,11 +19,9 @@ from streamcar.config.models import (
     CircuitBreakerConfig,
     Config,
     ConsumeConfig,
-    DeadLetterConfig,
     KafkaConfig,
     LogConfig,
     PipelineConfig,
-    PublishConfig,
     RetryConfig,
     SecurityConfig,
     ServiceTlsConfig,

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from streamcar.config import KafkaConfig, PipelineConfig
 from streamcar.engine.tracker import OffsetTracker
-from streamcar.kafka.consumer import ConsumerListener
+from streamcar.kafka.listener import ConsumerListener
 from streamcar.kafka.records import TP, CommitPoint
 from streamcar.kafka.settings import group_consumer, range_consumer
 from streamcar.kafka.topics import TopicWatch

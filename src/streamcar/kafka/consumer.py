@@ -21,11 +21,12 @@ import queue
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
 
+from streamcar.kafka.listener import ConsumerListener
 from streamcar.kafka.probes import committed_points, look_around, seek_committed, wake_fetchers
 from streamcar.kafka.records import TP, CommitPoint, commit_list
 from streamcar.kafka.security import explain, identity
@@ -34,29 +35,6 @@ from streamcar.kafka.topics import TopicWatch
 
 log = logging.getLogger("streamcar.kafka.consumer")
 T = TypeVar("T")
-
-
-class ConsumerListener(Protocol):
-    """What the bridge tells the pipeline; every method runs on the asyncio loop."""
-
-    def on_records(self, records: list[Message]) -> None: ...
-
-    async def on_assigned(self, partitions: list[TP], committed: Mapping[TP, CommitPoint]) -> None:
-        """``partitions`` are ours now; ``committed``: what the group committed for those that carry metadata."""
-        ...
-
-    async def on_revoked(self, partitions: list[TP]) -> dict[TP, CommitPoint]:
-        """Drain ``partitions`` (bounded) and return the offsets to commit for them before release."""
-        ...
-
-    async def on_lost(self, partitions: list[TP]) -> None: ...
-
-    def on_rewound(self, partitions: list[TP], committed: Mapping[TP, CommitPoint]) -> None:
-        """The consumer went back to the committed offsets of ``partitions`` (:meth:`ConsumerBridge.rewind`);
-        ``committed``: those offsets, with their metadata."""
-        ...
-
-    def on_error(self, error: RdKafkaError) -> None: ...
 
 
 LOOK_EVERY = 2.0  # seconds between refreshes of the watermarks and probes of the cluster

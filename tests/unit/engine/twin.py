@@ -30,7 +30,7 @@ from streamcar.engine.offsets import BUDGET
 from streamcar.engine.pipeline import Pipeline
 from streamcar.engine.source import Source
 from streamcar.event import Event, Reply
-from streamcar.kafka.consumer import ConsumerListener
+from streamcar.kafka.listener import ConsumerListener
 from streamcar.kafka.producer import Ack, ProduceError
 from streamcar.kafka.records import TP, CommitPoint
 from streamcar.kafka.transactions import Aborted
