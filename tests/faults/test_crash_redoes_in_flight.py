@@ -31,7 +31,7 @@ from streamcar.config import KafkaConfig
 from streamcar.tools.offsets import group_offsets
 
 from invariants import Id, read_all
-from scenario import ScenarioFactory
+from scenario import Scenario, ScenarioFactory
 from service import Seen, TestService
 from sidecar import SidecarProcess, crash_repeatedly, make_config
 from support import KafkaHandle, produce_records, wait_for
@@ -78,6 +78,28 @@ class RetryHeavy:
         return web.Response(body=seen.headers["Idempotency-Key"].encode())
 
 
+SHORT_SESSION = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
+"""A SIGKILLed member's partitions come back within seconds."""
+
+
+def keyed(count: int) -> list[tuple[bytes, bytes]]:
+    """The scenario's inputs: 211 keys, values numbered."""
+    return [(f"k{i % 211}".encode(), str(i).encode()) for i in range(count)]
+
+
+def retry_heavy_spec(scenario: Scenario, url: str, *, commit_interval: str = "1s") -> dict[str, Any]:
+    """The scenario's pipeline in front of :class:`RetryHeavy` (also run exactly once, in test_exactly_once)."""
+    return scenario.spec(
+        url,
+        max_in_flight=MAX_IN_FLIGHT,
+        call={"timeout": "1s"},
+        retry={"attempts": 4, "initial_backoff": "200ms", "max_backoff": "2s"},
+        commit_interval=commit_interval,
+        # one in ten calls fails: the breaker's way with that is another scenario's subject (it opens)
+        circuit_breaker={"enabled": False},
+    )
+
+
 def test_a_crash_amid_retries_redoes_only_what_was_in_flight(
     kafka: KafkaHandle, scenario_factory: ScenarioFactory, tmp_path: Path
 ) -> None:
@@ -86,20 +108,8 @@ def test_a_crash_amid_retries_redoes_only_what_was_in_flight(
     service = TestService(RetryHeavy()).start()
     process: SidecarProcess | None = None
     try:
-        records = [(f"k{i % 211}".encode(), str(i).encode()) for i in range(RECORDS)]
-        produce_records(kafka, source, records)
-        spec = scenario.spec(
-            service.url,
-            max_in_flight=MAX_IN_FLIGHT,
-            call={"timeout": "1s"},
-            retry={"attempts": 4, "initial_backoff": "200ms", "max_backoff": "2s"},
-            commit_interval="1s",
-            # one in ten calls fails: the breaker's way with that is another scenario's subject (it opens)
-            circuit_breaker={"enabled": False},
-        )
-        config = make_config(
-            kafka.bootstrap, {"p": spec}, librdkafka={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
-        )
+        produce_records(kafka, source, keyed(RECORDS))
+        config = make_config(kafka.bootstrap, {"p": retry_heavy_spec(scenario, service.url)}, librdkafka=SHORT_SESSION)
         crash_repeatedly(config, tmp_path, service.count, total=RECORDS, kills=KILLS, timeout=120)
         process = SidecarProcess(config, tmp_path).start()
         letters = {r.id: "http-status" for r in read_all(kafka, source) if refused(r.partition, r.offset)}

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from test_crash_redoes_in_flight import RetryHeavy, refused
+from test_crash_redoes_in_flight import SHORT_SESSION, RetryHeavy, keyed, refused, retry_heavy_spec
 from test_group_churn import spread_over
 
 from invariants import read_all, reply_with_id
@@ -26,7 +26,6 @@ from support import KafkaHandle, produce_records, wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 PARTITIONS, KILLS = 6, 3
-SHORT_SESSION = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
 
 
 def test_sigkill_three_times_amid_retries_publishes_each_outcome_exactly_once(
@@ -38,17 +37,8 @@ def test_sigkill_three_times_amid_retries_publishes_each_outcome_exactly_once(
     service = TestService(RetryHeavy()).start()
     process: SidecarProcess | None = None
     try:
-        produce_records(kafka, source, [(f"k{i % 211}".encode(), str(i).encode()) for i in range(total)])
-        spec = exactly_once(
-            scenario.spec(
-                service.url,
-                max_in_flight=128,
-                call={"timeout": "1s"},
-                retry={"attempts": 4, "initial_backoff": "200ms", "max_backoff": "2s"},
-                commit_interval="500ms",
-                circuit_breaker={"enabled": False},
-            )
-        )
+        produce_records(kafka, source, keyed(total))
+        spec = exactly_once(retry_heavy_spec(scenario, service.url, commit_interval="500ms"))
         config = make_config(kafka.bootstrap, {"p": spec}, librdkafka=SHORT_SESSION)
         crash_repeatedly(config, tmp_path, service.count, total=total, kills=KILLS, timeout=120)
         (tmp_path / "last").mkdir()  # a log of its own: status() reads the admin port from it

@@ -28,6 +28,11 @@ def visible(rig: Rig) -> Counter[bytes]:
     return Counter(rig.out())
 
 
+def transactional(rig: Rig) -> TwinTransactionalProducer:
+    assert isinstance(rig.producer, TwinTransactionalProducer)
+    return rig.producer
+
+
 def all_committed(rig: Rig) -> bool:
     return all(rig.committed((TOPIC, p)) == PER_PARTITION for p in range(PARTITIONS))
 
@@ -54,8 +59,7 @@ def in_key_order(rig: Rig) -> bool:
 async def test_records_are_visible_with_the_offsets_of_their_inputs_and_only_then() -> None:
     caller = ScriptedCaller(echo, delay=0.001)
     async with Rig(logs(), caller, exactly_once(max_in_flight=16)) as rig:  # type: ignore[arg-type]
-        producer = rig.producer
-        assert isinstance(producer, TwinTransactionalProducer)
+        producer = transactional(rig)
         producer.commit_delay = 0.005
         await rig.until(lambda: all_committed(rig), "every offset committed in a transaction", within=20)
     assert_each_once_in_order(rig)
@@ -67,8 +71,7 @@ async def test_records_are_visible_with_the_offsets_of_their_inputs_and_only_the
 async def test_a_refused_record_aborts_the_transaction_and_its_work_is_redone_once_visible() -> None:
     caller = ScriptedCaller(echo, delay=0.001)
     async with Rig(logs(), caller, exactly_once(max_in_flight=16)) as rig:  # type: ignore[arg-type]
-        producer = rig.producer
-        assert isinstance(producer, TwinTransactionalProducer)
+        producer = transactional(rig)
         producer.refuse_once[b"1:200"] = RdKafkaError(RdKafkaError.REQUEST_TIMED_OUT, "twin: timed out")
         await rig.until(lambda: all_committed(rig), "every offset committed", within=20)
         assert rig.consumer is not None
@@ -82,8 +85,7 @@ async def test_a_refused_record_aborts_the_transaction_and_its_work_is_redone_on
 async def test_a_commit_the_broker_refuses_is_aborted_and_redone_once_visible() -> None:
     caller = ScriptedCaller(echo, delay=0.001)
     async with Rig(logs(), caller, exactly_once(max_in_flight=16)) as rig:  # type: ignore[arg-type]
-        producer = rig.producer
-        assert isinstance(producer, TwinTransactionalProducer)
+        producer = transactional(rig)
         producer.fail_commits = 2
         await rig.until(lambda: all_committed(rig), "every offset committed", within=20)
     assert producer.aborted == 2
@@ -101,8 +103,7 @@ async def test_dead_letters_and_retries_go_in_the_transaction_too() -> None:
 
     caller = ScriptedCaller(answer, delay=0.001)
     async with Rig(logs(), caller, exactly_once(max_in_flight=16)) as rig:  # type: ignore[arg-type]
-        producer = rig.producer
-        assert isinstance(producer, TwinTransactionalProducer)
+        producer = transactional(rig)
         producer.fail_commits = 1
         await rig.until(lambda: all_committed(rig), "every offset committed", within=20)
     letters = Counter(value for _, value, _ in producer.sent["dlq"])
@@ -121,8 +122,7 @@ async def test_batch_delivery_with_aborts_is_visible_exactly_once_in_key_order()
     caller = ScriptedCaller(answer, delay=0.001)
     config = exactly_once(max_in_flight=32, call={"batch": {"max_messages": 8, "max_wait": "1ms"}})
     async with Rig(logs(), caller, config) as rig:  # type: ignore[arg-type]
-        producer = rig.producer
-        assert isinstance(producer, TwinTransactionalProducer)
+        producer = transactional(rig)
         producer.fail_commits = 2
         producer.refuse_once[b"2:333"] = RdKafkaError(RdKafkaError.REQUEST_TIMED_OUT, "twin: timed out")
         await rig.until(lambda: all_committed(rig), "every offset committed", within=20)
