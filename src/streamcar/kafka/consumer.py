@@ -28,6 +28,7 @@ from confluent_kafka import KafkaError as RdKafkaError
 
 from streamcar.kafka.listener import ConsumerListener
 from streamcar.kafka.probes import committed_points, look_around, seek_committed, wake_fetchers
+from streamcar.kafka.rdlog import KafkaLog, Reachability
 from streamcar.kafka.records import TP, CommitPoint, commit_list
 from streamcar.kafka.security import explain, identity
 from streamcar.kafka.starts import Starts
@@ -58,7 +59,7 @@ class ConsumerBridge:
     ) -> None:
         conf = dict(config)
         conf["error_cb"] = self._error_cb
-        conf.setdefault("logger", logging.getLogger("streamcar.librdkafka"))
+        conf.setdefault("logger", KafkaLog())  # one line per condition per interval, not per attempt
         self._consumer = Consumer(conf)
         self._topics = topics
         self._group = str(conf.get("group.id", ""))
@@ -85,6 +86,7 @@ class ConsumerBridge:
         # Published by the thread for /metrics, /status and /readyz (each a fresh object: readers need no lock).
         self.high_watermarks: dict[TP, int] = {}
         self.kafka_error: str | None = None  # why the cluster did not answer the last probe; None when it did
+        self._reach = Reachability()
         self._watch = watch  # the pipeline's topics, checked as the cluster is looked at
         self._next_look = 0.0
         self._held_since: float | None = None  # since when the thread waits for the loop to take its batches
@@ -302,7 +304,8 @@ class ConsumerBridge:
         self._next_look = now + LOOK_EVERY
         held = self._held_since is not None and now - self._held_since > LOOK_EVERY / 2
         fresh = self._paused or held
-        highs, self.kafka_error = look_around(self._consumer, self._topics[0], fresh, self._finished)
+        highs, error = look_around(self._consumer, self._topics[0], fresh, self._finished)
+        self.kafka_error = self._reach.explain(error)
         if highs is not None:
             self.high_watermarks = highs
         if self.kafka_error is None and self._watch is not None:
@@ -368,6 +371,7 @@ class ConsumerBridge:
         return {"event": event, "group": self._group, "partitions": [f"{t}[{p}]" for t, p in sorted(tps)]}
 
     def _error_cb(self, error: RdKafkaError) -> None:
+        self._reach.note(error)
         explained = explain(error, self._identity)
         if explained is not None:
             # librdkafka fails every reconnect the same way: the listener hears it once, in words naming the

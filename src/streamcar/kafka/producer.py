@@ -27,6 +27,7 @@ from confluent_kafka import KafkaException, Message, Producer
 
 from streamcar.event import Headers
 from streamcar.kafka.errors import produce_failure_is_permanent
+from streamcar.kafka.rdlog import KafkaLog
 from streamcar.kafka.records import producible, safe_bytes
 from streamcar.kafka.settings import PRODUCER_DEFAULTS
 
@@ -65,7 +66,7 @@ class AsyncProducer:
         self._config = dict(conf)  # before its callbacks: what a second producer of the same settings needs
         self._alone: AsyncProducer | None = None
         conf["error_cb"] = self._error_cb
-        conf.setdefault("logger", logging.getLogger("streamcar.librdkafka"))
+        conf.setdefault("logger", KafkaLog())  # one line per condition per interval, not per attempt
         self._producer = Producer(conf)
         self._loop = loop
         self._stopping = threading.Event()
