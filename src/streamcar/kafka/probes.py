@@ -12,6 +12,7 @@ from collections.abc import Collection
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
 
+from streamcar.kafka.rdlog import Reachability
 from streamcar.kafka.records import TP, CommitPoint
 
 log = logging.getLogger("streamcar.kafka.consumer")
@@ -65,7 +66,7 @@ def seek_committed(consumer: Consumer, tps: list[TP]) -> tuple[list[TP], dict[TP
 
 
 def look_around(
-    consumer: Consumer, topic: str, fresh: bool, finished: Collection[TP]
+    consumer: Consumer, topic: str, fresh: bool, finished: Collection[TP], reach: Reachability
 ) -> tuple[dict[TP, int] | None, str | None]:
     """The assigned partitions' high watermarks (None when the cluster did not answer) and why the cluster did
     not answer a metadata request about ``topic`` (None when it did).
@@ -73,7 +74,8 @@ def look_around(
     The watermarks are librdkafka's cached ones (no request), which each fetch brings up to date. While nothing
     is fetched (``fresh``: consumption paused, or the thread held back by the pipeline's backpressure for a
     while) they are asked of the brokers instead, one request per partition: the lag must stay true exactly
-    when it grows. So are those of ``finished`` partitions (paused for good).
+    when it grows. So are those of ``finished`` partitions (paused for good). Why the cluster did not answer
+    comes with the connection failure ``reach`` last heard of.
     """
     try:
         highs = {}
@@ -87,8 +89,8 @@ def look_around(
         consumer.list_topics(topic=topic, timeout=PROBE_TIMEOUT)
     except KafkaException as exc:
         error = exc.args[0] if exc.args else None
-        return None, error.str() if isinstance(error, RdKafkaError) else str(exc)
-    return highs, None
+        return None, reach.explain(error.str() if isinstance(error, RdKafkaError) else str(exc))
+    return highs, reach.explain(None)
 
 
 def wake_fetchers(consumer: Consumer, partitions: list[TopicPartition]) -> None:
