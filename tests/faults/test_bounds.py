@@ -97,7 +97,8 @@ def test_a_missing_publish_topic_keeps_in_flight_bounded_and_stopping_prompt(
     peak = process.peak_rss_mib()
     print(f"in flight <= {most_in_flight}, buffered <= {most_buffered}, peak RSS {peak:.0f} MiB")
     assert most_in_flight <= 2 * MAX_IN_FLIGHT
-    assert most_buffered <= 2000 + 2 * 500  # the buffer's bound, plus the two batches the consumer may hand over
+    # the buffer's bound, plus the two batches the consumer may hand over, plus two more a stall's pause may not stop
+    assert most_buffered <= 2000 + 4 * 500
     assert peak < RSS_BOUND_MIB
     assert slowest < 1.5
     failures = [line for line in process.log_lines() if "producing to" in line]
