@@ -33,7 +33,8 @@ from rich.console import Console
 from streamcar.config import KafkaConfig, load_config
 from streamcar.errors import KafkaError, UsageError
 from streamcar.kafka.errors import worth_retrying
-from streamcar.kafka.security import AccessWatch, await_access, creation_failure
+from streamcar.kafka.security import creation_failure
+from streamcar.tools._reach import ReachWatch, await_reach
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 RETRIES = 5  # attempts of a Kafka call whose error is retriable, 0.2 s apart and doubling
@@ -85,21 +86,18 @@ def client_config(kafka: KafkaConfig, **extra: Any) -> dict[str, Any]:
 
 
 def _connected(factory: Callable[[dict[str, Any]], T], config: dict[str, Any]) -> T:
-    """A client of ``config`` that has reached Kafka: KafkaError at once, in one line, if Kafka refuses our
-    credentials or certificate (instead of librdkafka retrying them until the tool's request times out)."""
-    watch = AccessWatch(config)
+    """A client of ``config`` that has reached Kafka; else KafkaError in one line, within seconds, naming the
+    address tried and the likely cause (refused, unresolvable, no answer, a security protocol mismatch, or
+    credentials or a certificate Kafka refuses): see :mod:`streamcar.tools._reach`."""
+    watch = ReachWatch(config)
     try:
         client = factory({**config, "error_cb": watch})
     except KafkaException as exc:
         raise KafkaError(creation_failure(exc, config)) from None
-    answered = await_access(client, watch, TIMEOUT)
-    if watch.failure is not None:
+    failure = await_reach(client, watch, config)
+    if failure is not None:
         del client  # destroyed before the failure is raised (see await_access)
-        watch.raise_failure()
-    if not answered and not watch.all_down:
-        del client  # destroyed before the error is raised (see await_access)
-        raise KafkaError(f"cannot reach Kafka at {config['bootstrap.servers']}: no answer within {TIMEOUT:.0f}s")
-    # every broker down: not ours to judge here, the tool's own request waits for them and says so
+        raise KafkaError(failure)
     return client
 
 
