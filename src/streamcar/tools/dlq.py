@@ -27,13 +27,13 @@ from streamcar.kafka.records import UNREADABLE_HEADERS, read_headers
 from streamcar.tools._common import (
     isolation,
     kafka_settings,
-    parse_position,
     partitions_of,
     plain_console,
     read_range,
     reader,
     watermarks,
 )
+from streamcar.tools._positions import parse_position
 
 SAMPLE = 5  # dead letters (and skipped records) a summary names
 TABLE_ROWS = 1000  # rows per table printed by show

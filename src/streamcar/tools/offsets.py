@@ -37,17 +37,15 @@ from streamcar.kafka.groups import await_coordinator
 from streamcar.kafka.records import CommitPoint
 from streamcar.tools._common import (
     TIMEOUT,
-    Position,
     admin,
     client_config,
     kafka_settings,
-    parse_position,
     partitions_of,
     plain_console,
     reader,
-    resolve,
     watermarks,
 )
+from streamcar.tools._positions import Position, parse_position, resolve
 
 _IDLE_STATES = frozenset({"empty", "dead"})
 
