@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -29,6 +30,27 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+# Options whose value may start with "-": a record count back from the end (-20), a duration (-10m, -PT10M) or a
+# shift (-5). argparse reads "-20" as a value, but "-10m" as an unknown option, so such a value is glued to its
+# option ("--to=-10m") before parsing.
+_SIGNED_VALUES = frozenset({"--to", "--from", "--until", "--since", "--by-duration", "--shift-by", "--to-offset"})
+_SIGNED = re.compile(r"-(\d|\.\d|[Pp])")
+
+
+def _glued(argv: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in _SIGNED_VALUES and i + 1 < len(argv) and _SIGNED.match(argv[i + 1]):
+            out.append(f"{arg}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
 
 
 def _tool(module: str, function: str) -> Handler:
@@ -118,7 +140,10 @@ def _add_cluster_args(parser: argparse.ArgumentParser, *, config_help: str | Non
 
 
 def _build_tools(sub: argparse._SubParsersAction[_Parser]) -> None:
-    positions = "earliest | latest | <offset> | -<N> | <ISO 8601 time>"
+    positions = (
+        "earliest | latest | <offset> | -<N> (records before the end) | <duration> back from now (90s, 10m, 2h, 1d)"
+        " | <ISO 8601 time>"
+    )
 
     offsets = sub.add_parser("offsets", help="show or reset a consumer group's committed offsets")
     osub = offsets.add_subparsers(dest="offsets_command", metavar="{show,reset}", required=True)
@@ -128,15 +153,39 @@ def _build_tools(sub: argparse._SubParsersAction[_Parser]) -> None:
     oshow.add_argument("--json", action="store_true", help="print JSON for scripts")
     _add_cluster_args(oshow)
     oshow.set_defaults(handler=_tool("offsets", "show_command"))
-    oreset = osub.add_parser("reset", help="move a group's offsets (a dry run unless --execute)")
+    oreset = osub.add_parser(
+        "reset",
+        help="move a group's offsets (a dry run unless --execute)",
+        description="Move a consumer group's committed offsets on one topic. A dry run unless --execute; a reset "
+        "that would skip records the group has not processed (a new offset past the committed one) needs --yes.",
+    )
     oreset.add_argument("--group", required=True)
     oreset.add_argument("--topic", required=True)
-    oreset.add_argument("--to", required=True, help=positions)
+    where = oreset.add_mutually_exclusive_group(required=True)
+    where.add_argument("--to", help=positions)
+    where.add_argument("--to-earliest", action="store_true", help="the partitions' first offsets")
+    where.add_argument("--to-latest", action="store_true", help="the partitions' end offsets")
+    where.add_argument("--to-offset", type=int, metavar="N", help="offset N (clamped to each partition's range)")
+    where.add_argument("--to-datetime", metavar="TIME", help="the first record at or after this ISO 8601 time")
+    where.add_argument(
+        "--by-duration", metavar="DURATION", help="the first record at or after now minus this (PT10M, P1D; or 10m)"
+    )
+    where.add_argument(
+        "--shift-by",
+        type=int,
+        metavar="N",
+        help="the committed offset plus N (-N: back), per partition; one without a committed offset is left as is",
+    )
     oreset.add_argument("--partition", type=int, help="only this partition")
-    oreset.add_argument("--execute", action="store_true", help="apply the change (default: show it only)")
+    mode = oreset.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true", help="show the change only (the default)")
+    mode.add_argument("--execute", action="store_true", help="apply the change")
+    oreset.add_argument(
+        "--yes", action="store_true", help="with --execute: also apply a reset that skips unprocessed records"
+    )
     oreset.add_argument("--json", action="store_true", help="print JSON for scripts")
     _add_cluster_args(oreset)
-    oreset.set_defaults(handler=_tool("offsets", "reset_command"))
+    oreset.set_defaults(handler=_tool("reset", "reset_command"))
 
     replay = sub.add_parser("replay", help="re-run a range of a topic into a topic or through a pipeline's service")
     replay.add_argument("--topic", required=True, help="the topic to read")
@@ -270,7 +319,7 @@ def build_parser() -> _Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_glued(sys.argv[1:] if argv is None else argv))
         handler: Handler = args.handler
         return handler(args)
     except ConfigError as exc:
