@@ -124,7 +124,9 @@ def _add_config_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_cluster_args(parser: argparse.ArgumentParser, *, config_help: str | None = None) -> None:
+def _add_cluster_args(
+    parser: argparse.ArgumentParser, *, config_help: str | None = None, config_long: str = "--config"
+) -> None:
     parser.add_argument(
         "-b",
         "--bootstrap-servers",
@@ -133,7 +135,8 @@ def _add_cluster_args(parser: argparse.ArgumentParser, *, config_help: str | Non
     )
     parser.add_argument(
         "-c",
-        "--config",
+        config_long,
+        dest="config",
         type=Path,
         help=config_help or "a streamcar.yaml whose kafka section (security included) to use",
     )
@@ -242,6 +245,44 @@ def _build_tools(sub: argparse._SubParsersAction[_Parser]) -> None:
     )
     _add_cluster_args(produce)
     produce.set_defaults(handler=_tool("tail", "produce_command"))
+
+    topics = sub.add_parser("topics", help="create, list or describe topics")
+    tsub = topics.add_subparsers(dest="topics_command", metavar="{create,list,describe}", required=True)
+    tcreate = tsub.add_parser(
+        "create",
+        help="create topics (partitions, replication, configs)",
+        description="Create topics; without --partitions or --replication-factor, the broker's num.partitions and "
+        "default.replication.factor. Returns once each topic's partitions have a leader.",
+    )
+    tcreate.add_argument("names", nargs="+", metavar="NAME", help="the topics to create")
+    tcreate.add_argument("--partitions", type=int, metavar="N", help="partitions (default: the broker's)")
+    tcreate.add_argument(
+        "--replication-factor", type=int, metavar="R", help="replicas of each partition (default: the broker's)"
+    )
+    tcreate.add_argument(
+        "--config",
+        dest="config_entries",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a topic config (repeat for more), e.g. retention.ms=86400000",
+    )
+    tcreate.add_argument("--if-not-exists", action="store_true", help="a topic that exists already is no error")
+    # --config is kafka-topics.sh's KEY=VALUE here, so the streamcar.yaml is -c/--config-file
+    _add_cluster_args(tcreate, config_long="--config-file")
+    tcreate.set_defaults(handler=_tool("topics_cli", "create_command"))
+    tlist = tsub.add_parser("list", help="topics with their partitions and replication factor")
+    tlist.add_argument("--all", action="store_true", help="also Kafka's internal topics (__consumer_offsets, ...)")
+    tlist.add_argument("--json", action="store_true", help="print JSON for scripts")
+    _add_cluster_args(tlist)
+    tlist.set_defaults(handler=_tool("topics_cli", "list_command"))
+    tdescribe = tsub.add_parser(
+        "describe", help="a topic's partitions (leader, replicas, in-sync replicas, watermarks) and configs"
+    )
+    tdescribe.add_argument("name", metavar="NAME", help="the topic")
+    tdescribe.add_argument("--json", action="store_true", help="print JSON for scripts")
+    _add_cluster_args(tdescribe)
+    tdescribe.set_defaults(handler=_tool("topics_cli", "describe_command"))
 
 
 def _build_kafka(sub: argparse._SubParsersAction[_Parser]) -> None:
