@@ -142,6 +142,18 @@ def _add_cluster_args(
     )
 
 
+def _add_filter_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source-topic", help="only dead letters from this topic")
+    parser.add_argument("--kind", help="only this streamcar-error-kind (exhausted, http-status, timeout, ...)")
+    parser.add_argument("--grep", metavar="TEXT", help="only dead letters whose error contains this text")
+    parser.add_argument(
+        "--since",
+        metavar="T",
+        help="only dead letters that failed at or after this (an ISO 8601 time, or 1h, 30m, 1d ago)",
+    )
+    parser.add_argument("--key", help="only dead letters whose record key is exactly this")
+
+
 def _build_tools(sub: argparse._SubParsersAction[_Parser]) -> None:
     positions = (
         "earliest | latest | <offset> | -<N> (records before the end) | <duration> back from now (90s, 10m, 2h, 1d)"
@@ -209,20 +221,23 @@ def _build_tools(sub: argparse._SubParsersAction[_Parser]) -> None:
     dsub = dlq.add_subparsers(dest="dlq_command", metavar="{show,redrive}", required=True)
     dshow = dsub.add_parser("show", help="list dead letters with their source, error, attempts and time")
     dshow.add_argument("--topic", required=True)
-    dshow.add_argument("--source-topic", help="only dead letters from this topic")
-    dshow.add_argument("--kind", help="only this streamcar-error-kind (exhausted, http-status, ...)")
-    dshow.add_argument("--since", help="only dead letters that failed at or after this ISO 8601 time")
-    dshow.add_argument("--grep", help="only dead letters whose error contains this text")
+    _add_filter_args(dshow)
     dshow.add_argument("-n", "--limit", type=int, help="at most this many")
     dshow.add_argument("--json", action="store_true", help="one JSON object per dead letter")
     dshow.add_argument("--uncommitted", action="store_true", help=UNCOMMITTED)
     _add_cluster_args(dshow)
     dshow.set_defaults(handler=_tool("dlq", "show_command"))
     dredrive = dsub.add_parser(
-        "redrive", help="re-publish dead letters to their source topic (dry run unless --execute)"
+        "redrive",
+        help="re-publish dead letters to their source topic (dry run unless --execute)",
+        description="Re-publish dead letters to their source topics, all or those the filters pick (every filter "
+        "given must hold). Each filter keeps its own progress, and no run redrives what another already did.",
     )
     dredrive.add_argument("--topic", required=True)
-    dredrive.add_argument("--limit", type=int, help="at most this many dead letters (skipped records do not count)")
+    _add_filter_args(dredrive)
+    dredrive.add_argument(
+        "--limit", type=int, help="at most this many dead letters (records not redriven do not count)"
+    )
     dredrive.add_argument("--execute", action="store_true", help="publish (default: show what would be published)")
     _add_cluster_args(dredrive)
     dredrive.set_defaults(handler=_tool("redrive", "redrive_command"))

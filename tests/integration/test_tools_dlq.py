@@ -309,7 +309,8 @@ def test_show_of_crafted_records_times_bytes_and_strangers(
 
     assert dlq("show", "--topic", dead, "--since", "yesterday", bootstrap=b) == 2
     assert capsys.readouterr().err.strip() == (
-        "streamcar: --since: 'yesterday' is not an ISO 8601 time (e.g. 2026-11-25T10:00:00Z)"
+        "streamcar: --since: 'yesterday' is not a duration back from now (30m, 2h, 1d) or an ISO 8601 time"
+        " (e.g. 2026-11-25T10:00:00Z)"
     )
     assert dlq("show", "--topic", "no-such-dlq-here", bootstrap=b) == 1
     assert capsys.readouterr().err.strip() == "streamcar: topic 'no-such-dlq-here' does not exist"
