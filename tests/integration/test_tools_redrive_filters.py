@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from confluent_kafka import TopicPartition
 
-from deadletters import dlq, json_lines, letter, mixed_records, read_committed, sidecar_dead_letters, value_of
+from deadletters import Record, dlq, json_lines, letter, mixed_records, read_committed, sidecar_dead_letters, value_of
 
 from support import KafkaHandle, TopicFactory, committed, produce_records
 
@@ -99,7 +99,7 @@ def test_filters_by_key_time_text_and_source_each_redrive_only_what_no_run_redro
     def ago(delta: timedelta) -> str:
         return (now - delta).isoformat(timespec="milliseconds")
 
-    crafted = [
+    crafted: list[Record] = [
         letter(
             source, 0, 1, b"a", key=b"k1", kind="exhausted", error="HTTP 503: busy", failed_at=ago(timedelta(hours=2))
         ),
