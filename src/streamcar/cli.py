@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -29,6 +30,27 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+# Options whose value may start with "-": a record count back from the end (-20), a duration (-10m, -PT10M) or a
+# shift (-5). argparse reads "-20" as a value, but "-10m" as an unknown option, so such a value is glued to its
+# option ("--to=-10m") before parsing.
+_SIGNED_VALUES = frozenset({"--to", "--from", "--until", "--since", "--by-duration", "--shift-by", "--to-offset"})
+_SIGNED = re.compile(r"-(\d|\.\d|[Pp])")
+
+
+def _glued(argv: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in _SIGNED_VALUES and i + 1 < len(argv) and _SIGNED.match(argv[i + 1]):
+            out.append(f"{arg}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
 
 
 def _tool(module: str, function: str) -> Handler:
@@ -102,7 +124,9 @@ def _add_config_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_cluster_args(parser: argparse.ArgumentParser, *, config_help: str | None = None) -> None:
+def _add_cluster_args(
+    parser: argparse.ArgumentParser, *, config_help: str | None = None, config_long: str = "--config"
+) -> None:
     parser.add_argument(
         "-b",
         "--bootstrap-servers",
@@ -111,14 +135,30 @@ def _add_cluster_args(parser: argparse.ArgumentParser, *, config_help: str | Non
     )
     parser.add_argument(
         "-c",
-        "--config",
+        config_long,
+        dest="config",
         type=Path,
         help=config_help or "a streamcar.yaml whose kafka section (security included) to use",
     )
 
 
+def _add_filter_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source-topic", help="only dead letters from this topic")
+    parser.add_argument("--kind", help="only this streamcar-error-kind (exhausted, http-status, timeout, ...)")
+    parser.add_argument("--grep", metavar="TEXT", help="only dead letters whose error contains this text")
+    parser.add_argument(
+        "--since",
+        metavar="T",
+        help="only dead letters that failed at or after this (an ISO 8601 time, or 1h, 30m, 1d ago)",
+    )
+    parser.add_argument("--key", help="only dead letters whose record key is exactly this")
+
+
 def _build_tools(sub: argparse._SubParsersAction[_Parser]) -> None:
-    positions = "earliest | latest | <offset> | -<N> | <ISO 8601 time>"
+    positions = (
+        "earliest | latest | <offset> | -<N> (records before the end) | <duration> back from now (90s, 10m, 2h, 1d)"
+        " | <ISO 8601 time>"
+    )
 
     offsets = sub.add_parser("offsets", help="show or reset a consumer group's committed offsets")
     osub = offsets.add_subparsers(dest="offsets_command", metavar="{show,reset}", required=True)
@@ -128,15 +168,39 @@ def _build_tools(sub: argparse._SubParsersAction[_Parser]) -> None:
     oshow.add_argument("--json", action="store_true", help="print JSON for scripts")
     _add_cluster_args(oshow)
     oshow.set_defaults(handler=_tool("offsets", "show_command"))
-    oreset = osub.add_parser("reset", help="move a group's offsets (a dry run unless --execute)")
+    oreset = osub.add_parser(
+        "reset",
+        help="move a group's offsets (a dry run unless --execute)",
+        description="Move a consumer group's committed offsets on one topic. A dry run unless --execute; a reset "
+        "that would skip records the group has not processed (a new offset past the committed one) needs --yes.",
+    )
     oreset.add_argument("--group", required=True)
     oreset.add_argument("--topic", required=True)
-    oreset.add_argument("--to", required=True, help=positions)
+    where = oreset.add_mutually_exclusive_group(required=True)
+    where.add_argument("--to", help=positions)
+    where.add_argument("--to-earliest", action="store_true", help="the partitions' first offsets")
+    where.add_argument("--to-latest", action="store_true", help="the partitions' end offsets")
+    where.add_argument("--to-offset", type=int, metavar="N", help="offset N (clamped to each partition's range)")
+    where.add_argument("--to-datetime", metavar="TIME", help="the first record at or after this ISO 8601 time")
+    where.add_argument(
+        "--by-duration", metavar="DURATION", help="the first record at or after now minus this (PT10M, P1D; or 10m)"
+    )
+    where.add_argument(
+        "--shift-by",
+        type=int,
+        metavar="N",
+        help="the committed offset plus N (-N: back), per partition; one without a committed offset is left as is",
+    )
     oreset.add_argument("--partition", type=int, help="only this partition")
-    oreset.add_argument("--execute", action="store_true", help="apply the change (default: show it only)")
+    mode = oreset.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true", help="show the change only (the default)")
+    mode.add_argument("--execute", action="store_true", help="apply the change")
+    oreset.add_argument(
+        "--yes", action="store_true", help="with --execute: also apply a reset that skips unprocessed records"
+    )
     oreset.add_argument("--json", action="store_true", help="print JSON for scripts")
     _add_cluster_args(oreset)
-    oreset.set_defaults(handler=_tool("offsets", "reset_command"))
+    oreset.set_defaults(handler=_tool("reset", "reset_command"))
 
     replay = sub.add_parser("replay", help="re-run a range of a topic into a topic or through a pipeline's service")
     replay.add_argument("--topic", required=True, help="the topic to read")
@@ -157,20 +221,23 @@ def _build_tools(sub: argparse._SubParsersAction[_Parser]) -> None:
     dsub = dlq.add_subparsers(dest="dlq_command", metavar="{show,redrive}", required=True)
     dshow = dsub.add_parser("show", help="list dead letters with their source, error, attempts and time")
     dshow.add_argument("--topic", required=True)
-    dshow.add_argument("--source-topic", help="only dead letters from this topic")
-    dshow.add_argument("--kind", help="only this streamcar-error-kind (exhausted, http-status, ...)")
-    dshow.add_argument("--since", help="only dead letters that failed at or after this ISO 8601 time")
-    dshow.add_argument("--grep", help="only dead letters whose error contains this text")
+    _add_filter_args(dshow)
     dshow.add_argument("-n", "--limit", type=int, help="at most this many")
     dshow.add_argument("--json", action="store_true", help="one JSON object per dead letter")
     dshow.add_argument("--uncommitted", action="store_true", help=UNCOMMITTED)
     _add_cluster_args(dshow)
     dshow.set_defaults(handler=_tool("dlq", "show_command"))
     dredrive = dsub.add_parser(
-        "redrive", help="re-publish dead letters to their source topic (dry run unless --execute)"
+        "redrive",
+        help="re-publish dead letters to their source topic (dry run unless --execute)",
+        description="Re-publish dead letters to their source topics, all or those the filters pick (every filter "
+        "given must hold). Each filter keeps its own progress, and no run redrives what another already did.",
     )
     dredrive.add_argument("--topic", required=True)
-    dredrive.add_argument("--limit", type=int, help="at most this many dead letters (skipped records do not count)")
+    _add_filter_args(dredrive)
+    dredrive.add_argument(
+        "--limit", type=int, help="at most this many dead letters (records not redriven do not count)"
+    )
     dredrive.add_argument("--execute", action="store_true", help="publish (default: show what would be published)")
     _add_cluster_args(dredrive)
     dredrive.set_defaults(handler=_tool("redrive", "redrive_command"))
@@ -193,6 +260,44 @@ def _build_tools(sub: argparse._SubParsersAction[_Parser]) -> None:
     )
     _add_cluster_args(produce)
     produce.set_defaults(handler=_tool("tail", "produce_command"))
+
+    topics = sub.add_parser("topics", help="create, list or describe topics")
+    tsub = topics.add_subparsers(dest="topics_command", metavar="{create,list,describe}", required=True)
+    tcreate = tsub.add_parser(
+        "create",
+        help="create topics (partitions, replication, configs)",
+        description="Create topics; without --partitions or --replication-factor, the broker's num.partitions and "
+        "default.replication.factor. Returns once each topic's partitions have a leader.",
+    )
+    tcreate.add_argument("names", nargs="+", metavar="NAME", help="the topics to create")
+    tcreate.add_argument("--partitions", type=int, metavar="N", help="partitions (default: the broker's)")
+    tcreate.add_argument(
+        "--replication-factor", type=int, metavar="R", help="replicas of each partition (default: the broker's)"
+    )
+    tcreate.add_argument(
+        "--config",
+        dest="config_entries",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a topic config (repeat for more), e.g. retention.ms=86400000",
+    )
+    tcreate.add_argument("--if-not-exists", action="store_true", help="a topic that exists already is no error")
+    # --config is kafka-topics.sh's KEY=VALUE here, so the streamcar.yaml is -c/--config-file
+    _add_cluster_args(tcreate, config_long="--config-file")
+    tcreate.set_defaults(handler=_tool("topics_cli", "create_command"))
+    tlist = tsub.add_parser("list", help="topics with their partitions and replication factor")
+    tlist.add_argument("--all", action="store_true", help="also Kafka's internal topics (__consumer_offsets, ...)")
+    tlist.add_argument("--json", action="store_true", help="print JSON for scripts")
+    _add_cluster_args(tlist)
+    tlist.set_defaults(handler=_tool("topics_cli", "list_command"))
+    tdescribe = tsub.add_parser(
+        "describe", help="a topic's partitions (leader, replicas, in-sync replicas, watermarks) and configs"
+    )
+    tdescribe.add_argument("name", metavar="NAME", help="the topic")
+    tdescribe.add_argument("--json", action="store_true", help="print JSON for scripts")
+    _add_cluster_args(tdescribe)
+    tdescribe.set_defaults(handler=_tool("topics_cli", "describe_command"))
 
 
 def _build_kafka(sub: argparse._SubParsersAction[_Parser]) -> None:
@@ -270,7 +375,7 @@ def build_parser() -> _Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_glued(sys.argv[1:] if argv is None else argv))
         handler: Handler = args.handler
         return handler(args)
     except ConfigError as exc:

@@ -9,8 +9,9 @@ import pytest
 
 import streamcar
 from streamcar.cli import main
+from streamcar.devkafka.layout import free_ports
 
-COMMANDS = ["run", "check", "schema", "offsets", "replay", "dlq", "tail", "produce", "kafka"]
+COMMANDS = ["run", "check", "schema", "offsets", "replay", "dlq", "tail", "produce", "topics", "kafka"]
 
 
 def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
@@ -24,7 +25,12 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.parametrize(
     ("group", "subcommands"),
-    [("kafka", ["start", "stop", "status"]), ("offsets", ["show", "reset"]), ("dlq", ["show", "redrive"])],
+    [
+        ("kafka", ["start", "stop", "status"]),
+        ("offsets", ["show", "reset"]),
+        ("dlq", ["show", "redrive"]),
+        ("topics", ["create", "list", "describe"]),
+    ],
 )
 def test_help_lists_subcommands(group: str, subcommands: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
@@ -42,7 +48,16 @@ def test_help_lists_subcommands(group: str, subcommands: list[str], capsys: pyte
         ["kafka", "start", "--nodes", "2"],
         ["kafka", "start", "--port", "abc"],
         ["offsets", "reset", "--group", "g"],
+        ["offsets", "reset", "--group", "g", "--topic", "t"],  # no target
+        ["offsets", "reset", "--group", "g", "--topic", "t", "--to", "earliest", "--shift-by", "-5"],
+        ["offsets", "reset", "--group", "g", "--topic", "t", "--to-earliest", "--dry-run", "--execute"],
+        ["offsets", "reset", "--group", "g", "--topic", "t", "--shift-by", "ten"],
         ["tail"],
+        ["topics"],
+        ["topics", "create"],
+        ["topics", "create", "t", "--partitions", "many"],
+        ["topics", "describe"],
+        ["dlq", "redrive", "--topic", "d", "--kind"],
     ],
 )
 def test_bad_usage_is_one_line_and_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -95,3 +110,38 @@ def test_run_with_a_bad_config_is_exit_2_without_a_traceback(
     assert "Traceback" not in err
     assert main(["run", "-c", str(tmp_path / "missing.yaml")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["offsets", "reset", "--group", "g", "--topic", "t", "--to", "-10m"],
+        ["offsets", "reset", "--group", "g", "--topic", "t", "--to", "-20"],
+        ["offsets", "reset", "--group", "g", "--topic", "t", "--shift-by", "-5"],
+        ["offsets", "reset", "--group", "g", "--topic", "t", "--by-duration", "PT10M"],
+        ["tail", "--topic", "t", "--from", "-PT1H"],
+        ["replay", "--topic", "t", "--from", "-2h", "--until", "-1h", "--to-topic", "u"],
+        ["dlq", "redrive", "--topic", "d", "--since", "-1d", "--key", "k1"],
+    ],
+)
+def test_values_that_start_with_a_minus_are_values(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """``--to -10m`` as DESIGN.md writes it: argparse alone would take -10m for an unknown option. Parsed
+    well, the tool gets as far as Kafka, which is not there."""
+    (port,) = free_ports(1)
+    assert main([*argv, "-b", f"127.0.0.1:{port}"]) == 1
+    assert capsys.readouterr().err.startswith(f"streamcar: cannot reach Kafka at 127.0.0.1:{port}: connection refused")
+
+
+def test_bad_positions_and_filters_are_refused_before_any_network_call(capsys: pytest.CaptureFixture[str]) -> None:
+    # port 9 (discard) is never asked: the usage error comes first
+    for argv, message in [
+        (["offsets", "reset", "--group", "g", "--topic", "t", "--to", "-10x"], "--to: '-10x' is not earliest"),
+        (["tail", "--topic", "t", "--from", "10 min"], "--from: '10 min' is not earliest"),
+        (["dlq", "show", "--topic", "d", "--since", "soon"], "--since: 'soon' is not a duration back from now"),
+        (["dlq", "redrive", "--topic", "d", "--grep", "x" * 5000], "the filter is too long"),
+        (["topics", "create", "t", "--config", "nokey"], "--config 'nokey': expected a topic config KEY=VALUE"),
+    ]:
+        assert main([*argv, "-b", "127.0.0.1:9"]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith(f"streamcar: {message}"), err
+        assert len(err.splitlines()) == 1

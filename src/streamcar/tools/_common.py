@@ -1,29 +1,19 @@
-"""What the operator tools share: which cluster to talk to, positions in a topic, and the clients.
+"""What the operator tools share: which cluster to talk to, the clients, and reading ranges of a topic.
 
 Every tool takes ``-b/--bootstrap-servers`` (default ``$KAFKA_BOOTSTRAP``, else ``127.0.0.1:9092``) and
 ``-c/--config`` (a streamcar.yaml whose ``kafka:`` section, security included, is used; ``-b`` still wins).
 
-Positions (``--from``, ``--until``, ``--to``) are one of:
-
-* ``earliest`` / ``latest`` -- the partition's low / high watermark;
-* ``<offset>`` -- an absolute offset (clamped to the partition's range);
-* ``-<N>`` -- N records before the high watermark (clamped to the low one);
-* an ISO 8601 time (``2026-11-25T10:00:00Z``, ``2026-11-25T11:00+01:00``, ``2026-11-25``; a time without a zone
-  is UTC) -- the first offset whose record timestamp is at or after it (``offsets_for_times``), else the high
-  watermark.
+Positions (``--from``, ``--until``, ``--to``) are parsed and resolved in :mod:`streamcar.tools._positions`.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
@@ -33,7 +23,8 @@ from rich.console import Console
 from streamcar.config import KafkaConfig, load_config
 from streamcar.errors import KafkaError, UsageError
 from streamcar.kafka.errors import worth_retrying
-from streamcar.kafka.security import AccessWatch, await_access, creation_failure
+from streamcar.kafka.security import creation_failure
+from streamcar.tools._reach import ReachWatch, await_reach
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 RETRIES = 5  # attempts of a Kafka call whose error is retriable, 0.2 s apart and doubling
@@ -85,21 +76,18 @@ def client_config(kafka: KafkaConfig, **extra: Any) -> dict[str, Any]:
 
 
 def _connected(factory: Callable[[dict[str, Any]], T], config: dict[str, Any]) -> T:
-    """A client of ``config`` that has reached Kafka: KafkaError at once, in one line, if Kafka refuses our
-    credentials or certificate (instead of librdkafka retrying them until the tool's request times out)."""
-    watch = AccessWatch(config)
+    """A client of ``config`` that has reached Kafka; else KafkaError in one line, within seconds, naming the
+    address tried and the likely cause (refused, unresolvable, no answer, a security protocol mismatch, or
+    credentials or a certificate Kafka refuses): see :mod:`streamcar.tools._reach`."""
+    watch = ReachWatch(config)
     try:
         client = factory({**config, "error_cb": watch})
     except KafkaException as exc:
         raise KafkaError(creation_failure(exc, config)) from None
-    answered = await_access(client, watch, TIMEOUT)
-    if watch.failure is not None:
+    failure = await_reach(client, watch, config)
+    if failure is not None:
         del client  # destroyed before the failure is raised (see await_access)
-        watch.raise_failure()
-    if not answered and not watch.all_down:
-        del client  # destroyed before the error is raised (see await_access)
-        raise KafkaError(f"cannot reach Kafka at {config['bootstrap.servers']}: no answer within {TIMEOUT:.0f}s")
-    # every broker down: not ours to judge here, the tool's own request waits for them and says so
+        raise KafkaError(failure)
     return client
 
 
@@ -127,49 +115,6 @@ def reader(kafka: KafkaConfig, **extra: Any) -> Consumer:
 def isolation(uncommitted: bool) -> dict[str, str]:
     """The reader settings for ``--uncommitted``."""
     return {"isolation.level": "read_uncommitted" if uncommitted else "read_committed"}
-
-
-# --- positions -------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Position:
-    kind: Literal["earliest", "latest", "offset", "relative", "time"]
-    value: int = 0
-    """The offset, the N of ``-N``, or the time in ms since the epoch."""
-    text: str = ""
-
-    def __str__(self) -> str:
-        return self.text or self.kind
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_RELATIVE = re.compile(r"-(\d+)")
-_OFFSET = re.compile(r"\d+")
-
-
-def parse_position(text: str, *, option: str) -> Position:
-    """A position from the command line; UsageError naming ``option`` if it is none of the accepted forms."""
-    raw = text.strip()
-    lowered = raw.lower()
-    if lowered in ("earliest", "beginning", "start"):
-        return Position("earliest", text=raw)
-    if lowered in ("latest", "end"):
-        return Position("latest", text=raw)
-    if _OFFSET.fullmatch(raw):
-        return Position("offset", int(raw), raw)
-    if match := _RELATIVE.fullmatch(raw):
-        return Position("relative", int(match[1]), raw)
-    try:
-        when = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise UsageError(
-            f"{option}: {text!r} is not earliest, latest, an offset, -N or an ISO 8601 time (e.g. 2026-11-25T10:00:00Z)"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    # integer arithmetic: float seconds * 1000 can land 1 ms low; a sub-ms time rounds up ("at or after")
-    return Position("time", -((_EPOCH - when) // timedelta(milliseconds=1)), raw)
 
 
 def partitions_of(consumer: Consumer, topic: str, *, only: int | None = None) -> list[int]:
@@ -201,36 +146,6 @@ def watermarks(consumer: Consumer, topic: str, partitions: Iterable[int]) -> dic
         except KafkaException as exc:
             raise KafkaError(f"{topic}[{partition}]: cannot read its offsets: {exc.args[0].str()}") from None
     return marks
-
-
-def resolve(
-    consumer: Consumer, topic: str, partitions: Iterable[int], position: Position, marks: dict[int, tuple[int, int]]
-) -> dict[int, int]:
-    """The concrete offset of ``position`` in each partition, within [low, high]."""
-    chosen = list(partitions)
-    if position.kind == "time":
-        query = [TopicPartition(topic, p, position.value) for p in chosen]
-        try:
-            found = consumer.offsets_for_times(query, timeout=TIMEOUT)
-        except KafkaException as exc:
-            raise KafkaError(f"{topic}: cannot look up offsets for {position}: {exc.args[0].str()}") from None
-        for tp in found:
-            if tp.error is not None:
-                raise KafkaError(f"{topic}[{tp.partition}]: cannot look up offsets for {position}: {tp.error.str()}")
-        # -1: no record at or after that time in the partition, i.e. the end
-        return {tp.partition: marks[tp.partition][1] if tp.offset < 0 else tp.offset for tp in found}
-    result = {}
-    for p in chosen:
-        low, high = marks[p]
-        if position.kind == "earliest":
-            result[p] = low
-        elif position.kind == "latest":
-            result[p] = high
-        elif position.kind == "offset":
-            result[p] = min(max(position.value, low), high)
-        else:
-            result[p] = max(high - position.value, low)
-    return result
 
 
 def retrying(call: Callable[[], T], what: str) -> T:

@@ -4,16 +4,22 @@ It reads the topic by assignment from its low to its high watermarks as measured
 meanwhile are not shown), streaming, and parses each record's ``streamcar-*`` headers (docs/contract.md, "Dead-letter
 records") into a :class:`DeadLetter`. A record without ``streamcar-source-topic`` is not a streamcar dead letter;
 it is listed as such. Redriving them is :mod:`streamcar.tools.redrive`.
+
+A :class:`Filter` picks dead letters the same way for ``show`` and ``redrive``; every option given must hold:
+``--source-topic T``, ``--kind K`` (``streamcar-error-kind``, exactly), ``--grep TEXT`` (in ``streamcar-error``,
+case-sensitive), ``--since T`` (failed at or after a time, or a duration back from now: ``1h``, ``30m``, ``1d``)
+and ``--key K`` (the record key, exactly; its bytes as given on the command line).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections import Counter
 from collections.abc import Generator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from confluent_kafka import Message, TopicPartition
@@ -27,13 +33,13 @@ from streamcar.kafka.records import UNREADABLE_HEADERS, read_headers
 from streamcar.tools._common import (
     isolation,
     kafka_settings,
-    parse_position,
     partitions_of,
     plain_console,
     read_range,
     reader,
     watermarks,
 )
+from streamcar.tools._positions import parse_moment
 
 SAMPLE = 5  # dead letters (and skipped records) a summary names
 TABLE_ROWS = 1000  # rows per table printed by show
@@ -104,10 +110,19 @@ def parse(msg: Message) -> DeadLetter:
 
 @dataclass(frozen=True)
 class Filter:
+    """Which dead letters a ``show`` or a ``redrive`` takes: all the given conditions hold."""
+
     source_topic: str | None = None
-    kind: str | None = None
-    since: datetime | None = None  # failed at or after
-    grep: str | None = None  # in the error text
+    kind: str | None = None  # streamcar-error-kind, exactly
+    since: datetime | None = None  # failed at or after (kept to the millisecond, as streamcar-failed-at is)
+    grep: str | None = None  # in the error text, case-sensitive
+    key: bytes | None = None  # the record key, exactly (a null key never matches)
+
+    def __post_init__(self) -> None:
+        if self.since is not None:  # up to the next millisecond: "at or after" holds, and it round-trips as ms
+            since = self.since if self.since.tzinfo is not None else self.since.replace(tzinfo=UTC)
+            whole = since.replace(microsecond=since.microsecond // 1000 * 1000)
+            object.__setattr__(self, "since", whole if whole == since else whole + timedelta(milliseconds=1))
 
     def __call__(self, letter: DeadLetter) -> bool:
         return (
@@ -115,7 +130,35 @@ class Filter:
             and (self.kind is None or letter.kind == self.kind)
             and (self.since is None or (letter.failed_at is not None and letter.failed_at >= self.since))
             and (self.grep is None or self.grep in (letter.error or ""))
+            and (self.key is None or letter.key == self.key)
         )
+
+    @property
+    def empty(self) -> bool:
+        return self == Filter()
+
+    def describe(self) -> str:
+        """The filter as the options that make it: ``--kind exhausted --since 2026-11-25T10:00:00Z``."""
+        parts = []
+        if self.source_topic is not None:
+            parts.append(f"--source-topic {self.source_topic}")
+        if self.kind is not None:
+            parts.append(f"--kind {self.kind}")
+        if self.grep is not None:
+            parts.append(f"--grep {self.grep!r}")
+        if self.since is not None:
+            spec = "seconds" if self.since.microsecond == 0 else "milliseconds"
+            parts.append(f"--since {self.since.astimezone(UTC).isoformat(timespec=spec).replace('+00:00', 'Z')}")
+        if self.key is not None:
+            parts.append(f"--key {self.key.decode('utf-8', 'backslashreplace')!r}")
+        return " ".join(parts) or "none"
+
+
+def filter_of(args: argparse.Namespace) -> Filter:
+    """The filter of ``dlq show`` / ``dlq redrive``'s options."""
+    since = parse_moment(args.since, option="--since") if args.since is not None else None
+    key = os.fsencode(args.key) if args.key is not None else None  # the bytes as given on the command line
+    return Filter(source_topic=args.source_topic, kind=args.kind, since=since, grep=args.grep, key=key)
 
 
 def dead_letters(
@@ -151,19 +194,10 @@ def dead_letters(
 
 
 def show_command(args: argparse.Namespace) -> int:
-    since = None
-    if args.since is not None:
-        try:
-            position = parse_position(args.since, option="--since")
-        except UsageError:
-            position = None
-        if position is None or position.kind != "time":
-            raise UsageError(f"--since: {args.since!r} is not an ISO 8601 time (e.g. 2026-11-25T10:00:00Z)")
-        since = datetime.fromtimestamp(position.value / 1000, UTC)
+    where = filter_of(args)  # bad usage is reported before any network call
     if args.limit is not None and args.limit < 0:
         raise UsageError("-n/--limit: must be 0 or more")
     kafka = kafka_settings(args.config, args.bootstrap_servers)
-    where = Filter(source_topic=args.source_topic, kind=args.kind, since=since, grep=args.grep)
     letters = dead_letters(kafka, args.topic, where=where, limit=args.limit, uncommitted=args.uncommitted)
     if args.json:
         for letter in letters:

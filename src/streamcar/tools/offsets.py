@@ -1,19 +1,15 @@
-"""``streamcar offsets show`` and ``streamcar offsets reset``: a consumer group's committed offsets.
+"""``streamcar offsets show``: a consumer group's committed offsets, and what the offset tools share about groups.
 
 ``show`` lists, per partition, the committed offset, how many offsets above it the commit names done (the
 sidecar's done-ahead offsets, skipped by the partition's next owner), the end offset (high watermark) and the
-lag. Without
-``--topic`` it covers every topic the group has committed offsets for or is assigned. The lag is
+lag. Without ``--topic`` it covers every topic the group has committed offsets for or is assigned. The lag is
 ``end - committed`` (never below 0); a partition without a committed offset shows ``-`` for both, as
 ``kafka-consumer-groups.sh`` does: where such a group starts depends on its consumers' ``auto.offset.reset``,
 which the broker does not know. The total lag sums the partitions that have a lag.
 
-``reset`` computes the new offset of every partition of one topic (positions as in
-:mod:`streamcar.tools._common`) and prints the change; only ``--execute`` applies it. It refuses, before and at
-the moment of applying, while the group has members or is rebalancing: a live consumer would overwrite the
-new offsets with its own next commit. A group that does not exist yet may be reset: its offsets are created.
+``reset`` (moving them) is :mod:`streamcar.tools.reset`.
 
-Library use: :func:`group_offsets`, :func:`plan_reset` then :func:`apply_reset`.
+Library use: :func:`group_offsets`.
 """
 
 from __future__ import annotations
@@ -21,31 +17,26 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
-import sys
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
-from confluent_kafka import KafkaError as RdKafkaError
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException
 from confluent_kafka.admin import AdminClient
 from rich.table import Table
 
 from streamcar.config import KafkaConfig
 from streamcar.errors import KafkaError, StreamcarError
-from streamcar.kafka.doneahead import DoneAheadError, count, decode
+from streamcar.kafka.doneahead import DoneAheadError, Run, count, decode
 from streamcar.kafka.groups import await_coordinator
 from streamcar.kafka.records import CommitPoint
 from streamcar.tools._common import (
     TIMEOUT,
-    Position,
     admin,
     client_config,
     kafka_settings,
-    parse_position,
     partitions_of,
     plain_console,
     reader,
-    resolve,
     watermarks,
 )
 
@@ -122,28 +113,11 @@ class GroupOffsets:
         return sum(row.lag for row in self.partitions if row.lag is not None)
 
 
-@dataclass(frozen=True)
-class PlannedOffset:
-    partition: int
-    current: int | None
-    """The committed offset now; None if there is none."""
-    new: int
-
-
-@dataclass(frozen=True)
-class ResetPlan:
-    group: GroupInfo
-    """The group as it was when the plan was made."""
-    topic: str
-    to: Position
-    partitions: list[PlannedOffset]
-
-
 # --- the library ---------------------------------------------------------------------------------------------------
 
 
 def describe_group(client: AdminClient, group: str) -> GroupInfo:
-    description = _result(client.describe_consumer_groups([group], request_timeout=TIMEOUT)[group], group)
+    description = admin_result(client.describe_consumer_groups([group], request_timeout=TIMEOUT)[group], group)
     state = description.state.name.lower() if getattr(description, "state", None) is not None else "unknown"
     members = tuple(f"{m.client_id}@{(m.host or '?').lstrip('/')}" for m in description.members)
     topics = frozenset(
@@ -159,9 +133,9 @@ def group_offsets(kafka: KafkaConfig, group: str, topic: str | None = None) -> G
     info = describe_group(client, group)
     if not info.exists:
         raise KafkaError(f"consumer group {group!r} does not exist (no members, no committed offsets)")
-    points = _committed(client, group, kafka)
+    points = committed_points(client, group, kafka)
     committed = {tp: point.offset for tp, point in points.items()}
-    ahead = {tp: _done_ahead(point) for tp, point in points.items()}
+    ahead = {tp: count(done_ahead(point)) for tp, point in points.items()}
     consumer = reader(kafka)
     try:
         if topic is not None:
@@ -187,47 +161,7 @@ def group_offsets(kafka: KafkaConfig, group: str, topic: str | None = None) -> G
     return GroupOffsets(info, rows)
 
 
-def plan_reset(
-    kafka: KafkaConfig, group: str, topic: str, to: str | Position, partition: int | None = None
-) -> ResetPlan:
-    """Where ``reset`` would move ``group`` on ``topic`` (or only its ``partition``); changes nothing."""
-    position = to if isinstance(to, Position) else parse_position(to, option="--to")
-    consumer = reader(kafka)
-    try:
-        partitions = partitions_of(consumer, topic, only=partition)
-        marks = watermarks(consumer, topic, partitions)
-        targets = resolve(consumer, topic, partitions, position, marks)
-    finally:
-        consumer.close()
-    client = admin(kafka)
-    info = describe_group(client, group)
-    committed = {tp: point.offset for tp, point in _committed(client, group, kafka).items()}
-    rows = [PlannedOffset(p, committed.get((topic, p)), targets[p]) for p in partitions]
-    return ResetPlan(info, topic, position, rows)
-
-
-def apply_reset(kafka: KafkaConfig, plan: ResetPlan) -> None:
-    """Commit ``plan``'s new offsets for its group; ActiveGroupError if the group has members now."""
-    client = admin(kafka)
-    group = plan.group.name
-    info = describe_group(client, group)
-    if info.active:
-        raise ActiveGroupError(info)
-    request = ConsumerGroupTopicPartitions(
-        group, [TopicPartition(plan.topic, r.partition, r.new) for r in plan.partitions]
-    )
-    result = _result(client.alter_consumer_group_offsets([request], request_timeout=TIMEOUT)[group], group)
-    failed = [tp for tp in result.topic_partitions if tp.error is not None]
-    if not failed:
-        return
-    # A consumer that joined after the check above makes the broker refuse the commit as from a non-member.
-    if any(tp.error.code() == RdKafkaError.UNKNOWN_MEMBER_ID for tp in failed):
-        raise ActiveGroupError(describe_group(client, group))
-    where = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in failed)
-    raise KafkaError(f"consumer group {group!r}: offsets of {where} not reset: {failed[0].error.str()}")
-
-
-def _result(future: concurrent.futures.Future[Any], group: str) -> Any:
+def admin_result(future: concurrent.futures.Future[Any], group: str) -> Any:
     try:
         return future.result(timeout=TIMEOUT + 5)
     except KafkaException as exc:
@@ -237,11 +171,11 @@ def _result(future: concurrent.futures.Future[Any], group: str) -> Any:
         raise KafkaError(f"consumer group {group!r}: no answer from Kafka within {TIMEOUT + 5:.0f}s") from None
 
 
-def _committed(client: AdminClient, group: str, kafka: KafkaConfig) -> dict[tuple[str, int], CommitPoint]:
+def committed_points(client: AdminClient, group: str, kafka: KafkaConfig) -> dict[tuple[str, int], CommitPoint]:
     """Every offset the group has committed, with its metadata, by (topic, partition)."""
     await_coordinator(client_config(kafka), group, TIMEOUT)  # else a loading coordinator crashes librdkafka
     request = ConsumerGroupTopicPartitions(group)
-    answer = _result(client.list_consumer_group_offsets([request], request_timeout=TIMEOUT)[group], group)
+    answer = admin_result(client.list_consumer_group_offsets([request], request_timeout=TIMEOUT)[group], group)
     return {
         (tp.topic, tp.partition): CommitPoint(tp.offset, tp.metadata or "")
         for tp in answer.topic_partitions
@@ -249,16 +183,16 @@ def _committed(client: AdminClient, group: str, kafka: KafkaConfig) -> dict[tupl
     }
 
 
-def _done_ahead(point: CommitPoint) -> int:
-    """How many offsets above the committed one its metadata names done; 0 for none, or for metadata that is
-    not streamcar's (the sidecar ignores it too)."""
+def done_ahead(point: CommitPoint) -> list[Run]:
+    """The runs of offsets above the committed one that its metadata names done; none for no metadata, or for
+    metadata that is not streamcar's (the sidecar ignores it too)."""
     if not point.metadata:
-        return 0
+        return []
     try:
         base, runs = decode(point.metadata)
     except DoneAheadError:
-        return 0
-    return count(runs) if base == point.offset else 0
+        return []
+    return runs if base == point.offset else []
 
 
 def _layout(consumer: Consumer, topics: set[str]) -> dict[str, list[int] | None]:
@@ -308,8 +242,8 @@ def show_command(args: argparse.Namespace) -> int:
     for column in ("partition", "committed", "done ahead", "end", "lag"):
         table.add_column(column, justify="right")
     for r in result.partitions:
-        ahead = _number(r.done_ahead) if r.done_ahead else "-"
-        table.add_row(r.topic, str(r.partition), _number(r.committed), ahead, _number(r.end), _number(r.lag))
+        ahead = number(r.done_ahead) if r.done_ahead else "-"
+        table.add_row(r.topic, str(r.partition), number(r.committed), ahead, number(r.end), number(r.lag))
     console = plain_console()
     console.print(f"consumer group {result.group.name} ({result.group.summary()})")
     console.print(table)
@@ -319,42 +253,5 @@ def show_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def reset_command(args: argparse.Namespace) -> int:
-    position = parse_position(args.to, option="--to")  # bad usage is reported before any network call
-    kafka = kafka_settings(args.config, args.bootstrap_servers)
-    plan = plan_reset(kafka, args.group, args.topic, position, args.partition)
-    if args.execute:
-        apply_reset(kafka, plan)
-    if args.json:
-        document = {
-            "group": plan.group.name,
-            "state": plan.group.state,
-            "members": len(plan.group.members),
-            "topic": plan.topic,
-            "to": str(plan.to),
-            "executed": bool(args.execute),
-            "partitions": [{"partition": r.partition, "current": r.current, "new": r.new} for r in plan.partitions],
-        }
-        print(json.dumps(document, indent=2))
-    else:
-        table = Table()
-        for column in ("partition", "current", "new", "change"):
-            table.add_column(column, justify="right")
-        for r in plan.partitions:
-            change = "-" if r.current is None else f"{r.new - r.current:+,}"
-            table.add_row(str(r.partition), _number(r.current), _number(r.new), change)
-        console = plain_console()
-        console.print(f"consumer group {plan.group.name} ({plan.group.summary()}) on {plan.topic}: reset to {plan.to}")
-        console.print(table)
-    where = f"{len(plan.partitions)} partition{'' if len(plan.partitions) == 1 else 's'} of {plan.topic}"
-    if args.execute:
-        print(f"reset consumer group {plan.group.name} on {where}", file=sys.stderr)
-    else:
-        if plan.group.active:
-            print(f"note: {ActiveGroupError(plan.group)}", file=sys.stderr)
-        print("dry run: nothing was changed; add --execute to apply", file=sys.stderr)
-    return 0
-
-
-def _number(value: int | None) -> str:
+def number(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"

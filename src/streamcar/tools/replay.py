@@ -36,14 +36,13 @@ from streamcar.kafka.settings import for_producer
 from streamcar.tools._common import (
     client_config,
     kafka_settings,
-    parse_position,
     partitions_of,
     produce_blocking,
     range_batches,
     reader,
-    resolve,
     watermarks,
 )
+from streamcar.tools._positions import parse_position, resolve
 
 Ranges = dict[int, tuple[int, int]]
 """partition -> [start, until)"""
@@ -64,7 +63,7 @@ class CopyResult:
 
 
 def plan(kafka: KafkaConfig, topic: str, start: str, until: str | None, partition: int | None) -> Ranges:
-    """The range to replay in each partition of ``topic`` (positions as in :mod:`streamcar.tools._common`)."""
+    """The range to replay in each partition of ``topic`` (positions as in :mod:`streamcar.tools._positions`)."""
     begin = parse_position(start, option="--from")
     end = parse_position(until, option="--until") if until is not None else None
     consumer = reader(kafka)

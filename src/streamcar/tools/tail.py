@@ -37,18 +37,16 @@ from streamcar.config import KafkaConfig
 from streamcar.errors import KafkaError, UsageError
 from streamcar.kafka.records import UNREADABLE_HEADERS, read_headers
 from streamcar.tools._common import (
-    Position,
     client_config,
     isolation,
     kafka_settings,
-    parse_position,
     partitions_of,
     produce_blocking,
     read_range,
     reader,
-    resolve,
     watermarks,
 )
+from streamcar.tools._positions import Position, parse_position, resolve
 
 DEFAULT_FROM = "-10"
 FLUSH_TIMEOUT = 60.0  # seconds for the last records to be acknowledged
