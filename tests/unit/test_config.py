@@ -86,12 +86,13 @@ def problems_of(text: str, env: dict[str, str] | None = None) -> list[str]:
 
 
 def test_the_config_example_in_the_docs_is_a_valid_config() -> None:
-    """docs/contract.md is what users read: its example must be what streamcar accepts."""
-    text = (Path(__file__).resolve().parents[2] / "docs" / "contract.md").read_text(encoding="utf-8")
+    """docs/config.md is what users read: its example must be what streamcar accepts."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "config.md").read_text(encoding="utf-8")
     example = text.split("```yaml\n", 1)[1].split("```", 1)[0]
-    config = parse_config(example, env=DESIGN_ENV)
+    config = parse_config(example, env={**DESIGN_ENV, "SERVICE_TOKEN": "t"})
     assert list(config.pipelines) == ["orders"]
     assert config.pipelines["orders"].publish is not None
+    assert config.log.format == "json"
 
 
 def test_design_example_parses() -> None:
@@ -311,8 +312,8 @@ def test_every_invalid_field_is_reported_at_once() -> None:
         ({"pipeline": {}}, "pipeline: unknown key 'pipeline' (did you mean 'pipelines'?)"),
         ({"pipelines.p.call.timout": "1s"}, "pipelines.p.call.timout: unknown key 'timout' (did you mean 'timeout'?)"),
         (
-            {"pipelines.p.consume.from_": "latest"},
-            "pipelines.p.consume.from_: unknown key 'from_' (did you mean 'from'?)",
+            {"pipelines.p.consume.form": "latest"},
+            "pipelines.p.consume.form: unknown key 'form' (did you mean 'from'?)",
         ),
         (
             {"kafka.security": {"protocol": "SSL", "cafile": "x"}},
