@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
-from streamcar.config._durations import DURATION_PATTERN, format_duration
+from streamcar.config._durations import DOCUMENT, DURATION_PATTERN, format_duration
 from streamcar.config._env import interpolate
 from streamcar.config._sizes import SIZE_PATTERN, format_size
 from streamcar.config.models import PROBLEMS_ERROR, Config
@@ -94,7 +94,7 @@ def _validate(tree: dict[Any, Any], *, env: Mapping[str, str] | None, source: st
     tree, env_problems = interpolate(tree, os.environ if env is None else env)
     problems = [f"{_dotted(path)}: {message}" for path, message in env_problems]
     try:
-        config = Config.model_validate(tree)
+        config = Config.model_validate(tree, context=DOCUMENT)
     except ValidationError as exc:
         # A field whose variable is unset was already reported; its empty stand-in would only add noise.
         problems += [
