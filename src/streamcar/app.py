@@ -92,6 +92,8 @@ class Sidecar:
         await self.admin.start()  # a taken admin port fails the start before anything is consumed
         producers: list[AsyncProducer | TransactionalProducer] = []
         halt = asyncio.Event()  # stops every pipeline: the caller's stop, or one pipeline's failure
+        tasks: set[asyncio.Task[None]] = set()
+        relay: asyncio.Task[None] | None = None
         try:
             for name, pipeline_config in self.config.pipelines.items():
                 # A producer of its own per pipeline: records one pipeline cannot publish (a missing topic) fill
@@ -110,7 +112,7 @@ class Sidecar:
                 self.pipelines[name] = Pipeline(
                     name, pipeline_config, self.config.kafka, caller, producer, tracing=tracing, redactor=self.redactor
                 )
-            tasks = {asyncio.create_task(p.run(halt), name=f"pipeline-{n}") for n, p in self.pipelines.items()}
+            tasks.update(asyncio.create_task(p.run(halt), name=f"pipeline-{n}") for n, p in self.pipelines.items())
             relay = asyncio.create_task(_relay(stop, halt))
             self.started.set()
             log.info(
@@ -127,10 +129,19 @@ class Sidecar:
                     if task.exception() is not None and failure is None:
                         failure = task.exception()
                         halt.set()  # the others drain and commit too
-            relay.cancel()
             if failure is not None:
                 raise failure
         finally:
+            if relay is not None:
+                relay.cancel()
+            # Cancelled from outside (a host's task group, a second signal): the pipelines must not run on
+            # without us. A cancelled pipeline that was not draining yet drains within its bound; one that was
+            # gives its drain up.
+            unfinished = [task for task in tasks if not task.done()]
+            for task in unfinished:
+                task.cancel()
+            if unfinished:
+                await asyncio.wait(unfinished)
             for producer in producers:
                 await producer.close(0)  # each pipeline closed its own within its stop grace: this is a no-op
             await self.admin.close()

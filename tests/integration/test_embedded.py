@@ -20,7 +20,7 @@ import pytest
 import streamcar
 from streamcar import Event, PermanentCallError
 
-from support import KafkaHandle, TopicFactory, produce_records, read_topic, wait_for
+from support import KafkaHandle, TopicFactory, committed, produce_records, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -84,6 +84,25 @@ async def test_serve_takes_a_mapping_and_logs_through_the_host_programs_logging(
     assert not [message for message in messages if TOKEN in message]
     assert "streamcar running" not in capsys.readouterr().err  # the host's handlers wrote it, not one of ours
     assert logging.getLogger("streamcar").handlers == []
+
+
+async def test_cancelling_serve_stops_its_pipelines_with_it_after_their_drain(
+    kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host's task group failing, or a timeout, cancels serve(): its pipelines must not run on without it."""
+    source, out, dlq = topic_factory(1), topic_factory(1), topic_factory(1)
+    monkeypatch.setenv("BOOT", kafka.bootstrap)
+    monkeypatch.setenv("TOKEN", TOKEN)
+    group = group_factory()
+    task = asyncio.create_task(streamcar.serve(mapping(source, group, f"python:{__name__}:shout", out, dlq)))
+    produce_records(kafka, source, [(b"a", b"one"), (b"b", b"two")])
+    assert len(await asyncio.to_thread(read_topic, kafka, out, expect=2)) == 2
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(30):
+            await task
+    assert [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("pipeline-")] == []
+    assert await asyncio.to_thread(committed, kafka, group) == {(source, 0): 2}  # it drained and committed
 
 
 HOST_PROGRAM = """
