@@ -1,9 +1,9 @@
 """The sidecar process: every configured pipeline on one asyncio loop, one shared producer, graceful signals.
 
-Library entry points: ``await streamcar.serve(config, stop)`` runs the sidecar inside your own asyncio program;
-``streamcar.run(config)`` runs it in the foreground until SIGTERM/SIGINT (what ``streamcar run`` does).
-SIGTERM or SIGINT drains (each pipeline within its ``shutdown_timeout``), commits and returns; a second signal
-abandons the drain.
+Library entry points: ``await streamcar.serve(config, stop)`` runs the sidecar inside your own asyncio program,
+as a guest in its logging and signals; ``streamcar.run(config)`` runs it in the foreground until SIGTERM/SIGINT
+(what ``streamcar run`` does), owning the process's logging. SIGTERM or SIGINT drains (each pipeline within its
+``shutdown_timeout``), commits and returns; a second signal abandons the drain.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import gc
 import logging
 import resource
 import signal
-from collections.abc import Coroutine
-from pathlib import Path
+from collections.abc import Coroutine, Mapping
+from os import PathLike
 from typing import TYPE_CHECKING, Any
 
 from streamcar.admin import AdminServer
 from streamcar.call import build_caller
-from streamcar.config import Config, PipelineConfig
+from streamcar.config import Config, PipelineConfig, load_config
 from streamcar.config._exactly import transaction_timeout_ms
 from streamcar.engine.pipeline import Pipeline
 from streamcar.engine.tracing import Tracing
@@ -29,7 +29,7 @@ from streamcar.kafka.producer import AsyncProducer
 from streamcar.kafka.security import check_access
 from streamcar.kafka.settings import for_producer
 from streamcar.kafka.transactions import TransactionalProducer, transactional_id
-from streamcar.logs import configure_logging
+from streamcar.logs import configure_logging, embedded_logging
 from streamcar.preflight import preflight
 from streamcar.redact import Redactor
 from streamcar.telemetry import tracer_provider
@@ -92,6 +92,8 @@ class Sidecar:
         await self.admin.start()  # a taken admin port fails the start before anything is consumed
         producers: list[AsyncProducer | TransactionalProducer] = []
         halt = asyncio.Event()  # stops every pipeline: the caller's stop, or one pipeline's failure
+        tasks: set[asyncio.Task[None]] = set()
+        relay: asyncio.Task[None] | None = None
         try:
             for name, pipeline_config in self.config.pipelines.items():
                 # A producer of its own per pipeline: records one pipeline cannot publish (a missing topic) fill
@@ -110,7 +112,7 @@ class Sidecar:
                 self.pipelines[name] = Pipeline(
                     name, pipeline_config, self.config.kafka, caller, producer, tracing=tracing, redactor=self.redactor
                 )
-            tasks = {asyncio.create_task(p.run(halt), name=f"pipeline-{n}") for n, p in self.pipelines.items()}
+            tasks.update(asyncio.create_task(p.run(halt), name=f"pipeline-{n}") for n, p in self.pipelines.items())
             relay = asyncio.create_task(_relay(stop, halt))
             self.started.set()
             log.info(
@@ -127,10 +129,19 @@ class Sidecar:
                     if task.exception() is not None and failure is None:
                         failure = task.exception()
                         halt.set()  # the others drain and commit too
-            relay.cancel()
             if failure is not None:
                 raise failure
         finally:
+            if relay is not None:
+                relay.cancel()
+            # Cancelled from outside (a host's task group, a second signal): the pipelines must not run on
+            # without us. A cancelled pipeline that was not draining yet drains within its bound; one that was
+            # gives its drain up.
+            unfinished = [task for task in tasks if not task.done()]
+            for task in unfinished:
+                task.cancel()
+            if unfinished:
+                await asyncio.wait(unfinished)
             for producer in producers:
                 await producer.close(0)  # each pipeline closed its own within its stop grace: this is a no-op
             await self.admin.close()
@@ -139,20 +150,31 @@ class Sidecar:
         log.info("streamcar stopped", extra={"event": "stopped"})
 
 
-def _as_config(config: Config | Path | str) -> Config:
-    if isinstance(config, Config):
-        return config
-    from streamcar.config import load_config
-
-    return load_config(Path(config))
+ConfigSource = Config | str | PathLike[str] | Mapping[str, Any]
+"""A :class:`Config`, or what :func:`streamcar.load_config` takes: a YAML file's path, or a mapping."""
 
 
-async def serve(config: Config | Path | str, stop: asyncio.Event | None = None) -> None:
-    """Run every pipeline of ``config`` (a Config or a YAML path) on the running loop until ``stop`` is set."""
-    await Sidecar(_as_config(config)).run(stop or asyncio.Event())
+def _as_config(config: ConfigSource) -> Config:
+    return config if isinstance(config, Config) else load_config(config)
 
 
-def run(config: Config | Path | str, *, log_format: str | None = None, log_level: str | None = None) -> None:
+async def serve(config: ConfigSource, stop: asyncio.Event | None = None) -> None:
+    """Run every pipeline of ``config`` on the running loop until ``stop`` is set, then drain and commit.
+
+    ``config`` is a :class:`Config`, a YAML file's path or a mapping (see :func:`streamcar.load_config`); it is
+    checked as ``streamcar run`` checks it (:class:`ConfigError`). Signals are the host program's to handle: set
+    ``stop`` on SIGTERM. Logging: records go to the ``streamcar`` logger and, if the program set logging up, to
+    its handlers; else streamcar writes them to stderr in the config's ``log`` format
+    (:func:`streamcar.logs.embedded_logging`).
+    """
+    loaded = _as_config(config)
+    await asyncio.to_thread(preflight, loaded)  # it makes librdkafka clients: not on the loop
+    sidecar = Sidecar(loaded)
+    with embedded_logging((loaded.log.format, loaded.log.level), loaded.secrets()):
+        await sidecar.run(stop or asyncio.Event())
+
+
+def run(config: ConfigSource, *, log_format: str | None = None, log_level: str | None = None) -> None:
     """Run the sidecar in the foreground until SIGTERM/SIGINT; raises StreamcarError on failure.
 
     ``log_format`` / ``log_level`` override the environment and the config's ``log`` (``streamcar run``'s flags).

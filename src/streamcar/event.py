@@ -132,7 +132,7 @@ class Reply:
         """Done once every one of ``records`` is published (none: done, nothing published), each to its own
         topic, with its own key and headers. A crash before they are all acknowledged calls the service again for
         the input: records may repeat, never go missing. If one is refused for good, the input is dead-lettered
-        (kind ``publish`` or ``route``); see docs/contract.md for what is published then."""
+        (kind ``publish`` or ``route``); see docs/delivery.md, "Fan-out", for what is published then."""
         made = tuple(r if isinstance(r, Record) else Record(r) for r in records)
         return cls(Result.SUCCESS, fanout=made)
 

@@ -7,16 +7,22 @@ routed through the ``streamcar.librdkafka`` logger, so they take the same format
 
 Secrets never reach the output: :class:`Redactor` sits on the handler and runs :mod:`streamcar.redact` over every
 message, field and traceback.
+
+Two set-ups: ``streamcar run`` (and :func:`streamcar.run`) owns the process and puts one handler on the root logger
+(:func:`configure_logging`); an embedded :func:`streamcar.serve` is a guest in its host program's logging
+(:func:`embedded_logging`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
 from streamcar.redact import Redactor as Scrubber
@@ -98,12 +104,7 @@ def configure_logging(
     ``secrets`` (a :class:`streamcar.redact.Redactor`, or the config's secret values) and anything shaped like a
     credential redacted."""
     chosen, named = resolve(format, level, configured=configured)
-    handler = logging.StreamHandler(sys.stderr)
-    if chosen == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(Redactor(secrets))
+    handler = _stderr_handler(chosen, secrets)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -112,6 +113,16 @@ def configure_logging(
     logging.captureWarnings(True)
     for noisy in ("aiohttp.access", "grpc._cython"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _stderr_handler(chosen: LogFormat, secrets: Iterable[str] | Scrubber) -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if chosen == "json" else logging.Formatter(CONSOLE_FORMAT))
+    handler.addFilter(Redactor(secrets))
+    return handler
+
+
+CONSOLE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class Throttle:
@@ -146,3 +157,75 @@ class Throttle:
 def held_back(count: int, interval: float) -> str:
     """The tail of a throttled line: ``" (and 41 more like it in the last 10s)"``, or nothing."""
     return f" (and {count:,} more like it in the last {interval:g}s)" if count else ""
+
+
+LOGGER = "streamcar"
+"""Every streamcar logger is this one or below it (``streamcar.pipeline``, ``streamcar.librdkafka``...)."""
+
+
+class _Scrubbing(logging.Handler):
+    """Writes nothing: redacts each record of the streamcar loggers in place, on its way up to the handlers of the
+    host program (the root logger's), which streamcar does not own and so cannot put a filter on. A filter on the
+    ``streamcar`` logger itself would not do: a logger's filters see only what is logged on that very logger, not
+    the records of ``streamcar.pipeline`` and the others passing through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        pass
+
+
+class _Guest:
+    """What the embedded sidecars of this process share: one scrubbing handler, with every sidecar's secrets (a
+    secret redacted after its sidecar stopped costs nothing), and the default handler, when there is one."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0
+        self.scrubber = Scrubber()
+        self.scrubbing = _Scrubbing()
+        self.scrubbing.addFilter(Redactor(self.scrubber))
+        self.default: logging.Handler | None = None
+        self.saved = (logging.NOTSET, True)  # the streamcar logger's level and propagate before the default
+
+
+_GUEST = _Guest()
+
+
+@contextlib.contextmanager
+def embedded_logging(configured: tuple[str, str], secrets: Iterable[str]) -> Iterator[None]:
+    """streamcar's logging while an embedded sidecar runs (:func:`streamcar.serve`), undone when the last one
+    stops.
+
+    Records go to the ``streamcar`` logger hierarchy, with secrets redacted before any handler sees them. If the
+    host program set logging up (the root logger has a handler), they reach its handlers and take its levels and
+    formats: streamcar adds no output of its own. Otherwise streamcar writes them to stderr as ``streamcar run``
+    would (``configured``: the config's ``log`` format and level, under $STREAMCAR_LOG_FORMAT/_LEVEL), from the
+    ``streamcar`` logger only: the host's own loggers stay as they are. Which of the two is decided when the
+    first embedded sidecar of the process starts.
+    """
+    guest = _GUEST
+    logger = logging.getLogger(LOGGER)
+    with guest.lock:
+        guest.scrubber.add(secrets)
+        if guest.users == 0:
+            logger.addHandler(guest.scrubbing)  # first: the default handler below sees scrubbed records
+            if not logging.getLogger().handlers:
+                chosen, named = resolve(None, None, configured=configured)
+                guest.default = _stderr_handler(chosen, guest.scrubber)
+                guest.saved = (logger.level, logger.propagate)
+                logger.addHandler(guest.default)
+                logger.setLevel(named.upper())
+                # the host may set logging up later: streamcar's lines must not then come out twice
+                logger.propagate = False
+        guest.users += 1
+    try:
+        yield
+    finally:
+        with guest.lock:
+            guest.users -= 1
+            if guest.users == 0:
+                logger.removeHandler(guest.scrubbing)
+                if guest.default is not None:
+                    logger.removeHandler(guest.default)
+                    guest.default = None
+                    logger.setLevel(guest.saved[0])
+                    logger.propagate = guest.saved[1]

@@ -1,4 +1,4 @@
-"""Helpers for a service *behind* the sidecar: the service's half of docs/contract.md's HTTP protocol.
+"""Helpers for a service *behind* the sidecar: the service's half of the HTTP protocol (docs/http.md).
 
 :mod:`streamcar.call.http` is the sidecar's half (it builds the request and reads the reply); this module is its
 mirror image, framework-neutral, so a service can work with :class:`~streamcar.event.Event` and

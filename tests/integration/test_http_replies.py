@@ -1,4 +1,4 @@
-"""Every row of DESIGN.md's HTTP reply table, against the real broker and a real HTTP service."""
+"""Every row of docs/http.md's reply table, against the real broker and a real HTTP service."""
 
 from __future__ import annotations
 

@@ -14,7 +14,9 @@ from pydantic import ValidationError
 
 from streamcar.cli import main
 from streamcar.config import (
+    CallConfig,
     Config,
+    ConsumeConfig,
     GrpcTarget,
     HttpTarget,
     PythonTarget,
@@ -86,12 +88,13 @@ def problems_of(text: str, env: dict[str, str] | None = None) -> list[str]:
 
 
 def test_the_config_example_in_the_docs_is_a_valid_config() -> None:
-    """docs/contract.md is what users read: its example must be what streamcar accepts."""
-    text = (Path(__file__).resolve().parents[2] / "docs" / "contract.md").read_text(encoding="utf-8")
+    """docs/config.md is what users read: its example must be what streamcar accepts."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "config.md").read_text(encoding="utf-8")
     example = text.split("```yaml\n", 1)[1].split("```", 1)[0]
-    config = parse_config(example, env=DESIGN_ENV)
+    config = parse_config(example, env={**DESIGN_ENV, "SERVICE_TOKEN": "t"})
     assert list(config.pipelines) == ["orders"]
     assert config.pipelines["orders"].publish is not None
+    assert config.log.format == "json"
 
 
 def test_design_example_parses() -> None:
@@ -311,8 +314,8 @@ def test_every_invalid_field_is_reported_at_once() -> None:
         ({"pipeline": {}}, "pipeline: unknown key 'pipeline' (did you mean 'pipelines'?)"),
         ({"pipelines.p.call.timout": "1s"}, "pipelines.p.call.timout: unknown key 'timout' (did you mean 'timeout'?)"),
         (
-            {"pipelines.p.consume.from_": "latest"},
-            "pipelines.p.consume.from_: unknown key 'from_' (did you mean 'from'?)",
+            {"pipelines.p.consume.form": "latest"},
+            "pipelines.p.consume.form: unknown key 'form' (did you mean 'from'?)",
         ),
         (
             {"kafka.security": {"protocol": "SSL", "cafile": "x"}},
@@ -556,6 +559,56 @@ def test_load_config(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(ConfigError, match="not UTF-8"):
         load_config(path)
+
+
+def test_load_config_takes_a_path_as_text_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lib.yaml").write_text(build(), encoding="utf-8")
+    assert load_config("lib.yaml", env={}) == load_config(tmp_path / "lib.yaml", env={})
+    with pytest.raises(ConfigError, match=r"^nope\.yaml: no such config file$"):
+        load_config("nope.yaml")
+
+
+def test_load_config_takes_a_mapping_interpolated_and_reported_as_a_file_would_be(tmp_path: Path) -> None:
+    tree = yaml.safe_load(DESIGN_EXAMPLE)
+    path = tmp_path / "streamcar.yaml"
+    path.write_text(DESIGN_EXAMPLE, encoding="utf-8")
+    assert load_config(tree, env=DESIGN_ENV) == load_config(path, env=DESIGN_ENV)
+    assert load_config(tree, env=DESIGN_ENV).kafka.security.password.get_secret_value() == SECRET  # type: ignore[union-attr]
+    assert tree["kafka"]["security"]["password"] == "${KAFKA_PASSWORD}"  # the caller's mapping is left alone
+
+    bad = build({"pipelines.p.call.timeout": 5, "pipelines.p.ordering": "random", "kafka.client_id": "${NOPE}"})
+    path.write_text(bad, encoding="utf-8")
+    with pytest.raises(ConfigError) as from_file:
+        load_config(path, env={})
+    with pytest.raises(ConfigError) as from_mapping:
+        load_config(yaml.safe_load(bad), env={})
+    assert from_mapping.value.problems == from_file.value.problems
+    assert len(from_mapping.value.problems) == 3
+    assert str(from_mapping.value) == "the config mapping: invalid config (3 problems)"
+
+
+def test_load_config_refuses_what_is_neither_a_path_nor_a_mapping() -> None:
+    with pytest.raises(TypeError, match="a file path \\(str or Path\\) or a mapping, not list"):
+        load_config([MINIMAL])  # type: ignore[arg-type]
+
+
+def test_durations_from_code_are_seconds_or_timedeltas_and_need_a_unit_in_a_document() -> None:
+    assert CallConfig(url="http://svc/x", timeout=2.5).timeout == 2.5
+    assert CallConfig(url="http://svc/x", timeout=timedelta(milliseconds=250)).timeout == 0.25  # type: ignore[arg-type]
+    assert CallConfig.model_validate({"url": "http://svc/x", "timeout": "250ms"}).timeout == 0.25
+    with pytest.raises(ValidationError, match="finite number of seconds"):
+        CallConfig(url="http://svc/x", timeout=-1)
+    with pytest.raises(ConfigError) as info:
+        load_config(yaml.safe_load(build({"pipelines.p.call.timeout": 2.5})), env={})
+    assert info.value.problems == ["pipelines.p.call.timeout: a duration needs a unit: ms, s or m (e.g. 5s)"]
+
+
+def test_consume_from_is_from_in_yaml_and_from_underscore_in_python() -> None:
+    consume = ConsumeConfig(topics=["orders"], group="g", from_="latest")
+    assert consume.from_ == "latest"
+    assert consume.model_dump()["from"] == "latest"
+    assert ConsumeConfig.model_validate({"topics": ["orders"], "group": "g", "from": "latest"}) == consume
 
 
 def test_json_schema() -> None:

@@ -1,4 +1,4 @@
-"""The HTTP protocol's pure parts: request headers out, reply mapping in (DESIGN.md's table)."""
+"""The HTTP protocol's pure parts: request headers out, reply mapping in (docs/http.md's table)."""
 
 from __future__ import annotations
 

@@ -22,3 +22,13 @@ def test_errors_carry_their_policy() -> None:
     assert streamcar.RetriableCallError("x").retriable is True
     assert streamcar.PermanentCallError("x").retriable is False
     assert issubclass(streamcar.ConfigError, streamcar.StreamcarError)
+
+
+def test_a_config_can_be_built_from_the_top_level_names() -> None:
+    """What docs/python.md builds a Config from is importable from ``streamcar`` itself."""
+    import streamcar.config
+
+    models = ["Config", "KafkaConfig", "PipelineConfig", "ConsumeConfig", "CallConfig", "PublishConfig"]
+    assert set(models) <= set(streamcar.__all__)
+    assert all(getattr(streamcar, name) is getattr(streamcar.config, name) for name in [*models, "DeadLetterConfig"])
+    assert streamcar.load_config is streamcar.config.load_config

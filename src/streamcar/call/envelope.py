@@ -1,11 +1,11 @@
-"""The JSON envelope of batch delivery (docs/contract.md, "HTTP protocol", batch), both directions.
+"""The JSON envelope of batch delivery (docs/http.md, "Batch delivery"), both directions.
 
 Request ``{"messages": [{"topic", "partition", "offset", "timestamp", "key", "headers", "value", "encoding"}]}``
 and reply ``{"results": [{"status", "value", "encoding", "key", "headers", "error"}]}``, one result per message
 in order. ``encoding`` (``utf-8`` or ``base64``) applies to the key, the header values and the value of its entry
 alike; an entry is ``utf-8`` when all of them decode as UTF-8. ``headers`` is an object, or a list of
 ``[name, value]`` pairs when a name repeats. In a result an absent ``"key"`` keeps the input key and
-``"key": null`` asks for a null key. Beyond docs/contract.md a ``retry`` result may carry ``"retry_after"`` (seconds).
+``"key": null`` asks for a null key. A ``retry`` result may carry ``"retry_after"`` (seconds).
 
 The sidecar writes requests with :func:`encode_messages` and reads replies with :func:`decode_results`; the
 service side (:mod:`streamcar.service`) uses :func:`decode_messages` and :func:`encode_results`.

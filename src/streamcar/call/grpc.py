@@ -1,4 +1,4 @@
-"""Single delivery over gRPC, as docs/contract.md's "gRPC" section pins it: ``grpc(s)://host:port/pkg.Service/Method``.
+"""Single delivery over gRPC, as docs/grpc.md pins it: ``grpc(s)://host:port/pkg.Service/Method``.
 
 Request: a unary call whose request bytes are the record value, passed through without (de)serializers since the
 records already hold serialized protobuf (a null value is sent as zero bytes). Call metadata carries ``kafka-topic``,

@@ -1,4 +1,4 @@
-"""Single delivery over HTTP, as docs/contract.md's "HTTP protocol" section pins it.
+"""Single delivery over HTTP, as docs/http.md pins it.
 
 Request: ``POST url`` with the record value as body and the record's metadata in ``Kafka-*`` headers.
 Reply mapping: 2xx with a body is success (published), 2xx without one is success with nothing published,

@@ -1,4 +1,4 @@
-"""In-process Python handlers (docs/contract.md, "Python in-process"): ``python:pkg.module:function``.
+"""In-process Python handlers (docs/python.md): ``python:pkg.module:function``.
 
 The handler takes an :class:`Event` and returns a :class:`Reply`, the reply value (``bytes``-like or ``str``) or
 ``None`` (done, nothing published). ``async def`` handlers run on the loop; plain ``def`` handlers run in a worker

@@ -1,11 +1,14 @@
 """The streamcar configuration: pydantic models, the YAML + ``${ENV}`` loader, durations, the JSON Schema.
 
-``load_config(path)`` (or ``parse_config(text)``) returns a frozen :class:`Config` or raises
+``load_config(path_or_mapping)`` (or ``parse_config(text)``) returns a frozen :class:`Config` or raises
 :class:`~streamcar.errors.ConfigError` listing every invalid field as ``pipelines.orders.call.timeout: ...``.
+The models are also built directly in code (``Config(kafka=KafkaConfig(...), pipelines={...})``).
+:mod:`streamcar.config.reference` writes docs/config.md from the JSON Schema.
 """
 
 from __future__ import annotations
 
+from streamcar.config._call import BatchConfig, CallConfig, ServiceTlsConfig
 from streamcar.config._durations import Duration, format_duration, parse_duration
 from streamcar.config._files import read_pem
 from streamcar.config._loader import json_schema, load_config, parse_config
@@ -14,8 +17,6 @@ from streamcar.config._sizes import ByteSize, format_size, parse_size
 from streamcar.config._targets import CallTarget, GrpcTarget, HttpTarget, PythonTarget
 from streamcar.config.models import (
     AdminConfig,
-    BatchConfig,
-    CallConfig,
     CircuitBreakerConfig,
     Config,
     ConsumeConfig,
@@ -24,7 +25,6 @@ from streamcar.config.models import (
     PipelineConfig,
     RetryConfig,
     SecurityConfig,
-    ServiceTlsConfig,
     TracingConfig,
 )
 

@@ -18,16 +18,22 @@ from streamcar.config._targets import split_host_port
 
 
 class SecurityConfig(_Model):
-    """How streamcar authenticates to and encrypts its connections to Kafka."""
+    """How streamcar authenticates to and encrypts its connections to Kafka; without it, PLAINTEXT."""
 
     protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+    """``security.protocol``: SSL encrypts, SASL authenticates, SASL_SSL does both."""
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    """Required with SASL_PLAINTEXT and SASL_SSL."""
     username: str | None = None
+    """The SASL user; required with SASL_PLAINTEXT and SASL_SSL."""
     password: SecretStr | None = None
-    """Never logged, never in /status."""
+    """The SASL password, e.g. ``${KAFKA_PASSWORD}``; required with SASL. Never logged, never in /status."""
     ca_file: Path | None = None
+    """PEM bundle of the CAs that may sign the brokers' certificates (SSL, SASL_SSL); default: the system's."""
     cert_file: Path | None = None
+    """Client certificate (PEM) for mutual TLS; needs key_file."""
     key_file: Path | None = None
+    """The client certificate's private key (PEM)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -51,12 +57,17 @@ class SecurityConfig(_Model):
 
 
 class KafkaConfig(_Model):
+    """The Kafka cluster every pipeline of this sidecar reads from and writes to."""
+
     bootstrap_servers: str
-    """Comma-separated host:port list."""
+    """Comma-separated host:port list, e.g. ``${KAFKA_BOOTSTRAP:-127.0.0.1:9092}``."""
     client_id: NonEmptyStr = "streamcar"
+    """``client.id`` of the consumers (the producers add ``-<pipeline>``); it also names the transactional ids
+    of exactly-once pipelines."""
     security: SecurityConfig | None = None
     librdkafka: dict[str, LibrdkafkaValue] = Field(default_factory=dict, repr=False)
-    """Raw librdkafka settings, applied last (they win)."""
+    """Raw librdkafka settings, applied last (they win). A setting only a consumer (or only a producer) knows
+    goes to that kind of client only; values of settings named like credentials are redacted."""
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -96,6 +107,8 @@ class KafkaConfig(_Model):
 
 
 class AdminConfig(_Model):
+    """The admin HTTP server: ``/healthz``, ``/readyz``, ``/metrics``, ``/status`` and the status page."""
+
     listen: str = "127.0.0.1:8095"
     """host:port of /healthz, /readyz, /metrics, /status and the status page; port 0 picks a free port."""
     allowed_hosts: list[NonEmptyStr] | None = None

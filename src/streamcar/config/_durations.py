@@ -1,4 +1,9 @@
-"""Durations: ``250ms``, ``5s``, ``1.5s``, ``2m`` in the config, seconds (a float) in the code."""
+"""Durations: ``250ms``, ``5s``, ``1.5s``, ``2m`` in the config, seconds (a float) in the code.
+
+A config document (a file, or a mapping given to ``load_config``) must say the unit: a bare number there is
+how timeouts end up 1000x off. Code building the models passes seconds, the type the fields have, or a
+``timedelta``; the loader tells the two apart with the validation context :data:`DOCUMENT`.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,17 @@ import math
 import re
 from datetime import timedelta
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+from pydantic import BeforeValidator, PlainSerializer, ValidationInfo, WithJsonSchema
 
 DURATION_PATTERN = r"^\s*(\d+(\.\d+)?|\.\d+)(ms|s|m)\s*$"
 
 _DURATION = re.compile(DURATION_PATTERN)
 _SIGNED = re.compile(r"^\s*([+-]?)(\d+(\.\d+)?|\.\d+)\s*$")
 _UNIT_HINT = "a duration needs a unit: ms, s or m (e.g. 5s)"
+DOCUMENT: dict[str, Any] = {"streamcar_document": True}
+"""The validation context of a config document, where a duration without a unit is refused."""
 
 
 def parse_duration(value: object) -> float:
@@ -45,6 +52,15 @@ def parse_duration(value: object) -> float:
     return seconds
 
 
+def _validate(value: object, info: ValidationInfo) -> float:
+    in_code = not (info.context or {}).get("streamcar_document")
+    if in_code and isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"a duration must be a finite number of seconds, at least 0 (got {value!r})")
+        return float(value)
+    return parse_duration(value)
+
+
 def _plain(number: float) -> str:
     """The shortest decimal that round-trips, never in exponent notation (the pattern has none)."""
     return format(Decimal(repr(number)), "f").removesuffix(".0")
@@ -67,7 +83,7 @@ def format_duration(seconds: float) -> str:
 
 Duration = Annotated[
     float,
-    BeforeValidator(parse_duration),
+    BeforeValidator(_validate),
     PlainSerializer(format_duration, return_type=str),
     WithJsonSchema(
         {
@@ -78,4 +94,5 @@ Duration = Annotated[
         }
     ),
 ]
-"""Seconds as a float; written as ``250ms``, ``5s`` or ``2m`` in YAML and in dumps."""
+"""Seconds as a float; written as ``250ms``, ``5s`` or ``2m`` in YAML and in dumps, and taken as seconds (or a
+``timedelta``) from code."""

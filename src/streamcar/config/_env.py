@@ -46,13 +46,13 @@ def interpolate(tree: Any, env: Mapping[str, str], path: Path = ()) -> tuple[Any
     if isinstance(tree, str):
         value, messages = _substitute(tree, env)
         return value, [(path, "; ".join(messages))] if messages else []
-    if isinstance(tree, dict):
+    if isinstance(tree, Mapping):  # a dict from YAML; any mapping from a caller of load_config
         result: dict[Any, Any] = {}
         for key, item in tree.items():
             result[key], found = interpolate(item, env, (*path, str(key)))
             problems += found
         return result, problems
-    if isinstance(tree, list):
+    if isinstance(tree, list | tuple):
         items = []
         for index, item in enumerate(tree):
             value, found = interpolate(item, env, (*path, index))

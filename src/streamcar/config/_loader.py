@@ -1,24 +1,29 @@
 """File -> YAML tree -> ``${ENV}`` interpolation -> validated :class:`Config`.
 
 Every failure becomes a :class:`ConfigError` whose ``problems`` are single ``path: message`` lines, all of
-them at once, so one ``streamcar check`` run shows everything to fix.
+them at once, so one ``streamcar check`` run shows everything to fix. A mapping given to :func:`load_config`
+joins the same road at the tree: interpolated and reported like a file, so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
+import re
 import types
 from collections.abc import Hashable, Iterator, Mapping
+from os import PathLike
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
-from streamcar.config._durations import DURATION_PATTERN, format_duration
+from streamcar.config._durations import DOCUMENT, DURATION_PATTERN, format_duration
 from streamcar.config._env import interpolate
+from streamcar.config._sizes import SIZE_PATTERN, format_size
 from streamcar.config.models import PROBLEMS_ERROR, Config
 from streamcar.errors import ConfigError
 
@@ -44,8 +49,17 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate the config file at ``path``, interpolating ``${VAR}`` from ``env`` (os.environ)."""
+def load_config(source: str | PathLike[str] | Mapping[str, Any], env: Mapping[str, str] | None = None) -> Config:
+    """The validated config of ``source``: the path of a YAML file (a ``str`` or a ``Path``), or a mapping with
+    the same tree (as ``yaml.safe_load`` of such a file gives it). Either way ``${VAR}`` and ``${VAR:-default}``
+    in string values are interpolated from ``env`` (default: ``os.environ``), ``$$`` is a literal ``$``, and a
+    :class:`ConfigError` lists every invalid field by its path. (``Config(...)`` and ``Config.model_validate``
+    take values as they are, without interpolation.)"""
+    if isinstance(source, Mapping):
+        return _validate(dict(source), env=env, source="the config mapping")
+    if not isinstance(source, str | PathLike):
+        raise TypeError(f"load_config takes a file path (str or Path) or a mapping, not {type(source).__name__}")
+    path = Path(source)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -73,11 +87,14 @@ def parse_config(text: str, *, env: Mapping[str, str] | None = None, source: str
     if not isinstance(tree, dict):
         found = "empty" if tree is None else _kind(tree)
         raise ConfigError(f"{source}: the config must be a mapping with kafka and pipelines, not {found}")
+    return _validate(tree, env=env, source=source)
 
+
+def _validate(tree: dict[Any, Any], *, env: Mapping[str, str] | None, source: str) -> Config:
     tree, env_problems = interpolate(tree, os.environ if env is None else env)
     problems = [f"{_dotted(path)}: {message}" for path, message in env_problems]
     try:
-        config = Config.model_validate(tree)
+        config = Config.model_validate(tree, context=DOCUMENT)
     except ValidationError as exc:
         # A field whose variable is unset was already reported; its empty stand-in would only add noise.
         problems += [
@@ -92,23 +109,38 @@ def parse_config(text: str, *, env: Mapping[str, str] | None = None, source: str
 
 
 def json_schema() -> dict[str, Any]:
-    """The JSON Schema of the config file (keys as written in YAML, e.g. ``from``)."""
+    """The JSON Schema of the config file (keys as written in YAML, e.g. ``from``), with a description of every
+    field (the models' docstrings)."""
     schema = Config.model_json_schema(by_alias=True)
-    _display_duration_defaults(schema)
+    _for_people(schema)
     schema.pop("title", None)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "streamcar configuration", **schema}
 
 
-def _display_duration_defaults(node: Any) -> None:
-    # pydantic writes a field's default without its serializer, i.e. as seconds: show "30s" instead.
+_LITERAL = re.compile(r"``(.+?)``")
+
+
+def _for_people(node: Any) -> None:
+    """Defaults as a person writes them and descriptions as an editor shows them, in place."""
     if isinstance(node, dict):
-        if node.get("pattern") == DURATION_PATTERN and isinstance(node.get("default"), int | float):
-            node["default"] = format_duration(node["default"])
+        if isinstance(node.get("description"), str):
+            # docstrings are wrapped at 120 columns and written in reST: unwrap lines, keep paragraphs
+            paragraphs = node["description"].split("\n\n")
+            node["description"] = "\n\n".join(" ".join(p.split()) for p in paragraphs)
+            node["description"] = _LITERAL.sub(r"`\1`", node["description"])
+        # pydantic writes a field's default without its serializer, i.e. as seconds and bytes: "30s" and
+        # "16MiB" are what a person would write
+        default = node.get("default")
+        if isinstance(default, int | float) and not isinstance(default, bool):
+            if node.get("pattern") == DURATION_PATTERN:
+                node["default"] = format_duration(default)
+            elif node.get("pattern") == SIZE_PATTERN and isinstance(default, int):
+                node["default"] = format_size(default)
         for child in node.values():
-            _display_duration_defaults(child)
+            _for_people(child)
     elif isinstance(node, list):
         for child in node:
-            _display_duration_defaults(child)
+            _for_people(child)
 
 
 def _problems(exc: ValidationError) -> Iterator[tuple[Loc, str]]:
@@ -149,7 +181,7 @@ def _keys_at(loc: Loc) -> list[str]:
         while get_origin(node) in (Union, types.UnionType, Annotated):
             node = next(arg for arg in get_args(node) if arg is not type(None))
         if isinstance(node, type) and issubclass(node, BaseModel):
-            fields = {field.alias or name: field for name, field in node.model_fields.items()}
+            fields = {yaml_name(name, field): field for name, field in node.model_fields.items()}
             if part is None:
                 return list(fields)
             if part not in fields:
@@ -160,6 +192,11 @@ def _keys_at(loc: Loc) -> list[str]:
         else:
             break
     return []
+
+
+def yaml_name(name: str, field: FieldInfo) -> str:
+    """The key a field has in YAML: its alias (``from`` for ``from_``), else its name."""
+    return field.serialization_alias or field.alias or name
 
 
 def _dotted(loc: Loc) -> str:

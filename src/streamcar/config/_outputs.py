@@ -11,6 +11,9 @@ from streamcar.config._fields import _TOPIC_GLOB, TopicName, _Model, _raise_prob
 
 
 class PublishConfig(_Model):
+    """Where a pipeline's replies go, and how. Without it nothing is published: a message is done once the
+    service answered it."""
+
     topic: TopicName
     """Where reply payloads go, unless a reply names another topic."""
     allow: list[str] | None = None
@@ -42,5 +45,7 @@ class PublishConfig(_Model):
 
 
 class DeadLetterConfig(_Model):
+    """Where a pipeline's messages that failed for good go, with the error in ``streamcar-*`` headers."""
+
     topic: TopicName
     """Where messages that failed for good go; without it they block their key, never dropped."""

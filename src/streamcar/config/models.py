@@ -7,50 +7,57 @@ pairs, so that e.g. a missing SASL username is reported at ``kafka.security.user
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from fnmatch import fnmatchcase
-from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from pydantic import (
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
+from streamcar.config._call import BatchConfig, CallConfig, ServiceTlsConfig
 from streamcar.config._cluster import AdminConfig, KafkaConfig, SecurityConfig
 from streamcar.config._durations import Duration, format_duration
 from streamcar.config._exactly import exactly_once_problems
 from streamcar.config._fields import (
-    _CONNECTION_HEADERS,
-    _HEADER_NAME,
     _SECRET_NAME,
     PROBLEMS_ERROR,
     REDACTED,
     InstanceId,
     NonEmptyStr,
     PipelineName,
-    SubPath,
     TopicName,
     _mask,
     _Model,
     _raise_problems,
     _redact_url,
-    _status_problems,
 )
 from streamcar.config._outputs import DeadLetterConfig, PublishConfig
-from streamcar.config._sizes import ByteSize
-from streamcar.config._targets import CallTarget, GrpcTarget, HttpTarget, parse_target
 
-__all__ = ["PROBLEMS_ERROR", "REDACTED", "AdminConfig", "KafkaConfig", "SecurityConfig", "SubPath"]
+__all__ = [
+    "PROBLEMS_ERROR",
+    "REDACTED",
+    "AdminConfig",
+    "BatchConfig",
+    "CallConfig",
+    "KafkaConfig",
+    "SecurityConfig",
+    "ServiceTlsConfig",
+]
 
 
 class ConsumeConfig(_Model):
+    """What a pipeline reads, and as which consumer group."""
+
     topics: list[TopicName] = Field(min_length=1)
+    """The input topics, read together in one consumer group."""
     group: NonEmptyStr
-    from_: Literal["earliest", "latest"] = Field(default="earliest", alias="from")
-    """Where to start when the group has no committed offset."""
+    """The consumer group (``group.id``). Its committed offsets say what is done; every replica of the service
+    uses the same group, and each pipeline a group of its own."""
+    from_: Literal["earliest", "latest"] = Field(
+        default="earliest", validation_alias=AliasChoices("from", "from_"), serialization_alias="from"
+    )
+    """Where a group without committed offsets starts: at the oldest records or after the newest. A partition
+    new to a running group (added to the topic, or the topic created again) starts at its oldest record either
+    way. Written ``from`` in YAML, ``from_`` in Python."""
     instance_id: InstanceId | None = None
     """Static membership (``group.instance.id``), e.g. ``${POD_NAME}``: a member restarted under the same id
     takes its partitions back at once, without a rebalance of the others, as long as it returns within the
@@ -73,118 +80,17 @@ class ConsumeConfig(_Model):
         return topics
 
 
-class BatchConfig(_Model):
-    max_messages: int = Field(default=1, ge=1, le=10_000)
-    """More than 1 switches to bulk delivery (the JSON envelope)."""
-    max_wait: Duration = 0.005
-    """How long a batch may wait to fill up."""
-
-
-class ServiceTlsConfig(_Model):
-    """TLS to the service (https:// and grpcs:// targets); without it the system's CAs verify the service."""
-
-    ca_file: Path | None = None
-    """PEM bundle of the CAs that may sign the service's certificate."""
-    cert_file: Path | None = None
-    """Client certificate (PEM) for mutual TLS; needs key_file."""
-    key_file: Path | None = None
-    """The client certificate's private key (PEM)."""
-    server_name: NonEmptyStr | None = None
-    """The name the service's certificate must carry, when it differs from the URL's host."""
-
-    @model_validator(mode="after")
-    def _pair(self) -> Self:
-        if (self.cert_file is None) != (self.key_file is None):
-            missing = "key_file" if self.key_file is None else "cert_file"
-            _raise_problems([((missing,), "cert_file and key_file go together (mutual TLS needs both)")])
-        return self
-
-
-class CallConfig(_Model):
-    url: str
-    """http(s)://..., grpc(s)://host:port/pkg.Service/Method or python:pkg.module:function."""
-    timeout: Duration = Field(default=5.0, gt=0)
-    headers: dict[str, str] = Field(default_factory=dict, repr=False)
-    """Sent with every call (HTTP headers; gRPC metadata, names lowercased)."""
-    batch: BatchConfig = BatchConfig()
-    tls: ServiceTlsConfig | None = None
-    """TLS settings for https:// and grpcs:// services."""
-    max_response_bytes: ByteSize = Field(default=16 * 1024 * 1024, ge=1024)
-    """The most a reply may hold: head and body, decompressed (HTTP), or the response message (gRPC). A bigger
-    reply fails the call as ``bad-reply``, checked as the bytes arrive."""
-    fanout: bool = False
-    """gRPC: the method answers a ``streamcar.v1.Records`` message (docs/records.proto), zero or more records to
-    publish, instead of the bytes of one (HTTP and Python say so in each reply)."""
-    status: dict[str, Literal["success", "drop", "retry", "dead-letter"]] = Field(default_factory=dict)
-    """What a status means, overriding the default mapping: HTTP codes (``{"404": drop, "409": success}``) or
-    gRPC status names (``{NOT_FOUND: drop}``). A ``Streamcar-Result`` reply header still wins."""
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        parse_target(value.strip())
-        return value.strip()
-
-    @field_validator("status", mode="before")
-    @classmethod
-    def _status(cls, value: Any) -> Any:
-        # YAML reads 404 as a number, and people write dead_letter too
-        if isinstance(value, dict):
-            return {
-                str(code).strip(): result.strip().lower().replace("_", "-") if isinstance(result, str) else result
-                for code, result in value.items()
-            }
-        return value
-
-    @field_validator("headers")
-    @classmethod
-    def _headers(cls, headers: dict[str, str]) -> dict[str, str]:
-        _raise_problems(
-            ((name,), "invalid header name" if not _HEADER_NAME.fullmatch(name) else "line breaks are not allowed")
-            for name, value in headers.items()
-            if not _HEADER_NAME.fullmatch(name) or "\r" in value or "\n" in value
-        )
-        return headers
-
-    @model_validator(mode="after")
-    def _fits_target(self) -> Self:
-        target = self.target
-        problems: list[tuple[SubPath, str]] = []
-        if self.batch.max_messages > 1 and target.kind == "grpc":
-            problems.append((("batch", "max_messages"), "gRPC takes one record per call; batch needs http or python"))
-        if self.fanout and target.kind != "grpc":
-            problems.append((("fanout",), "applies to grpc:// services only (HTTP and Python replies say it each)"))
-        if self.tls is not None and not (isinstance(target, HttpTarget | GrpcTarget) and target.tls):
-            problems.append((("tls",), "applies to https:// and grpcs:// services only"))
-        problems.extend((("status", code), problem) for code, problem in _status_problems(self.status, target.kind))
-        if target.kind == "http":
-            problems.extend(
-                (("headers", name), "set by streamcar on each request (it frames and keeps the connection)")
-                for name in self.headers
-                if name.lower() in _CONNECTION_HEADERS
-            )
-        _raise_problems(problems)
-        return self
-
-    @property
-    def target(self) -> CallTarget:
-        return parse_target(self.url)
-
-    @property
-    def target_text(self) -> str:
-        """The URL with any password in it replaced by ``***``."""
-        return _redact_url(self.url)
-
-    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
-        for name, value in super().__repr_args__():
-            yield name, _redact_url(value) if name == "url" else value
-
-
 class RetryConfig(_Model):
+    """How a failed call is tried again: exponential backoff with jitter, honouring ``Retry-After``. A message
+    waiting for its retry holds back only its own key."""
+
     attempts: int = Field(default=5, ge=1)
-    """Total number of calls, the first included."""
+    """Total number of calls, the first included; then the message is dead-lettered (kind ``exhausted``)."""
     initial_backoff: Duration = 0.2
+    """The wait after the first failure; it doubles after each further one (half of it random)."""
     max_backoff: Duration = 30.0
+    """The longest wait between two attempts. Without a dead-letter topic, a message whose attempts are spent
+    is tried again at this interval, holding its key, and never dropped."""
     max_block: Duration | None = Field(default=None, gt=0)
     """A message that has held its key this long since it first failed is dead-lettered (kind ``blocked``) at its
     next failure instead of retried. Failures that cost no attempt (the service was down) do not end it."""
@@ -202,11 +108,13 @@ class CircuitBreakerConfig(_Model):
     message uses up its retries, so none is dead-lettered only because the service was down."""
 
     enabled: bool = True
+    """false: never open the circuit (and no pause on a reject storm); each message spends its attempts."""
     failure_ratio: float = Field(default=0.5, gt=0, le=1)
     """Open when at least this share of the calls within ``window`` could not get through..."""
     min_calls: int = Field(default=20, ge=1)
     """...and at least this many calls were made within it."""
     window: Duration = Field(default=10.0, gt=0)
+    """The span over which ``failure_ratio`` and ``min_calls`` are counted."""
     consecutive: int = Field(default=5, ge=1)
     """Also open after this many calls in a row could not get through (and at once on a refused connection)."""
     open_for: Duration = Field(default=1.0, gt=0)
@@ -224,9 +132,13 @@ class CircuitBreakerConfig(_Model):
 
 
 class PipelineConfig(_Model):
+    """One pipeline: topics in, a service called for each message, replies and dead letters out."""
+
     consume: ConsumeConfig
     call: CallConfig
     ordering: Literal["key", "partition", "none"] = "key"
+    """``key``: a key's messages are called one after another in offset order, different keys side by side
+    (null keys are unordered); ``partition``: one message at a time per partition; ``none``: no order."""
     max_in_flight: int = Field(default=256, ge=1, le=100_000)
     """Messages in a call to the service at once (or waiting for a retry); a key's next message waits for its
     previous one to be done."""
@@ -235,8 +147,11 @@ class PipelineConfig(_Model):
     publish: PublishConfig | None = None
     dead_letter: DeadLetterConfig | None = None
     shutdown_timeout: Duration = 30.0
+    """How long calls in flight get to finish when their partition is revoked or the sidecar stops (SIGTERM);
+    then their partitions' offsets are committed. Stopping takes at most this plus 5 s."""
     commit_interval: Duration = Field(default=1.0, gt=0)
-    """How often the contiguous watermark is committed."""
+    """How often the contiguous watermark (and the offsets done above it) is committed; also after every
+    ``max_in_flight / 2`` completions. With ``publish.exactly_once``, how often a transaction commits."""
 
     @model_validator(mode="after")
     def _no_loop(self) -> Self:
@@ -264,12 +179,15 @@ class PipelineConfig(_Model):
 
 
 class LogConfig(_Model):
-    """How the sidecar logs (``run --log-format/--log-level`` and $STREAMCAR_LOG_FORMAT/_LEVEL take precedence)."""
+    """How the sidecar logs, on stderr (``run --log-format/--log-level`` and $STREAMCAR_LOG_FORMAT/_LEVEL take
+    precedence). Embedded with ``streamcar.serve()`` in a program that set logging up, streamcar's records go to
+    that program's handlers instead, and this applies only when it did not."""
 
     format: Literal["console", "json"] = "console"
     """console: one readable line per event; json: one JSON object per line (time, level, logger, message,
     event, pipeline, topic, partition, offset...). Secrets are redacted in both."""
     level: Literal["debug", "info", "warning", "error"] = "info"
+    """The least severe level logged."""
 
 
 class TracingConfig(_Model):
@@ -277,6 +195,7 @@ class TracingConfig(_Model):
     ``traceparent``. Needs the SDK: ``pip install 'streamcar[tracing]'`` (the container image has it)."""
 
     enabled: bool = False
+    """true: record spans (off, ``traceparent`` and ``tracestate`` still travel through unchanged)."""
     exporter: Literal["otlp", "console"] = "otlp"
     """otlp: OTLP over HTTP (protobuf) to ``endpoint``; console: spans as JSON on stdout (for debugging)."""
     endpoint: str = "http://127.0.0.1:4318/v1/traces"
@@ -298,13 +217,19 @@ class TracingConfig(_Model):
 
 
 class Config(_Model):
-    """streamcar configuration."""
+    """A streamcar configuration: the Kafka cluster, the admin server, logs, tracing and the pipelines.
+
+    Read from YAML with ``streamcar.load_config(path)``, or built in code, as ``Config(kafka=KafkaConfig(...),
+    pipelines={"orders": PipelineConfig(...)})`` or ``Config.model_validate(mapping)``. Either way every field is
+    validated (a ``pydantic.ValidationError`` in code, a ``ConfigError`` naming each field from
+    ``load_config``) and the result is frozen."""
 
     kafka: KafkaConfig
     admin: AdminConfig = AdminConfig()
     log: LogConfig = LogConfig()
     tracing: TracingConfig = TracingConfig()
     pipelines: dict[PipelineName, PipelineConfig] = Field(min_length=1)
+    """The pipelines by name (letters, digits, ``_ . -``); each has its own consumer group and producer."""
 
     @model_validator(mode="after")
     def _distinct_groups(self) -> Self:
