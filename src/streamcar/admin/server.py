@@ -5,7 +5,9 @@
   otherwise. A service counts as failing after several calls in a row could not get through (refused, timed out,
   5xx): a restart would not help it, but a load balancer or an operator should know;
 * ``/metrics`` -- Prometheus text (see :mod:`streamcar.admin.metrics`);
-* ``/status`` -- JSON: each pipeline's partitions, next offsets, lag, in-flight work, counts and last errors;
+* ``/status`` -- JSON: the version and uptime, and each pipeline's state, partitions, next offsets, lag, in-flight
+  work, counts, rates and call latency percentiles over the last 10 s and 1 min (:mod:`streamcar.admin.window`),
+  trends, the topics it reads and writes, dead letters by kind and error and last errors;
 * ``/`` -- the same for a person: an HTML page that refreshes itself from ``/status`` (see
   :mod:`streamcar.admin.page`). It is self-contained, and its CSP lets only its own inlined style and script run.
 
@@ -19,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hmac
 import json
 import logging
 import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -31,6 +35,8 @@ from aiohttp import web
 from streamcar.admin.guard import IDLE_TIMEOUT, Gate, default_hosts, guarded, host_allowed
 from streamcar.admin.metrics import exposition, registry_for
 from streamcar.admin.page import content_security_policy, render_page
+from streamcar.admin.states import state_of
+from streamcar.admin.window import TICK, Recorder
 from streamcar.engine.view import PipelineView
 from streamcar.errors import StreamcarError
 from streamcar.redact import NOTHING, Redactor
@@ -41,6 +47,12 @@ CONTENT_TYPE_LATEST = "text/plain; version=0.0.4; charset=utf-8"
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 """What answers without the token: the kubelet's probes carry none."""
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def version() -> str:
+    from streamcar import __version__  # here: the package imports this module while it is being imported
+
+    return __version__
 
 
 class AdminServer:
@@ -57,13 +69,15 @@ class AdminServer:
         self.host = host
         self.port = port
         self._pipelines = pipelines
-        self._registry = registry_for(pipelines)
+        self._registry = registry_for(pipelines, version())
         self._allowed = set(allowed_hosts) if allowed_hosts is not None else default_hosts(host)
         self._token = token.encode() if token else None
         self._redactor = redactor
         self.gate = Gate()
+        self.recorder = Recorder()
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
+        self._sampler: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         app = web.Application(middlewares=[self._guard])
@@ -84,9 +98,24 @@ class AdminServer:
             await self._runner.cleanup()
             raise StreamcarError(f"admin.listen {self.host}:{self.port}: {exc.strerror or exc}") from None
         self.port = int(self._server.sockets[0].getsockname()[1])
+        self._sampler = asyncio.create_task(self._sample(), name="admin-sampler")
         log.info("admin endpoints on http://%s:%d (/ /healthz /readyz /metrics /status)", self.host, self.port)
 
+    async def _sample(self) -> None:
+        """Snapshot every pipeline's counters once a second: what rates and recent percentiles are taken from."""
+        while True:
+            try:
+                self.recorder.tick(self._pipelines())
+            except Exception:  # what /status shows must never end the sidecar
+                log.exception("sampling the pipelines' counters failed")
+            await asyncio.sleep(TICK)
+
     async def close(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampler
+            self._sampler = None
         if self._server is not None:
             self._server.close()
             self._server = None
@@ -151,8 +180,23 @@ class AdminServer:
 
     def _document(self) -> dict[str, object]:
         """What /status and the page show: every string through the redactor (error bodies echo secrets)."""
-        pipelines = [pipeline.status() for _, pipeline in sorted(self._pipelines().items())]
-        document: dict[str, object] = self._redactor.scrub_all({"ready": not self.problems(), "pipelines": pipelines})
+        pipelines = []
+        for name, pipeline in sorted(self._pipelines().items()):
+            entry = {**pipeline.status(), **self.recorder.describe(name, pipeline)}
+            entry["state"], entry["state_reason"] = state_of(entry)
+            pipelines.append(entry)
+        now = time.time()
+        document: dict[str, object] = self._redactor.scrub_all(
+            {
+                "ready": not self.problems(),
+                "version": version(),
+                "host": socket.gethostname(),
+                "started_at": self.recorder.started_at,
+                "uptime_s": int(now - self.recorder.started_at),
+                "at": now,
+                "pipelines": pipelines,
+            }
+        )
         return document
 
     async def _status(self, request: web.Request) -> web.Response:

@@ -302,7 +302,8 @@ class ConsumerBridge:
         self._next_look = now + LOOK_EVERY
         held = self._held_since is not None and now - self._held_since > LOOK_EVERY / 2
         fresh = self._paused or held
-        highs, self.kafka_error = look_around(self._consumer, self._topics[0], fresh, self._finished)
+        # held partitions fetch nothing either: their cached watermarks would freeze the lag
+        highs, self.kafka_error = look_around(self._consumer, self._topics[0], fresh, self._finished | self._held)
         if highs is not None:
             self.high_watermarks = highs
         if self.kafka_error is None and self._watch is not None:
