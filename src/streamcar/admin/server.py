@@ -9,7 +9,9 @@
   work, counts, rates and call latency percentiles over the last 10 s and 1 min (:mod:`streamcar.admin.window`),
   trends, the topics it reads and writes, dead letters by kind and error and last errors;
 * ``/`` -- the same for a person: an HTML page that refreshes itself from ``/status`` (see
-  :mod:`streamcar.admin.page`). It is self-contained, and its CSP lets only its own inlined style and script run.
+  :mod:`streamcar.admin.page`). It is self-contained, and its CSP lets only its own inlined style and script run;
+* ``/overview`` (and ``/overview.json``) -- the graph of topics and pipelines across this sidecar and those of
+  ``admin.peers`` (:mod:`streamcar.admin.overview`), their /status asked at the same time, two seconds at most.
 
 What it shows goes through the pipeline's redactor (:mod:`streamcar.redact`). What it accepts is limited
 (:mod:`streamcar.admin.guard`): a cap on connections, a timeout on request heads, known ``Host`` values only,
@@ -34,6 +36,8 @@ from aiohttp import web
 
 from streamcar.admin.guard import IDLE_TIMEOUT, Gate, default_hosts, guarded, host_allowed
 from streamcar.admin.metrics import exposition, registry_for
+from streamcar.admin.overview import Answer, Peer, build, gather
+from streamcar.admin.overview_page import render_overview
 from streamcar.admin.page import content_security_policy, render_page
 from streamcar.admin.states import state_of
 from streamcar.admin.window import TICK, Recorder
@@ -65,6 +69,7 @@ class AdminServer:
         allowed_hosts: list[str] | None = None,
         token: str | None = None,
         redactor: Redactor = NOTHING,
+        peers: list[Peer] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -75,6 +80,7 @@ class AdminServer:
         self._redactor = redactor
         self.gate = Gate()
         self.recorder = Recorder()
+        self.peers = list(peers or [])
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
         self._sampler: asyncio.Task[None] | None = None
@@ -86,6 +92,8 @@ class AdminServer:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/status", self._status)
         app.router.add_get("/", self._page)
+        app.router.add_get("/overview", self._overview)
+        app.router.add_get("/overview.json", self._overview_json)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None, keepalive_timeout=IDLE_TIMEOUT)
         await self._runner.setup()
         loop = asyncio.get_running_loop()
@@ -205,11 +213,28 @@ class AdminServer:
 
     async def _page(self, request: web.Request) -> web.Response:
         nonce = secrets.token_urlsafe(18)
-        headers = {
-            "Cache-Control": "no-store",
-            "Content-Security-Policy": content_security_policy(nonce),
-            "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer",
-        }
-        body = render_page(self._document(), nonce=nonce, now=time.time())
-        return web.Response(text=body, content_type="text/html", charset="utf-8", headers=headers)
+        body = render_page(self._document(), nonce=nonce, now=time.time(), overview=True)
+        return web.Response(text=body, content_type="text/html", charset="utf-8", headers=_page_headers(nonce))
+
+    async def graph(self) -> dict[str, object]:
+        """The overview of this sidecar and its peers (each peer asked at the same time, briefly)."""
+        own = Answer(f"http://{self.host}:{self.port}/", self._document(), own=True)
+        return build([own, *await gather(self.peers)])
+
+    async def _overview(self, request: web.Request) -> web.Response:
+        nonce = secrets.token_urlsafe(18)
+        body = render_overview(await self.graph(), nonce=nonce)
+        return web.Response(text=body, content_type="text/html", charset="utf-8", headers=_page_headers(nonce))
+
+    async def _overview_json(self, request: web.Request) -> web.Response:
+        body = json.dumps(await self.graph(), indent=2) + "\n"
+        return web.Response(text=body, content_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+def _page_headers(nonce: str) -> dict[str, str]:
+    return {
+        "Cache-Control": "no-store",
+        "Content-Security-Policy": content_security_policy(nonce),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }
