@@ -19,6 +19,7 @@ from os import PathLike
 from typing import TYPE_CHECKING, Any
 
 from streamcar.admin import AdminServer
+from streamcar.admin.overview import Peer
 from streamcar.call import build_caller
 from streamcar.config import Config, PipelineConfig, load_config
 from streamcar.config._exactly import transaction_timeout_ms
@@ -57,6 +58,7 @@ class Sidecar:
             allowed_hosts=config.admin.allowed_hosts,
             token=token.get_secret_value() if token is not None else None,
             redactor=self.redactor,
+            peers=[Peer(p.url, p.token.get_secret_value() if p.token else None) for p in config.admin.peers],
         )
 
     def producer_config(self, pipeline: str) -> dict[str, str | int | float | bool]:

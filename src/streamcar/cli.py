@@ -300,6 +300,15 @@ def _build_tools(sub: argparse._SubParsersAction[_Parser]) -> None:
     tdescribe.set_defaults(handler=_tool("topics_cli", "describe_command"))
 
 
+def _build_overview(sub: argparse._SubParsersAction[_Parser]) -> None:
+    overview = sub.add_parser("overview", help="the graph of topics and pipelines across sidecars, with their state")
+    overview.add_argument("--admin", nargs="+", metavar="URL", help="sidecars' admin base URLs (http://host:port)")
+    overview.add_argument("-c", "--config", type=Path, help="a streamcar.yaml: its admin.listen and admin.peers")
+    overview.add_argument("--timeout", type=float, default=2.0, help="seconds each sidecar has to answer (default 2)")
+    overview.add_argument("--json", action="store_true", help="print the graph as JSON for scripts")
+    overview.set_defaults(handler=_tool("overview", "overview_command"))
+
+
 def _build_kafka(sub: argparse._SubParsersAction[_Parser]) -> None:
     kafka = sub.add_parser("kafka", help="a local Apache Kafka (KRaft, loopback) for development and tests")
     ksub = kafka.add_subparsers(dest="kafka_command", metavar="{start,stop,status,fetch}", required=True)
@@ -368,6 +377,7 @@ def build_parser() -> _Parser:
     schema.set_defaults(handler=_schema)
 
     _build_tools(sub)
+    _build_overview(sub)
     _build_kafka(sub)
     return parser
 

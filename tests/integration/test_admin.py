@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+import streamcar
 from streamcar.app import Sidecar
 from streamcar.errors import StreamcarError
 
@@ -90,9 +91,21 @@ async def test_metrics_and_status_describe_the_work_done(
     assert metrics[("streamcar_call_seconds_count", p)] == 30
     assert metrics[("streamcar_call_seconds_bucket", (("le", "+Inf"), ("pipeline", "orders")))] == 30
     assert 0 < metrics[("streamcar_call_seconds_sum", p)] < 30
+    assert metrics[("streamcar_build_info", (("version", streamcar.__version__),))] == 1
+    assert not [name for name, _ in metrics if name == "streamcar_publish_errors_total"]  # none refused here
     assert (ready_status, json.loads(ready)) == (200, {"ready": True, "problems": []})
     document = json.loads(status_text)
+    assert document["version"] == streamcar.__version__
+    assert 0 <= document["uptime_s"] < 120
+    assert document["started_at"] <= document["at"]
     (orders,) = document["pipelines"]
+    assert orders["rates"]["1m"]["count"]["consumed"] == 30
+    assert orders["rates"]["1m"]["per_s"]["consumed"] > 0
+    assert orders["latency"]["1m"]["calls"] == 30
+    assert 0 < orders["latency"]["1m"]["p50"] <= orders["latency"]["1m"]["p99"]
+    assert (orders["topics"], orders["publish_topic"], orders["dead_letter_topic"]) == ([source], out, dlq)
+    assert orders["routed"][0]["topic"] == out
+    assert [(g["kind"], g["count"]) for g in orders["dead_letter_groups"]] == [("http-status", 3)]
     assert orders["name"] == "orders"
     assert sorted(part["partition"] for part in orders["partitions"]) == [0, 1, 2]
     assert sum(part["next_offset"] for part in orders["partitions"]) == 30
@@ -140,3 +153,47 @@ async def test_a_taken_admin_port_is_a_one_line_error(kafka: KafkaHandle, topic_
         config = config.model_copy(update={"admin": config.admin.model_copy(update={"listen": f"127.0.0.1:{port}"})})
         with pytest.raises(StreamcarError, match=rf"^admin\.listen 127\.0\.0\.1:{port}: "):
             await Sidecar(config).run(asyncio.Event())
+
+
+async def test_the_lag_stays_current_while_the_open_circuit_pauses_consumption(
+    kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str]
+) -> None:
+    source = topic_factory(1)
+    service = TestService().start()
+    try:
+        # no probe (which would read records) before the lag is looked at
+        breaker = {"open_for": "6s", "max_open": "6s"}
+        spec = pipeline(source, group_factory(), service.url, retry={"attempts": 100}, circuit_breaker=breaker)
+        async with running(make_config(kafka.bootstrap, {"p": spec})) as sidecar:
+            base = f"http://127.0.0.1:{sidecar.admin.port}"
+            service.down()  # a refused connection opens the circuit at once
+            await asyncio.to_thread(produce_records, kafka, source, [(b"k", b"first")])
+
+            async def status() -> dict[str, Any]:
+                _, text = await get(f"{base}/status")
+                (p,) = json.loads(text)["pipelines"]
+                return dict(p)
+
+            async def circuit_open() -> bool:
+                return bool((await status())["state"] == "circuit-open")
+
+            await eventually(circuit_open, "the circuit to open")
+            assert sidecar.pipelines["p"].stats.consumed == 1
+            await asyncio.to_thread(produce_records, kafka, source, [(b"k", b"v")] * 200)
+
+            async def lag_caught_up() -> bool:
+                return bool((await status())["lag"] == 201)  # every record since the first (not done) one
+
+            await eventually(lag_caught_up, "the lag to count the records produced while paused", within=15)
+            p = await status()
+            assert sidecar.pipelines["p"].stats.consumed == 1  # paused: the lag was not read from fetched records
+            assert p["circuit"] == "open"
+            assert p["state_reason"].startswith("the circuit to the service is open")
+            service.up()
+
+            async def drained() -> bool:
+                return bool((await status())["lag"] == 0)
+
+            await eventually(drained, "the backlog to drain once the service is back")
+    finally:
+        service.stop()

@@ -15,10 +15,10 @@ from urllib.parse import quote, quote_plus, urlsplit
 
 import pytest
 from aiohttp import web
-from test_status_page import chromium, chromium_binary
 
 from streamcar.redact import forms
 
+from browser import chromium, chromium_binary
 from otlp import Collector
 from service import Seen, TestService
 from sidecar import SidecarFactory, make_config, pipeline

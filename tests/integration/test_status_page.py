@@ -1,25 +1,14 @@
-"""The HTML status page at / in a real browser (headless Chromium): what a person sees, after the script ran.
-
-Chromium's ``--virtual-time-budget`` lets the page's timers run (the script polls /status every second) without
-waiting in real time; ``--dump-dom`` prints the document as the script left it and ``--screenshot`` draws it.
-The screenshot stays in the test's ``tmp_path`` (kept when the test fails).
-"""
+"""The HTML status page at / in a real browser (headless Chromium, see browser.py): what a person sees, after
+the script ran. The screenshot stays in the test's ``tmp_path`` (kept when the test fails)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-import os
-import shutil
-import signal
-import struct
-import tempfile
+import re
 import time
-import zlib
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
-from html.parser import HTMLParser
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +16,17 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+import streamcar
 from streamcar.admin.page import content_security_policy, render_page
 
+from browser import CHROMIUM_TIMEOUT, HEIGHT, WIDTH, chromium, chromium_binary, png_pixels
+from dom import Node, parse, shape
 from service import Seen, TestService
 from sidecar import make_config, pipeline, running
+from status_samples import document, healthy, pipeline_status
 from support import KafkaHandle, TopicFactory, produce_records, read_topic
 
 pytestmark = pytest.mark.integration
-
-WIDTH, HEIGHT = 1280, 1000
-CHROMIUM_TIMEOUT = 45.0
 
 # Untrusted text that reaches the page through dead letters: if any of it became markup, the dumped DOM would
 # hold an <img> or a third <script>, and (CSP aside) the handlers would mark <body data-pwned>.
@@ -44,191 +34,14 @@ IMG = "<img src=x onerror=\"document.body.dataset.pwned='img'\">"
 SCRIPT = "<script>document.body.dataset.pwned='script'</script>"
 
 
-# -- a browser ------------------------------------------------------------------------------------------------
-def chromium_binary() -> str:
-    found = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
-    if found is None:
-        message = (
-            "headless Chromium is needed for the status page test: run scripts/ensure-test-tools.sh (Debian: chromium)"
-        )
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
-
-
-async def chromium(url: str, *, screenshot: Path | None = None, budget_ms: int = 3000) -> str:
-    """The DOM of ``url`` after ``budget_ms`` of (virtual) time, optionally drawn to ``screenshot``; bounded."""
-    binary = chromium_binary()
-    with tempfile.TemporaryDirectory(prefix="streamcar-chromium-") as profile:
-        args = [
-            "--headless",
-            "--no-sandbox",  # root in a container: Chromium's sandbox needs user namespaces
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            f"--user-data-dir={profile}",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--disable-extensions",
-            "--disable-background-networking",  # loopback only: no update or safe-browsing checks
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            "--mute-audio",
-            f"--window-size={WIDTH},{HEIGHT}",
-            f"--virtual-time-budget={budget_ms}",
-            "--dump-dom",
-        ]
-        if screenshot is not None:
-            args.append(f"--screenshot={screenshot}")
-        proc = await asyncio.create_subprocess_exec(
-            binary,
-            *args,
-            url,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,  # its own process group: the renderer and helpers go with it
-        )
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), CHROMIUM_TIMEOUT)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError):
-                await proc.wait()
-    assert proc.returncode == 0, f"chromium exited {proc.returncode}: {err.decode(errors='replace')[-2000:]}"
-    return out.decode()
-
-
 # -- reading what it shows ------------------------------------------------------------------------------------
-@dataclass
-class Node:
-    tag: str
-    attrs: dict[str, str]
-    children: list[Node | str] = field(default_factory=list)
-
-    def walk(self) -> Iterator[Node]:
-        yield self
-        for child in self.children:
-            if isinstance(child, Node):
-                yield from child.walk()
-
-    def find_all(self, tag: str | None = None, **attrs: str) -> list[Node]:
-        def matches(n: Node) -> bool:
-            wanted = {k.replace("_", "-"): v for k, v in attrs.items()}
-            classes = n.attrs.get("class", "").split()
-            cls = wanted.pop("class", None)
-            return (
-                (tag is None or n.tag == tag)
-                and (cls is None or cls in classes)
-                and all(n.attrs.get(k) == v for k, v in wanted.items())
-            )
-
-        return [n for n in self.walk() if matches(n)]
-
-    def one(self, tag: str | None = None, **attrs: str) -> Node:
-        found = self.find_all(tag, **attrs)
-        assert len(found) == 1, f"expected one {tag} {attrs}, found {len(found)}"
-        return found[0]
-
-    @property
-    def text(self) -> str:
-        return "".join(c if isinstance(c, str) else c.text for c in self.children)
-
-
-VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
-
-
-class _TreeBuilder(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.root = Node("#document", {})
-        self.stack = [self.root]
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        node = Node(tag, {k: v or "" for k, v in attrs})
-        self.stack[-1].children.append(node)
-        if tag not in VOID:
-            self.stack.append(node)
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.stack[-1].children.append(Node(tag, {k: v or "" for k, v in attrs}))
-
-    def handle_endtag(self, tag: str) -> None:
-        for i in range(len(self.stack) - 1, 0, -1):
-            if self.stack[i].tag == tag:
-                del self.stack[i:]
-                return
-
-    def handle_data(self, data: str) -> None:
-        children = self.stack[-1].children
-        if children and isinstance(children[-1], str):
-            children[-1] += data
-        else:
-            children.append(data)
-
-
-def parse(document: str) -> Node:
-    builder = _TreeBuilder()
-    builder.feed(document)
-    builder.close()
-    return builder.root
-
-
-def shape(node: Node | str, skip: Callable[[Node], bool]) -> Any:
-    """A comparable form of a subtree (tags, attributes, text), leaving out the nodes ``skip`` names."""
-    if isinstance(node, str):
-        return node
-    kept = [shape(c, skip) for c in node.children if isinstance(c, str) or not skip(c)]
-    return (node.tag, sorted(node.attrs.items()), kept)
-
-
-def png_pixels(data: bytes) -> tuple[int, int, set[bytes]]:
-    """Width, height and the distinct colours of an 8-bit RGB(A), non-interlaced PNG (all Chromium writes)."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
-    pos, idat, header = 8, [], None
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
-        assert zlib.crc32(kind + body) == struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])[0]
-        pos += 12 + length
-        if kind == b"IHDR":
-            header = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat.append(body)
-        elif kind == b"IEND":
-            break
-    assert header is not None
-    width, height, depth, colour, _, _, interlace = header
-    assert (depth, colour in (2, 6), interlace) == (8, True, 0), f"unexpected PNG format {header}"
-    bpp = 3 if colour == 2 else 4
-    raw, stride = zlib.decompress(b"".join(idat)), width * bpp
-    assert len(raw) == height * (stride + 1)
-    colours: set[bytes] = set()
-    prev = bytearray(stride)
-    for y in range(height):
-        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
-        for i in range(stride):  # undo the row filter (PNG spec, section 9)
-            a = line[i - bpp] if i >= bpp else 0
-            b, c = prev[i], (prev[i - bpp] if i >= bpp else 0)
-            if kind == 1:
-                line[i] = (line[i] + a) & 255
-            elif kind == 2:
-                line[i] = (line[i] + b) & 255
-            elif kind == 3:
-                line[i] = (line[i] + (a + b) // 2) & 255
-            elif kind == 4:
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
-        colours.update(bytes(line[i : i + 3]) for i in range(0, stride, bpp))
-        prev = line
-    return width, height, colours
-
-
 # -- the sidecar's side ---------------------------------------------------------------------------------------
+SLOW = 0.2
+
+
 async def reject_bad(seen: Seen) -> web.StreamResponse:
+    if seen.offset % 10 == 5:
+        await asyncio.sleep(SLOW)  # a tenth of the calls: p99 stands apart from p50
     if seen.body.startswith(b"bad "):
         return web.Response(status=422, text="rejected: " + seen.body[4:].decode())
     return web.Response(body=seen.body.upper())
@@ -299,15 +112,39 @@ async def test_the_page_shows_each_pipeline_at_a_glance(
     assert "data-pwned" not in body.attrs
     card = page.one("section", data_pipeline="orders")
 
-    def tile(name: str) -> str:
-        return card.one("div", data_field=name).one("div", **{"class": "value"}).text
+    def tile(name: str, part: str = "value", on: Node = card) -> str:
+        return on.one("div", data_field=name).one("div", **{"class": part}).text
 
     assert card.one("h2").text == "orders"
-    assert tile("consumed") == "30"
-    assert tile("dead_lettered") == "3"
+    assert card.attrs["data-state"] == status["state"] == "running"  # messages done in the last 10 s
+    assert tile("dead_lettered") == "3"  # in the last minute: red while recent
+    assert card.one("div", data_field="dead_lettered").attrs["class"] == "tile dead-lettered alert"
+    assert tile("dead_lettered", "sub").startswith("3 total · last ")
     assert tile("lag") == str(status["lag"]) == "0"
     assert tile("in_flight") == "0"
-    assert tile("throughput") == "0.0msg/s"  # two polls or more, nothing consumed in between
+    assert tile("throughput", "sub").endswith(" · 30 consumed")
+    # the server's rates, percentiles and trends, on the first paint already
+    served_card = parse(served).one("section", data_pipeline="orders")
+    served_rate = tile("throughput", on=served_card)
+    assert re.fullmatch(r"\d+\.\dmsg/s", served_rate), served_rate
+    assert served_rate != "0.0msg/s"
+    latency = status["latency"]["1m"]
+    assert latency["calls"] == 30
+    assert latency["p50"] < SLOW <= latency["p99"], latency  # every tenth call is slow
+    assert re.fullmatch(r"\d+ ms", tile("latency")), tile("latency")
+    assert status["rates"]["1m"]["count"] == {
+        "consumed": 30,
+        "done": 30,
+        "published": 27,
+        "dead_lettered": 3,
+        "retries": 0,
+        "call_errors": 0,
+        "calls": 30,
+    }
+    assert status["routed"] == [{"topic": out, "count": 27, "per_s": status["routed"][0]["per_s"]}]
+    assert (status["publish_topic"], status["publish_allow"], status["dead_letter_topic"]) == (out, [out], dlq)
+    assert f"publishes to {out}" in card.one("div", **{"class": "topics"}).text
+    assert f"last minute: {out} " in card.one("div", **{"class": "topics"}).text
     assert {li.attrs["data-kind"]: li.one("span", **{"class": "n"}).text for li in card.find_all("li")} == {
         "success": "27",
         "dead-letter": "3",
@@ -320,23 +157,23 @@ async def test_the_page_shows_each_pipeline_at_a_glance(
         f"{source}[{p['partition']}]": [source, str(p["partition"]), f"{p['next_offset']:,}", "0"]
         for p in status["partitions"]
     }
+    about = page.one("div", id="about").text
+    assert about.startswith(f"v{streamcar.__version__}"), about
+    assert re.search(r"up \d+s$", about), about
 
-    # one row per dead letter, newest first, as the dead-letter topic recorded them
-    rows = _rows(card, "data-offset")
-    assert len(rows) == 3
-    shown = {row.attrs["data-offset"]: [td.text for td in row.find_all("td")] for row in rows}
+    # dead letters by kind and error (three errors: three groups of one), as the dead-letter topic recorded them
+    rows = _rows(card, "data-kind")
+    shown = {row.find_all("td")[2].text: [td.text for td in row.find_all("td")] for row in rows}
+    assert len(rows) == len(shown) == 3
     for record in dead:
         h = {k: v.decode() for k, v in record.headers()}
-        offset = h["streamcar-source-offset"]
-        _, source_cell, key_cell, kind_cell, error_cell = shown[offset]
-        assert source_cell == f"{source}[{h['streamcar-source-partition']}]@{offset}"
-        assert key_cell == record.key().decode()
+        _, kind_cell, _, count_cell, sample_cell = shown[h["streamcar-error"]]
         assert kind_cell == h["streamcar-error-kind"] == "http-status"
-        assert error_cell == h["streamcar-error"]
-    errors = [row.find_all("td")[4].text for row in rows]
-    assert f"HTTP 422: rejected: {IMG}" in errors
-    assert f"HTTP 422: rejected: {SCRIPT}" in errors
-    assert [row.find_all("td")[2].text for row in rows].count(SCRIPT) == 1
+        assert count_cell == "1"
+        offset = h["streamcar-source-offset"]
+        assert sample_cell == f"{source}[{h['streamcar-source-partition']}]@{offset} key {record.key().decode()}"
+    assert f"HTTP 422: rejected: {IMG}" in shown
+    assert f"HTTP 422: rejected: {SCRIPT}" in shown
     times = [row.find_all("td")[0].attrs["title"] for row in rows]
     assert times == sorted(times, reverse=True)
 
@@ -344,9 +181,11 @@ async def test_the_page_shows_each_pipeline_at_a_glance(
     assert page.find_all("img") == []
     assert [s.attrs.get("id") for s in page.find_all("script")] == ["page-config", None]
 
-    # the script draws what the server drew (the throughput needs two samples: the server shows none)
+    # the script draws what the server drew; what moves with time aside (see the mirror test for all of it)
     def volatile(n: Node) -> bool:
-        return n.attrs.get("data-field") == "throughput"
+        return n.attrs.get("data-field") in {"throughput", "latency", "lag", "dead_lettered"} or n.attrs.get(
+            "class"
+        ) in {"minor rates", "meta topics"}
 
     main_served = parse(served).one("main")
     assert shape(page.one("main"), volatile) == shape(main_served, volatile)
@@ -355,6 +194,63 @@ async def test_the_page_shows_each_pipeline_at_a_glance(
 
 def _rows(card: Node, attribute: str) -> list[Node]:
     return [n for n in card.walk() if n.tag == "tr" and attribute in n.attrs]
+
+
+# -- the script mirrors the server ----------------------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def static_admin(first: dict[str, Any], then: dict[str, Any]) -> AsyncIterator[str]:
+    """An admin server whose page is rendered from ``first`` and whose /status answers ``then``."""
+
+    async def page(request: web.Request) -> web.Response:
+        nonce = "n0nce"
+        body = render_page(first, nonce=nonce, now=time.time())
+        return web.Response(
+            text=body, content_type="text/html", headers={"Content-Security-Policy": content_security_policy(nonce)}
+        )
+
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response(then)
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    app.router.add_get("/status", status)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/"
+    finally:
+        await runner.cleanup()
+
+
+def nothing(node: Node) -> bool:
+    return False
+
+
+async def test_the_script_redraws_exactly_what_the_server_draws(tmp_path: Path) -> None:
+    """Every part of a card (tiles, trends, rates, stuck partitions, dead-letter groups with hostile text), drawn
+    by the script from /status, is what render_page draws from the same document; and it replaces the first
+    paint (another document) with it."""
+    chromium_binary()
+    later = healthy(name="orders", consumed=2_000_000, lag=40)
+    later["trend"] = {**later["trend"], "consumed": [float(i * 37 % 101) for i in range(60)], "lag": list(range(60))}
+    later["rates"]["10s"]["per_s"]["consumed"] = 0.25  # a tie: rounded half up on both sides
+    stuck = pipeline_status(name="payments", state="partly-stalled")
+    then = document(later, stuck, ready=False)
+    first = document(healthy(name="orders"), pipeline_status(name="payments"))
+    screenshot = tmp_path / "mirror.png"
+    async with static_admin(first, then) as url:
+        page = parse(await chromium(url, screenshot=screenshot, budget_ms=2500))
+    assert page.one("body").attrs["data-state"] == "live"
+    assert page.find_all("img") == []
+    expected = parse(render_page(then, nonce="n0nce", now=time.time()))
+    assert shape(page.one("main"), lambda n: False) == shape(expected.one("main"), lambda n: False)
+    assert shape(page.one("div", id="about"), lambda n: False) == shape(
+        expected.one("div", id="about"), lambda n: False
+    )
+    card = page.one("section", data_pipeline="orders")
+    assert card.one("div", data_field="throughput").one("div", **{"class": "value"}).text == "0.3msg/s"
+    assert page.one("span", id="ready").text == "not ready"
 
 
 # -- the server going away ------------------------------------------------------------------------------------

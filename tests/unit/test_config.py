@@ -321,7 +321,7 @@ def test_every_invalid_field_is_reported_at_once() -> None:
             {"kafka.security": {"protocol": "SSL", "cafile": "x"}},
             "kafka.security.cafile: unknown key 'cafile' (did you mean 'ca_file'?)",
         ),
-        ({"admin.zzz": 1}, "admin.zzz: unknown key 'zzz' (expected one of: listen, allowed_hosts, token)"),
+        ({"admin.zzz": 1}, "admin.zzz: unknown key 'zzz' (expected one of: listen, allowed_hosts, token, peers)"),
     ],
 )
 def test_unknown_key_is_rejected_with_a_suggestion(changes: dict[str, Any], expected: str) -> None:

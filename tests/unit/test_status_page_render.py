@@ -11,63 +11,13 @@ from typing import Any
 import aiohttp
 import pytest
 
+import streamcar
 from streamcar.admin import AdminServer
+from streamcar.admin.html import rate_text, seconds_text
 from streamcar.admin.page import UNKNOWN, content_security_policy, fmt, render_page
 
-NOW = 1_764_072_000.0  # 2025-11-25 12:00:00 UTC
-HOSTILE_KEY = "</script><script>alert('key')</script>"
-HOSTILE_ERROR = "HTTP 422: <img src=x onerror=alert(1)> & <b>bold</b>"
-
-
-def pipeline_status(**overrides: Any) -> dict[str, Any]:
-    status: dict[str, Any] = {
-        "name": "orders",
-        "group": "orders-service",
-        "topics": ["orders"],
-        "call": {"url": "http://127.0.0.1:8080/orders", "timeout": "5s", "batch": {"max_messages": 1}},
-        "kafka_error": None,
-        "service_failing": False,
-        "circuit": "closed",
-        "circuit_reason": None,
-        "circuit_opened": 0,
-        "last_call_error": None,
-        "partitions": [
-            {"topic": "orders", "partition": 0, "next_offset": 1200, "lag": 0},
-            {"topic": "orders", "partition": 1, "next_offset": 1234567, "lag": 17},
-        ],
-        "lag": 17,
-        "in_flight": 3,
-        "buffered": 12,
-        "consumed": 1235767,
-        "results": {"dead-letter": 2, "success": 1235750, "drop": 1},
-        "published": 1235750,
-        "dead_lettered": 2,
-        "retries": 5,
-        "calls": 1235760,
-        "last_errors": [],
-        "recent_dead_letters": [
-            {
-                "topic": "orders",
-                "partition": 0,
-                "offset": 41,
-                "key": "k41",
-                "kind": "http-status",
-                "error": "HTTP 422: x",
-            },
-            {
-                "topic": "orders",
-                "partition": 1,
-                "offset": 7,
-                "key": HOSTILE_KEY,
-                "kind": "rejected",
-                "error": HOSTILE_ERROR,
-            },
-        ],
-    }
-    for dead in status["recent_dead_letters"]:
-        dead["at"] = NOW - 60
-    status.update(overrides)
-    return status
+from dom import Node, parse
+from status_samples import HOSTILE_ERROR, HOSTILE_KEY, NOW, document, healthy, pipeline_status
 
 
 class Page(HTMLParser):
@@ -94,14 +44,14 @@ class Page(HTMLParser):
 
 
 def render(*pipelines: dict[str, Any], ready: bool = True) -> str:
-    return render_page({"ready": ready, "pipelines": list(pipelines)}, nonce="abc123", now=NOW)
+    return render_page(document(*pipelines, ready=ready), nonce="abc123", now=NOW)
 
 
 def test_untrusted_text_is_escaped_and_only_the_pages_own_scripts_exist() -> None:
     document = render(pipeline_status())
     page = Page(document)
     assert page.tags("img") == []
-    assert page.tags("b") == [{}, {}, {}, {}, {}]  # group and timeout, published/retries/calls: not the error's
+    assert "<b>bold</b>" not in document
     assert [a.get("id") or a.get("nonce") for a in page.tags("script")] == ["page-config", "abc123"]
     text = "".join(page.texts)
     assert HOSTILE_KEY in text
@@ -129,16 +79,26 @@ def test_style_and_script_run_under_the_nonce_of_the_policy() -> None:
 
 
 def test_a_healthy_pipeline_reads_at_a_glance() -> None:
-    document = render(pipeline_status())
+    document = render(healthy())
     page = Page(document)
     (card,) = page.tags("section")
-    assert card == {"class": "card", "data-pipeline": "orders"}
+    assert card == {"class": "card", "data-pipeline": "orders", "data-state": "running"}
     assert [a["class"] for a in page.with_class("badge")] == ["badge ok", "badge ok"]  # ready, healthy
     text = "".join(page.texts)
-    for shown in ("1,235,767", "1,234,567", "orders → http://127.0.0.1:8080/orders", "group orders-service"):
+    for shown in (
+        "1,235,767",
+        "1,234,567",
+        "orders → http://127.0.0.1:8080/orders → orders-enriched",
+        "group orders-service",
+        "publishes to orders-enriched (may route to orders-*)",
+        "last minute: orders-enriched 1,083/s, orders-eu 1.0/s",
+        "dead letters to orders-dlq",
+        "v0.1.0",
+        "pod-7",
+        "up 1h 2m",
+    ):
         assert shown in text
     assert "snapshot at 12:00:00 UTC" in text
-    assert page.with_class("dead-lettered")[0]["class"] == "tile dead-lettered alert"
     # results: the known kinds first, in their order, with integer segments filling the bar
     assert [a["data-kind"] for a in page.tags("li")] == ["success", "drop", "dead-letter"]
     rects = page.tags("rect")
@@ -147,14 +107,111 @@ def test_a_healthy_pipeline_reads_at_a_glance() -> None:
     assert "100%" in text
     # partitions: lagging ones stand out
     assert [a["class"] for a in page.with_class("lagging")] == ["num lagging"]
-    # dead letters: newest first, with the UTC time and the full date in the title
-    assert [a["data-offset"] for a in page.tags("tr") if "data-offset" in a] == ["7", "41"]
-    assert "11:59:00" in text
-    assert 'title="2025-11-25 11:59:00 UTC"' in document
+    assert page.with_class("stuck") == []
+
+
+def test_rates_and_latency_are_the_servers_on_the_first_paint() -> None:
+    card = parse(render(healthy())).one("section")
+
+    def tile(field: str) -> Node:
+        return card.one("div", data_field=field)
+
+    assert tile("throughput").one("div", **{"class": "value"}).text == "1,235msg/s"  # 1234.5 rounds half up
+    assert tile("throughput").one("div", **{"class": "sub"}).text == "1 min 1,100/s · 1,235,767 consumed"
+    assert tile("latency").one("div", **{"class": "value"}).text == "45 ms"
+    assert tile("latency").one("div", **{"class": "sub"}).text == "p50 4.2 ms · 1 min p99 1.50 s"
+    assert tile("in_flight").one("div", **{"class": "sub"}).text == "12 buffered"
+    rates = [span.text for span in card.one("div", **{"class": "rates"}).find_all("span")]
+    assert rates == ["published 1,230/s", "retries 0.3/s", "call errors 0.1/s"]
+    # trends: consumed with its area; p50 and p99 broken where a slice had no call; lag
+    spark = tile("throughput").one("svg")
+    (line,) = spark.find_all("polyline")
+    points = [tuple(map(float, p.split(","))) for p in line.attrs["points"].split()]
+    assert [x for x, _ in points] == [57.97, 58.98, 60.0]
+    assert min(y for _, y in points) == 2.0  # the highest point is the top of the scale
+    assert len(spark.find_all("polygon")) == 1
+    latency_lines = tile("latency").one("svg").find_all("polyline")
+    assert [len(p.attrs["points"].split()) for p in latency_lines] == [2, 2, 2, 2]  # dots: a point alone
+    assert [p.attrs["class"] for p in latency_lines] == ["line l0", "line l0", "line l1", "line l1"]
+    assert len(tile("lag").one("svg").find_all("polyline")) == 1
+
+
+def test_dead_letters_show_a_recent_count_and_are_grouped_by_kind_and_error() -> None:
+    card = parse(render(healthy())).one("section")
+    dead = card.one("div", data_field="dead_lettered")
+    assert dead.attrs["class"] == "tile dead-lettered alert"  # 3 in the last minute
+    assert dead.one("div", **{"class": "value"}).text == "3"
+    assert dead.one("div", **{"class": "sub"}).text == "2 total · last 11:59:00"
+    rows = [n for n in card.walk() if n.tag == "tr" and "data-kind" in n.attrs]
+    cells = [[td.text for td in row.find_all("td")] for row in rows]
+    assert cells == [
+        ["11:59:00", "rejected", HOSTILE_ERROR, "3", f"orders[1]@7 key {HOSTILE_KEY}"],
+        ["11:45:00", "http-status", "HTTP 422: x", "1", "orders[0]@41 key null"],
+    ]
+    assert rows[0].find_all("td")[0].attrs["title"] == "2025-11-25 11:59:00 UTC"
+
+
+def test_dead_letters_long_ago_are_not_red() -> None:
+    status = healthy()
+    status["rates"]["1m"]["count"]["dead_lettered"] = 0
+    dead = parse(render(status)).one("div", data_field="dead_lettered")
+    assert dead.attrs["class"] == "tile dead-lettered"
+    assert dead.one("div", **{"class": "value"}).text == "0"
+
+
+def test_a_stuck_partition_is_marked_and_named() -> None:
+    page = parse(render(pipeline_status()))
+    card = page.one("section")
+    assert card.attrs["class"] == "card degraded"
+    assert [b.text for b in card.one("div", **{"class": "badges"}).find_all("span")] == ["partly stalled"]
+    assert card.one("ul", **{"class": "problems"}).text == (
+        "Partly stalled: orders[1] stuck at offset 1234567 for 42 s (lag 17)"
+    )
+    (row,) = [n for n in card.walk() if n.tag == "tr" and n.attrs.get("class") == "stuck"]
+    assert row.attrs["data-partition"] == "orders[1]"
+    assert row.find_all("td")[3].attrs["title"] == "stuck for 42 s"
+    assert card.one("div", data_field="lag").one("div", **{"class": "sub"}).text == "1 partition stuck"
+
+
+def test_before_the_first_second_nothing_is_made_up() -> None:
+    empty = {"span_s": 0.0, "per_s": None, "count": None}
+    status = healthy(
+        rates={"10s": empty, "1m": empty},
+        latency={"10s": {"calls": 0, "p50": None, "p99": None}, "1m": {"calls": 0, "p50": None, "p99": None}},
+        trend={"slice_s": 5.0, "end": None, "consumed": [], "dead_lettered": [], "p50": [], "p99": [], "lag": []},
+        routed=[],
+    )
+    card = parse(render(status)).one("section")
+    assert card.one("div", data_field="throughput").one("div", **{"class": "value"}).text == f"{UNKNOWN}msg/s"
+    assert card.one("div", data_field="latency").one("div", **{"class": "value"}).text == UNKNOWN
+    assert card.one("div", data_field="dead_lettered").attrs["class"] == "tile dead-lettered"
+    assert card.one("div", data_field="throughput").one("svg").find_all("polyline") == []
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0.00042, "420 µs"),
+        (0.0042, "4.2 ms"),
+        (0.00425, "4.3 ms"),
+        (0.045, "45 ms"),
+        (1.5, "1.50 s"),
+        (12.25, "12.3 s"),
+    ],
+)
+def test_durations_read_in_their_unit(seconds: float, text: str) -> None:
+    assert seconds_text(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("rate", "text"), [(0.25, "0.3"), (0.05, "0.1"), (9.96, "10.0"), (10.5, "11"), (1234.5, "1,235")]
+)
+def test_rates_round_half_up_as_the_script_does(rate: float, text: str) -> None:
+    assert rate_text(rate) == text
 
 
 def test_a_pipeline_without_partitions_yet() -> None:
-    page = Page(render(pipeline_status(partitions=[], lag=0, results={}, recent_dead_letters=[], dead_lettered=0)))
+    page = Page(render(healthy(partitions=[], lag=0, results={}, dead_letter_groups=[], dead_lettered=0)))
     text = "".join(page.texts)
     assert "No partitions assigned yet." in text
     assert "No results yet." in text
@@ -186,7 +243,7 @@ def test_a_pipeline_without_partitions_yet() -> None:
 def test_problems_are_badges_and_lines(
     overrides: dict[str, Any], level: str, badges: list[str], problems: list[str]
 ) -> None:
-    document = render(pipeline_status(**overrides), ready=not level)
+    document = render(healthy(**overrides), ready=not level)
     page = Page(document)
     (card,) = page.tags("section")
     assert card["class"] == f"card {level}".strip()
@@ -220,6 +277,8 @@ async def test_the_admin_server_serves_the_page_uncached_under_its_policy() -> N
     (nonce,) = set(re.findall(r'nonce="([^"]+)"', body))
     assert len(nonce) >= 16
     assert headers["Content-Security-Policy"] == content_security_policy(nonce)
-    assert document == {"ready": True, "pipelines": []}
+    assert (document["ready"], document["pipelines"], document["version"]) == (True, [], streamcar.__version__)
+    assert 0 <= document["uptime_s"] <= 5
+    assert document["started_at"] <= document["at"]
     config = json.loads(re.search(r'<script id="page-config" type="application/json">(.*?)</script>', body)[1])  # type: ignore[index]
     assert config == {"refresh_ms": 1000, "status_url": "status"}

@@ -17,8 +17,9 @@ from streamcar.engine.work import CALL_BUCKETS
 
 
 class PipelineCollector(Collector):
-    def __init__(self, pipelines: Callable[[], Mapping[str, PipelineView]]) -> None:
+    def __init__(self, pipelines: Callable[[], Mapping[str, PipelineView]], version: str) -> None:
         self._pipelines = pipelines
+        self._version = version
 
     def collect(self) -> Iterable[Metric]:
         consumed = CounterMetricFamily("streamcar_consumed", "Records consumed", labels=["pipeline"])
@@ -53,6 +54,8 @@ class PipelineCollector(Collector):
             "streamcar_topic_problems", "The pipeline's topics that are missing or not usable now", labels=["pipeline"]
         )
         calls = HistogramMetricFamily("streamcar_call_seconds", "Duration of calls to the service", labels=["pipeline"])
+        build = GaugeMetricFamily("streamcar_build_info", "1, labelled with the streamcar version", labels=["version"])
+        build.add_metric([self._version], 1)
         for name, pipeline in sorted(self._pipelines().items()):
             stats = pipeline.stats
             consumed.add_metric([name], stats.consumed)
@@ -76,13 +79,13 @@ class PipelineCollector(Collector):
                 buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
             calls.add_metric([name], buckets, stats.call_seconds)
         yield from (consumed, results, retries, published, dead, in_flight, lag, calls, circuit, opened)
-        yield from (publish_errors, topic_problems)
+        yield from (publish_errors, topic_problems, build)
 
 
-def registry_for(pipelines: Callable[[], Mapping[str, PipelineView]]) -> CollectorRegistry:
+def registry_for(pipelines: Callable[[], Mapping[str, PipelineView]], version: str) -> CollectorRegistry:
     """A registry of its own per sidecar (not prometheus_client's global one), so several can live in a process."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(PipelineCollector(pipelines))
+    registry.register(PipelineCollector(pipelines, version))
     return registry
 
 

@@ -5,9 +5,13 @@
   otherwise. A service counts as failing after several calls in a row could not get through (refused, timed out,
   5xx): a restart would not help it, but a load balancer or an operator should know;
 * ``/metrics`` -- Prometheus text (see :mod:`streamcar.admin.metrics`);
-* ``/status`` -- JSON: each pipeline's partitions, next offsets, lag, in-flight work, counts and last errors;
+* ``/status`` -- JSON: the version and uptime, and each pipeline's state, partitions, next offsets, lag, in-flight
+  work, counts, rates and call latency percentiles over the last 10 s and 1 min (:mod:`streamcar.admin.window`),
+  trends, the topics it reads and writes, dead letters by kind and error and last errors;
 * ``/`` -- the same for a person: an HTML page that refreshes itself from ``/status`` (see
-  :mod:`streamcar.admin.page`). It is self-contained, and its CSP lets only its own inlined style and script run.
+  :mod:`streamcar.admin.page`). It is self-contained, and its CSP lets only its own inlined style and script run;
+* ``/overview`` (and ``/overview.json``) -- the graph of topics and pipelines across this sidecar and those of
+  ``admin.peers`` (:mod:`streamcar.admin.overview`), their /status asked at the same time, two seconds at most.
 
 What it shows goes through the pipeline's redactor (:mod:`streamcar.redact`). What it accepts is limited
 (:mod:`streamcar.admin.guard`): a cap on connections, a timeout on request heads, known ``Host`` values only,
@@ -19,10 +23,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hmac
 import json
 import logging
 import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -30,7 +36,11 @@ from aiohttp import web
 
 from streamcar.admin.guard import IDLE_TIMEOUT, Gate, default_hosts, guarded, host_allowed
 from streamcar.admin.metrics import exposition, registry_for
+from streamcar.admin.overview import Answer, Peer, build, gather
+from streamcar.admin.overview_page import render_overview
 from streamcar.admin.page import content_security_policy, render_page
+from streamcar.admin.states import state_of
+from streamcar.admin.window import TICK, Recorder
 from streamcar.engine.view import PipelineView
 from streamcar.errors import StreamcarError
 from streamcar.redact import NOTHING, Redactor
@@ -43,6 +53,12 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def version() -> str:
+    from streamcar import __version__  # here: the package imports this module while it is being imported
+
+    return __version__
+
+
 class AdminServer:
     def __init__(
         self,
@@ -53,17 +69,21 @@ class AdminServer:
         allowed_hosts: list[str] | None = None,
         token: str | None = None,
         redactor: Redactor = NOTHING,
+        peers: list[Peer] | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self._pipelines = pipelines
-        self._registry = registry_for(pipelines)
+        self._registry = registry_for(pipelines, version())
         self._allowed = set(allowed_hosts) if allowed_hosts is not None else default_hosts(host)
         self._token = token.encode() if token else None
         self._redactor = redactor
         self.gate = Gate()
+        self.recorder = Recorder()
+        self.peers = list(peers or [])
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
+        self._sampler: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         app = web.Application(middlewares=[self._guard])
@@ -72,6 +92,8 @@ class AdminServer:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/status", self._status)
         app.router.add_get("/", self._page)
+        app.router.add_get("/overview", self._overview)
+        app.router.add_get("/overview.json", self._overview_json)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None, keepalive_timeout=IDLE_TIMEOUT)
         await self._runner.setup()
         loop = asyncio.get_running_loop()
@@ -84,9 +106,24 @@ class AdminServer:
             await self._runner.cleanup()
             raise StreamcarError(f"admin.listen {self.host}:{self.port}: {exc.strerror or exc}") from None
         self.port = int(self._server.sockets[0].getsockname()[1])
+        self._sampler = asyncio.create_task(self._sample(), name="admin-sampler")
         log.info("admin endpoints on http://%s:%d (/ /healthz /readyz /metrics /status)", self.host, self.port)
 
+    async def _sample(self) -> None:
+        """Snapshot every pipeline's counters once a second: what rates and recent percentiles are taken from."""
+        while True:
+            try:
+                self.recorder.tick(self._pipelines())
+            except Exception:  # what /status shows must never end the sidecar
+                log.exception("sampling the pipelines' counters failed")
+            await asyncio.sleep(TICK)
+
     async def close(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampler
+            self._sampler = None
         if self._server is not None:
             self._server.close()
             self._server = None
@@ -151,8 +188,23 @@ class AdminServer:
 
     def _document(self) -> dict[str, object]:
         """What /status and the page show: every string through the redactor (error bodies echo secrets)."""
-        pipelines = [pipeline.status() for _, pipeline in sorted(self._pipelines().items())]
-        document: dict[str, object] = self._redactor.scrub_all({"ready": not self.problems(), "pipelines": pipelines})
+        pipelines = []
+        for name, pipeline in sorted(self._pipelines().items()):
+            entry = {**pipeline.status(), **self.recorder.describe(name, pipeline)}
+            entry["state"], entry["state_reason"] = state_of(entry)
+            pipelines.append(entry)
+        now = time.time()
+        document: dict[str, object] = self._redactor.scrub_all(
+            {
+                "ready": not self.problems(),
+                "version": version(),
+                "host": socket.gethostname(),
+                "started_at": self.recorder.started_at,
+                "uptime_s": int(now - self.recorder.started_at),
+                "at": now,
+                "pipelines": pipelines,
+            }
+        )
         return document
 
     async def _status(self, request: web.Request) -> web.Response:
@@ -161,11 +213,28 @@ class AdminServer:
 
     async def _page(self, request: web.Request) -> web.Response:
         nonce = secrets.token_urlsafe(18)
-        headers = {
-            "Cache-Control": "no-store",
-            "Content-Security-Policy": content_security_policy(nonce),
-            "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer",
-        }
-        body = render_page(self._document(), nonce=nonce, now=time.time())
-        return web.Response(text=body, content_type="text/html", charset="utf-8", headers=headers)
+        body = render_page(self._document(), nonce=nonce, now=time.time(), overview=True)
+        return web.Response(text=body, content_type="text/html", charset="utf-8", headers=_page_headers(nonce))
+
+    async def graph(self) -> dict[str, object]:
+        """The overview of this sidecar and its peers (each peer asked at the same time, briefly)."""
+        own = Answer(f"http://{self.host}:{self.port}/", self._document(), own=True)
+        return build([own, *await gather(self.peers)])
+
+    async def _overview(self, request: web.Request) -> web.Response:
+        nonce = secrets.token_urlsafe(18)
+        body = render_overview(await self.graph(), nonce=nonce)
+        return web.Response(text=body, content_type="text/html", charset="utf-8", headers=_page_headers(nonce))
+
+    async def _overview_json(self, request: web.Request) -> web.Response:
+        body = json.dumps(await self.graph(), indent=2) + "\n"
+        return web.Response(text=body, content_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+def _page_headers(nonce: str) -> dict[str, str]:
+    return {
+        "Cache-Control": "no-store",
+        "Content-Security-Policy": content_security_policy(nonce),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, WithJsonSchema, field_validator, model_validator
 
 from streamcar.config._fields import (
     LibrdkafkaValue,
@@ -106,6 +107,64 @@ class KafkaConfig(_Model):
         return config
 
 
+def admin_base_url(text: str) -> str:
+    """A sidecar's admin base URL, checked and ending in ``/`` (``http://10.0.0.7:8095/``; a path is a prefix,
+    e.g. behind a proxy). Raises ValueError saying what is wrong."""
+    text = text.strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{text!r}: an http:// or https:// URL is expected")
+    if not parts.hostname:
+        raise ValueError(f"{text!r} has no host")
+    if parts.username is not None or parts.password is not None:
+        # not echoed: the URL holds a credential
+        raise ValueError("a token goes in the token field, not in the URL (it would show wherever the URL does)")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{text!r}: the admin base URL takes no query or fragment")
+    netloc = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    netloc += f":{port}" if port is not None else ""
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/", "", ""))
+
+
+class PeerConfig(_Model):
+    """Another sidecar whose /status the overview shows."""
+
+    url: str
+    """Its admin base URL, e.g. ``http://orders-0.orders:8095``."""
+    token: SecretStr | None = Field(default=None, repr=False)
+    """Its ``admin.token``, if it has one (e.g. ``${ORDERS_ADMIN_TOKEN}``); never shown."""
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return admin_base_url(value)
+
+
+def _peer(value: Any) -> Any:
+    return {"url": value} if isinstance(value, str) else value
+
+
+_PEER_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "description": "the peer's admin base URL"},
+        {
+            "type": "object",
+            "properties": {
+                "url": {"type": "string", "description": "the peer's admin base URL"},
+                "token": {"type": "string", "description": "the peer's admin.token; never shown"},
+            },
+            "required": ["url"],
+            "additionalProperties": False,
+        },
+    ]
+}
+Peer = Annotated[PeerConfig, BeforeValidator(_peer), WithJsonSchema(_PEER_SCHEMA)]
+
+
 class AdminConfig(_Model):
     """The admin HTTP server: ``/healthz``, ``/readyz``, ``/metrics``, ``/status`` and the status page."""
 
@@ -117,6 +176,9 @@ class AdminConfig(_Model):
     token: SecretStr | None = Field(default=None, repr=False)
     """A bearer token for every endpoint but /healthz and /readyz (``Authorization: Bearer <token>``, or Basic
     with the token as password, which a browser asks for); e.g. ``${ADMIN_TOKEN}``."""
+    peers: list[Peer] = Field(default_factory=list)
+    """Other sidecars' admin base URLs (a URL, or ``{url, token}``): ``/overview`` draws the graph of topics and
+    pipelines across them and this one."""
 
     @field_validator("listen")
     @classmethod

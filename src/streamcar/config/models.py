@@ -282,6 +282,7 @@ class Config(_Model):
             found += [value for name, value in parse_qsl(url.query) if _SECRET_NAME.search(name)]
         if self.admin.token is not None:
             found.append(self.admin.token.get_secret_value())
+        found += [peer.token.get_secret_value() for peer in self.admin.peers if peer.token is not None]
         return [secret for secret in found if secret]
 
     def summary(self) -> list[str]:

@@ -11,6 +11,7 @@ import functools
 import logging
 import re
 import time
+from collections import Counter
 
 from streamcar.config import PipelineConfig, format_duration
 from streamcar.engine.records import MAX_CUTS, OutRecord, cut_down, dead_letter_record, reply_record, together
@@ -240,11 +241,15 @@ class Outcomes:
             reply, publish = work.reply, self._config.publish
             if reply is not None and reply.fanout and publish is not None:
                 self._stats.published += len(reply.fanout)
-                for topic in {r.topic or publish.topic for r in reply.fanout}:
+                routed = Counter(r.topic or publish.topic for r in reply.fanout)
+                self._stats.published_to.update(routed)
+                for topic in routed:
                     self._stats.note_published(topic)
             elif reply is not None and reply.value is not None and publish is not None:
                 self._stats.published += 1
-                self._stats.note_published(self.destination(work, result))
+                topic = self.destination(work, result)
+                self._stats.published_to[topic] += 1
+                self._stats.note_published(topic)
         elif result == "dead-letter":
             if self._config.dead_letter is not None:
                 self._stats.note_published(self._config.dead_letter.topic)

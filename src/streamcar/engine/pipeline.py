@@ -287,6 +287,9 @@ class Pipeline:
         highs = self._bridge.high_watermarks if self._bridge is not None else {}
         return lags(self._inflight.accepting, self._tracker, highs)
 
+    def next_offsets(self) -> dict[TP, int | None]:
+        return {tp: self._tracker.watermark(tp) for tp in sorted(self._inflight.accepting)}
+
     @property
     def circuit_open(self) -> str | None:
         """Why the circuit is open (or half-open, probing); None while it is closed."""

@@ -44,6 +44,10 @@ class PipelineView(Protocol):
 
     def lag(self) -> dict[TP, int | None]: ...
 
+    def next_offsets(self) -> dict[TP, int | None]:
+        """Per assigned partition: the next offset to commit (None: nothing read since it was assigned)."""
+        ...
+
     def status(self) -> dict[str, object]: ...
 
 
@@ -79,6 +83,7 @@ def status_document(
         "kafka_error": view.kafka_error,
         "topic_problems": view.topic_problems,
         "publish_topic": config.publish.topic if config.publish is not None else None,
+        "publish_allow": (config.publish.allow or [config.publish.topic]) if config.publish is not None else [],
         "dead_letter_topic": config.dead_letter.topic if config.dead_letter is not None else None,
         "service_failing": stats.service_failing,
         "circuit": breaker.state.value,
@@ -105,7 +110,9 @@ def status_document(
         "dead_lettered": stats.dead_lettered,
         "retries": stats.retries,
         "calls": stats.calls,
+        "call_errors": stats.call_errors,
         "last_errors": list(stats.last_errors),
         "conditions": stats.recent(),
         "recent_dead_letters": list(stats.recent_dead_letters),
+        "dead_letter_groups": stats.dead_letter_summary(),
     }

@@ -1,10 +1,15 @@
-"""The units the pipeline moves around: one :class:`Work` per consumed record, and the pipeline's counters."""
+"""The units the pipeline moves around: one :class:`Work` per consumed record, and the pipeline's counters.
+
+The counters only ever grow, and nothing in them knows about time: rates and recent latency percentiles are
+the admin server's, which samples the counters once a second (see :mod:`streamcar.admin.window`). So the
+per-message cost of everything /status and the page show is an integer increment or two.
+"""
 
 from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 
 from confluent_kafka import Message
@@ -16,7 +21,14 @@ from streamcar.failures import outage
 from streamcar.kafka.records import TP, UNREADABLE_HEADERS, read_headers
 
 CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-"""Upper bounds (seconds) of the call-duration histogram; a last, unbounded bucket follows."""
+"""Upper bounds (seconds) of the call-duration histogram of /metrics; a last, unbounded bucket follows."""
+LATENCY_BOUNDS = tuple(float(f"{m}e{e}") for e in range(-4, 2) for m in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8))
+"""Upper bounds (seconds, 100 µs to 80 s) of the finer histogram calls are counted in: ten buckets a decade, so a
+percentile read from it is within a bucket's width (at most 25%) of the true one. /metrics' buckets are among
+these bounds (and are sums of these buckets), so a call is counted once, with one bisection."""
+_PROMETHEUS_ENDS = tuple(LATENCY_BOUNDS.index(bound) + 1 for bound in CALL_BUCKETS)
+DEAD_LETTER_GROUPS = 50
+"""Kinds-and-errors of dead letters kept (the least recently seen goes first)."""
 CONDITION_SHOWN = 600.0
 """Seconds a noted condition stays on /status."""
 REFUSING_SHOWN = 60.0
@@ -37,13 +49,20 @@ class PipelineStats:
     published: int = 0
     dead_lettered: int = 0
     calls: int = 0
+    call_errors: int = 0
+    """Calls that did not get through: refused, timed out, a retriable status (the service's trouble)."""
     call_seconds: float = 0.0
-    call_buckets: list[int] = field(default_factory=lambda: [0] * (len(CALL_BUCKETS) + 1))
+    latency: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS) + 1))
+    """Calls per :data:`LATENCY_BOUNDS` bucket (the last one: slower than 80 s)."""
     failed_calls_in_a_row: int = 0
     last_call_error: str = ""
     last_errors: list[str] = field(default_factory=list)
     recent_dead_letters: deque[dict[str, object]] = field(default_factory=lambda: deque(maxlen=20))
     """The last dead letters, newest last: source topic/partition/offset, key, kind, error, time."""
+    dead_letter_groups: OrderedDict[tuple[str, str], DeadLetterGroup] = field(default_factory=OrderedDict)
+    """Dead letters by kind and error, the most recently seen last (at most :data:`DEAD_LETTER_GROUPS`)."""
+    published_to: Counter[str] = field(default_factory=Counter)
+    """Reply records published, per topic: where replies were really routed."""
     conditions: dict[str, tuple[str, float]] = field(default_factory=dict)
     """Named conditions and the time they were last noted (e.g. ``log-restarted``)."""
     publish_errors: Counter[str] = field(default_factory=Counter)
@@ -74,17 +93,24 @@ class PipelineStats:
     def note_dead_letter(self, event: Event, kind: str, error: str) -> None:
         self.dead_lettered += 1
         key = None if event.key is None else event.key.decode("utf-8", "backslashreplace")
-        self.recent_dead_letters.append(
-            {
-                "topic": event.topic,
-                "partition": event.partition,
-                "offset": event.offset,
-                "key": key,
-                "kind": kind,
-                "error": error,
-                "at": time.time(),
-            }
-        )
+        now = time.time()
+        sample = {"topic": event.topic, "partition": event.partition, "offset": event.offset, "key": key}
+        self.recent_dead_letters.append({**sample, "kind": kind, "error": error, "at": now})
+        groups = self.dead_letter_groups
+        group = groups.get((kind, error))
+        if group is None:
+            group = groups[(kind, error)] = DeadLetterGroup(kind, error, first_at=now)
+            if len(groups) > DEAD_LETTER_GROUPS:
+                groups.popitem(last=False)
+        else:
+            groups.move_to_end((kind, error))
+        group.count += 1
+        group.last_at = now
+        group.sample = sample
+
+    def dead_letter_summary(self) -> list[dict[str, object]]:
+        """The dead letters by kind and error, the most recently seen first."""
+        return [group.summary() for group in reversed(self.dead_letter_groups.values())]
 
     def note_condition(self, name: str, text: str) -> None:
         """Something happened that an operator should see on /status for a while (see :meth:`recent`)."""
@@ -105,7 +131,9 @@ class PipelineStats:
         through (connection refused, timeout, 5xx), None for one the service answered."""
         self.calls += 1
         self.call_seconds += seconds
-        self.call_buckets[bisect_left(CALL_BUCKETS, seconds)] += 1
+        self.latency[bisect_left(LATENCY_BOUNDS, seconds)] += 1
+        if failure is not None:
+            self.call_errors += 1
         if outage(failure):
             self.failed_calls_in_a_row += 1
         else:
@@ -114,6 +142,42 @@ class PipelineStats:
     @property
     def service_failing(self) -> bool:
         return self.failed_calls_in_a_row >= FAILING_AFTER
+
+    @property
+    def call_buckets(self) -> list[int]:
+        """Calls per :data:`CALL_BUCKETS` bucket (/metrics' histogram, not cumulative), summed from :attr:`latency`."""
+        found, start = [], 0
+        for end in (*_PROMETHEUS_ENDS, len(self.latency)):
+            found.append(sum(self.latency[start:end]))
+            start = end
+        return found
+
+    @property
+    def done(self) -> int:
+        """Messages done, whatever their result."""
+        return sum(self.results.values())
+
+
+@dataclass(slots=True)
+class DeadLetterGroup:
+    """The dead letters of one kind and error: how many, when first and last, and the last one's source and key."""
+
+    kind: str
+    error: str
+    first_at: float
+    last_at: float = 0.0
+    count: int = 0
+    sample: dict[str, object] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "error": self.error,
+            "count": self.count,
+            "first_at": self.first_at,
+            "last_at": self.last_at,
+            "sample": self.sample,
+        }
 
 
 class Work:

@@ -304,7 +304,8 @@ class ConsumerBridge:
         self._next_look = now + LOOK_EVERY
         held = self._held_since is not None and now - self._held_since > LOOK_EVERY / 2
         fresh = self._paused or held
-        highs, self.kafka_error = look_around(self._consumer, self._topics[0], fresh, self._finished, self._reach)
+        stopped = self._finished | self._held  # held partitions fetch nothing: cached watermarks would freeze lag
+        highs, self.kafka_error = look_around(self._consumer, self._topics[0], fresh, stopped, self._reach)
         if highs is not None:
             self.high_watermarks = highs
         if self.kafka_error is None and self._watch is not None:
