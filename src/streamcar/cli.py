@@ -53,40 +53,16 @@ def _glued(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def _tool(module: str, function: str) -> Handler:
-    """A handler that imports ``streamcar.tools.<module>`` only when the command runs."""
+def _tool(module: str, function: str, package: str = "streamcar.tools") -> Handler:
+    """A handler that imports ``<package>.<module>`` only when the command runs."""
 
     def handler(args: argparse.Namespace) -> int:
         import importlib
 
-        command: Handler = getattr(importlib.import_module(f"streamcar.tools.{module}"), function)
+        command: Handler = getattr(importlib.import_module(f"{package}.{module}"), function)
         return command(args)
 
     return handler
-
-
-def _kafka_start(args: argparse.Namespace) -> int:
-    from streamcar.devkafka import cli as devkafka_cli
-
-    return devkafka_cli.start(args)
-
-
-def _kafka_stop(args: argparse.Namespace) -> int:
-    from streamcar.devkafka import cli as devkafka_cli
-
-    return devkafka_cli.stop(args)
-
-
-def _kafka_status(args: argparse.Namespace) -> int:
-    from streamcar.devkafka import cli as devkafka_cli
-
-    return devkafka_cli.status(args)
-
-
-def _kafka_fetch(args: argparse.Namespace) -> int:
-    from streamcar.devkafka import cli as devkafka_cli
-
-    return devkafka_cli.fetch(args)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -333,20 +309,20 @@ def _build_kafka(sub: argparse._SubParsersAction[_Parser]) -> None:
         help="sasl-ssl adds a SASL_SSL listener (SCRAM-SHA-512, a self-made CA) next to the PLAINTEXT one "
         "(default: what the data dir was created with, plaintext for a new one)",
     )
-    start.set_defaults(handler=_kafka_start)
+    start.set_defaults(handler=_tool("cli", "start", "streamcar.devkafka"))
 
     stop = ksub.add_parser("stop", help="stop exactly the processes that 'start' launched")
     common(stop)
     stop.add_argument("--timeout", type=float, default=30.0, help="seconds before SIGKILL")
-    stop.set_defaults(handler=_kafka_stop)
+    stop.set_defaults(handler=_tool("cli", "stop", "streamcar.devkafka"))
 
     status = ksub.add_parser("status", help="show the local cluster's nodes and whether they answer")
     common(status)
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
-    status.set_defaults(handler=_kafka_status)
+    status.set_defaults(handler=_tool("cli", "status", "streamcar.devkafka"))
 
     fetch = ksub.add_parser("fetch", help="download the Kafka jars through Maven into the cache, then exit")
-    fetch.set_defaults(handler=_kafka_fetch)
+    fetch.set_defaults(handler=_tool("cli", "fetch", "streamcar.devkafka"))
 
 
 def build_parser() -> _Parser:
