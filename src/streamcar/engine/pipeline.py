@@ -4,8 +4,7 @@
    (:mod:`~streamcar.engine.flow`) holds the consumer thread back while the buffer is full;
 2. scheduling and batch forming (:mod:`~streamcar.engine.dispatch`, over the lane scheduler): in key, partition or
    no order, up to ``max_in_flight``, while the circuit (:mod:`~streamcar.engine.circuit`) allows;
-3. the call and 4. its outcome (:mod:`~streamcar.engine.attempt`, :mod:`~streamcar.engine.outcomes`): publish,
-   dead-letter, drop or retry;
+3. the call and 4. its outcome (:mod:`~streamcar.engine.attempt`, :mod:`~streamcar.engine.outcomes`): publish, ...;
 5. completion (:mod:`~streamcar.engine.completion`): one explicit call per message once its outcome is final;
 6. the checkpoint (:mod:`~streamcar.engine.checkpoint`): the contiguous watermark of released offsets, committed.
 

@@ -3,8 +3,7 @@
 librdkafka's consumer is synchronous and its rebalance callbacks run inside ``consume()``, on the thread that
 calls it. So one thread owns the consumer: it fetches batches and posts them to the loop, and when the group
 revokes partitions it *blocks inside the callback* until the loop has drained them and returned the offsets
-to commit, commits them on this thread, and only then lets librdkafka release the partitions. That ordering
-is what makes a cooperative rebalance lose nothing.
+to commit, commits them on this thread, and only then lets librdkafka release them: a rebalance loses nothing.
 
 The thread is the consumer's only user: confluent-kafka's Consumer blocks other threads' calls (assignment,
 pause, commit) while one thread sits in ``consume()``. So the loop sends pause, resume and commit as commands
