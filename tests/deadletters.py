@@ -80,7 +80,7 @@ def letter(
     failed_at: str = "2026-01-02T03:04:05.678+00:00",
     extra: RecordHeaders | None = None,
 ) -> Record:
-    """A dead letter as the sidecar writes it (DESIGN.md), with a ``trace`` header of the original record."""
+    """A dead letter as the sidecar writes it (docs/dead-letters.md), with a ``trace`` header of the original record."""
     headers: RecordHeaders = [
         ("trace", b"t-1"),
         *(extra or []),

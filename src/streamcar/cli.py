@@ -294,13 +294,16 @@ def _build_kafka(sub: argparse._SubParsersAction[_Parser]) -> None:
             "--data-dir",
             type=Path,
             default=None,
-            help="where the cluster keeps its logs, data and pid files (default: ~/.cache/streamcar/kafka/local)",
+            help="where the cluster keeps its logs, data and pid files (default: $STREAMCAR_KAFKA_DIR, else "
+            "~/.cache/streamcar/kafka/local)",
         )
 
     start = ksub.add_parser("start", help="fetch (once), format and start the local broker(s)")
     common(start)
     start.add_argument("--nodes", type=int, choices=(1, 3), default=1, help="1 broker, or a 3-node cluster")
-    start.add_argument("--port", type=int, default=None, help="client port of node 1 (default 9092)")
+    start.add_argument(
+        "--port", type=int, default=None, help="client port of node 1 (default $STREAMCAR_KAFKA_PORT, else 9092)"
+    )
     start.add_argument("--heap", default="512m", help="JVM heap per node (default: %(default)s)")
     start.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the brokers")
     start.add_argument(

@@ -1,4 +1,4 @@
-"""The CLI's contract: every DESIGN.md command is listed, bad usage is one line and exit 2, never a traceback."""
+"""The CLI's contract: every command of docs/cli.md is listed, bad usage is one line and exit 2, never a traceback."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def test_run_with_a_bad_config_is_exit_2_without_a_traceback(
     ],
 )
 def test_values_that_start_with_a_minus_are_values(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    """``--to -10m`` as DESIGN.md writes it: argparse alone would take -10m for an unknown option. Parsed
+    """``--to -10m`` as docs/cli.md writes it: argparse alone would take -10m for an unknown option. Parsed
     well, the tool gets as far as Kafka, which is not there."""
     (port,) = free_ports(1)
     assert main([*argv, "-b", f"127.0.0.1:{port}"]) == 1

@@ -1,4 +1,4 @@
-"""The admin endpoints (docs/contract.md): ``/healthz``, ``/readyz``, ``/metrics``, ``/status`` and the page ``/``."""
+"""The admin endpoints (docs/operations.md): ``/healthz``, ``/readyz``, ``/metrics``, ``/status`` and the page ``/``."""
 
 from streamcar.admin.server import AdminServer
 

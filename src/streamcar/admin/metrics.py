@@ -1,4 +1,4 @@
-"""``/metrics``: the pipelines' counters in the Prometheus text format, with docs/contract.md's names.
+"""``/metrics``: the pipelines' counters in the Prometheus text format, with docs/operations.md's names.
 
 Nothing is counted per message for Prometheus: a collector reads each pipeline's :class:`PipelineStats` (and
 its lag) when Prometheus scrapes, so the hot path pays nothing for the metrics.

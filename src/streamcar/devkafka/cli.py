@@ -3,19 +3,28 @@
 With ``start --security sasl-ssl`` the cluster also listens for SASL_SSL clients; ``start`` and ``status`` print
 what such a client needs (bootstrap, mechanism, user, password, CA file): a local dev broker's password, kept in
 ``<data-dir>/layout.json``, readable by its owner only.
+
+``$STREAMCAR_KAFKA_DIR`` and ``$STREAMCAR_KAFKA_PORT`` stand in for ``--data-dir`` and ``--port`` when those are not
+given: one environment for a whole dev loop elsewhere than ``~/.cache/streamcar/kafka/local`` and 9092 (the tools
+then need ``$KAFKA_BOOTSTRAP``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from streamcar.devkafka.cluster import Layout, LocalKafka
 from streamcar.devkafka.fetch import KAFKA_VERSION, ensure_jars
+from streamcar.errors import UsageError
+
+DIR_ENV, PORT_ENV = "STREAMCAR_KAFKA_DIR", "STREAMCAR_KAFKA_PORT"
 
 
 def _to_stderr(line: str) -> None:
@@ -23,7 +32,18 @@ def _to_stderr(line: str) -> None:
 
 
 def _cluster(args: argparse.Namespace) -> LocalKafka:
+    if args.data_dir is None and os.environ.get(DIR_ENV):
+        return LocalKafka(Path(os.environ[DIR_ENV]).expanduser())
     return LocalKafka(args.data_dir)
+
+
+def _port(args: argparse.Namespace) -> int | None:
+    if args.port is not None or not os.environ.get(PORT_ENV):
+        return args.port  # type: ignore[no-any-return]
+    text = os.environ[PORT_ENV]
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise UsageError(f"${PORT_ENV} must be a port number (0 for a free one), not {text!r}")
+    return int(text)
 
 
 def fetch(args: argparse.Namespace) -> int:
@@ -58,7 +78,7 @@ def start(args: argparse.Namespace) -> int:
         return 0
     ensure_jars(announce=_to_stderr)
     layout = cluster.start(
-        nodes=args.nodes, port=args.port, heap=args.heap, timeout=args.timeout, security=args.security
+        nodes=args.nodes, port=_port(args), heap=args.heap, timeout=args.timeout, security=args.security
     )
     nodes = f"{len(layout.nodes)} nodes" if len(layout.nodes) > 1 else "1 node"
     print(f"Kafka {KAFKA_VERSION} running ({nodes}): bootstrap {layout.bootstrap} (data in {cluster.data_dir})")

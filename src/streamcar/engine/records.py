@@ -52,7 +52,7 @@ REDRIVE_COUNT = "streamcar-redrive-count"
 def dead_letter_record(
     event: Event, *, error: str, kind: str, attempts: int, failed_at: datetime | None = None
 ) -> OutRecord:
-    """The original key, value and headers plus the ``streamcar-*`` error headers of docs/contract.md.
+    """The original key, value and headers plus the ``streamcar-*`` error headers of docs/dead-letters.md.
 
     ``streamcar-*`` headers the record already carried (it was dead-lettered before, then redriven) are
     replaced, so a record never holds two contradicting error stories.

@@ -1,8 +1,8 @@
 """``streamcar dlq show``: list the dead letters of a dead-letter topic.
 
 It reads the topic by assignment from its low to its high watermarks as measured at start (records added
-meanwhile are not shown), streaming, and parses each record's ``streamcar-*`` headers (docs/contract.md, "Dead-letter
-records") into a :class:`DeadLetter`. A record without ``streamcar-source-topic`` is not a streamcar dead letter;
+meanwhile are not shown), streaming, and parses each record's ``streamcar-*`` headers (docs/dead-letters.md)
+into a :class:`DeadLetter`. A record without ``streamcar-source-topic`` is not a streamcar dead letter;
 it is listed as such. Redriving them is :mod:`streamcar.tools.redrive`.
 
 A :class:`Filter` picks dead letters the same way for ``show`` and ``redrive``; every option given must hold:

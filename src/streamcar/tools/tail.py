@@ -9,9 +9,10 @@ A record is one line, ``<partition>:<offset>  key=<key>  <value>``, the key part
 null value (tombstone) shown as ``<null>``. Keys and values are shown as UTF-8 text with escapes that keep the
 line one line and unambiguous: a backslash is doubled, a byte that is not UTF-8 becomes ``\\xNN``, and a
 non-printable character ``\\n``, ``\\r``, ``\\t``, ``\\xNN`` or ``\\uNNNN``. ``--json`` prints one object per line with
-the fields of the batch envelope (docs/contract.md): ``topic``, ``partition``, ``offset``, ``timestamp`` (ms, null if
-unknown), ``key``, ``value``, ``headers`` (an object, or ``[name, value]`` pairs when a name repeats) and
-``encoding``: ``utf-8`` when the key, the value and every header value decode as UTF-8, else ``base64`` for all.
+the fields of the batch envelope (docs/http.md, "Batch delivery"): ``topic``, ``partition``, ``offset``,
+``timestamp`` (ms, null if unknown), ``key``, ``value``, ``headers`` (an object, or ``[name, value]`` pairs when
+a name repeats) and ``encoding``: ``utf-8`` when the key, the value and every header value decode as UTF-8, else
+``base64`` for all.
 
 produce sends one record per stdin line (bytes; only the trailing ``\\n`` is removed, so an empty line is an
 empty value), with ``--keyed`` split at the first TAB into key and value, and each ``-H NAME=VALUE`` as a header
