@@ -21,8 +21,6 @@ import urllib.request
 from pathlib import Path
 
 from confluent_kafka import Consumer, Message, TopicPartition
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 from rich.console import Console
 from rich.table import Table
 
@@ -130,11 +128,9 @@ def main() -> int:
 
 
 def create_topics(bootstrap: str) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    names = {"orders": 3, "orders-enriched": 3, "orders-review": 1, "orders-items": 3, "orders-dlq": 1}
-    topics = [NewTopic(name, partitions, 1) for name, partitions in names.items()]
-    for future in admin.create_topics(topics).values():
-        future.result(30)
+    """As a user would: ``streamcar topics create`` (it returns once every partition has a leader)."""
+    streamcar("topics", "create", "orders", "orders-enriched", "orders-items", "--partitions", "3", "-b", bootstrap)
+    streamcar("topics", "create", "orders-review", "orders-dlq", "--partitions", "1", "-b", bootstrap)
 
 
 def wait_http(url: str, timeout: float = 20.0) -> None:
