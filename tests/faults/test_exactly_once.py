@@ -134,7 +134,9 @@ def test_a_frozen_zombie_resumed_after_its_partitions_moved_publishes_nothing_vi
         since = service.count()
         wait_for(lambda: "z" in working(service, since), timeout=30, what="the zombie at work")
         zombie.signal(signal.SIGSTOP)
-        assert service.count() < total // 2, "the zombie should freeze while input is left"
+        # input left for the survivor to take over (CI once saw 4,293 of 8,000 called by then: under load the
+        # two members get further before the freeze than on an idle machine, so the bound is not half)
+        assert service.count() < total - 1000, "the zombie should freeze while input is left"
         wait_for(lambda: spread_over(kafka, scenario.group, {"s-p"}), timeout=60, what="the survivor alone")
         zombie.signal(signal.SIGCONT)
         # resumed, it finds its partitions lost and aborts the transaction it froze in

@@ -33,7 +33,7 @@ _shared = Throttle(INTERVAL)  # every client of the process: one line for a cond
 
 def condition(text: str) -> str:
     """The part of a librdkafka log line that names the condition, not the attempt."""
-    return _SUPPRESSED.sub("", _ATTEMPT.sub("", _THREAD.sub("", text))).strip()
+    return _ATTEMPT.sub("", _SUPPRESSED.sub("", _THREAD.sub("", text))).strip()
 
 
 class KafkaLog:
