@@ -57,6 +57,7 @@ def test_sigkill_during_fan_out_loses_no_record_and_keeps_key_order(
         produce_records(kafka, scenario.source, [(f"k{i % 50}".encode(), str(i).encode()) for i in range(N)])
         spec = scenario.spec(service.url, max_in_flight=64, commit_interval="500ms")
         spec["publish"]["allow"] = [review]
+        spec["consume"]["instance_id"] = "fanout-0"  # static: each restart takes the partitions back at once
         config = make_config(
             kafka.bootstrap, {"p": spec}, librdkafka={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
         )

@@ -310,8 +310,18 @@ def test_sigkill_loses_nothing(
     with reach(mode, behaviour) as url:
         # commits come from the count trigger alone (every max_in_flight / 2 completions): the interval is long
         call = {**call_spec(mode), **({"fanout": True} if mode.grpc else {})}
-        spec = pipeline(source, group, url, publish=out, call=call, max_in_flight=max_in_flight, commit_interval="5s")
-        # a killed member stays in the group until its session times out: keep that short so restarts are quick
+        # static membership: the restarted member takes its partitions back at once, instead of waiting out the
+        # killed one's session (dynamic members' SIGKILLs: tests/faults/test_sigkill.py and the crash scenarios)
+        spec = pipeline(
+            source,
+            group,
+            url,
+            publish=out,
+            call=call,
+            max_in_flight=max_in_flight,
+            commit_interval="5s",
+            consume={"instance_id": f"{group}-0"},
+        )
         config = make_config(
             kafka.bootstrap, {"p": spec}, librdkafka={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
         )

@@ -139,12 +139,12 @@ def test_filters_by_key_time_text_and_source_each_redrive_only_what_no_run_redro
     assert published(source) == [b"b", b"c"]
 
     out = run("--since", "30m")  # b, c and d failed since then; b and c went with --key k2
-    assert "redriven 1 dead letters" in out
+    assert "redriven 1 dead letter of" in out
     assert "2 matching dead letters left alone: redriven already by" in out
     assert published(other) == [b"d"]
 
     out = run("--source-topic", source, "--grep", "busy")
-    assert "redriven 1 dead letters" in out
+    assert "redriven 1 dead letter of" in out
     assert published(source) == [b"a", b"b", b"c"]
 
     out = run()  # only the stranger is left: skipped, nothing redriven twice
@@ -183,7 +183,7 @@ def test_since_a_duration_is_the_moment_of_the_run_and_needs_a_unit(
     b = kafka.bootstrap
     assert dlq("redrive", "--topic", dead, "--since", "1h", bootstrap=b) == 0
     out = capsys.readouterr().out
-    assert "would redrive 1 dead letters" in out
+    assert "would redrive 1 dead letter of" in out
     moment = out.split("filter: --since ", 1)[1].split(";", 1)[0]
     since = datetime.fromisoformat(moment.replace("Z", "+00:00"))
     assert abs((datetime.now(UTC) - timedelta(hours=1) - since).total_seconds()) < 60

@@ -285,7 +285,8 @@ def _report(result: RedriveResult) -> None:
     out, topic, executed = plain_console(), result.topic, result.executed
     topics = ", ".join(f"{t} {n:,}" for t, n in sorted(result.redriven.items()))
     verb = "redriven" if executed else "dry run: would redrive"
-    out.print(f"{verb} {result.total:,} dead letters of {topic}" + (f" to: {topics}" if topics else ""))
+    noun = "dead letter" if result.total == 1 else "dead letters"
+    out.print(f"{verb} {result.total:,} {noun} of {topic}" + (f" to: {topics}" if topics else ""))
     if not executed:
         for letter in result.first:
             out.print(
