@@ -102,7 +102,7 @@ class Sidecar:
                 # that producer's queue, never the one another pipeline's replies go through.
                 producer = self._producer(name, pipeline_config, loop)
                 producers.append(producer)
-                caller = build_caller(pipeline_config.call, pipeline_config.max_in_flight)
+                caller = build_caller(pipeline_config.call, pipeline_config.in_flight_bound)
                 tracing = None
                 if provider is not None and self.config.tracing.enabled:
                     tracing = Tracing(

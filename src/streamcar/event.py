@@ -110,6 +110,9 @@ class Reply:
     wrong path or method, credentials, a content type: ``HTTP 404 on POST /typo``). One such message is poison;
     nearly every message refused the same way is a setup error, and the pipeline pauses (see
     :mod:`streamcar.engine.breaker`)."""
+    overload: bool = False
+    """The service said it is overloaded (HTTP 429 or 503, gRPC RESOURCE_EXHAUSTED or UNAVAILABLE, or a handler's
+    ``Reply.retry(overload=True)``): an adaptive ``max_in_flight`` backs off (see :mod:`streamcar.engine.limit`)."""
 
     @classmethod
     def success(
@@ -142,9 +145,13 @@ class Reply:
         return cls(Result.DROP)
 
     @classmethod
-    def retry(cls, *, after: float | None = None, error: str | None = None, kind: str = Kind.RETRY) -> Reply:
-        """Try again later (after at least ``after`` seconds); dead-lettered once the attempts are spent."""
-        return cls(Result.RETRY, retry_after=after, error=error or "the service asked for a retry", error_kind=kind)
+    def retry(
+        cls, *, after: float | None = None, error: str | None = None, kind: str = Kind.RETRY, overload: bool = False
+    ) -> Reply:
+        """Try again later (after at least ``after`` seconds); dead-lettered once the attempts are spent.
+        ``overload``: the service is overloaded, so an adaptive ``max_in_flight`` calls it less."""
+        error = error or "the service asked for a retry"
+        return cls(Result.RETRY, retry_after=after, error=error, error_kind=kind, overload=overload)
 
     @classmethod
     def dead_letter(cls, reason: str, *, kind: str = Kind.REJECTED) -> Reply:

@@ -275,9 +275,21 @@ def test_librdkafka_overrides_are_applied_last() -> None:
             "pipelines.p.call.tls.key_file: cert_file and key_file go together",
         ),
         ({"pipelines.p.ordering": "keys"}, "pipelines.p.ordering: must be 'key', 'partition' or 'none' (got 'keys')"),
-        ({"pipelines.p.max_in_flight": 0}, "pipelines.p.max_in_flight: must be greater than or equal to 1"),
-        ({"pipelines.p.max_in_flight": 100_001}, "pipelines.p.max_in_flight: must be less than or equal to 100000"),
-        ({"pipelines.p.max_in_flight": "lots"}, "pipelines.p.max_in_flight: must be a valid integer"),
+        (
+            {"pipelines.p.max_in_flight": 0},
+            "pipelines.p.max_in_flight: must be a whole number from 1 to 100,000, or auto",
+        ),
+        (
+            {"pipelines.p.max_in_flight": {"auto": {"min": 9, "max": 4}}},
+            "pipelines.p.max_in_flight.auto.min: must be at most max (4)",
+        ),
+        ({"pipelines.p.rate_limit": "fast"}, "pipelines.p.rate_limit.rate: invalid rate"),
+        (
+            {"pipelines.p.rate_limit": {"rate": "9/s", "burst": 2}, "pipelines.p.call.batch.max_messages": 5},
+            "pipelines.p.rate_limit.burst: must be at least call.batch.max_messages (5)",
+        ),
+        ({"pipelines.p.max_in_flight": 100_001}, "pipelines.p.max_in_flight: must be a whole number from 1 to 100,000"),
+        ({"pipelines.p.max_in_flight": "lots"}, "pipelines.p.max_in_flight: must be a whole number from 1 to 100,000"),
         ({"pipelines.p.retry.attempts": 0}, "pipelines.p.retry.attempts: must be greater than or equal to 1"),
         (
             {"pipelines.p.retry": {"initial_backoff": "1s", "max_backoff": "500ms"}},

@@ -53,6 +53,9 @@ class PipelineCollector(Collector):
         topic_problems = GaugeMetricFamily(
             "streamcar_topic_problems", "The pipeline's topics that are missing or not usable now", labels=["pipeline"]
         )
+        limit = GaugeMetricFamily(
+            "streamcar_concurrency_limit", "The adaptive limit on calls (max_in_flight: auto)", labels=["pipeline"]
+        )
         calls = HistogramMetricFamily("streamcar_call_seconds", "Duration of calls to the service", labels=["pipeline"])
         build = GaugeMetricFamily("streamcar_build_info", "1, labelled with the streamcar version", labels=["version"])
         build.add_metric([self._version], 1)
@@ -65,6 +68,8 @@ class PipelineCollector(Collector):
             published.add_metric([name], stats.published)
             dead.add_metric([name], stats.dead_lettered)
             in_flight.add_metric([name], pipeline.in_flight)
+            if stats.concurrency_limit is not None:
+                limit.add_metric([name], stats.concurrency_limit)
             circuit.add_metric([name], 0 if pipeline.circuit_open is None else 1)
             opened.add_metric([name], pipeline.circuit_opened)
             for topic, count in sorted(stats.publish_errors.items()):
@@ -79,7 +84,7 @@ class PipelineCollector(Collector):
                 buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
             calls.add_metric([name], buckets, stats.call_seconds)
         yield from (consumed, results, retries, published, dead, in_flight, lag, calls, circuit, opened)
-        yield from (publish_errors, topic_problems, build)
+        yield from (publish_errors, topic_problems, limit, build)
 
 
 def registry_for(pipelines: Callable[[], Mapping[str, PipelineView]], version: str) -> CollectorRegistry:

@@ -172,7 +172,8 @@ def reply_from_status(
     if code == grpc.StatusCode.UNAVAILABLE and _NOT_REACHED.search(details):
         return Reply.retry(after=retry_after, error=error, kind=Kind.CONNECTION)
     if code in RETRY_CODES:
-        return Reply.retry(after=retry_after, error=error, kind=Kind.GRPC_STATUS)
+        overload = code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
+        return Reply.retry(after=retry_after, error=error, kind=Kind.GRPC_STATUS, overload=overload)
     reply = Reply.dead_letter(error, kind=Kind.GRPC_STATUS)
     return replace(reply, refusal=f"gRPC {code.name} on {method or '?'}") if code in SETUP_CODES else reply
 

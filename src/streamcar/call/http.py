@@ -31,6 +31,8 @@ from streamcar.event import KEEP_KEY, Event, KeepKey, Reply, Result
 from streamcar.failures import Kind
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+OVERLOAD_STATUSES = frozenset({429, 503})
+"""Statuses that say the service is overloaded (``Reply.overload``), when no ``call.status`` maps them."""
 SETUP_STATUSES = frozenset({401, 403, 404, 405, 415})
 """Refusals a wrong setup gets for every message (path, credentials, method, content type): see Reply.refusal."""
 NO_STATUSES: Mapping[int, Result] = {}
@@ -157,7 +159,7 @@ def reply_from_response(
     if 200 <= status < 300:
         return _success(headers, body)
     if status in RETRY_STATUSES or (status >= 500 and status != 501):
-        return Reply.retry(after=retry_after, error=error, kind=Kind.HTTP_STATUS)
+        return Reply.retry(after=retry_after, error=error, kind=Kind.HTTP_STATUS, overload=status in OVERLOAD_STATUSES)
     reply = Reply.dead_letter(error, kind=Kind.HTTP_STATUS)
     return replace(reply, refusal=f"HTTP {status} on {request}") if status in SETUP_STATUSES else reply
 
@@ -190,7 +192,7 @@ def replies_from_batch_response(
         return [mapped] * count
     if not 200 <= status < 300 and configured is None:
         error = what + (f": {_snippet(body)}" if body else "")
-        reply = Reply.retry(after=after, error=error, kind=Kind.HTTP_STATUS)
+        reply = Reply.retry(after=after, error=error, kind=Kind.HTTP_STATUS, overload=status in OVERLOAD_STATUSES)
         if status in SETUP_STATUSES:
             reply = replace(reply, refusal=f"HTTP {status} on {request}")
         return [reply] * count

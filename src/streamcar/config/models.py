@@ -30,6 +30,7 @@ from streamcar.config._fields import (
     _raise_problems,
     _redact_url,
 )
+from streamcar.config._limits import AutoInFlight, AutoLimits, InFlight, RateLimit
 from streamcar.config._outputs import DeadLetterConfig, PublishConfig
 
 __all__ = [
@@ -139,9 +140,14 @@ class PipelineConfig(_Model):
     ordering: Literal["key", "partition", "none"] = "key"
     """``key``: a key's messages are called one after another in offset order, different keys side by side
     (null keys are unordered); ``partition``: one message at a time per partition; ``none``: no order."""
-    max_in_flight: int = Field(default=256, ge=1, le=100_000)
+    max_in_flight: InFlight = 256
     """Messages in a call to the service at once (or waiting for a retry); a key's next message waits for its
-    previous one to be done."""
+    previous one to be done. ``auto``, or ``{auto: {min: 4, max: 512, initial: 32}}`` (the defaults): calls in
+    flight follow the service's latency and overload answers, between ``min`` and ``max``; the engine's other
+    bounds are those of ``max`` (docs/delivery.md, "Adaptive concurrency")."""
+    rate_limit: RateLimit = None
+    """At most this many calls per second (messages with batch delivery): ``500/s``, or ``{rate: 500/s, burst:
+    50}``."""
     retry: RetryConfig = RetryConfig()
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
     publish: PublishConfig | None = None
@@ -152,6 +158,25 @@ class PipelineConfig(_Model):
     commit_interval: Duration = Field(default=1.0, gt=0)
     """How often the contiguous watermark (and the offsets done above it) is committed; also after every
     ``max_in_flight / 2`` completions. With ``publish.exactly_once``, how often a transaction commits."""
+
+    @property
+    def in_flight_bound(self) -> int:
+        """The fixed ``max_in_flight``, or an adaptive one's ``max``: what the engine's bounds are made of."""
+        limit = self.max_in_flight
+        return limit if isinstance(limit, int) else limit.auto.max
+
+    @property
+    def adaptive(self) -> AutoLimits | None:
+        """The adaptive limit's bounds, if ``max_in_flight`` is ``auto``."""
+        limit = self.max_in_flight
+        return limit.auto if isinstance(limit, AutoInFlight) else None
+
+    @model_validator(mode="after")
+    def _burst_fits_a_batch(self) -> Self:
+        rate, batch = self.rate_limit, self.call.batch.max_messages
+        if rate is not None and rate.burst is not None and rate.burst < batch:
+            _raise_problems([(("rate_limit", "burst"), f"must be at least call.batch.max_messages ({batch})")])
+        return self
 
     @model_validator(mode="after")
     def _no_loop(self) -> Self:

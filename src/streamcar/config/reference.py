@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from streamcar.config._durations import DURATION_PATTERN
+from streamcar.config._limits import RATE_PATTERN
 from streamcar.config._loader import json_schema
 from streamcar.config._sizes import SIZE_PATTERN
 
@@ -146,7 +147,7 @@ def _model_map(schema: _Schema, node: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-_NAMED_PATTERNS = {DURATION_PATTERN: "duration", SIZE_PATTERN: "size"}
+_NAMED_PATTERNS = {DURATION_PATTERN: "duration", SIZE_PATTERN: "size", RATE_PATTERN: "rate (`500/s`, `30/m`)"}
 _TYPE_NAMES = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean", "null": "none"}
 _FORMATS = {"password": "string (a secret)", "path": "file path"}
 
@@ -172,6 +173,13 @@ def _bounds(node: dict[str, Any]) -> str:
 def _type(schema: _Schema, node: dict[str, Any]) -> str:
     """What a value of ``node`` is, in words: ``duration``, ``list of topic name``, ``one of `a`, `b```..."""
     node, _ = schema.resolve(node)
+    options = [option for option in node.get("anyOf", ()) if option.get("type") != "null"]
+    if len(options) > 1:
+        return " or ".join(
+            _type(schema, option) + (f" ({_bounds(option)})" if _bounds(option) else "") for option in options
+        )
+    if "const" in node:
+        return f"`{node['const']}`"
     if "enum" in node:
         return "one of " + ", ".join(f"`{value}`" for value in node["enum"])
     pattern = node.get("pattern")
@@ -196,7 +204,7 @@ def _type(schema: _Schema, node: dict[str, Any]) -> str:
 
 def _plural(words: str) -> str:
     first, _, rest = words.partition(" ")
-    if first in _TYPE_NAMES.values() or first in _NAMED_PATTERNS.values():
+    if " or " not in words and (first in _TYPE_NAMES.values() or first in _NAMED_PATTERNS.values()):
         return f"{first}s {rest}".rstrip()
     return f"values, each {words}"
 

@@ -142,6 +142,10 @@ class Attempts:
         if refusal is not None and any(r.refusal != refusal for r in replies):
             refusal = None  # refused in several ways, or not every message: not one setup error
         self._stats.observe_call(now - started, failure)
+        pacing = self._dispatcher.pacing
+        if pacing is not None:
+            in_flight = self._inflight.calling + len(works)
+            pacing.observe(now - started, replies, in_flight=in_flight, failed=failure is not None)
         if failure is not None:
             self._stats.last_call_error = failed[0].error or failure
         circuit = self._circuit
@@ -337,8 +341,8 @@ class Attempts:
         due = [w for w in works if self._inflight.waiting.pop(w, None) is not None and self._inflight.current(w)]
         if self._stopping():
             return
-        if self._circuit.room() is not None:
-            # open (called again once it closes, or the first as its probe), or ramping: the gate paces them
+        if self._circuit.room() is not None or self._dispatcher.pacing is not None:
+            # open (called again once it closes, or the first as its probe), ramping or paced: the gate paces them
             self._inflight.parked.extend(due)
             self._dispatcher.dispatch()
             return

@@ -10,7 +10,8 @@ holds the messages in ``InFlight.running`` until they are done or waiting.
 The circuit is the dispatcher's gate (:class:`Gate`): while it is closed, calls start as max_in_flight allows;
 otherwise it says how many may start (none while open, its probes while half-open, a ramp after it closed), and
 what goes first: a probe tests the service with the oldest messages not tried yet; a ramp resumes the parked
-retries first, the oldest.
+retries first, the oldest. :class:`~streamcar.engine.pace.Pacing` (an adaptive limit, a rate limit) gates both:
+while a pipeline is paced, retries due are parked and go first.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Protocol
 
 from streamcar.engine.buffer import Buffer
 from streamcar.engine.inflight import InFlight
+from streamcar.engine.pace import Pacing
 from streamcar.engine.work import Work
 
 Process = Callable[[list[Work], bool], Coroutine[Any, Any, None]]
@@ -63,6 +65,7 @@ class Dispatcher:
         stopping: Callable[[], bool],
         gate: Gate,
         owed: Callable[[], int] = lambda: 0,
+        pacing: Pacing | None = None,
     ) -> None:
         self._inflight = inflight
         self._buffer = buffer
@@ -73,6 +76,9 @@ class Dispatcher:
         self._gate = gate
         self._owed = owed  # done and not covered by a commit yet: counts against what may be taken
         self._linger: asyncio.TimerHandle | None = None
+        self.pacing = pacing if pacing is not None and (pacing.adaptive or pacing.bucket) else None
+        """None when nothing but max_in_flight gates calls."""
+        self._refill: asyncio.TimerHandle | None = None
         self.process: Process | None = None  # the attempt: set when the pipeline is wired
 
     def dispatch(self) -> None:
@@ -80,15 +86,51 @@ class Dispatcher:
         if self._stopping():
             return
         room = self._gate.room()
+        pacing = self.pacing
+        if pacing is not None:
+            self._paced(room)
+            return
         if room is not None:
             self._gated(room)
             return
-        buffer = self._buffer
         inflight = self._inflight
         if inflight.parked:  # left from a ramp: they are the oldest, and already count against the limit
             parked, inflight.parked = inflight.parked, []
             self.launch_in_batches(parked)
-        free = inflight.free(self._limit, self._owed())
+        self._take(inflight.free(self._limit, self._owed()))
+
+    def _paced(self, room: int | None) -> None:
+        """Dispatch within what pacing allows (and the circuit's ``room``, if it is not closed): the parked
+        retries first, then new messages; if the rate limit is what stops them, again once it has tokens."""
+        pacing, inflight = self.pacing, self._inflight
+        assert pacing is not None
+        pace = pacing.room(inflight.calling + len(inflight.forming))
+        if room is not None:
+            self._gated(min(room, pace))
+        else:
+            parked = inflight.parked
+            if parked and pace > 0:  # already counted against max_in_flight
+                count = min(len(parked), pace)
+                due, inflight.parked = parked[:count], parked[count:]
+                pacing.started(count)
+                pace -= count
+                self.launch_in_batches(due)
+            before = len(inflight)
+            self._take(min(pace, inflight.free(self._limit, self._owed())))
+            pacing.started(len(inflight) - before)
+        if self._refill is None and (inflight.parked or self._buffer.ready_count):
+            wait = pacing.refill_in()
+            if wait is not None:
+                self._refill = asyncio.get_running_loop().call_later(wait, self._refilled)
+
+    def _refilled(self) -> None:
+        self._refill = None
+        self.dispatch()
+
+    def _take(self, free: int) -> None:
+        """Take up to ``free`` ready messages: into calls, or into the forming batch."""
+        buffer = self._buffer
+        inflight = self._inflight
         size = self._batch_size
         if size == 1:
             if free > 0 and buffer.ready_count:
@@ -146,6 +188,8 @@ class Dispatcher:
         if not taken:
             return
         gate.started(len(taken), probe=probe)
+        if self.pacing is not None:
+            self.pacing.started(len(taken))
         if probe:
             for work in taken:
                 self.launch([work], probe=True)
@@ -180,6 +224,7 @@ class Dispatcher:
             self.launch(works[start : start + size])
 
     def stop(self) -> None:
-        if self._linger is not None:
-            self._linger.cancel()
-            self._linger = None
+        for timer in (self._linger, self._refill):
+            if timer is not None:
+                timer.cancel()
+        self._linger = self._refill = None

@@ -3,7 +3,7 @@
 1. intake (:mod:`~streamcar.engine.intake`): the source's records become Works, into the buffer; backpressure
    (:mod:`~streamcar.engine.flow`) holds the consumer thread back while the buffer is full;
 2. scheduling and batch forming (:mod:`~streamcar.engine.dispatch`, over the lane scheduler): in key, partition or
-   no order, up to ``max_in_flight``, while the circuit (:mod:`~streamcar.engine.circuit`) allows;
+   no order, up to ``max_in_flight``, as the circuit (:mod:`~streamcar.engine.circuit`) and pacing allow;
 3. the call and 4. its outcome (:mod:`~streamcar.engine.attempt`, :mod:`~streamcar.engine.outcomes`): publish, ...;
 5. completion (:mod:`~streamcar.engine.completion`): one explicit call per message once its outcome is final;
 6. the checkpoint (:mod:`~streamcar.engine.checkpoint`): the contiguous watermark of released offsets, committed.
@@ -35,6 +35,7 @@ from streamcar.engine.inflight import InFlight
 from streamcar.engine.intake import Intake
 from streamcar.engine.offsets import BUDGET
 from streamcar.engine.outcomes import MAX_RECORD, Outcomes
+from streamcar.engine.pace import Pacing
 from streamcar.engine.source import Consumer, ConsumerFactory, GroupSource, RangeSource, Source
 from streamcar.engine.tracing import Tracing
 from streamcar.engine.transaction import ExactlyOnce, Transaction, Transactional
@@ -87,7 +88,7 @@ class Pipeline:
             exactly = ExactlyOnce(self._transaction, producer, group_metadata=self._group_metadata, rewind=self._rewind)
         self._checkpoint = Checkpoint(
             name,
-            max_in_flight=config.max_in_flight,
+            max_in_flight=config.in_flight_bound,
             interval=config.commit_interval,
             commits=self._source.commits,
             budget=metadata_budget,  # bytes of done-ahead offsets a commit carries at most
@@ -98,7 +99,7 @@ class Pipeline:
         self._tracker = self._checkpoint.tracker
         # Consumed records wait here (behind their key, or for a free call slot) up to its bounds; beyond them
         # the consumer thread is held back until the buffer drained to half (see engine.flow).
-        self._buffer = Buffer(config.max_in_flight)
+        self._buffer = Buffer(config.in_flight_bound)
         self._inflight = InFlight()
         self._circuit = Circuit(
             name,
@@ -106,7 +107,7 @@ class Pipeline:
             stats=self.stats,
             inflight=self._inflight,
             stopping=lambda: self._draining,
-            max_in_flight=config.max_in_flight,
+            max_in_flight=config.in_flight_bound,
             batch_size=config.call.batch.max_messages,
         )
         self._breaker = self._circuit.breaker
@@ -114,12 +115,13 @@ class Pipeline:
         self._dispatcher = Dispatcher(
             self._inflight,
             self._buffer,
-            max_in_flight=config.max_in_flight,
+            max_in_flight=config.in_flight_bound,
             batch_size=self._batch_size,
             max_wait=config.call.batch.max_wait,
             stopping=lambda: self._draining,
             gate=self._circuit,
             owed=lambda: self._checkpoint.owed,
+            pacing=Pacing(config, self.stats),
         )
         self._checkpoint.covered = self._dispatcher.dispatch
         self._circuit.dispatcher = self._dispatcher
@@ -250,11 +252,8 @@ class Pipeline:
         await self._inflight.settled(lambda w: True, self._drain_until - time.monotonic())
         abandoned = len(self._inflight.running)
         if abandoned:
-            log.warning(
-                "%s: %d messages still in a call or publishing after shutdown_timeout; they will be redelivered",
-                self.name,
-                abandoned,
-            )
+            what = "%s: %d messages still in a call or publishing after shutdown_timeout; they will be redelivered"
+            log.warning(what, self.name, abandoned)
         for task in set(self._inflight.running.values()):
             task.cancel()
         final = self._checkpoint.commit()

@@ -102,6 +102,9 @@ def status_document(
         ],
         "lag": sum(lag for lag in found.values() if lag is not None),
         "in_flight": view.in_flight,
+        "max_in_flight": config.max_in_flight if isinstance(config.max_in_flight, int) else "auto",
+        "concurrency_limit": stats.concurrency_limit,  # the adaptive limit now (max_in_flight: auto), else None
+        "rate_limit": None if config.rate_limit is None else config.rate_limit.model_dump(mode="json"),
         "buffered": buffered,
         "consumed": stats.consumed,
         "skipped": stats.skipped,

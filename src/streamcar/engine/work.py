@@ -67,6 +67,8 @@ class PipelineStats:
     """Named conditions and the time they were last noted (e.g. ``log-restarted``)."""
     publish_errors: Counter[str] = field(default_factory=Counter)
     """Records the broker did not take, per topic (each attempt counts)."""
+    concurrency_limit: int | None = None
+    """The adaptive limit on calls in flight now (``max_in_flight: auto``); None for a fixed one."""
     refusing: dict[str, tuple[str, float]] = field(default_factory=dict)
     """Topics whose last record was not taken: the error and when (cleared by the next record taken)."""
 

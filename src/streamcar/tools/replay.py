@@ -170,7 +170,7 @@ async def through_pipeline(
     pipeline_config = config.pipelines[name]
     loop = asyncio.get_running_loop()
     producer = AsyncProducer(for_producer(config.kafka.client_config()), loop)
-    caller = build_caller(pipeline_config.call, pipeline_config.max_in_flight)
+    caller = build_caller(pipeline_config.call, pipeline_config.in_flight_bound)
     pipeline = Pipeline(
         name,
         pipeline_config,
