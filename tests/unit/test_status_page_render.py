@@ -282,3 +282,12 @@ async def test_the_admin_server_serves_the_page_uncached_under_its_policy() -> N
     assert document["started_at"] <= document["at"]
     config = json.loads(re.search(r'<script id="page-config" type="application/json">(.*?)</script>', body)[1])  # type: ignore[index]
     assert config == {"refresh_ms": 1000, "status_url": "status"}
+
+
+def test_an_adaptive_limit_and_a_rate_limit_show_beside_in_flight() -> None:
+    text = "".join(Page(render(healthy(concurrency_limit=24, rate_limit={"rate": "500/s", "burst": None}))).texts)
+    assert "limit 24 (auto)" in text
+    assert "at most 500/s" in text
+    fixed = "".join(Page(render(healthy())).texts)
+    assert "(auto)" not in fixed
+    assert "at most" not in fixed

@@ -40,6 +40,17 @@ def _tile(field: str, label: str, value: Child, *, alert: bool = False, sub: Chi
     )
 
 
+def _limit_text(p: Mapping[str, Any]) -> list[Child]:
+    """`` · limit 24 (auto)`` beside an adaptive max_in_flight, and the rate limit if there is one."""
+    found: list[Child] = []
+    if p.get("concurrency_limit") is not None:
+        found += [" · limit ", el("b", {"data-field": "concurrency_limit"}, fmt(p["concurrency_limit"])), " (auto)"]
+    rate = p.get("rate_limit")
+    if isinstance(rate, Mapping) and rate.get("rate"):
+        found.append(f" · at most {rate['rate']}")
+    return found
+
+
 def _window(p: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     return ((p.get("rates") or {}).get(name)) or {}
 
@@ -91,7 +102,12 @@ def tiles(p: Mapping[str, Any]) -> Html:
             sub=f"{stuck} partition{'s' if stuck != 1 else ''} stuck" if stuck else None,
             extra=sparkline([trend.get("lag") or []], 1),
         ),
-        _tile("in_flight", "In flight", fmt(p.get("in_flight")), sub=[fmt(p.get("buffered")), " buffered"]),
+        _tile(
+            "in_flight",
+            "In flight",
+            fmt(p.get("in_flight")),
+            sub=[fmt(p.get("buffered")), " buffered", *_limit_text(p)],
+        ),
         _tile(
             "dead_lettered",
             "Dead letters / min",

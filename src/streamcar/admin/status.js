@@ -197,6 +197,16 @@
   const windowOf = (p, name) => (p.rates || {})[name] || {};
   const perS = (p, name, counter) => (windowOf(p, name).per_s || {})[counter];
 
+  // " · limit 24 (auto)" beside an adaptive max_in_flight, and the rate limit if there is one (as panels.py)
+  function limitText(p) {
+    const found = [];
+    if (p.concurrency_limit !== null && p.concurrency_limit !== undefined) {
+      found.push(" · limit ", el("b", { "data-field": "concurrency_limit" }, fmt(p.concurrency_limit)), " (auto)");
+    }
+    if (p.rate_limit && p.rate_limit.rate) found.push(` · at most ${p.rate_limit.rate}`);
+    return found;
+  }
+
   function tiles(p) {
     const known = (p.partitions || []).length > 0;
     const trend = p.trend || {};
@@ -221,7 +231,7 @@
         sub: stuck ? `${stuck} partition${stuck !== 1 ? "s" : ""} stuck` : null,
         extra: sparkline([trend.lag || []], 1),
       }),
-      tile("in_flight", "In flight", fmt(p.in_flight), { sub: [fmt(p.buffered), " buffered"] }),
+      tile("in_flight", "In flight", fmt(p.in_flight), { sub: [fmt(p.buffered), " buffered", ...limitText(p)] }),
       tile("dead_lettered", "Dead letters / min", fmt(recentDead), {
         alert: isInt(recentDead) && recentDead > 0,
         sub: [fmt(p.dead_lettered), " total", lastDead ? ` · last ${clock(lastDead)}` : null],

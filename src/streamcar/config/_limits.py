@@ -132,9 +132,16 @@ _AUTO_SCHEMA = {
     },
     "required": ["auto"],
 }
+
+
+def _dump_in_flight(value: int | AutoInFlight) -> int | dict[str, Any]:
+    return value if isinstance(value, int) else value.model_dump(mode="json")
+
+
 InFlight = Annotated[
     int | AutoInFlight,
     PlainValidator(_in_flight),
+    PlainSerializer(_dump_in_flight),
     WithJsonSchema(
         {
             "anyOf": [

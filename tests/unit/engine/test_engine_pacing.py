@@ -15,9 +15,7 @@ TP0, TP1 = (TOPIC, 0), (TOPIC, 1)
 
 
 def _logs(count: int, keys: int) -> dict[tuple[str, int], list]:  # type: ignore[type-arg]
-    return {
-        (TOPIC, p): [record(p, i, b"k%d" % (i % keys), b"%d-%d" % (p, i)) for i in range(count)] for p in (0, 1)
-    }
+    return {(TOPIC, p): [record(p, i, b"k%d" % (i % keys), b"%d-%d" % (p, i)) for i in range(count)] for p in (0, 1)}
 
 
 def _in_key_order(caller: ScriptedCaller) -> bool:
