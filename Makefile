@@ -39,6 +39,7 @@ integration: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.pacing
 
 kafka-stop: $(STAMP)
 	$(BIN)/streamcar kafka stop
