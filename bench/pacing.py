@@ -84,6 +84,7 @@ class Run:
         process = subprocess.Popen([sys.executable, "-m", "streamcar", "run", "-c", str(path)], env=env)
         self.reader = OutputReader(self.bootstrap, out)
         try:
+            _wait_listening(admin)
             yield self
         finally:
             self.reader.close()
