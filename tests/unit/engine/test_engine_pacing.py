@@ -93,3 +93,20 @@ async def test_the_rate_limit_holds_and_every_message_gets_its_outcome() -> None
     busiest = max(sum(1 for t in starts if s <= t < s + window) for s in starts)
     assert busiest <= 200 * window + 10 + 1
     assert _in_key_order(caller)
+
+
+async def test_with_batch_delivery_the_adaptive_limit_counts_messages_and_order_holds() -> None:
+    caller = ScriptedCaller(Knee(capacity=4, service=0.005))
+    config = pipeline_config(
+        max_in_flight={"auto": {"min": 10, "max": 200, "initial": 40}},
+        call={"batch": {"max_messages": 10, "max_wait": "2ms"}},
+    )
+    async with Rig(_logs(500, keys=50), caller, config) as rig:
+        await rig.until(lambda: len(rig.out()) == 1000, "every reply", within=60)
+        await rig.until(lambda: rig.committed(TP0) == 500 and rig.committed(TP1) == 500, "the commits")
+        limit = rig.pipeline.stats.concurrency_limit
+    assert limit is not None
+    assert 10 <= limit <= 200
+    assert max(len(call) for call in caller.calls) <= 10
+    assert caller.most_in_flight <= 200
+    assert _in_key_order(caller)
