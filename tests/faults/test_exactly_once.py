@@ -87,7 +87,9 @@ def test_a_member_joining_and_leaving_publishes_nothing_twice(
         b.signal(signal.SIGTERM)
         assert b.wait(30) == 0, b.log_tail()
         produce_records(kafka, scenario.source, records[2 * total // 3 :])
-        verdict = scenario.check(service.requests, max_duplicates=0)
+        # outputs exactly once; calls may repeat: a transaction the rebalance aborted is redone by the partition's
+        # next owner (seen once in a loaded run: 42 keys called again from offset 360 after 378)
+        verdict = scenario.check(service.requests, max_duplicates=0, crashes=True)
         print(f"join and leave, exactly once: {verdict.duplicates} duplicates")
     finally:
         for process in members:
