@@ -62,6 +62,11 @@ class TopicFactory(Protocol):
     ) -> str: ...
 
 
+KEEP_FOREVER = {"retention.ms": "-1"}
+"""Topic config for records with timestamps in the past: under the default retention (7 days) the broker's
+retention check, every 5 minutes, deletes them all mid-test (a CI run lost a 3-partition topic that way)."""
+
+
 def create_topic(
     handle: KafkaHandle, name: str, partitions: int, replication: int, config: dict[str, str] | None = None
 ) -> None:

@@ -20,7 +20,7 @@ from streamcar.kafka.doneahead import encode
 
 from service import TestService
 from sidecar import make_config, pipeline, running
-from support import KafkaHandle, TopicFactory, committed, committed_total, produce_records, wait_for
+from support import KEEP_FOREVER, KafkaHandle, TopicFactory, committed, committed_total, produce_records, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +54,7 @@ def test_show_reports_committed_end_and_lag_per_partition(
     group_factory: Callable[[], str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    topic, other, group = topic_factory(3), topic_factory(1), group_factory()
+    topic, other, group = topic_factory(3, config=KEEP_FOREVER), topic_factory(1, config=KEEP_FOREVER), group_factory()
     produce_timed(kafka, topic, 2, 10)  # partition 2 stays empty
     produce_timed(kafka, other, 1, 4)
     commit(kafka, group, {(topic, 0): 7, (topic, 1): 10, (other, 0): 1})
@@ -100,7 +100,7 @@ def test_reset_to_a_time_lands_on_the_first_record_at_or_after_it(
     group_factory: Callable[[], str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    topic = topic_factory(3)
+    topic = topic_factory(3, config=KEEP_FOREVER)
     produce_timed(kafka, topic, 3, 10)
     group = group_factory()  # a group without offsets yet: reset creates them
 
@@ -135,7 +135,7 @@ def test_reset_to_positions(
     to: str,
     expected: dict[int, int],
 ) -> None:
-    topic, group = topic_factory(2), group_factory()
+    topic, group = topic_factory(2, config=KEEP_FOREVER), group_factory()
     produce_timed(kafka, topic, 2, 10)
     admin = kafka.admin()
     deleted = admin.delete_records([TopicPartition(topic, 0, 2)], request_timeout=30)
@@ -153,7 +153,7 @@ def test_reset_is_a_dry_run_without_execute_and_partition_restricts_it(
     group_factory: Callable[[], str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    topic, group = topic_factory(2), group_factory()
+    topic, group = topic_factory(2, config=KEEP_FOREVER), group_factory()
     produce_timed(kafka, topic, 2, 10)
     commit(kafka, group, {(topic, 0): 4, (topic, 1): 4})
     before = committed(kafka, group)
@@ -198,7 +198,7 @@ async def test_reset_is_refused_while_a_sidecar_of_the_group_runs(
     group_factory: Callable[[], str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    topic, group = topic_factory(2), group_factory()
+    topic, group = topic_factory(2, config=KEEP_FOREVER), group_factory()
     produce_records(kafka, topic, [(b"k%d" % i, b"v%d" % i) for i in range(20)])
     service = TestService().start()
     try:
@@ -241,7 +241,7 @@ def test_minus_n_on_a_group_further_behind_is_a_skip_the_dry_run_flags_and_execu
 ) -> None:
     """The reported failure: ``--to -20 --execute`` moved a group that was more than 20 records behind *forward*,
     past records it had never processed, without a word."""
-    topic, group = topic_factory(3), group_factory()
+    topic, group = topic_factory(3, config=KEEP_FOREVER), group_factory()
     produce_timed(kafka, topic, 3, 100)
     commit(kafka, group, {(topic, 0): 22, (topic, 1): 17, (topic, 2): 90})  # 2 is within the last 20
     before = committed(kafka, group)
@@ -285,7 +285,7 @@ def test_shift_by_moves_from_the_committed_offsets_clamped_and_leaves_uncommitte
     group_factory: Callable[[], str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    topic, group = topic_factory(3), group_factory()
+    topic, group = topic_factory(3, config=KEEP_FOREVER), group_factory()
     produce_timed(kafka, topic, 3, 50)
     commit(kafka, group, {(topic, 0): 30, (topic, 1): 5})  # nothing committed on partition 2
 
@@ -318,7 +318,7 @@ def test_kafka_consumer_groups_vocabulary_and_exactly_one_target(
     group_factory: Callable[[], str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    topic, group = topic_factory(1), group_factory()
+    topic, group = topic_factory(1, config=KEEP_FOREVER), group_factory()
     produce_timed(kafka, topic, 1, 10)
     base = ["offsets", "reset", "--group", group, "--topic", topic]
 
@@ -364,7 +364,7 @@ def test_a_duration_back_from_now_resolves_through_record_timestamps(
     group_factory: Callable[[], str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    topic, group = topic_factory(1), group_factory()
+    topic, group = topic_factory(1, config=KEEP_FOREVER), group_factory()
     now = int(time.time() * 1000)
     producer = kafka.producer()
     for i in range(10):  # record i is (9.5 - i) minutes old: a few seconds of test time move no boundary
@@ -396,7 +396,7 @@ def test_offsets_the_sidecar_already_did_are_no_skips_and_survive_a_forward_move
     group_factory: Callable[[], str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    topic, group = topic_factory(2), group_factory()
+    topic, group = topic_factory(2, config=KEEP_FOREVER), group_factory()
     produce_timed(kafka, topic, 2, 40)
     ahead = encode(10, [(12, 14), (20, 29)])  # 13 offsets above 10 done, as a sidecar's commit says
     consumer = kafka.consumer(group)

@@ -18,7 +18,7 @@ from streamcar.cli import main
 
 from service import Seen, TestService
 from sidecar import make_config, pipeline
-from support import KafkaHandle, TopicFactory, committed, produce_records, read_topic
+from support import KEEP_FOREVER, KafkaHandle, TopicFactory, committed, produce_records, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +53,7 @@ def test_replay_of_100000_records_into_a_topic_is_complete_and_ordered_per_parti
 def test_replay_of_a_range_by_offset_and_time(
     kafka: KafkaHandle, topic_factory: TopicFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    source, target = topic_factory(1), topic_factory(2)
+    source, target = topic_factory(1, config=KEEP_FOREVER), topic_factory(2, config=KEEP_FOREVER)
     base = 1_700_000_000_000
     producer = kafka.producer()
     for i in range(20):

@@ -17,7 +17,7 @@ import pytest
 
 from streamcar.cli import main
 
-from support import KafkaHandle, TopicFactory, produce_records, read_topic
+from support import KEEP_FOREVER, KafkaHandle, TopicFactory, produce_records, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +64,7 @@ def test_tail_no_follow_prints_the_last_10_of_each_partition_then_stops(
 def test_tail_from_an_offset_a_time_and_minus_n(
     kafka: KafkaHandle, topic_factory: TopicFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    topic = topic_factory(1)
+    topic = topic_factory(1, config=KEEP_FOREVER)
     producer = kafka.producer()
     for i in range(10):
         producer.produce(topic, value=b"v%d" % i, partition=0, timestamp=T0 + i * 1000)
