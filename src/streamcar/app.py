@@ -108,7 +108,7 @@ class Sidecar:
                     tracing = Tracing(
                         provider.get_tracer("streamcar"),
                         pipeline=name,
-                        group=pipeline_config.consume.group,
+                        group=pipeline_config.consume.group_id,
                         target=pipeline_config.call.target_text,
                     )
                 self.pipelines[name] = Pipeline(

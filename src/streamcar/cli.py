@@ -82,6 +82,8 @@ def _check(args: argparse.Namespace) -> int:
         preflight(config)
     for line in config.summary():
         print(line)
+    for line in config.warnings():
+        print(f"warning: {line}", file=sys.stderr)
     return 0
 
 

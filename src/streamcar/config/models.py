@@ -32,6 +32,7 @@ from streamcar.config._fields import (
 )
 from streamcar.config._limits import AutoInFlight, AutoLimits, InFlight, RateLimit
 from streamcar.config._outputs import DeadLetterConfig, PublishConfig
+from streamcar.config._queue import queue_problems, queue_warnings
 
 __all__ = [
     "PROBLEMS_ERROR",
@@ -50,9 +51,13 @@ class ConsumeConfig(_Model):
 
     topics: list[TopicName] = Field(min_length=1)
     """The input topics, read together in one consumer group."""
-    group: NonEmptyStr
+    group: NonEmptyStr | None = None
     """The consumer group (``group.id``). Its committed offsets say what is done; every replica of the service
     uses the same group, and each pipeline a group of its own."""
+    share_group: NonEmptyStr | None = None
+    """Queue mode, instead of ``group``: the Kafka share group (KIP-932) whose members share every partition,
+    each record acquired by one member under a lock and acknowledged on its own (docs/queues.md). Needs
+    ``ordering: none`` and a ``dead_letter`` topic. Preview: the Kafka client marks its share consumer so."""
     from_: Literal["earliest", "latest"] = Field(
         default="earliest", validation_alias=AliasChoices("from", "from_"), serialization_alias="from"
     )
@@ -63,6 +68,27 @@ class ConsumeConfig(_Model):
     """Static membership (``group.instance.id``), e.g. ``${POD_NAME}``: a member restarted under the same id
     takes its partitions back at once, without a rebalance of the others, as long as it returns within the
     session timeout. Unique per member of the group. An empty value means none (``${POD_NAME:-}``)."""
+
+    @property
+    def group_id(self) -> str:
+        """The consumer group's or the share group's name."""
+        name = self.group if self.group is not None else self.share_group
+        assert name is not None  # _one_group
+        return name
+
+    @property
+    def queue(self) -> bool:
+        """Queue mode: a share group."""
+        return self.share_group is not None
+
+    @model_validator(mode="after")
+    def _one_group(self) -> Self:
+        if (self.group is None) == (self.share_group is None):
+            both = self.group is not None
+            missing = "required, but missing (or share_group, for a queue)"
+            text = "give group or share_group, not both" if both else missing
+            _raise_problems([(("share_group" if both else "group",), text)])
+        return self
 
     @field_validator("instance_id", mode="before")
     @classmethod
@@ -172,6 +198,12 @@ class PipelineConfig(_Model):
         return limit.auto if isinstance(limit, AutoInFlight) else None
 
     @model_validator(mode="after")
+    def _queue_mode(self) -> Self:
+        if self.consume.queue:
+            _raise_problems(queue_problems(self))
+        return self
+
+    @model_validator(mode="after")
     def _burst_fits_a_batch(self) -> Self:
         rate, batch = self.rate_limit, self.call.batch.max_messages
         if rate is not None and rate.burst is not None and rate.burst < batch:
@@ -261,12 +293,13 @@ class Config(_Model):
         owners: dict[str, str] = {}
         _raise_problems(
             (
-                ("pipelines", name, "consume", "group"),
-                f"consumer group {pipeline.consume.group!r} is also used by pipeline "
-                f"{owners[pipeline.consume.group]!r}; they would steal each other's partitions",
+                ("pipelines", name, "consume", "share_group" if pipeline.consume.queue else "group"),
+                f"{'share group' if pipeline.consume.queue else 'consumer group'} {pipeline.consume.group_id!r} is"
+                f" also used by pipeline {owners[pipeline.consume.group_id]!r}; they would steal each other's"
+                f" {'records' if pipeline.consume.queue else 'partitions'}",
             )
             for name, pipeline in self.pipelines.items()
-            if owners.setdefault(pipeline.consume.group, name) != name
+            if owners.setdefault(pipeline.consume.group_id, name) != name
         )
         if any(p.publish is not None and p.publish.exactly_once for p in self.pipelines.values()):
             _raise_problems(exactly_once_problems(self.kafka.librdkafka, self.pipelines))
@@ -314,6 +347,10 @@ class Config(_Model):
         """One line per pipeline: ``orders: orders -> http://... (group orders-service, ordering key)``."""
         return [
             f"{name}: {', '.join(p.consume.topics)} -> {p.call.target_text} "
-            f"(group {p.consume.group}, ordering {p.ordering})"
+            f"({'share group' if p.consume.queue else 'group'} {p.consume.group_id}, ordering {p.ordering})"
             for name, p in self.pipelines.items()
         ]
+
+    def warnings(self) -> list[str]:
+        """What ``check`` warns of: settings that work but may not do what is meant, one line each."""
+        return [line for name, p in self.pipelines.items() if p.consume.queue for line in queue_warnings(name, p)]

@@ -230,6 +230,11 @@ class LocalKafka:
             "unclean.leader.election.enable": "false",
             # a dev broker: the first consumer group should not wait 3 s for more members
             "group.initial.rebalance.delay.ms": "0",
+            # share groups (queue mode): a new member gets records within a second rather than five, and a
+            # group may set a record lock as short as a second (the broker's floor is 15 s)
+            "group.share.heartbeat.interval.ms": "1000",
+            "group.share.min.heartbeat.interval.ms": "500",
+            "group.share.min.record.lock.duration.ms": "1000",
         }
         if layout.security is not None:
             secure = f"SASL_SSL://127.0.0.1:{node.secure_port}"

@@ -6,7 +6,8 @@ once per message, the way a Benthos input hands each message a release function 
 else moves a message's offset towards the commit. Releasing a message:
 
 1. ends its trace span and counts its result;
-2. lets the checkpoint's watermark pass its offset (:meth:`Checkpoint.release`);
+2. lets the checkpoint's watermark pass its offset (:meth:`Checkpoint.release`), or in queue mode acknowledges it
+   to the share group (:meth:`ShareSource.acknowledge`: a retry's release too);
 3. frees its lane: the next message of its key, or of its partition, may start (unless the lane was already
    given up by :meth:`Completion.handed_over`, when its record went to the producer and nothing else was ready);
 4. tells a source that ends whether everything it gave is now done (:meth:`Source.check`).
@@ -19,19 +20,22 @@ from __future__ import annotations
 
 from streamcar.engine.buffer import Buffer
 from streamcar.engine.checkpoint import Checkpoint
+from streamcar.engine.queue import ShareSource
 from streamcar.engine.source import Source
 from streamcar.engine.tracing import Tracing
 from streamcar.engine.work import PipelineStats, Work
 
 
 class Completion:
-    __slots__ = ("_buffer", "_checkpoint", "_source", "_stats")
+    __slots__ = ("_buffer", "_checkpoint", "_source", "_stats", "share")
 
     def __init__(self, checkpoint: Checkpoint, buffer: Buffer, stats: PipelineStats, source: Source) -> None:
         self._checkpoint = checkpoint
         self._buffer = buffer
         self._stats = stats
         self._source = source
+        self.share = source if isinstance(source, ShareSource) else None
+        """Queue mode: a message done is acknowledged to the share group instead (:mod:`streamcar.engine.queue`)."""
 
     def handed_over(self, work: Work) -> bool:
         """``work``'s reply or dead letter is with the producer. When no other message is ready to be called, the
@@ -49,7 +53,10 @@ class Completion:
         if work.span is not None:
             Tracing.done(work, result)
         self._stats.results[result] += 1
-        self._checkpoint.release(work.tp, work.event.offset)
+        if self.share is None:
+            self._checkpoint.release(work.tp, work.event.offset)
+        else:
+            self.share.acknowledge(work, result)
         self._buffer.finish(work)
         if self._source.bounded:
             self._source.check(self._checkpoint.tracker)

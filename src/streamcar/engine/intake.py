@@ -13,6 +13,7 @@ For each record of a batch the consumer hands over:
    owner left done (its commit's done-ahead offsets) is done at once: it is not processed again. A record that
    would let the commit's done-ahead metadata outgrow its bound waits here, its partition's fetching held,
    until completions made room (:meth:`Intake.readmit`);
+   In queue mode (:mod:`streamcar.engine.queue`) none of this applies: a share group commits no offsets;
 4. it becomes a :class:`Work` in its lane (``ordering``); a record that cannot be called at all (headers that
    cannot be read) carries its verdict, a dead letter, from here on;
 5. it waits in the buffer, in lane order, until dispatch takes it.
@@ -31,6 +32,7 @@ from streamcar.config import PipelineConfig
 from streamcar.engine.buffer import Buffer
 from streamcar.engine.checkpoint import Checkpoint
 from streamcar.engine.inflight import InFlight
+from streamcar.engine.queue import ShareSource
 from streamcar.engine.scheduler import lane_for
 from streamcar.engine.source import Consumer, Source
 from streamcar.engine.tracing import Tracing
@@ -63,6 +65,7 @@ class Intake:
         self._name = name
         self._ordering = config.ordering
         self._source = source
+        self._share = source if isinstance(source, ShareSource) else None
         self._checkpoint = checkpoint
         self._tracker: OffsetTracker = checkpoint.tracker
         self._inflight = inflight
@@ -84,6 +87,7 @@ class Intake:
         accepting = self._inflight.accepting
         generation = self._inflight.generation
         held = self.held
+        share = self._share
         for msg in records:
             error = msg.error()
             if error is not None:
@@ -96,22 +100,25 @@ class Intake:
             if bounded and not source.admits(tp, event.offset):
                 self._reach(tp)
                 continue
-            if held and tp in held:
-                held[tp].append(msg)
-                continue
-            if not tracker.fits(tp, event.offset):
-                self._hold(tp, msg)
-                continue
-            try:
-                skip = tracker.track(tp, event.offset)
-            except ValueError:
-                self.restart(tp, event.offset)
-                skip = tracker.track(tp, event.offset)
-            if skip:
-                self._stats.skipped += 1
-                continue
+            if share is None:
+                if held and tp in held:
+                    held[tp].append(msg)
+                    continue
+                if not tracker.fits(tp, event.offset):
+                    self._hold(tp, msg)
+                    continue
+                try:
+                    skip = tracker.track(tp, event.offset)
+                except ValueError:
+                    self.restart(tp, event.offset)
+                    skip = tracker.track(tp, event.offset)
+                if skip:
+                    self._stats.skipped += 1
+                    continue
             self._stats.consumed += 1
             work = Work(event, tp, lane_for(ordering, event.topic, event.partition, event.key), generation[tp])
+            if share is not None:  # queue mode: no offsets to track; the broker counts the deliveries
+                work.attempts = share.acquired(tp, event.offset, msg.delivery_count())
             if unusable is not None:
                 work.verdict = Reply.dead_letter(unusable, kind=Kind.REJECTED)
                 self._inflight.verdicts += 1

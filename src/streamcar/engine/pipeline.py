@@ -36,6 +36,7 @@ from streamcar.engine.intake import Intake
 from streamcar.engine.offsets import BUDGET
 from streamcar.engine.outcomes import MAX_RECORD, Outcomes
 from streamcar.engine.pace import Pacing
+from streamcar.engine.queue import ShareSource
 from streamcar.engine.source import Consumer, ConsumerFactory, GroupSource, RangeSource, Source
 from streamcar.engine.tracing import Tracing
 from streamcar.engine.transaction import ExactlyOnce, Transaction, Transactional
@@ -45,6 +46,7 @@ from streamcar.kafka.consumer import ConsumerBridge
 from streamcar.kafka.errors import consumer_trouble
 from streamcar.kafka.producer import AsyncProducer
 from streamcar.kafka.records import TP, CommitPoint
+from streamcar.kafka.share import ShareBridge
 from streamcar.kafka.topics import TopicWatch
 from streamcar.redact import NOTHING, Redactor
 
@@ -69,7 +71,7 @@ class Pipeline:
         source: Source | None = None,
         tracing: Tracing | None = None,
         redactor: Redactor = NOTHING,
-        consumer_factory: ConsumerFactory = ConsumerBridge,
+        consumer_factory: ConsumerFactory | None = None,
         metadata_budget: int = BUDGET,
     ) -> None:
         self.name = name
@@ -79,7 +81,9 @@ class Pipeline:
         self._caller = caller
         self._producer = producer
         self._tracing = tracing
-        self._source: Source = source if source is not None else GroupSource(config)
+        queue = config.consume.queue  # a share group (engine.queue) rather than a consumer group
+        self._source: Source = source or (ShareSource(name, config, kafka) if queue else GroupSource(config))
+        self._share = self._source if isinstance(self._source, ShareSource) else None
         self._transaction: Transaction | None = None
         exactly = None
         if isinstance(producer, Transactional):
@@ -167,7 +171,7 @@ class Pipeline:
             tracing=tracing,
             fail=self._fail,
         )
-        self._consumer_factory = consumer_factory
+        self._consumer_factory = consumer_factory or (ShareBridge if queue else ConsumerBridge)
         self._bridge: Consumer | None = None
         roles = dict.fromkeys(config.consume.topics, "input")
         if config.publish is not None:
@@ -205,7 +209,9 @@ class Pipeline:
         await self._caller.start()
         if isinstance(self._producer, Transactional):
             await self._producer.start()  # fences this id's previous producer, aborting what it left open
-        source = self._source
+        source, share = self._source, self._share
+        if share is not None:
+            await share.prepared()  # the share group's lock and delivery limit
         self._bridge = self._consumer_factory(
             source.settings(self._kafka, f"{self._kafka.client_id}-{self.name}"),
             list(self.config.consume.topics),
@@ -218,6 +224,8 @@ class Pipeline:
             watch=self.topics,
         )
         self._flow.source = self._intake.consumer = self._bridge
+        if share is not None:
+            share.attach(self._bridge, self._buffer, self._inflight, self.stats)
         self._bridge.start()
         self._checkpoint.start(self._bridge.commit, self._inflight.accepting)
         waits = {asyncio.create_task(stop.wait()), asyncio.create_task(self._failed.wait())}
@@ -246,6 +254,8 @@ class Pipeline:
         bridge = self._bridge
         if bridge is not None:
             self._flow.pause()
+        if self._share is not None:
+            self._share.stopping()  # what is not started goes back to the share group now
         self._inflight.drop_waiting()
         self._dispatcher.stop()
         self._circuit.stop()
@@ -283,6 +293,8 @@ class Pipeline:
     # -- what the admin endpoints show -----------------------------------------------------------------------
     def lag(self) -> dict[TP, int | None]:
         highs = self._bridge.high_watermarks if self._bridge is not None else {}
+        if self._share is not None:
+            return self._share.lag(self._inflight.accepting, highs)
         return lags(self._inflight.accepting, self._tracker, highs)
 
     def next_offsets(self) -> dict[TP, int | None]:

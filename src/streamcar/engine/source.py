@@ -124,7 +124,7 @@ class GroupSource:
     commits = True
 
     def __init__(self, config: PipelineConfig) -> None:
-        self._group = config.consume.group
+        self._group = config.consume.group_id
         self._instance_id = config.consume.instance_id
         self.ended = asyncio.Event()
 

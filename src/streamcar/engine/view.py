@@ -74,7 +74,7 @@ def status_document(
     found = view.lag()
     return {
         "name": view.name,
-        "group": config.consume.group,
+        "group": config.consume.group_id,
         "topics": list(config.consume.topics),
         "call": {
             **config.call.model_dump(mode="json", include={"timeout", "batch"}),

@@ -132,6 +132,21 @@ def range_consumer(kafka: KafkaConfig, *, client_id: str) -> Settings:
     )
 
 
+def share_consumer(kafka: KafkaConfig, *, group: str, client_id: str) -> Settings:
+    """A member of the pipeline's share group (queue mode), acknowledging every record itself."""
+    conf: Settings = kafka.client_config()
+    conf.update({"group.id": group, "client.id": client_id, "share.acknowledgement.mode": "explicit"})
+    conf.update({"fetch.wait.max.ms": 50, "socket.nagle.disable": True})  # as for a group member, below
+    conf.update(kafka.librdkafka)
+    return {name: value for name, value in conf.items() if name not in PRODUCER_ONLY and name not in NOT_SHARED}
+
+
+NOT_SHARED = frozenset(
+    {"group.instance.id", "partition.assignment.strategy", "enable.auto.commit", "auto.offset.reset"}
+)
+"""Settings of a consumer group's member that a share group's has no use for (and librdkafka would warn of)."""
+
+
 def _consumer(kafka: KafkaConfig, own: Settings) -> Settings:
     conf: Settings = kafka.client_config()
     conf.update(own)

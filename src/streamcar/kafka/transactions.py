@@ -46,7 +46,7 @@ def transactional_id(client_id: str, pipeline: str, config: PipelineConfig) -> s
     instance is ``consume.instance_id`` where set, else the host name (the Pod's name in Kubernetes) and the
     client id: two sidecars of one group on one host need distinct client ids or instance ids."""
     instance = config.consume.instance_id or f"{socket.gethostname()}-{client_id}"
-    return f"streamcar-{config.consume.group}-{pipeline}-{instance}"
+    return f"streamcar-{config.consume.group_id}-{pipeline}-{instance}"
 
 
 class Aborted(Exception):

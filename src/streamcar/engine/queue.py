@@ -1,0 +1,206 @@
+"""Queue mode: a pipeline's records from a Kafka share group (KIP-932), each acknowledged on its own.
+
+The rest of the engine is the same as for a consumer group; what differs is what happens at both ends:
+
+* intake: a record's attempts so far are the broker's delivery count less one (:meth:`ShareSource.acquired`); no
+  offset is tracked, since nothing is committed but acknowledgements;
+* completion: a message done (success, drop, or a dead letter acknowledged) is accepted; one the engine could
+  not call at all (its headers unreadable) is dead-lettered and then rejected; a retry is released once its
+  backoff ran (``engine.attempt``), and the broker delivers it again, to any member, one delivery later;
+* locks: a record is the member's only for the group's record lock (30 s by default). What was not started
+  within half of it (waiting in the buffer, or for a retry while the circuit is open) is released, so that a
+  member with a slow service does not sit on records another member could do; a retry waits at most a quarter
+  of it (:attr:`ShareSource.max_hold`);
+* stopping: what is not started is released at once, not after its lock.
+
+The group's lock and delivery limit are read (and the limit raised to ``retry.attempts + 1``) as the pipeline
+starts (:func:`streamcar.kafka.share_group.prepare_share_group`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from streamcar.config import KafkaConfig, PipelineConfig
+from streamcar.config._queue import queue_warnings
+from streamcar.engine.buffer import Buffer
+from streamcar.engine.inflight import InFlight
+from streamcar.engine.tracker import OffsetTracker
+from streamcar.engine.work import PipelineStats, Work
+from streamcar.kafka.records import TP
+from streamcar.kafka.settings import share_consumer
+from streamcar.kafka.share_group import ShareGroupSettings, prepare_share_group
+
+log = logging.getLogger("streamcar.pipeline")
+
+Prepare = Callable[..., ShareGroupSettings]
+
+
+@runtime_checkable
+class Acknowledger(Protocol):
+    """What the share source needs of its consumer (:class:`streamcar.kafka.share.ShareBridge`, or a twin)."""
+
+    acquired_at: float | None
+
+    def acknowledge(self, tp: TP, offset: int, how: str) -> None: ...
+
+
+class ShareSource:
+    """The pipeline's share group: records from every partition, acknowledged one by one; never ends."""
+
+    bounded = False
+    commits = False
+    acknowledges = True
+
+    def __init__(
+        self, name: str, config: PipelineConfig, kafka: KafkaConfig, *, prepare: Prepare = prepare_share_group
+    ) -> None:
+        assert config.consume.share_group is not None
+        self._name = name
+        self._group = config.consume.share_group
+        self._config = config
+        self._kafka = kafka
+        self._prepare = prepare
+        self.ended = asyncio.Event()
+        self.group = ShareGroupSettings()
+        self.seen: dict[TP, int] = {}
+        """Per partition, the offset after the newest record this member was given (for the lag)."""
+        self._consumer: Acknowledger | None = None
+        self._buffer: Buffer | None = None
+        self._inflight: InFlight | None = None
+        self._stats: PipelineStats | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._stopped = False
+
+    # -- Source ---------------------------------------------------------------------------------------------
+    def settings(self, kafka: KafkaConfig, client_id: str) -> dict[str, Any]:
+        return share_consumer(kafka, group=self._group, client_id=client_id)
+
+    def assignment(self) -> Mapping[TP, int] | None:
+        return None
+
+    def admits(self, tp: TP, offset: int) -> bool:
+        return True
+
+    def reach(self, tp: TP) -> None:
+        pass
+
+    def check(self, tracker: OffsetTracker) -> None:
+        pass
+
+    async def prepared(self) -> None:
+        """Read the group's lock and delivery limit, and set what streamcar needs of it (before consuming)."""
+        consume = self._config.consume
+        try:  # blocking admin requests: on a thread of their own
+            self.group = await asyncio.to_thread(
+                self._prepare, self._kafka, self._group, start_from=consume.from_, attempts=self._config.retry.attempts
+            )
+        except Exception as exc:  # the consumer reports an unreachable cluster in its own words
+            text = "%s: cannot read share group %s's settings (%s); assuming Kafka's defaults"
+            log.warning(text, self._name, self._group, exc)
+            return
+        if self.group.deliveries <= self._config.retry.attempts:
+            log.warning(
+                "%s: share group %s delivers a record at most %d times (share.delivery.count.limit), and"
+                " retry.attempts is %d: a record whose last delivery is cut short (a crash, an expired lock) is"
+                " archived by the broker without an outcome; raise the limit to %d",
+                self._name,
+                self._group,
+                self.group.deliveries,
+                self._config.retry.attempts,
+                self._config.retry.attempts + 1,
+                extra={"event": "share-group-config", "pipeline": self._name},
+            )
+        for line in queue_warnings(self._name, self._config, self.group.lock):
+            log.warning("%s", line, extra={"event": "lock-shorter-than-timeout", "pipeline": self._name})
+
+    def attach(self, consumer: object, buffer: Buffer, inflight: InFlight, stats: PipelineStats) -> None:
+        """The pipeline started ``consumer``: watch the locks of what it holds."""
+        assert isinstance(consumer, Acknowledger)
+        self._consumer, self._buffer, self._inflight, self._stats = consumer, buffer, inflight, stats
+        self._schedule()
+
+    @property
+    def max_hold(self) -> float:
+        """The longest wait for a retry before the record is released (a quarter of the lock)."""
+        return self.group.lock / 4
+
+    def acquired(self, tp: TP, offset: int, deliveries: int | None) -> int:
+        """A record at ``offset`` of ``tp``, delivered ``deliveries`` times: the attempts it had before this one."""
+        if offset + 1 > self.seen.get(tp, 0):
+            self.seen[tp] = offset + 1
+        return max((deliveries or 1) - 1, 0)
+
+    def acknowledge(self, work: Work, result: str) -> None:
+        """``work`` ended with ``result``: released (a retry) goes back to the group; a record never called and
+        dead-lettered is rejected; anything else done is accepted."""
+        if self._consumer is None:
+            return
+        if result == "released":
+            how = "release"
+        elif result == "dead_lettered" and work.verdict is not None:
+            how = "reject"
+        else:
+            how = "accept"
+        self._consumer.acknowledge(work.tp, work.event.offset, how)
+
+    def lag(self, assigned: set[TP], highs: Mapping[TP, int]) -> dict[TP, int | None]:
+        """Per partition records came from: those after the newest this member was given (the share group's own
+        start offset is not exposed by the Kafka client). None: no watermark seen yet."""
+        found: dict[TP, int | None] = {}
+        for tp in sorted(assigned):
+            high = highs.get(tp)
+            found[tp] = None if high is None else max(high - self.seen.get(tp, 0), 0)
+        return found
+
+    def stopping(self) -> None:
+        """The pipeline stops: nothing more is started, so what is not started goes back to the group now."""
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self.release_unstarted("stopping")
+
+    # -- locks ----------------------------------------------------------------------------------------------
+    def _schedule(self) -> None:
+        if not self._stopped:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(max(self.group.lock / 8, 0.25), self._watch)
+
+    def _watch(self) -> None:
+        consumer = self._consumer
+        since = consumer.acquired_at if consumer is not None else None
+        if since is not None and time.monotonic() - since > self.group.lock / 2:
+            self.release_unstarted("half their lock passed before they were started")
+        self._schedule()
+
+    def release_unstarted(self, why: str) -> int:
+        """Release every record not in a call: waiting in the buffer, for a retry, or parked behind the
+        circuit. Returns how many."""
+        buffer, inflight = self._buffer, self._inflight
+        if buffer is None or inflight is None:
+            return 0
+        unstarted = [work for tp in list(self.seen) for work in buffer.drop_partition(tp)]
+        taken = [*inflight.waiting, *inflight.parked]
+        for handle in set(inflight.waiting.values()):
+            handle.cancel()
+        inflight.waiting.clear()
+        inflight.parked.clear()
+        for work in taken:
+            buffer.finish(work)
+        for work in unstarted + taken:
+            self.acknowledge(work, "released")
+        count = len(unstarted) + len(taken)
+        if count and self._stats is not None:
+            self._stats.results["released"] += count
+            log.info(
+                "%s: released %d records to the share group (%s)",
+                self._name,
+                count,
+                why,
+                extra={"event": "released", "pipeline": self._name},
+            )
+        return count

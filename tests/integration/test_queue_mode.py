@@ -1,0 +1,221 @@
+"""Queue mode (``consume.share_group``, KIP-932) on the real broker: more sidecars than partitions share one
+topic, a crashed member's records come back after their lock, a retry is a release that reaches the dead-letter
+topic after ``retry.attempts`` deliveries, and a stop releases what was not started at once.
+
+Each test ends with the outcome check, read from the topics: every input has a reply or a dead letter, and the
+outcomes beyond one per input stay within the bound the test claims. The inputs have no keys (a share group
+keeps no order), so the order checks have nothing to hold."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
+from confluent_kafka.admin._resource import ResourceType
+
+from streamcar.config import Config
+
+from invariants import Verdict, evaluate, letter_source, read_all, reply_source, reply_with_id
+from scenario import Scenario, ScenarioFactory
+from service import Seen, TestService
+from sidecar import SidecarProcess, make_config
+from support import KafkaHandle, produce_records, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def queue_spec(scenario: Scenario, url: str, **overrides: Any) -> dict[str, Any]:
+    """The scenario's pipeline, reading its source as a share group (named like its consumer group)."""
+    spec = scenario.spec(url, ordering="none", **overrides)
+    spec["consume"] = {"topics": [scenario.source], "share_group": scenario.group}
+    return spec
+
+
+def set_group(kafka: KafkaHandle, group: str, **settings: str) -> None:
+    """Share-group configs, e.g. a short ``share.record.lock.duration.ms``, before its first member starts."""
+    entries = [
+        ConfigEntry(k.replace("_", "."), v, incremental_operation=AlterConfigOpType.SET) for k, v in settings.items()
+    ]
+    resource = ConfigResource(ResourceType.GROUP, group, incremental_configs=entries)
+    kafka.admin().incremental_alter_configs([resource])[resource].result(30)
+
+
+def outcomes(scenario: Scenario, n: int, *, timeout: float, max_duplicates: int, **expect: Any) -> Verdict:
+    """Wait until each of the ``n`` inputs has a reply or a dead letter on the topics, then hold them to the
+    invariants (see tests/invariants.py)."""
+    kafka = scenario.kafka
+
+    def answered() -> bool:
+        replies = {reply_source(r.value) for r in read_all(kafka, scenario.out)}
+        letters = {letter_source(r) for r in read_all(kafka, scenario.dlq)}
+        return len((replies | letters) - {None}) >= n
+
+    wait_for(answered, timeout=timeout, what=f"an outcome for each of {n} inputs", interval=0.5)
+    inputs = read_all(kafka, scenario.source)
+    assert len(inputs) == n
+    verdict = evaluate(
+        inputs,
+        read_all(kafka, scenario.out),
+        read_all(kafka, scenario.dlq),
+        [],
+        max_duplicates=max_duplicates,
+        crashes=True,
+        **expect,
+    )
+    assert not verdict.violations, verdict.describe()
+    return verdict
+
+
+class Slow:
+    """Answers after ``delay`` seconds with the input's id; counts the calls per input."""
+
+    def __init__(self, delay: float, fail: set[int] | None = None) -> None:
+        self.delay = delay
+        self.fail = fail or set()
+        self.calls: Counter[int] = Counter()
+        self._lock = threading.Lock()
+
+    async def __call__(self, seen: Seen) -> web.StreamResponse:
+        import asyncio
+
+        with self._lock:
+            self.calls[seen.offset] += 1
+        await asyncio.sleep(self.delay)
+        if seen.offset in self.fail:
+            return web.Response(status=500, text="this one always fails")
+        return await reply_with_id(seen)
+
+
+def member(config: Config, workdir: Path) -> SidecarProcess:
+    workdir.mkdir()
+    return SidecarProcess(config, workdir).start()
+
+
+def consumed(process: SidecarProcess) -> int:
+    (pipeline,) = process.status()["pipelines"]
+    return int(pipeline["consumed"])
+
+
+def test_three_sidecars_share_one_partition_and_each_record_has_one_outcome(
+    kafka: KafkaHandle, scenario_factory: ScenarioFactory, tmp_path: Path
+) -> None:
+    scenario = scenario_factory(1)
+    service = TestService(Slow(0.02)).start()
+    config = make_config(kafka.bootstrap, {"p": queue_spec(scenario, service.url, max_in_flight=8)})
+    members = [member(config, tmp_path / f"m{i}") for i in range(3)]
+    produced = 0
+    try:
+        # a steady trickle until every member has been given records: the first to join would take a backlog
+        deadline = time.monotonic() + 60
+        while not all(consumed(m) >= 20 for m in members):
+            assert time.monotonic() < deadline, [consumed(m) for m in members]
+            produce_records(kafka, scenario.source, [(None, str(produced + i).encode()) for i in range(50)])
+            produced += 50
+            behind = produced - 100
+            wait_for(lambda: sum(consumed(m) for m in members) >= behind, timeout=30, what="catching up")  # noqa: B023
+        verdict = outcomes(scenario, produced, timeout=60, max_duplicates=0, dead_letters={})
+        shares = [consumed(m) for m in members]
+        print(f"{produced} records; consumed per member: {shares}; duplicates {verdict.duplicates}")
+        assert sum(shares) == produced  # no crash, no lock ran out: each record was delivered once
+        for m in members:
+            m.signal(signal.SIGTERM)
+        assert [m.wait(30) for m in members] == [0, 0, 0]
+    finally:
+        for m in members:
+            m.kill()
+        service.stop()
+
+
+def test_a_killed_members_records_come_back_after_the_lock_and_nothing_is_lost(
+    kafka: KafkaHandle, scenario_factory: ScenarioFactory, tmp_path: Path
+) -> None:
+    scenario = scenario_factory(1)
+    set_group(kafka, scenario.group, share_record_lock_duration_ms="4000")
+    n, in_flight = 400, 16
+    produce_records(kafka, scenario.source, [(None, str(i).encode()) for i in range(n)])
+    service = TestService(Slow(0.05)).start()
+    config = make_config(kafka.bootstrap, {"p": queue_spec(scenario, service.url, max_in_flight=in_flight)})
+    victim = member(config, tmp_path / "victim")
+    other: SidecarProcess | None = None
+    try:
+        wait_for(lambda: consumed(victim) > 0, timeout=60, what="the first member to be given records")
+        other = member(config, tmp_path / "other")
+        wait_for(lambda: service.count() >= 100, timeout=60, what="100 calls")
+        victim.kill()  # SIGKILL: what it acquired stays locked until the lock runs out
+        killed_at = time.monotonic()
+        verdict = outcomes(scenario, n, timeout=90, max_duplicates=2 * in_flight, dead_letters={})
+        print(f"done {time.monotonic() - killed_at:.1f}s after the kill; duplicates {verdict.duplicates}")
+        other.signal(signal.SIGTERM)
+        assert other.wait(30) == 0, other.log_tail()
+    finally:
+        victim.kill()
+        if other is not None:
+            other.kill()
+        service.stop()
+
+
+def test_a_retry_is_a_release_and_reaches_the_dead_letter_topic_after_its_attempts(
+    kafka: KafkaHandle, scenario_factory: ScenarioFactory, tmp_path: Path
+) -> None:
+    scenario = scenario_factory(1)
+    n, bad = 60, {7, 23, 41}
+    produce_records(kafka, scenario.source, [(None, str(i).encode()) for i in range(n)])
+    slow = Slow(0.005, fail=bad)
+    service = TestService(slow).start()
+    config = make_config(kafka.bootstrap, {"p": queue_spec(scenario, service.url)})  # retry.attempts: 3
+    process = SidecarProcess(config, tmp_path).start()
+    try:
+        expected = {(scenario.source, 0, offset): "exhausted" for offset in bad}
+        outcomes(scenario, n, timeout=60, max_duplicates=0, dead_letters=expected)
+        letters = read_all(kafka, scenario.dlq)
+        assert sorted(int(r.header("streamcar-attempts") or b"0") for r in letters) == [3, 3, 3]
+        assert {offset: slow.calls[offset] for offset in bad} == dict.fromkeys(bad, 3)  # one call per delivery
+        (pipeline,) = process.status()["pipelines"]
+        assert pipeline["results"].get("released") == 2 * len(bad)  # released twice, dead-lettered at the third
+        assert pipeline["consumed"] == n + 2 * len(bad)  # each release came back as a delivery
+        process.signal(signal.SIGTERM)
+        assert process.wait(30) == 0, process.log_tail()
+    finally:
+        process.kill()
+        service.stop()
+
+
+def test_a_stopping_member_releases_what_it_did_not_start_at_once(
+    kafka: KafkaHandle, scenario_factory: ScenarioFactory, tmp_path: Path
+) -> None:
+    scenario = scenario_factory(1)
+    n = 600
+    produce_records(kafka, scenario.source, [(None, str(i).encode()) for i in range(n)])
+    service = TestService(Slow(0.1)).start()
+    # 4 calls at once of 100 ms: the first member sits on most of what it fetched (the lock is Kafka's 30 s)
+    slow_spec = queue_spec(scenario, service.url, max_in_flight=4, shutdown_timeout="2s")
+    first = member(make_config(kafka.bootstrap, {"p": slow_spec}), tmp_path / "first")
+    fast = make_config(kafka.bootstrap, {"p": queue_spec(scenario, service.url, max_in_flight=64)})
+    second: SidecarProcess | None = None
+    try:
+        wait_for(lambda: consumed(first) >= 200, timeout=60, what="the first member to fetch a backlog")
+        (pipeline,) = first.status()["pipelines"]
+        assert pipeline["buffered"] >= 100, pipeline  # fetched, not started
+        second = member(fast, tmp_path / "second")
+        first.signal(signal.SIGTERM)
+        stopped_at = time.monotonic()
+        assert first.wait(30) == 0, first.log_tail()
+        assert any("released" in line and "records to the share group (stopping)" in line for line in first.log_lines())
+        outcomes(scenario, n, timeout=60, max_duplicates=0, dead_letters={})
+        took = time.monotonic() - stopped_at
+        print(f"every record done {took:.1f}s after the stop")
+        assert took < 20, took  # well before the 30 s lock of what the first member had fetched
+        second.signal(signal.SIGTERM)
+        assert second.wait(30) == 0, second.log_tail()
+    finally:
+        first.kill()
+        if second is not None:
+            second.kill()
+        service.stop()
