@@ -44,7 +44,8 @@ def set_group(kafka: KafkaHandle, group: str, **settings: str) -> None:
         ConfigEntry(k.replace("_", "."), v, incremental_operation=AlterConfigOpType.SET) for k, v in settings.items()
     ]
     resource = ConfigResource(ResourceType.GROUP, group, incremental_configs=entries)
-    kafka.admin().incremental_alter_configs([resource])[resource].result(30)
+    admin = kafka.admin()  # kept: a client collected while its request is out fails it (_DESTROY)
+    admin.incremental_alter_configs([resource])[resource].result(30)
 
 
 def outcomes(scenario: Scenario, n: int, *, timeout: float, max_duplicates: int, **expect: Any) -> Verdict:
@@ -148,10 +149,14 @@ def test_a_killed_members_records_come_back_after_the_lock_and_nothing_is_lost(
         wait_for(lambda: consumed(victim) > 0, timeout=60, what="the first member to be given records")
         other = member(config, tmp_path / "other")
         wait_for(lambda: service.count() >= 100, timeout=60, what="100 calls")
+        (pipeline,) = victim.status()["pipelines"]
+        held = pipeline["in_flight"] + pipeline["buffered"]
+        assert held > 0, pipeline
         victim.kill()  # SIGKILL: what it acquired stays locked until the lock runs out
         killed_at = time.monotonic()
         verdict = outcomes(scenario, n, timeout=90, max_duplicates=2 * in_flight, dead_letters={})
-        print(f"done {time.monotonic() - killed_at:.1f}s after the kill; duplicates {verdict.duplicates}")
+        took = time.monotonic() - killed_at
+        print(f"{held} records held at the kill; all done {took:.1f}s after it; duplicates {verdict.duplicates}")
         other.signal(signal.SIGTERM)
         assert other.wait(30) == 0, other.log_tail()
     finally:
