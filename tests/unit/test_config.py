@@ -716,3 +716,52 @@ def test_exactly_once_accepts_settings_that_keep_it_and_without_it_they_are_the_
     assert publish is not None
     assert publish.exactly_once
     parse_config(build({"pipelines.p.publish": {"topic": "out"}, "kafka.librdkafka": {"acks": "1"}}))
+
+
+QUEUE = {
+    "pipelines.p.consume": {"topics": ["in"], "share_group": "q"},
+    "pipelines.p.ordering": "none",
+    "pipelines.p.dead_letter": {"topic": "dlq"},
+}
+
+
+def test_queue_mode_takes_a_share_group_instead_of_a_group() -> None:
+    config = parse_config(build(QUEUE))
+    consume = config.pipelines["p"].consume
+    assert (consume.queue, consume.group, consume.group_id) == (True, None, "q")
+    assert config.summary() == ["p: in -> http://svc:8080/x (share group q, ordering none)"]
+    assert config.warnings() == []
+
+
+def test_queue_mode_refuses_what_a_share_group_cannot_do_each_by_its_path() -> None:
+    text = build(
+        {
+            "pipelines.p.consume": {"topics": ["in"], "share_group": "q", "instance_id": "pod-1"},
+            "pipelines.p.publish": {"topic": "out", "exactly_once": True},
+            "pipelines.p.retry": {"attempts": 11},
+        }
+    )
+    assert problems_of(text) == [
+        "pipelines.p.ordering: must be none with consume.share_group (got key): a share group keeps no order",
+        "pipelines.p.consume.instance_id: applies to a consumer group (consume.group), not to a share group",
+        "pipelines.p.publish.exactly_once: is not available with consume.share_group: a share group commits no offsets",
+        "pipelines.p.dead_letter: is required with consume.share_group: a record the broker stops redelivering"
+        " (share.delivery.count.limit) would otherwise be lost",
+        "pipelines.p.retry.attempts: must be at most 10 with consume.share_group: each attempt is a delivery, and a"
+        " broker delivers a record at most 10 times (got 11)",
+    ]
+
+
+def test_a_group_and_a_share_group_are_one_or_the_other() -> None:
+    both = build({"pipelines.p.consume": {"topics": ["in"], "group": "g", "share_group": "q"}})
+    assert problems_of(both) == ["pipelines.p.consume.share_group: give group or share_group, not both"]
+    neither = build({"pipelines.p.consume": {"topics": ["in"]}})
+    assert problems_of(neither) == ["pipelines.p.consume.group: required, but missing (or share_group, for a queue)"]
+
+
+def test_check_warns_of_a_call_timeout_not_below_the_record_lock() -> None:
+    config = parse_config(build({**QUEUE, "pipelines.p.call": {"url": "http://svc:8080/x", "timeout": "45s"}}))
+    assert config.warnings() == [
+        "pipelines.p.call.timeout (45s) is not below the share group's record lock (30s,"
+        " group.share.record.lock.duration.ms): a call that long is redelivered to another member while it runs"
+    ]
