@@ -40,6 +40,7 @@ integration: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.pacing
+	$(BIN)/python -m bench.queue
 
 kafka-stop: $(STAMP)
 	$(BIN)/streamcar kafka stop

@@ -41,8 +41,10 @@ def _produce(producer: Producer, topic: str, key: bytes, payload: bytes) -> None
             producer.poll(0.05)
 
 
-def produce_input(bootstrap: str, topic: str, n: int, size: int, *, keys: int = 1000) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True})
+def produce_input(bootstrap: str, topic: str, n: int, size: int, *, keys: int = 1000, batch: int = 10_000) -> None:
+    """``n`` records, in producer batches of at most ``batch`` (librdkafka's ``batch.num.messages``)."""
+    settings = {"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True}
+    producer = Producer({**settings, "batch.num.messages": batch})
     for i in range(n):
         _produce(producer, topic, f"key-{i % keys}".encode(), value(THROUGHPUT, i, size))
     assert producer.flush(120) == 0

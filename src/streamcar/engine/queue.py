@@ -13,6 +13,11 @@ The rest of the engine is the same as for a consumer group; what differs is what
   of it (:attr:`ShareSource.max_hold`);
 * stopping: what is not started is released at once, not after its lock.
 
+A member fetches at most four times ``max_in_flight`` records (``max.poll.records``, at most 500). The broker hands
+out a producer's batch whole, though, so a topic written in large batches is fetched in larger bites: what a
+member cannot start within half the lock then goes back to the others. Every delivery counts, a record released
+without a call included: the attempt number (``streamcar-attempts``) is the broker's delivery count.
+
 The group's lock and delivery limit are read (and the limit raised to ``retry.attempts + 1``) as the pipeline
 starts (:func:`streamcar.kafka.share_group.prepare_share_group`).
 """
@@ -38,6 +43,8 @@ from streamcar.kafka.share_group import ShareGroupSettings, prepare_share_group
 log = logging.getLogger("streamcar.pipeline")
 
 Prepare = Callable[..., ShareGroupSettings]
+FETCH = 500
+"""The most records a member asks for in one fetch (librdkafka's ``max.poll.records`` default)."""
 
 
 @runtime_checkable
@@ -78,7 +85,10 @@ class ShareSource:
 
     # -- Source ---------------------------------------------------------------------------------------------
     def settings(self, kafka: KafkaConfig, client_id: str) -> dict[str, Any]:
-        return share_consumer(kafka, group=self._group, client_id=client_id)
+        # A fetch of no more than the member can start soon leaves the rest to the other members. The broker
+        # hands a producer's batch out whole, so a fetch of large batches is larger (module docstring).
+        fetch = min(max(4 * self._config.in_flight_bound, self._config.call.batch.max_messages), FETCH)
+        return share_consumer(kafka, group=self._group, client_id=client_id, fetch=fetch)
 
     def assignment(self) -> Mapping[TP, int] | None:
         return None

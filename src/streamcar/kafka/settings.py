@@ -132,10 +132,12 @@ def range_consumer(kafka: KafkaConfig, *, client_id: str) -> Settings:
     )
 
 
-def share_consumer(kafka: KafkaConfig, *, group: str, client_id: str) -> Settings:
-    """A member of the pipeline's share group (queue mode), acknowledging every record itself."""
+def share_consumer(kafka: KafkaConfig, *, group: str, client_id: str, fetch: int = 500) -> Settings:
+    """A member of the pipeline's share group (queue mode), acknowledging every record itself and fetching at
+    most ``fetch`` records at a time (unless one producer batch holds more)."""
     conf: Settings = kafka.client_config()
     conf.update({"group.id": group, "client.id": client_id, "share.acknowledgement.mode": "explicit"})
+    conf["max.poll.records"] = fetch
     conf.update({"fetch.wait.max.ms": 50, "socket.nagle.disable": True})  # as for a group member, below
     conf.update(kafka.librdkafka)
     return {name: value for name, value in conf.items() if name not in PRODUCER_ONLY and name not in NOT_SHARED}

@@ -1,0 +1,149 @@
+"""Queue mode against a consumer group: three sidecars, each beside its own slow service instance, on a topic of
+one partition. ``python -m bench.queue [--messages N]`` (``make bench`` runs it too).
+
+Each service instance (bench/knee_service.py) serves 8 requests at once, 20 ms each: 400 a second. Each
+sidecar calls its own instance with ``max_in_flight: 8``. In a consumer group only one member can own the one
+partition, so two sidecars and their services idle; in a share group all three take records. Throughput is
+from the replies' own timestamps (first to last), with the inputs produced once every member is up, in
+producer batches of 20 records, as a stream of events arrives (the broker hands a batch to one member whole:
+one batch of thousands would go to a single member); the duplicates are replies beyond one per input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+from confluent_kafka import Consumer, TopicPartition
+from rich.console import Console
+from rich.table import Table
+
+from bench.kafka_io import THROUGHPUT, OutputReader, create_topic, produce_input
+from bench.runners import _pythonpath, _stop, _wait_listening
+from streamcar.devkafka import LocalKafka, free_ports
+
+HERE = Path(__file__).resolve().parent
+MEMBERS, CAPACITY, DELAY, IN_FLIGHT = 3, 8, 0.020, 8
+JOIN = 8.0
+"""Seconds the members get to join before the inputs are produced (a share group hands out records only to the
+members it knows, and a consumer group's one partition has to be assigned)."""
+console = Console()
+
+
+def _http(url: str, body: dict[str, Any] | None = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=10) as response:
+        return json.loads(response.read())
+
+
+@contextmanager
+def _member(bootstrap: str, workdir: Path, name: str, consume: dict[str, Any], out: str) -> Iterator[str]:
+    """One knee service instance and its sidecar; yields the sidecar's admin URL."""
+    port, admin = free_ports(2)
+    service = subprocess.Popen([sys.executable, str(HERE / "knee_service.py"), str(port)])
+    sidecar: subprocess.Popen[bytes] | None = None
+    try:
+        _wait_listening(port)
+        _http(f"http://127.0.0.1:{port}/control", {"delay": DELAY, "capacity": CAPACITY})
+        config = {
+            "kafka": {"bootstrap_servers": bootstrap},
+            "admin": {"listen": f"127.0.0.1:{admin}"},
+            "pipelines": {
+                "bench": {
+                    "consume": consume,
+                    "call": {"url": f"http://127.0.0.1:{port}/echo", "timeout": "5s"},
+                    "ordering": "none",
+                    "max_in_flight": IN_FLIGHT,
+                    "publish": {"topic": out},
+                    "dead_letter": {"topic": f"{out}-dlq"},
+                }
+            },
+        }
+        path = workdir / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        env = {**os.environ, "STREAMCAR_LOG_LEVEL": "WARNING", "PYTHONPATH": _pythonpath()}
+        sidecar = subprocess.Popen([sys.executable, "-m", "streamcar", "run", "-c", str(path)], env=env)
+        _wait_listening(admin)
+        yield f"http://127.0.0.1:{admin}"
+    finally:
+        _stop(sidecar)
+        _stop(service)
+
+
+def _replies(bootstrap: str, topic: str) -> int:
+    """Every record of ``topic`` now (duplicates included)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}"})
+    try:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        return int(high - low)
+    finally:
+        consumer.close()
+
+
+def run(bootstrap: str, workdir: Path, mode: str, n: int) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:6]
+    source, out = f"in-{mode}-{tag}", f"out-{mode}-{tag}"
+    for topic in (source, out, f"{out}-dlq"):
+        create_topic(bootstrap, topic, 1)
+    group = f"bench-{mode}-{tag}"
+    consume = {"topics": [source], "share_group" if mode == "queue" else "group": group}
+    with ExitStack() as stack:
+        admins = [stack.enter_context(_member(bootstrap, workdir, f"{mode}-{i}", consume, out)) for i in range(MEMBERS)]
+        time.sleep(JOIN)
+        reader = OutputReader(bootstrap, out)
+        stack.callback(reader.close)
+        produce_input(bootstrap, source, n, 64, keys=1000, batch=20)
+        seconds = reader.wait(THROUGHPUT, n, timeout=600).span(THROUGHPUT)
+        consumed = [_http(f"{url}/status")["pipelines"][0]["consumed"] for url in admins]
+    row = {
+        "mode": "share group" if mode == "queue" else "consumer group",
+        "msgs_per_s": round(n / seconds, 1),
+        "busy_members": sum(1 for c in consumed if c),
+        "consumed_per_member": consumed,
+        "duplicates": _replies(bootstrap, out) - n,
+    }
+    console.log(f"queue bench {row}")
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.queue", description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=12_000)
+    parser.add_argument("--json", type=Path, default=HERE / "results" / "queue.json")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="streamcar-queue-") as tmp:
+        workdir = Path(tmp)
+        cluster = LocalKafka(workdir / "kafka")
+        try:
+            bootstrap = cluster.start(nodes=1, port=0, heap="1g", die_with_parent=True).bootstrap
+            rows = [run(bootstrap, workdir, mode, args.messages) for mode in ("group", "queue")]
+        finally:
+            cluster.stop(timeout=30)
+    ratio = round(rows[1]["msgs_per_s"] / rows[0]["msgs_per_s"], 2)
+    results = {"rows": rows, "queue_over_group": ratio, "ideal": MEMBERS}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2))
+    table = Table(title=f"{MEMBERS} sidecars, 1 partition, {CAPACITY} x {DELAY * 1000:.0f} ms per service instance")
+    for column in rows[0]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    console.print(table)
+    console.print(f"queue / group throughput: {ratio}x (ideal {MEMBERS}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
