@@ -738,7 +738,7 @@ def test_queue_mode_refuses_what_a_share_group_cannot_do_each_by_its_path() -> N
         {
             "pipelines.p.consume": {"topics": ["in"], "share_group": "q", "instance_id": "pod-1"},
             "pipelines.p.publish": {"topic": "out", "exactly_once": True},
-            "pipelines.p.retry": {"attempts": 11},
+            "pipelines.p.retry": {"attempts": 10},
         }
     )
     assert problems_of(text) == [
@@ -747,8 +747,8 @@ def test_queue_mode_refuses_what_a_share_group_cannot_do_each_by_its_path() -> N
         "pipelines.p.publish.exactly_once: is not available with consume.share_group: a share group commits no offsets",
         "pipelines.p.dead_letter: is required with consume.share_group: a record the broker stops redelivering"
         " (share.delivery.count.limit) would otherwise be lost",
-        "pipelines.p.retry.attempts: must be at most 10 with consume.share_group: each attempt is a delivery, and a"
-        " broker delivers a record at most 10 times (got 11)",
+        "pipelines.p.retry.attempts: must be at most 9 with consume.share_group: each attempt is a delivery, a"
+        " broker delivers a record at most 10 times, and one is kept for a last attempt cut short (got 10)",
     ]
 
 

@@ -40,11 +40,12 @@ def queue_problems(pipeline: PipelineConfig) -> Iterator[Problem]:
             "is required with consume.share_group: a record the broker stops redelivering"
             " (share.delivery.count.limit) would otherwise be lost",
         )
-    if pipeline.retry.attempts > MAX_DELIVERIES:
+    if pipeline.retry.attempts >= MAX_DELIVERIES:
         yield (
             ("retry", "attempts"),
-            f"must be at most {MAX_DELIVERIES} with consume.share_group: each attempt is a delivery, and a broker"
-            f" delivers a record at most {MAX_DELIVERIES} times (got {pipeline.retry.attempts})",
+            f"must be at most {MAX_DELIVERIES - 1} with consume.share_group: each attempt is a delivery, a broker"
+            f" delivers a record at most {MAX_DELIVERIES} times, and one is kept for a last attempt cut short"
+            f" (got {pipeline.retry.attempts})",
         )
 
 
