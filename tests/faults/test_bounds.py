@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 MAX_IN_FLIGHT = 64
 SHUTDOWN = 10.0
-STOP_GRACE = 5.0  # streamcar.engine.pipeline.STOP_GRACE: the stated bound beyond shutdown_timeout
+STOP_GRACE = 5.0  # streamcar.engine.stopping.STOP_GRACE: the stated bound beyond shutdown_timeout
 RSS_BOUND_MIB = 300
 # auto-create off, and undeliverable records fail fast (as they would after message.timeout.ms in production)
 LIBRDKAFKA = {

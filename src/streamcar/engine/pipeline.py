@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 
 from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import Message
@@ -38,9 +38,10 @@ from streamcar.engine.outcomes import MAX_RECORD, Outcomes
 from streamcar.engine.pace import Pacing
 from streamcar.engine.queue import ShareSource
 from streamcar.engine.source import Consumer, ConsumerFactory, GroupSource, RangeSource, Source
+from streamcar.engine.stopping import COMMIT_GRACE, PRODUCER_GRACE, STOP_GRACE, within
 from streamcar.engine.tracing import Tracing
 from streamcar.engine.transaction import ExactlyOnce, Transaction, Transactional
-from streamcar.engine.view import lags, status_document
+from streamcar.engine.view import status_document
 from streamcar.engine.work import PipelineStats
 from streamcar.kafka.consumer import ConsumerBridge
 from streamcar.kafka.errors import consumer_trouble
@@ -51,12 +52,6 @@ from streamcar.kafka.topics import TopicWatch
 from streamcar.redact import NOTHING, Redactor
 
 log = logging.getLogger("streamcar.pipeline")
-
-STOP_GRACE = 5.0
-"""Seconds beyond ``shutdown_timeout`` that stopping takes at most: the final commit, leaving the consumer group
-and handing the producer's last records to the broker."""
-COMMIT_GRACE = 2.0
-PRODUCER_GRACE = 1.0
 
 
 class Pipeline:
@@ -83,7 +78,6 @@ class Pipeline:
         self._tracing = tracing
         queue = config.consume.queue  # a share group (engine.queue) rather than a consumer group
         self._source: Source = source or (ShareSource(name, config, kafka) if queue else GroupSource(config))
-        self._share = self._source if isinstance(self._source, ShareSource) else None
         self._transaction: Transaction | None = None
         exactly = None
         if isinstance(producer, Transactional):
@@ -209,9 +203,8 @@ class Pipeline:
         await self._caller.start()
         if isinstance(self._producer, Transactional):
             await self._producer.start()  # fences this id's previous producer, aborting what it left open
-        source, share = self._source, self._share
-        if share is not None:
-            await share.prepared()  # the share group's lock and delivery limit
+        source = self._source
+        await source.prepared()  # a share group's lock and delivery limit
         self._bridge = self._consumer_factory(
             source.settings(self._kafka, f"{self._kafka.client_id}-{self.name}"),
             list(self.config.consume.topics),
@@ -224,8 +217,7 @@ class Pipeline:
             watch=self.topics,
         )
         self._flow.source = self._intake.consumer = self._bridge
-        if share is not None:
-            share.attach(self._bridge, self._buffer, self._inflight, self.stats)
+        source.attach(self._bridge, self._buffer, self._inflight, self.stats)
         self._bridge.start()
         self._checkpoint.start(self._bridge.commit, self._inflight.accepting)
         waits = {asyncio.create_task(stop.wait()), asyncio.create_task(self._failed.wait())}
@@ -254,8 +246,7 @@ class Pipeline:
         bridge = self._bridge
         if bridge is not None:
             self._flow.pause()
-        if self._share is not None:
-            self._share.stopping()  # what is not started goes back to the share group now
+        self._source.stopping()  # a share group takes back at once what is not started
         self._inflight.drop_waiting()
         self._dispatcher.stop()
         self._circuit.stop()
@@ -267,9 +258,9 @@ class Pipeline:
         for task in set(self._inflight.running.values()):
             task.cancel()
         final = self._checkpoint.commit()
-        await _within(final, min(COMMIT_GRACE, end - time.monotonic()), f"{self.name}: the final commit")
+        await within(final, min(COMMIT_GRACE, end - time.monotonic()), f"{self.name}: the final commit")
         if bridge is not None:
-            await _within(bridge.stop(), end - time.monotonic() - PRODUCER_GRACE, f"{self.name}: leaving the group")
+            await within(bridge.stop(), end - time.monotonic() - PRODUCER_GRACE, f"{self.name}: leaving the group")
         await self._caller.close()
         await self._producer.close(max(end - time.monotonic(), PRODUCER_GRACE))
 
@@ -293,9 +284,7 @@ class Pipeline:
     # -- what the admin endpoints show -----------------------------------------------------------------------
     def lag(self) -> dict[TP, int | None]:
         highs = self._bridge.high_watermarks if self._bridge is not None else {}
-        if self._share is not None:
-            return self._share.lag(self._inflight.accepting, highs)
-        return lags(self._inflight.accepting, self._tracker, highs)
+        return self._source.lag(self._inflight.accepting, self._tracker, highs)
 
     def next_offsets(self) -> dict[TP, int | None]:
         return {tp: self._tracker.watermark(tp) for tp in sorted(self._inflight.accepting)}
@@ -401,11 +390,3 @@ class Pipeline:
 
     def on_error(self, error: RdKafkaError) -> None:
         self._intake.trouble(error, consumer_trouble(error))
-
-
-async def _within(step: Awaitable[None], seconds: float, what: str) -> None:
-    """Run one step of stopping for at most ``seconds``: past it, say so and go on with the next."""
-    try:
-        await asyncio.wait_for(step, max(seconds, 0.0))
-    except TimeoutError:
-        log.warning("%s took too long; going on without it", what)

@@ -34,6 +34,7 @@ from streamcar.config import KafkaConfig, PipelineConfig
 from streamcar.config._queue import queue_warnings
 from streamcar.engine.buffer import Buffer
 from streamcar.engine.inflight import InFlight
+from streamcar.engine.source import Consumer
 from streamcar.engine.tracker import OffsetTracker
 from streamcar.engine.work import PipelineStats, Work
 from streamcar.kafka.records import TP
@@ -128,7 +129,7 @@ class ShareSource:
         for line in queue_warnings(self._name, self._config, self.group.lock):
             log.warning("%s", line, extra={"event": "lock-shorter-than-timeout", "pipeline": self._name})
 
-    def attach(self, consumer: object, buffer: Buffer, inflight: InFlight, stats: PipelineStats) -> None:
+    def attach(self, consumer: Consumer, buffer: Buffer, inflight: InFlight, stats: PipelineStats) -> None:
         """The pipeline started ``consumer``: watch the locks of what it holds."""
         assert isinstance(consumer, Acknowledger)
         self._consumer, self._buffer, self._inflight, self._stats = consumer, buffer, inflight, stats
@@ -158,7 +159,7 @@ class ShareSource:
             how = "accept"
         self._consumer.acknowledge(work.tp, work.event.offset, how)
 
-    def lag(self, assigned: set[TP], highs: Mapping[TP, int]) -> dict[TP, int | None]:
+    def lag(self, assigned: set[TP], tracker: OffsetTracker, highs: Mapping[TP, int]) -> dict[TP, int | None]:
         """Per partition records came from: those after the newest this member was given (the share group's own
         start offset is not exposed by the Kafka client). None: no watermark seen yet."""
         found: dict[TP, int | None] = {}

@@ -21,7 +21,11 @@ from collections.abc import Awaitable, Mapping
 from typing import Any, Protocol
 
 from streamcar.config import KafkaConfig, PipelineConfig
+from streamcar.engine.buffer import Buffer
+from streamcar.engine.inflight import InFlight
 from streamcar.engine.tracker import OffsetTracker
+from streamcar.engine.view import lags
+from streamcar.engine.work import PipelineStats
 from streamcar.kafka.listener import ConsumerListener
 from streamcar.kafka.records import TP, CommitPoint
 from streamcar.kafka.settings import group_consumer, range_consumer
@@ -116,8 +120,40 @@ class Source(Protocol):
         """After a completion: end when every partition is reached and done."""
         ...
 
+    async def prepared(self) -> None:
+        """Before the consumer starts: whatever the source must learn or set up first."""
+        ...
 
-class GroupSource:
+    def attach(self, consumer: Consumer, buffer: Buffer, inflight: InFlight, stats: PipelineStats) -> None:
+        """The pipeline started ``consumer``; the rest is where its records wait and are counted."""
+        ...
+
+    def stopping(self) -> None:
+        """The pipeline stops: nothing more is started."""
+        ...
+
+    def lag(self, assigned: set[TP], tracker: OffsetTracker, highs: Mapping[TP, int]) -> dict[TP, int | None]:
+        """Records still to do per partition (None: unknown)."""
+        ...
+
+
+class _ByOffsets:
+    """A source read by offsets (the tracker's): nothing to prepare, attach or give back on a stop."""
+
+    async def prepared(self) -> None:
+        pass
+
+    def attach(self, consumer: Consumer, buffer: Buffer, inflight: InFlight, stats: PipelineStats) -> None:
+        pass
+
+    def stopping(self) -> None:
+        pass
+
+    def lag(self, assigned: set[TP], tracker: OffsetTracker, highs: Mapping[TP, int]) -> dict[TP, int | None]:
+        return lags(assigned, tracker, highs)
+
+
+class GroupSource(_ByOffsets):
     """The pipeline's consumer group: subscribe to its topics; never ends."""
 
     bounded = False
@@ -144,7 +180,7 @@ class GroupSource:
         pass
 
 
-class RangeSource:
+class RangeSource(_ByOffsets):
     """Explicit ranges ``[start, until)`` per partition: read them, commit nothing, end when all are done."""
 
     bounded = True
