@@ -217,7 +217,7 @@ class Pipeline:
             watch=self.topics,
         )
         self._flow.source = self._intake.consumer = self._bridge
-        source.attach(self._bridge, self._buffer, self._inflight, self.stats)
+        source.attach(self._bridge, self._buffer, self._inflight, self.stats, self._dispatcher.launch)
         self._bridge.start()
         self._checkpoint.start(self._bridge.commit, self._inflight.accepting)
         waits = {asyncio.create_task(stop.wait()), asyncio.create_task(self._failed.wait())}

@@ -11,7 +11,9 @@ The rest of the engine is the same as for a consumer group; what differs is what
   within half of it (waiting in the buffer, or for a retry while the circuit is open) is released, so that a
   member with a slow service does not sit on records another member could do; a retry waits at most a quarter
   of it (:attr:`ShareSource.max_hold`);
-* stopping: what is not started is released at once, not after its lock.
+* stopping: what is not started is released at once, not after its lock;
+* the last delivery: a record the broker will not deliver again (``share.delivery.count.limit``) is never
+  released without an outcome, which would have the broker archive it: it is dead-lettered without a call.
 
 A member fetches at most four times ``max_in_flight`` records (``max.poll.records``, at most 500). The broker hands
 out a producer's batch whole, though, so a topic written in large batches is fetched in larger bites: what a
@@ -34,9 +36,11 @@ from streamcar.config import KafkaConfig, PipelineConfig
 from streamcar.config._queue import queue_warnings
 from streamcar.engine.buffer import Buffer
 from streamcar.engine.inflight import InFlight
-from streamcar.engine.source import Consumer
+from streamcar.engine.source import Consumer, Launch
 from streamcar.engine.tracker import OffsetTracker
 from streamcar.engine.work import PipelineStats, Work
+from streamcar.event import Reply
+from streamcar.failures import Kind
 from streamcar.kafka.records import TP
 from streamcar.kafka.settings import share_consumer
 from streamcar.kafka.share_group import ShareGroupSettings, prepare_share_group
@@ -82,6 +86,8 @@ class ShareSource:
         self._inflight: InFlight | None = None
         self._stats: PipelineStats | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._launch: Launch | None = None
+        self._deliveries: dict[tuple[TP, int], int] = {}  # the delivery count of each record held
         self._stopped = False
 
     # -- Source ---------------------------------------------------------------------------------------------
@@ -129,10 +135,13 @@ class ShareSource:
         for line in queue_warnings(self._name, self._config, self.group.lock):
             log.warning("%s", line, extra={"event": "lock-shorter-than-timeout", "pipeline": self._name})
 
-    def attach(self, consumer: Consumer, buffer: Buffer, inflight: InFlight, stats: PipelineStats) -> None:
+    def attach(
+        self, consumer: Consumer, buffer: Buffer, inflight: InFlight, stats: PipelineStats, launch: Launch
+    ) -> None:
         """The pipeline started ``consumer``: watch the locks of what it holds."""
         assert isinstance(consumer, Acknowledger)
         self._consumer, self._buffer, self._inflight, self._stats = consumer, buffer, inflight, stats
+        self._launch = launch
         self._schedule()
 
     @property
@@ -144,16 +153,18 @@ class ShareSource:
         """A record at ``offset`` of ``tp``, delivered ``deliveries`` times: the attempts it had before this one."""
         if offset + 1 > self.seen.get(tp, 0):
             self.seen[tp] = offset + 1
+        self._deliveries[(tp, offset)] = deliveries or 1
         return max((deliveries or 1) - 1, 0)
 
     def acknowledge(self, work: Work, result: str) -> None:
         """``work`` ended with ``result``: released (a retry) goes back to the group; a record never called and
         dead-lettered is rejected; anything else done is accepted."""
+        self._deliveries.pop((work.tp, work.event.offset), None)
         if self._consumer is None:
             return
         if result == "released":
             how = "release"
-        elif result == "dead_lettered" and work.verdict is not None:
+        elif result == "dead-letter" and work.verdict is not None:
             how = "reject"
         else:
             how = "accept"
@@ -179,7 +190,7 @@ class ShareSource:
     def _schedule(self) -> None:
         if not self._stopped:
             loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(max(self.group.lock / 8, 0.25), self._watch)
+            self._timer = loop.call_later(max(self.group.lock / 8, 0.05), self._watch)
 
     def _watch(self) -> None:
         consumer = self._consumer
@@ -202,9 +213,15 @@ class ShareSource:
         inflight.parked.clear()
         for work in taken:
             buffer.finish(work)
+        last = [
+            w for w in unstarted + taken if self._deliveries.get((w.tp, w.event.offset), 0) >= self.group.deliveries
+        ]
+        if last:
+            self._dead_letter(last, why)
         for work in unstarted + taken:
-            self.acknowledge(work, "released")
-        count = len(unstarted) + len(taken)
+            if self._deliveries.get((work.tp, work.event.offset), 0) < self.group.deliveries:
+                self.acknowledge(work, "released")
+        count = len(unstarted) + len(taken) - len(last)
         if count and self._stats is not None:
             self._stats.results["released"] += count
             log.info(
@@ -215,3 +232,25 @@ class ShareSource:
                 extra={"event": "released", "pipeline": self._name},
             )
         return count
+
+    def _last_delivery(self, work: Work) -> bool:
+        return self._deliveries.get((work.tp, work.event.offset), 0) >= self.group.deliveries
+
+    def _dead_letter(self, works: list[Work], why: str) -> None:
+        """``works`` are on their last delivery: released, the broker would archive them without an outcome.
+        They are dead-lettered instead, without a call (then rejected)."""
+        assert self._launch is not None
+        assert self._inflight is not None
+        limit = self.group.deliveries
+        text = f"delivered {limit} times (share.delivery.count.limit) without a call that ended: {why}"
+        for work in works:
+            work.verdict = Reply.dead_letter(text, kind=Kind.EXHAUSTED)
+        self._inflight.verdicts += len(works)
+        self._launch(works)
+        log.warning(
+            "%s: dead-lettering %d records on their last delivery (%s)",
+            self._name,
+            len(works),
+            why,
+            extra={"event": "last-delivery", "pipeline": self._name},
+        )

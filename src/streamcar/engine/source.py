@@ -17,7 +17,7 @@ group source costs nothing on the per-message path.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from streamcar.config import KafkaConfig, PipelineConfig
@@ -25,11 +25,14 @@ from streamcar.engine.buffer import Buffer
 from streamcar.engine.inflight import InFlight
 from streamcar.engine.tracker import OffsetTracker
 from streamcar.engine.view import lags
-from streamcar.engine.work import PipelineStats
+from streamcar.engine.work import PipelineStats, Work
 from streamcar.kafka.listener import ConsumerListener
 from streamcar.kafka.records import TP, CommitPoint
 from streamcar.kafka.settings import group_consumer, range_consumer
 from streamcar.kafka.topics import TopicWatch
+
+Launch = Callable[[list[Work]], None]
+"""Start the processing of messages now (:meth:`streamcar.engine.dispatch.Dispatcher.launch`)."""
 
 
 class Consumer(Protocol):
@@ -124,8 +127,10 @@ class Source(Protocol):
         """Before the consumer starts: whatever the source must learn or set up first."""
         ...
 
-    def attach(self, consumer: Consumer, buffer: Buffer, inflight: InFlight, stats: PipelineStats) -> None:
-        """The pipeline started ``consumer``; the rest is where its records wait and are counted."""
+    def attach(
+        self, consumer: Consumer, buffer: Buffer, inflight: InFlight, stats: PipelineStats, launch: Launch
+    ) -> None:
+        """The pipeline started ``consumer``; the rest is where its records wait, are counted, and are started."""
         ...
 
     def stopping(self) -> None:
@@ -143,7 +148,9 @@ class _ByOffsets:
     async def prepared(self) -> None:
         pass
 
-    def attach(self, consumer: Consumer, buffer: Buffer, inflight: InFlight, stats: PipelineStats) -> None:
+    def attach(
+        self, consumer: Consumer, buffer: Buffer, inflight: InFlight, stats: PipelineStats, launch: Launch
+    ) -> None:
         pass
 
     def stopping(self) -> None:

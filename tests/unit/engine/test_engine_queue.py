@@ -140,3 +140,52 @@ async def test_a_stopping_member_releases_what_it_did_not_start_at_once() -> Non
     await second.close()
     assert group.expired == 0
     assert Counter([*first.out(), *second.out()]) == Counter(b"%d" % i for i in range(100))
+
+
+async def test_a_service_down_opens_the_circuit_dead_letters_nothing_and_every_record_is_done_after() -> None:
+    """While the service refuses connections, the circuit opens and fetching stops; what the member held goes
+    back to the group at half its lock (one delivery more), and is done once the service is back."""
+    loop = asyncio.get_running_loop()
+    down_until = loop.time() + 1.0
+
+    def answer(event: Event, attempt: int) -> Reply:
+        if loop.time() < down_until:
+            return Reply.retry(error="connection refused", kind="connection")
+        return Reply.success(event.value)
+
+    group = TwinShareGroup(inputs(200), lock=2.0, deliveries=4)
+    config = queue_config(max_in_flight=8, circuit_breaker={"open_for": "20ms", "max_open": "100ms", "consecutive": 3})
+    member = Member(group, ScriptedCaller(answer), config, fetch=32).start()
+    await until(lambda: group.done == 200, "every record acknowledged", within=10)
+    await member.close()
+    assert member.producer.sent["dlq"] == []  # the outage cost no record its attempts
+    assert set(group.state.values()) == {"accept"}
+    assert member.pipeline.circuit_opened >= 1
+    assert max(group.delivered.values()) <= 2, group.delivered.most_common(3)  # released once, at half the lock
+    assert Counter(member.out()) == Counter(b"%d" % i for i in range(200))
+
+
+async def test_a_long_outage_dead_letters_records_on_their_last_delivery_rather_than_let_them_be_archived() -> None:
+    """Each lock the outage outlasts costs what the member held a delivery; one on its last delivery, released,
+    would be archived by the broker with no outcome at all: it is dead-lettered instead."""
+    loop = asyncio.get_running_loop()
+    down_until = loop.time() + 3.0
+
+    def answer(event: Event, attempt: int) -> Reply:
+        if loop.time() < down_until:
+            return Reply.retry(error="connection refused", kind="connection")
+        return Reply.success(event.value)
+
+    group = TwinShareGroup(inputs(100), lock=0.4, deliveries=4)
+    config = queue_config(max_in_flight=8, circuit_breaker={"open_for": "20ms", "max_open": "100ms", "consecutive": 3})
+    member = Member(group, ScriptedCaller(answer), config, fetch=32).start()
+    await until(lambda: group.done == 100, "every record acknowledged", within=15)
+    await member.close()
+    assert "archived" not in group.state.values()  # every record has an outcome
+    letters = {int(value or b"-1") for _, value, _ in member.producer.sent["dlq"]}
+    assert letters, "the outage outlasted the deliveries of what the member held"
+    # dead-lettered without a call, then rejected (or after a failed call on their last delivery, then accepted)
+    assert "reject" in {group.state[o] for o in letters}
+    kinds = {dict(headers)["streamcar-error-kind"] for _, _, headers in member.producer.sent["dlq"]}
+    assert kinds == {b"exhausted"}
+    assert Counter(member.out()) + Counter(b"%d" % o for o in letters) == Counter(b"%d" % i for i in range(100))
