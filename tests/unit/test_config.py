@@ -765,3 +765,14 @@ def test_check_warns_of_a_call_timeout_not_below_the_record_lock() -> None:
         "pipelines.p.call.timeout (45s) is not below the share group's record lock (30s,"
         " group.share.record.lock.duration.ms): a call that long is redelivered to another member while it runs"
     ]
+
+
+def test_cli_check_prints_the_warning_on_stderr_and_still_passes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "streamcar.yaml"
+    path.write_text(build({**QUEUE, "pipelines.p.call": {"url": "http://svc:8080/x", "timeout": "1m"}}))
+    assert main(["check", "--static", "-c", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert out == "p: in -> http://svc:8080/x (share group q, ordering none)\n"
+    assert err.startswith("warning: pipelines.p.call.timeout (1m) is not below the share group's record lock (30s,")

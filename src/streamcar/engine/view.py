@@ -75,6 +75,7 @@ def status_document(
     return {
         "name": view.name,
         "group": config.consume.group_id,
+        "queue": config.consume.queue,  # a share group (docs/queues.md) rather than a consumer group
         "topics": list(config.consume.topics),
         "call": {
             **config.call.model_dump(mode="json", include={"timeout", "batch"}),
