@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
-from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 
 from streamcar.cli import main
 from streamcar.kafka.doneahead import encode
@@ -35,9 +35,28 @@ def produce_timed(kafka: KafkaHandle, topic: str, partitions: int, per_partition
     assert producer.flush(30) == 0
 
 
+COORDINATOR = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+}
+
+
 def commit(kafka: KafkaHandle, group: str, offsets: dict[tuple[str, int], int]) -> None:
+    """Commit ``offsets`` for ``group``, once its coordinator is ready: a busy broker (a parallel run) answered a
+    new group's first commit with NOT_COORDINATOR while it was still loading the group."""
     consumer = kafka.consumer(group)
-    consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
+    tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            consumer.commit(offsets=tps, asynchronous=False)
+            return
+        except KafkaException as exc:
+            error = exc.args[0]
+            if not (error.retriable() or error.code() in COORDINATOR) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def iso(ms: int) -> str:

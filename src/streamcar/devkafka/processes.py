@@ -42,9 +42,14 @@ def send(pid: int, sig: signal.Signals) -> None:
 
 def is_ours(pid: int, marker: str) -> bool:
     child = children.get(pid)
-    if child is not None and child.poll() is not None:
-        del children[pid]
-        return False
+    if child is not None:
+        if child.poll() is not None:
+            del children[pid]
+            return False
+        # launched by this process and not ended: ours, whatever /proc says now (the java launcher execs
+        # itself again at start, and a cmdline read meanwhile lacks the marker: a loaded machine saw a second
+        # `kafka start` call a JVM that went on to serve "exited during start-up")
+        return True
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
