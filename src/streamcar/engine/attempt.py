@@ -343,11 +343,12 @@ class Attempts:
         due = [w for w in works if self._inflight.waiting.pop(w, None) is not None and self._inflight.current(w)]
         if self._stopping():
             return
-        if self._completion.share is not None:
-            # queue mode: the broker delivers it again (to any member, counting a delivery), unless the failure
-            # cost no attempt (the service looked down): then it waits here for the circuit, as with a group
-            for work in [w for w in due if not w.spared]:
-                self._completion.release(work, "released")
+        share = self._completion.share
+        if share is not None:
+            # queue mode: the broker delivers it again (to any member, counting a delivery; no lane to free, the
+            # order is none), unless the failure cost no attempt (the service looked down): then it waits here
+            # for the circuit, as with a group
+            share.give_back([w for w in due if not w.spared], "a retry")
             due = [w for w in due if w.spared]
         if self._circuit.room() is not None or self._dispatcher.pacing is not None:
             # open (called again once it closes, or the first as its probe), ramping or paced: the gate paces them

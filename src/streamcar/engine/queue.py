@@ -37,6 +37,7 @@ from streamcar.config._queue import queue_warnings
 from streamcar.engine.buffer import Buffer
 from streamcar.engine.inflight import InFlight
 from streamcar.engine.source import Consumer, Launch
+from streamcar.engine.tracing import Tracing
 from streamcar.engine.tracker import OffsetTracker
 from streamcar.engine.work import PipelineStats, Work
 from streamcar.event import Reply
@@ -88,6 +89,7 @@ class ShareSource:
         self._timer: asyncio.TimerHandle | None = None
         self._launch: Launch | None = None
         self._deliveries: dict[tuple[TP, int], int] = {}  # the delivery count of each record held
+        self._unread = 0.0  # when to read the group's settings again (they could not be read); 0: read
         self._stopped = False
 
     # -- Source ---------------------------------------------------------------------------------------------
@@ -117,8 +119,9 @@ class ShareSource:
                 self._prepare, self._kafka, self._group, start_from=consume.from_, attempts=self._config.retry.attempts
             )
         except Exception as exc:  # the consumer reports an unreachable cluster in its own words
-            text = "%s: cannot read share group %s's settings (%s); assuming Kafka's defaults"
+            text = "%s: cannot read share group %s's settings (%s); assuming Kafka's defaults, reading again in 5s"
             log.warning(text, self._name, self._group, exc)
+            self._unread = time.monotonic() + 5.0
             return
         if self.group.deliveries <= self._config.retry.attempts:
             log.warning(
@@ -184,7 +187,7 @@ class ShareSource:
         self._stopped = True
         if self._timer is not None:
             self._timer.cancel()
-        self.release_unstarted("stopping")
+        self.release_unstarted("stopping", forming=True)
 
     # -- locks ----------------------------------------------------------------------------------------------
     def _schedule(self) -> None:
@@ -192,38 +195,41 @@ class ShareSource:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(max(self.group.lock / 8, 0.05), self._watch)
 
+    @property
+    def hold(self) -> float:
+        """How long after a fetch what is not started goes back: half the lock, less when a call started then
+        could outlive the lock (``call.timeout`` and one look of the watch before it ends)."""
+        lock = self.group.lock
+        return max(min(lock / 2, lock - self._config.call.timeout - lock / 8), lock / 8)
+
     def _watch(self) -> None:
         consumer = self._consumer
         since = consumer.acquired_at if consumer is not None else None
-        if since is not None and time.monotonic() - since > self.group.lock / 2:
-            self.release_unstarted("half their lock passed before they were started")
+        if since is not None and time.monotonic() - since > self.hold:
+            self.release_unstarted("not started in time: their lock would run out")
+        if self._unread and time.monotonic() >= self._unread:
+            self._unread = 0.0
+            asyncio.get_running_loop().create_task(self.prepared())
         self._schedule()
 
-    def release_unstarted(self, why: str) -> int:
-        """Release every record not in a call: waiting in the buffer, for a retry, or parked behind the
-        circuit. Returns how many."""
+    def release_unstarted(self, why: str, *, forming: bool = False) -> int:
+        """Give back every record not in a call: waiting in the buffer, for a retry, or parked behind the
+        circuit (and, stopping, in a batch being formed). Returns how many were released."""
         buffer, inflight = self._buffer, self._inflight
         if buffer is None or inflight is None:
             return 0
         unstarted = [work for tp in list(self.seen) for work in buffer.drop_partition(tp)]
-        taken = [*inflight.waiting, *inflight.parked]
+        taken = [*inflight.waiting, *inflight.parked, *(inflight.forming if forming else ())]
         for handle in set(inflight.waiting.values()):
             handle.cancel()
         inflight.waiting.clear()
         inflight.parked.clear()
+        if forming:
+            inflight.forming.clear()
         for work in taken:
             buffer.finish(work)
-        last = [
-            w for w in unstarted + taken if self._deliveries.get((w.tp, w.event.offset), 0) >= self.group.deliveries
-        ]
-        if last:
-            self._dead_letter(last, why)
-        for work in unstarted + taken:
-            if self._deliveries.get((work.tp, work.event.offset), 0) < self.group.deliveries:
-                self.acknowledge(work, "released")
-        count = len(unstarted) + len(taken) - len(last)
-        if count and self._stats is not None:
-            self._stats.results["released"] += count
+        count = self.give_back(unstarted + taken, why)
+        if count:
             log.info(
                 "%s: released %d records to the share group (%s)",
                 self._name,
@@ -232,6 +238,22 @@ class ShareSource:
                 extra={"event": "released", "pipeline": self._name},
             )
         return count
+
+    def give_back(self, works: list[Work], why: str) -> int:
+        """Release ``works`` to the group (not in a call, not done), except those on their last delivery: the
+        broker would archive those with no outcome, so they are dead-lettered instead. Returns how many were
+        released."""
+        last = [w for w in works if self._last_delivery(w)]
+        if last:
+            self._dead_letter(last, why)
+        released = [w for w in works if not self._last_delivery(w)]
+        for work in released:
+            if work.span is not None:
+                Tracing.done(work, "released")
+            self.acknowledge(work, "released")
+        if released and self._stats is not None:
+            self._stats.results["released"] += len(released)
+        return len(released)
 
     def _last_delivery(self, work: Work) -> bool:
         return self._deliveries.get((work.tp, work.event.offset), 0) >= self.group.deliveries

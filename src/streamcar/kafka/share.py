@@ -208,9 +208,13 @@ class ShareBridge:
 
     def _commit(self) -> None:
         try:
-            self._consumer.commit_sync(CLOSE_TIMEOUT)
+            answers = self._consumer.commit_sync(CLOSE_TIMEOUT)
         except KafkaException as exc:  # the records come back after their locks: redone, not lost
             self._acked({}, exc)
+            return
+        for tp, error in (answers or {}).items():
+            if error is not None:
+                self._acked({tp: set()}, error)
 
     def _close(self) -> None:
         try:
