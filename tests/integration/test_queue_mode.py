@@ -148,7 +148,8 @@ def test_a_lost_members_records_go_to_the_others_and_nothing_is_lost(
     n, in_flight = 400, 16
     produce_records(kafka, scenario.source, [(None, str(i).encode()) for i in range(n)])
     service = TestService(Slow(0.05)).start()
-    config = make_config(kafka.bootstrap, {"p": queue_spec(scenario, service.url, max_in_flight=in_flight)})
+    spec = queue_spec(scenario, service.url, max_in_flight=in_flight, call={"timeout": "2s"})  # below the lock
+    config = make_config(kafka.bootstrap, {"p": spec})
     victim = member(config, tmp_path / "victim")
     other: SidecarProcess | None = None
     try:

@@ -81,6 +81,14 @@ class Attempts:
         all) is not sent: the verdict is its reply."""
         touched = list(works)  # grows by the held messages this task settles; all leave _running at the end
         try:
+            share = self._completion.share
+            if share is not None and not probe and share.stale() and all(w.verdict is None for w in works):
+                # queue mode, the member was held up (frozen, starved of CPU): a call now would outlive the
+                # records' lock, and the group has given them to another member already (a circuit's probe is
+                # made all the same: the circuit waits for its answer)
+                self._inflight.calling -= len(works)
+                share.give_back(works, "their lock ran out before the call")
+                return
             calls = works
             if self._inflight.verdicts and any(work.verdict is not None for work in works):
                 calls = [work for work in works if work.verdict is None]

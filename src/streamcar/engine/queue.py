@@ -202,6 +202,13 @@ class ShareSource:
         lock = self.group.lock
         return max(min(lock / 2, lock - self._config.call.timeout - lock / 8), lock / 8)
 
+    def stale(self) -> bool:
+        """Whether a call started now on what the member holds would outlive its lock (the member was held up)."""
+        consumer = self._consumer
+        since = consumer.acquired_at if consumer is not None else None
+        lock = self.group.lock
+        return since is not None and time.monotonic() - since > max(lock - self._config.call.timeout, self.hold)
+
     def _watch(self) -> None:
         consumer = self._consumer
         since = consumer.acquired_at if consumer is not None else None

@@ -112,9 +112,11 @@ async def test_two_members_share_the_group_and_each_record_is_done_once() -> Non
 
 async def test_records_not_started_within_half_their_lock_go_to_another_member() -> None:
     group = TwinShareGroup(inputs(300), lock=0.4)
-    slow = Member(group, ScriptedCaller(echo, delay=0.05), queue_config(max_in_flight=1), fetch=100).start()
+    short = {"url": "python:twin:handler", "timeout": "100ms"}  # a call started at half the lock ends within it
+    slow_config, fast_config = queue_config(max_in_flight=1, call=short), queue_config(max_in_flight=32, call=short)
+    slow = Member(group, ScriptedCaller(echo, delay=0.05), slow_config, fetch=100).start()
     await until(lambda: group.delivered[0] == 1, "the slow member's first fetch")
-    fast = Member(group, ScriptedCaller(echo, delay=0.001), queue_config(max_in_flight=32), fetch=100).start()
+    fast = Member(group, ScriptedCaller(echo, delay=0.001), fast_config, fetch=100).start()
     await until(lambda: group.done == 300, "every record acknowledged")
     released = slow.pipeline.stats.results["released"]
     await slow.close()
