@@ -230,8 +230,7 @@ class LocalKafka:
             "unclean.leader.election.enable": "false",
             # a dev broker: the first consumer group should not wait 3 s for more members
             "group.initial.rebalance.delay.ms": "0",
-            # share groups (queue mode): a new member gets records within a second rather than five, and a
-            # group may set a record lock as short as a second (the broker's floor is 15 s)
+            # share groups: a new member's records within a second, not five; group locks down to 1 s (not 15)
             "group.share.heartbeat.interval.ms": "1000",
             "group.share.min.heartbeat.interval.ms": "500",
             "group.share.min.record.lock.duration.ms": "1000",

@@ -36,7 +36,7 @@ from streamcar.config import KafkaConfig, PipelineConfig
 from streamcar.config._queue import queue_warnings
 from streamcar.engine.buffer import Buffer
 from streamcar.engine.inflight import InFlight
-from streamcar.engine.source import Consumer, Launch
+from streamcar.engine.source import Consumer, Launch, Unbounded
 from streamcar.engine.tracing import Tracing
 from streamcar.engine.tracker import OffsetTracker
 from streamcar.engine.work import PipelineStats, Work
@@ -62,10 +62,9 @@ class Acknowledger(Protocol):
     def acknowledge(self, tp: TP, offset: int, how: str) -> None: ...
 
 
-class ShareSource:
+class ShareSource(Unbounded):
     """The pipeline's share group: records from every partition, acknowledged one by one; never ends."""
 
-    bounded = False
     commits = False
     acknowledges = True
 
@@ -98,18 +97,6 @@ class ShareSource:
         # hands a producer's batch out whole, so a fetch of large batches is larger (module docstring).
         fetch = min(max(4 * self._config.in_flight_bound, self._config.call.batch.max_messages), FETCH)
         return share_consumer(kafka, group=self._group, client_id=client_id, fetch=fetch)
-
-    def assignment(self) -> Mapping[TP, int] | None:
-        return None
-
-    def admits(self, tp: TP, offset: int) -> bool:
-        return True
-
-    def reach(self, tp: TP) -> None:
-        pass
-
-    def check(self, tracker: OffsetTracker) -> None:
-        pass
 
     async def prepared(self) -> None:
         """Read the group's lock and delivery limit, and set what streamcar needs of it (before consuming)."""

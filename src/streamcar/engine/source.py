@@ -160,19 +160,10 @@ class _ByOffsets:
         return lags(assigned, tracker, highs)
 
 
-class GroupSource(_ByOffsets):
-    """The pipeline's consumer group: subscribe to its topics; never ends."""
+class Unbounded:
+    """A source that subscribes to its group and never ends: nothing to check records against."""
 
     bounded = False
-    commits = True
-
-    def __init__(self, config: PipelineConfig) -> None:
-        self._group = config.consume.group_id
-        self._instance_id = config.consume.instance_id
-        self.ended = asyncio.Event()
-
-    def settings(self, kafka: KafkaConfig, client_id: str) -> dict[str, Any]:
-        return group_consumer(kafka, group=self._group, client_id=client_id, instance_id=self._instance_id)
 
     def assignment(self) -> Mapping[TP, int] | None:
         return None
@@ -185,6 +176,20 @@ class GroupSource(_ByOffsets):
 
     def check(self, tracker: OffsetTracker) -> None:
         pass
+
+
+class GroupSource(_ByOffsets, Unbounded):
+    """The pipeline's consumer group: subscribe to its topics; never ends."""
+
+    commits = True
+
+    def __init__(self, config: PipelineConfig) -> None:
+        self._group = config.consume.group_id
+        self._instance_id = config.consume.instance_id
+        self.ended = asyncio.Event()
+
+    def settings(self, kafka: KafkaConfig, client_id: str) -> dict[str, Any]:
+        return group_consumer(kafka, group=self._group, client_id=client_id, instance_id=self._instance_id)
 
 
 class RangeSource(_ByOffsets):

@@ -19,12 +19,13 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
 
+from streamcar.kafka.bridging import end_thread, fields, fmt, on_loop, resolve, settle
 from streamcar.kafka.listener import ConsumerListener
 from streamcar.kafka.probes import committed_points, look_around, seek_committed, wake_fetchers
 from streamcar.kafka.rdlog import KafkaLog, Reachability
@@ -160,9 +161,9 @@ class ConsumerBridge:
             try:
                 value = call()
             except Exception as exc:
-                self._loop.call_soon_threadsafe(_settle, future, exc)
+                self._loop.call_soon_threadsafe(settle, future, exc)
             else:
-                self._loop.call_soon_threadsafe(_resolve, future, value)
+                self._loop.call_soon_threadsafe(resolve, future, value)
 
         self._command(command)
         return await future
@@ -185,12 +186,7 @@ class ConsumerBridge:
 
     async def stop(self) -> None:
         """Leave the group (revoking, hence committing, what we hold) and end the thread."""
-        self._stopping.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            await self._done
-        else:
-            _settle(self._done, None)
+        await end_thread(self._stopping, self._wake, self._thread, self._done)
 
     # -- the consumer thread ----------------------------------------------------------------------------
     def _apply_pause(self) -> None:
@@ -231,7 +227,7 @@ class ConsumerBridge:
             self._commit_sync([TopicPartition(tp[0], tp[1], start.offset)])
         except KafkaException as exc:
             log.debug("committing the start of %s[%d] failed: %s", *tp, exc)
-        log.info("%s: %s", self._group, start.text, extra=self._fields("offset-reset", [tp]))
+        log.info("%s: %s", self._group, start.text, extra=fields("offset-reset", self._group, [tp]))
 
     def _rewind(self, tps: list[TP]) -> None:
         kept, committed, missing = seek_committed(self._consumer, tps)
@@ -240,7 +236,10 @@ class ConsumerBridge:
         self._held.difference_update(tps)
         self._apply_pause()
         log.info(
-            "%s: rewound %s to the committed offsets", self._group, _fmt(kept), extra=self._fields("rewound", kept)
+            "%s: rewound %s to the committed offsets",
+            self._group,
+            fmt(kept),
+            extra=fields("rewound", self._group, kept),
         )
         self._loop.call_soon_threadsafe(self._listener.on_rewound, kept, committed)
 
@@ -259,7 +258,7 @@ class ConsumerBridge:
                 )
             else:
                 tps = list(self._assignment)
-                self._call_loop(self._listener.on_assigned(tps, {}), self._revoke_timeout)
+                on_loop(self._loop, self._listener.on_assigned(tps, {}), self._revoke_timeout)
                 self._consumer.assign([TopicPartition(t, p, o) for (t, p), o in self._assignment.items()])
             while not self._stopping.is_set():
                 self._run_commands()
@@ -294,7 +293,7 @@ class ConsumerBridge:
                 self._consumer.close()  # runs on_revoke for what we still hold: drained and committed there
             except Exception:
                 log.exception("closing the consumer failed")
-            self._loop.call_soon_threadsafe(_settle, self._done, None)
+            self._loop.call_soon_threadsafe(settle, self._done, None)
 
     def _look_around(self) -> None:
         """Every few seconds: the assigned partitions' high watermarks for the lag, and whether the cluster
@@ -313,16 +312,10 @@ class ConsumerBridge:
             except Exception:  # what the topics look like must never end consumption
                 log.exception("checking the topics failed")
 
-    def _call_loop(self, coro: Awaitable[Any], timeout: float) -> Any:
-        async def wrapper() -> Any:
-            return await coro
-
-        return asyncio.run_coroutine_threadsafe(wrapper(), self._loop).result(timeout)
-
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
         self._starts.learn(consumer, {t for t, _ in tps})
-        log.info("%s: assigned %s", self._group, _fmt(tps), extra=self._fields("assigned", tps))
+        log.info("%s: assigned %s", self._group, fmt(tps), extra=fields("assigned", self._group, tps))
         # Assign here rather than letting the client do it after we return, so partitions that arrive while
         # backpressure holds the others paused are paused before they fetch anything.
         committed = committed_points(consumer, partitions, self._group)
@@ -331,15 +324,17 @@ class ConsumerBridge:
             # librdkafka keeps a partition's pause flag across revoke and re-assign: set it either way
             self._held.difference_update(tps)
             (consumer.pause if self._paused else consumer.resume)(partitions)
-        self._call_loop(self._listener.on_assigned(tps, committed), self._revoke_timeout)
+        on_loop(self._loop, self._listener.on_assigned(tps, committed), self._revoke_timeout)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
-        log.info("%s: revoking %s", self._group, _fmt(tps), extra=self._fields("revoked", tps))
+        log.info("%s: revoking %s", self._group, fmt(tps), extra=fields("revoked", self._group, tps))
         # an exactly-once pipeline commits its transaction in there: this thread cannot serve group_metadata then
         self._metadata = consumer.consumer_group_metadata()
         try:
-            offsets: dict[TP, CommitPoint] = self._call_loop(self._listener.on_revoked(tps), self._revoke_timeout + 10)
+            offsets: dict[TP, CommitPoint] = on_loop(
+                self._loop, self._listener.on_revoked(tps), self._revoke_timeout + 10
+            )
         except Exception:
             log.exception("draining revoked partitions failed; their uncommitted work will be redelivered")
             return
@@ -355,19 +350,16 @@ class ConsumerBridge:
         log.warning(
             "%s: lost %s (another member owns them now; nothing is committed for them)",
             self._group,
-            _fmt(tps),
-            extra=self._fields("lost", tps),
+            fmt(tps),
+            extra=fields("lost", self._group, tps),
         )
         self._metadata = consumer.consumer_group_metadata()  # as in a revoke: a transaction may be committing
         try:
-            self._call_loop(self._listener.on_lost(tps), self._revoke_timeout)
+            on_loop(self._loop, self._listener.on_lost(tps), self._revoke_timeout)
         except Exception:
             log.exception("forgetting lost partitions failed; their work is their next owner's")
         finally:
             self._metadata = None
-
-    def _fields(self, event: str, tps: list[TP]) -> dict[str, object]:
-        return {"event": event, "group": self._group, "partitions": [f"{t}[{p}]" for t, p in sorted(tps)]}
 
     def _error_cb(self, error: RdKafkaError) -> None:
         self._reach.note(error)
@@ -380,21 +372,3 @@ class ConsumerBridge:
             self._security_failed = True
             error = RdKafkaError(error.code(), explained)
         self._loop.call_soon_threadsafe(self._listener.on_error, error)
-
-
-def _settle(future: asyncio.Future[Any], error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)
-
-
-def _resolve(future: asyncio.Future[T], value: T) -> None:
-    if not future.done():
-        future.set_result(value)
-
-
-def _fmt(tps: list[TP]) -> str:
-    return ", ".join(f"{t}[{p}]" for t, p in sorted(tps)) or "nothing"

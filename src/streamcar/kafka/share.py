@@ -24,13 +24,14 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import AcknowledgeType, Consumer, KafkaException, Message, ShareConsumer, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
 
-from streamcar.kafka.consumer import LOOK_EVERY, _settle
+from streamcar.kafka.bridging import end_thread, fields, fmt, on_loop, settle
+from streamcar.kafka.consumer import LOOK_EVERY
 from streamcar.kafka.listener import ConsumerListener
 from streamcar.kafka.probes import PROBE_TIMEOUT
 from streamcar.kafka.rdlog import KafkaLog, Reachability
@@ -145,12 +146,7 @@ class ShareBridge:
 
     async def stop(self) -> None:
         """Release what is held, commit the acknowledgements, leave the share group and end the thread."""
-        self._stopping.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            await self._done
-        else:
-            _settle(self._done, None)
+        await end_thread(self._stopping, self._wake, self._thread, self._done)
 
     # -- the thread -------------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -171,7 +167,7 @@ class ShareBridge:
             self._loop.call_soon_threadsafe(self._listener.on_error, RdKafkaError(RdKafkaError._FATAL, str(exc)))
         finally:
             self._close()
-            self._loop.call_soon_threadsafe(_settle, self._done, None)
+            self._loop.call_soon_threadsafe(settle, self._done, None)
 
     def _fetch(self) -> None:
         messages: list[Message] = list(self._consumer.poll(self._poll_interval))
@@ -183,8 +179,8 @@ class ShareBridge:
         new = sorted({(t, p) for t, p, _ in self._held} - self._known)
         if new:
             self._known.update(new)
-            log.info("%s: receiving records of %s", self._group, _fmt(new), extra=self._fields("assigned", new))
-            self._call_loop(self._listener.on_assigned(new, {}))
+            log.info("%s: receiving records of %s", self._group, fmt(new), extra=fields("assigned", self._group, new))
+            on_loop(self._loop, self._listener.on_assigned(new, {}), self._timeout)
         self._loop.call_soon_threadsafe(self._listener.on_records, messages)
 
     def _take_acks(self) -> bool:
@@ -274,19 +270,6 @@ class ShareBridge:
                 extra={"event": "ack-failed", "group": self._group},
             )
 
-    def _call_loop(self, coro: Awaitable[Any]) -> Any:
-        async def wrapper() -> Any:
-            return await coro
-
-        return asyncio.run_coroutine_threadsafe(wrapper(), self._loop).result(self._timeout)
-
-    def _fields(self, event: str, tps: list[TP]) -> dict[str, object]:
-        return {"event": event, "group": self._group, "partitions": [f"{t}[{p}]" for t, p in sorted(tps)]}
-
     def _error_cb(self, error: RdKafkaError) -> None:
         self._reach.note(error)
         self._loop.call_soon_threadsafe(self._listener.on_error, error)
-
-
-def _fmt(tps: list[TP]) -> str:
-    return ", ".join(f"{t}[{p}]" for t, p in sorted(tps)) or "nothing"

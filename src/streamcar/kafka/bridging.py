@@ -1,0 +1,56 @@
+"""What both consumer threads (:class:`~streamcar.kafka.consumer.ConsumerBridge` for a consumer group,
+:class:`~streamcar.kafka.share.ShareBridge` for a share group) need to talk to the asyncio loop they feed, and to
+end."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from streamcar.kafka.records import TP
+
+T = TypeVar("T")
+
+
+def on_loop(loop: asyncio.AbstractEventLoop, coro: Awaitable[Any], timeout: float) -> Any:
+    """Run ``coro`` on ``loop`` from the consumer thread and wait (at most ``timeout`` seconds) for its result."""
+
+    async def wrapper() -> Any:
+        return await coro
+
+    return asyncio.run_coroutine_threadsafe(wrapper(), loop).result(timeout)
+
+
+async def end_thread(stopping: threading.Event, wake: threading.Event, thread: threading.Thread, done: Any) -> None:
+    """Ask the consumer thread to stop, and wait until it has (``done`` is settled as its last act)."""
+    stopping.set()
+    wake.set()
+    if thread.is_alive():
+        await done
+    else:
+        settle(done, None)
+
+
+def settle(future: asyncio.Future[Any], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+def resolve(future: asyncio.Future[T], value: T) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def fmt(tps: list[TP]) -> str:
+    return ", ".join(f"{t}[{p}]" for t, p in sorted(tps)) or "nothing"
+
+
+def fields(event: str, group: str, tps: list[TP]) -> dict[str, object]:
+    """A log record's structured fields for ``event`` of ``group`` on ``tps``."""
+    return {"event": event, "group": group, "partitions": [f"{t}[{p}]" for t, p in sorted(tps)]}
