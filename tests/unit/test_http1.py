@@ -265,6 +265,48 @@ async def test_a_stale_connection_that_swallows_the_request_is_retried_once_on_a
     assert [r.body for r in server.requests] == [b"1", b"2", b"2"]
 
 
+@pytest.mark.parametrize("closed_before_the_send", [1, 2])
+async def test_a_new_connection_the_server_closed_before_the_send_is_replaced_once(
+    serve: Callable[[Answer], Awaitable[Server]], closed_before_the_send: int
+) -> None:
+    """A server's idle timer runs from the accept, and a busy loop may get to the write late: the connection is
+    gone before the request left us. The request used to be written into the closed transport and to wait out
+    its deadline; now it goes out on one new connection, and a second such close fails it at once."""
+    closer = await asyncio.start_server(lambda reader, writer: writer.close(), "127.0.0.1", 0)
+    server = await serve(echo)
+    ports = [closer.sockets[0].getsockname()[1]] * closed_before_the_send + [server.port]
+
+    class LateWriter(Http1Pool):
+        async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Connection:
+            self._port = ports.pop(0)
+            connection = await super()._connect(loop)
+            if self._port != server.port and not connection.closed:  # busy elsewhere until the close arrived
+                lost = asyncio.Event()
+                connection_lost = connection.connection_lost
+
+                def on_lost(exc: Exception | None) -> None:
+                    connection_lost(exc)
+                    lost.set()
+
+                connection.connection_lost = on_lost  # type: ignore[method-assign]
+                await asyncio.wait_for(lost.wait(), 5)
+            return connection
+
+    client = LateWriter(server.url, limit=2, timeout=3.0)
+    try:
+        async with asyncio.timeout(1):
+            if closed_before_the_send == 1:
+                assert (await client.post([], b"x")).body == b"X"
+            else:
+                with pytest.raises(Disconnected, match="before the request was sent"):
+                    await client.post([], b"x")
+    finally:
+        await client.close()
+        closer.close()
+        await closer.wait_closed()
+    assert [r.body for r in server.requests] == ([b"x"] if closed_before_the_send == 1 else [])
+
+
 async def test_a_new_connection_closed_without_an_answer_fails_without_a_retry(
     serve: Callable[[Answer], Awaitable[Server]],
 ) -> None:

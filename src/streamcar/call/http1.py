@@ -20,7 +20,10 @@ parser of Node.js, through ``httptools``, the binding uvicorn uses):
   a connection whose request timed out or was cancelled is closed, never reused;
 * a request sent on a kept-alive connection that the server closed before answering (its keep-alive timeout
   raced our reuse) is sent once more on a new connection: the request never reached the service's handler,
-  or if it did, the ``Idempotency-Key`` lets the service tell.
+  or if it did, the ``Idempotency-Key`` lets the service tell. So is one whose new connection the server
+  closed before we could send (its idle timer runs from the accept, and a busy loop may write late): nothing
+  was sent. A new connection closed after the request went out is not retried here (the request itself may
+  be what ends the server's connections), as Go's ``net/http`` does.
 
 Failures, all :class:`HttpError` except the timeout::
 
@@ -139,7 +142,7 @@ class Http1Pool:
                 response = await connection.request(data, deadline)
                 break
             except Disconnected as exc:
-                if fresh or connection.used == 1 or exc.answered:
+                if fresh or connection.used == 1 or exc.answered:  # used 0: closed before the request was sent
                     raise
                 fresh = True  # see the module docstring: once more, on a new connection
             finally:

@@ -151,6 +151,8 @@ class _Connection(asyncio.Protocol):
     def request(self, data: tuple[bytes, ...], deadline: float) -> asyncio.Future[Response]:
         """Send ``data`` (the pieces of a whole request); the future holds the response."""
         assert self.transport is not None
+        if self.closed:  # the server closed it after we connected, before this send: nothing of it left us
+            raise Disconnected("the server closed the connection before the request was sent", answered=False)
         waiter = self._waiter = self._loop.create_future()
         self._timer = self._loop.call_at(deadline, self._time_out)
         self.used += 1
