@@ -23,7 +23,9 @@ def on_loop(loop: asyncio.AbstractEventLoop, coro: Awaitable[Any], timeout: floa
     return asyncio.run_coroutine_threadsafe(wrapper(), loop).result(timeout)
 
 
-async def end_thread(stopping: threading.Event, wake: threading.Event, thread: threading.Thread, done: Any) -> None:
+async def end_thread(
+    stopping: threading.Event, wake: threading.Event, thread: threading.Thread, done: asyncio.Future[None]
+) -> None:
     """Ask the consumer thread to stop, and wait until it has (``done`` is settled as its last act)."""
     stopping.set()
     wake.set()
@@ -48,9 +50,13 @@ def resolve(future: asyncio.Future[T], value: T) -> None:
 
 
 def fmt(tps: list[TP]) -> str:
-    return ", ".join(f"{t}[{p}]" for t, p in sorted(tps)) or "nothing"
+    return ", ".join(_names(tps)) or "nothing"
 
 
 def fields(event: str, group: str, tps: list[TP]) -> dict[str, object]:
     """A log record's structured fields for ``event`` of ``group`` on ``tps``."""
-    return {"event": event, "group": group, "partitions": [f"{t}[{p}]" for t, p in sorted(tps)]}
+    return {"event": event, "group": group, "partitions": _names(tps)}
+
+
+def _names(tps: list[TP]) -> list[str]:
+    return [f"{t}[{p}]" for t, p in sorted(tps)]
