@@ -40,7 +40,7 @@ integration: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.pacing
-	$(BIN)/python -m bench.queue
+	$(BIN)/python -m bench.queues
 
 kafka-stop: $(STAMP)
 	$(BIN)/streamcar kafka stop

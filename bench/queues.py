@@ -1,5 +1,5 @@
 """Queue mode against a consumer group: three sidecars, each beside its own slow service instance, on a topic of
-one partition. ``python -m bench.queue [--messages N]`` (``make bench`` runs it too).
+one partition. ``python -m bench.queues [--messages N]`` (``make bench`` runs it too).
 
 Each service instance (bench/knee_service.py) serves 8 requests at once, 20 ms each: 400 a second. Each
 sidecar calls its own instance with ``max_in_flight: 8``. In a consumer group only one member can own the one
@@ -119,7 +119,7 @@ def run(bootstrap: str, workdir: Path, mode: str, n: int) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.queue", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.queues", description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=12_000)
     parser.add_argument("--json", type=Path, default=HERE / "results" / "queue.json")
     args = parser.parse_args()
