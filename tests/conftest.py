@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import re
+import signal
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +32,17 @@ from scenario import Scenario, ScenarioFactory
 from sidecar import SidecarFactory, SidecarProcess
 from support import KafkaHandle, TopicFactory, create_topic
 from threaded import S, ServiceFactory, ThreadedServer
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Children start with SIGINT's default disposition, whatever this run inherited.
+
+    A shell starts a background job (``make test &``) with SIGINT ignored, an ignored signal stays ignored across
+    exec, and Python leaves an ignored SIGINT ignored: the tests' ``streamcar`` processes would then not stop on the
+    Ctrl-C they are sent. A handler of our own is reset to the default in each child.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _running_kafka(

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from streamcar import __version__
+from streamcar import __version__, interrupts
 from streamcar.errors import ConfigError, StreamcarError, UsageError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -363,9 +363,19 @@ def build_parser() -> _Parser:
     return parser
 
 
+def _failed(exc: StreamcarError) -> int:
+    print(f"streamcar: {exc}", file=sys.stderr)
+    return exc.exit_code
+
+
+def _interrupted() -> int:
+    print("streamcar: interrupted", file=sys.stderr)
+    return interrupts.INTERRUPTED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     try:
+        parser = build_parser()  # in the try: argparse imports as it builds, and a Ctrl-C may come meanwhile
         args = parser.parse_args(_glued(sys.argv[1:] if argv is None else argv))
         handler: Handler = args.handler
         return handler(args)
@@ -374,17 +384,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"streamcar: {line}", file=sys.stderr)
         return exc.exit_code
     except StreamcarError as exc:
-        print(f"streamcar: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _interrupted() if interrupts.seen() else _failed(exc)
     except KeyboardInterrupt:
-        print("streamcar: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted()
     except BrokenPipeError:
         # stdout's reader went away (`| head`): stop quietly, as Unix tools do
         with contextlib.suppress(OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as exc:  # a bug: still one line unless asked for more
+        if interrupts.seen():  # not a bug: the Ctrl-C, as a library reported it
+            return _interrupted()
         if os.environ.get("STREAMCAR_DEBUG"):
             traceback.print_exc()
         print(
