@@ -1,6 +1,7 @@
 """Benchmarks: the sidecar against the ceiling, measured in one run on one broker.
 
     python -m bench [--messages N] [--ceiling-messages C] [--partitions P] [--replay-messages M] [--only ...]
+    python -m bench --smoke [--bootstrap HOST:PORT]   # every scenario, a few thousand records: does it run?
 
 Scenarios (fresh output topics on the same broker):
 * ``kafka-producer-perf`` / ``kafka-consumer-perf``: Apache Kafka's own perf tools (acks=all): the broker's limit;
@@ -34,22 +35,31 @@ VmHWM. Figures are only comparable as ratios within one run.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import asdict, dataclass
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
-from bench.kafka_io import LATENCY, THROUGHPUT, OutputReader, create_topic, percentile, produce_input, produce_paced
+from bench import cli
+from bench.kafka_io import (
+    LATENCY,
+    THROUGHPUT,
+    OutputReader,
+    broker,
+    create_topic,
+    percentile,
+    produce_input,
+    produce_paced,
+)
+from bench.processes import Watched
 from bench.runners import (
     CeilingLoop,
     CpuMeter,
@@ -61,7 +71,7 @@ from bench.runners import (
     replay,
     sidecar,
 )
-from streamcar.devkafka import LocalKafka
+from bench.table import Result, report
 
 HERE = Path(__file__).resolve().parent
 console = Console(stderr=True)
@@ -76,40 +86,45 @@ SIDECAR_SCENARIOS: dict[str, tuple[dict[str, object], str | None]] = {
     "python-batch": ({"url": "python:bench.echo_handlers:echo_batch", "batch": BATCH}, None),
 }
 SLOW_MS = 20
-Runner = Callable[[list[str], str], AbstractContextManager[dict[str, int]]]
-"""Starts consuming the given topics into the output topic for the duration of a ``with``; yields the processes
-to measure by role (``sidecar``, ``service``), none for a loop in this process."""
+SMOKE = {
+    "messages": 2000,
+    "ceiling_messages": 5000,
+    "perf_messages": 5000,
+    "replay_messages": 5000,
+    "slow_messages": 100,
+    "latency_rate": 200,
+    "latency_seconds": 1,
+    "json": HERE / "results" / "smoke.json",
+}
+"""``--smoke``: every scenario on a few thousand records (the slow service's on 100: 2 s at 50/s one at a time)."""
 
 
 @dataclass
-class Result:
-    scenario: str
-    messages: int
-    seconds: float
-    msgs_per_s: float
-    ratio_to_ceiling: float | None = None
-    ratio: float | None = None  # to its own reference (see `reference`)
-    reference: str | None = None
-    p50_ms: float | None = None
-    p99_ms: float | None = None
-    cpu_us: float | None = None  # CPU per message: the sidecar's, or a round trip's client's
-    service_us: float | None = None  # the service's CPU per message
-    broker_us: float | None = None  # the broker's CPU per message
-    busy: float | None = None  # how busy the machine's cores were meanwhile (1.0: all, all the time)
-    peak_rss_mib: float | None = None
+class Running:
+    """What a runner started: the processes to measure by role (``sidecar``, ``service``; none for a loop in this
+    process), and what the outputs depend on (a wait for them fails as soon as one is gone)."""
+
+    pids: dict[str, int]
+    watch: Sequence[Watched]
+
+
+Runner = Callable[[list[str], str], AbstractContextManager[Running]]
+"""Starts consuming the given topics into the output topic for the duration of a ``with``."""
 
 
 class Bench:
     def __init__(self, args: argparse.Namespace, bootstrap: str, workdir: Path, broker: int | None) -> None:
         self.args = args
         self.bootstrap = bootstrap
-        self.broker = broker  # the broker JVM's pid
+        self.broker = broker  # the broker JVM's pid, when the bench started it
         self.workdir = workdir
         self.results: list[Result] = []
+        self._tag = uuid.uuid4().hex[:6]  # a broker given with --bootstrap may have seen another run
 
     def topic(self, name: str, partitions: int | None = None) -> str:
-        create_topic(self.bootstrap, name, partitions or self.args.partitions)
-        return name
+        topic = f"{name}-{self._tag}"
+        create_topic(self.bootstrap, topic, partitions or self.args.partitions)
+        return topic
 
     def measure(self, name: str, source: str, n: int, runner: Runner, *, seen: bool = False) -> Result:
         """Run ``runner`` (consuming ``source`` and a latency topic, publishing to a fresh topic): throughput
@@ -119,20 +134,21 @@ class Bench:
         out, lat = self.topic(f"out-{name}"), self.topic(f"lat-{name}")
         reader, inputs = OutputReader(self.bootstrap, out, seen=seen), OutputReader(self.bootstrap, lat)
         try:
-            with console.status(f"{name}: throughput ..."), runner([source, lat], out) as pids:
-                meter = self.meter(pids, n)
-                seconds = reader.wait(THROUGHPUT, n, progress=meter.progress).span(THROUGHPUT)
+            with console.status(f"{name}: throughput ..."), runner([source, lat], out) as running:
+                meter = self.meter(running.pids, n)
+                outputs = reader.wait(THROUGHPUT, n, progress=meter.progress, watch=running.watch)
+                seconds = outputs.span(THROUGHPUT)
                 count = args.latency_rate * args.latency_seconds
                 console.log(f"{name}: {n / seconds:,.0f} msg/s; latency at {args.latency_rate}/s ...")
                 if seen:  # the reader's own clock times the replies: it must read while they come
                     with ThreadPoolExecutor(1) as pool:
-                        reading = pool.submit(reader.wait, LATENCY, count, 120)
+                        reading = pool.submit(reader.wait, LATENCY, count, 120, watch=running.watch)
                         produce_paced(self.bootstrap, lat, count, args.latency_rate, args.size)
                         stamps = reading.result().stamps[LATENCY]
                 else:
                     produce_paced(self.bootstrap, lat, count, args.latency_rate, args.size)
-                    stamps = reader.wait(LATENCY, count, timeout=120).stamps[LATENCY]
-                rss = peak_rss_mib(pids["sidecar"]) if "sidecar" in pids else None
+                    stamps = reader.wait(LATENCY, count, timeout=120, watch=running.watch).stamps[LATENCY]
+                rss = peak_rss_mib(running.pids["sidecar"]) if "sidecar" in running.pids else None
             sent = inputs.wait(LATENCY, count, timeout=60).stamps[LATENCY]
         finally:
             reader.close()
@@ -166,7 +182,7 @@ class Bench:
         commit_interval: str = "1s",
     ) -> Runner:
         @contextmanager
-        def run(topics: list[str], out: str) -> Iterator[dict[str, int]]:
+        def run(topics: list[str], out: str) -> Iterator[Running]:
             with sidecar(
                 self.bootstrap,
                 topics,
@@ -184,17 +200,17 @@ class Bench:
                 pids = {"sidecar": running.process.pid}
                 if running.service is not None:
                     pids["service"] = running.service.pid
-                yield pids
+                yield Running(pids, running.watch)
 
         return run
 
     def ceiling(self) -> Runner:
         @contextmanager
-        def run(topics: list[str], out: str) -> Iterator[dict[str, int]]:
+        def run(topics: list[str], out: str) -> Iterator[Running]:
             loop = CeilingLoop(self.bootstrap, topics, out)
             loop.start()
             try:
-                yield {}
+                yield Running({}, [loop])
             finally:
                 loop.stop()
 
@@ -204,16 +220,93 @@ class Bench:
         out = self.topic(f"out-{name}", 1)
         reader = OutputReader(self.bootstrap, out)
         try:
-            with console.status(f"{name} ..."), runner([source], out) as pids:
-                meter = self.meter(pids, n)
-                seconds = reader.wait(THROUGHPUT, n, progress=meter.progress).span(THROUGHPUT)
-                rss = peak_rss_mib(pids["sidecar"]) if "sidecar" in pids else None
+            with console.status(f"{name} ..."), runner([source], out) as running:
+                meter = self.meter(running.pids, n)
+                outputs = reader.wait(THROUGHPUT, n, progress=meter.progress, watch=running.watch)
+                seconds = outputs.span(THROUGHPUT)
+                rss = peak_rss_mib(running.pids["sidecar"]) if "sidecar" in running.pids else None
         finally:
             reader.close()
         return self.add(Result(name, n, round(seconds, 3), round(n / seconds, 1), peak_rss_mib=rss), meter)
 
 
-def main() -> int:
+def perf_tools(bench: Bench) -> None:
+    """Apache Kafka's own perf tools: the broker's limit."""
+    n, size = bench.args.perf_messages, bench.args.size
+    with console.status("kafka-producer-perf-test / kafka-consumer-perf-test ..."):
+        produced, consumed = kafka_perf(bench.bootstrap, bench.topic("perf"), n, size, bench.workdir)
+    for name, rate in (("kafka-producer-perf", produced), ("kafka-consumer-perf", consumed)):
+        bench.add(Result(name, n, round(n / rate, 3), round(rate, 1)))
+
+
+def exactly_once(bench: Bench, source: str) -> None:
+    """Exactly-once against at-least-once, both timed as a read_committed reader sees the replies."""
+    http = SIDECAR_SCENARIOS["http-single"][0]
+    pairs = (("http-single-seen", False, "1s"), ("exactly-once", True, "1s"), ("exactly-once-100ms", True, "100ms"))
+    for name, exactly, interval in pairs:
+        runner = bench.through_sidecar(http, "http", None, exactly_once=exactly, commit_interval=interval)
+        bench.measure(name, source, bench.args.messages, runner, seen=True)
+
+
+def slow_service(bench: Bench, wanted: Callable[[str], bool]) -> None:
+    """``slow-keyed`` and ``slow-partition``: a service taking ``SLOW_MS`` per call, against their ideals."""
+    args = bench.args
+    slow_call: dict[str, object] = {"url": "http://127.0.0.1:{port}/echo", "timeout": "10s"}
+    delay = (str(SLOW_MS),)
+    if wanted("slow-keyed"):
+        slow = bench.topic("slow-input", 1)
+        with console.status("producing the slow-service input ..."):
+            produce_input(bench.bootstrap, slow, args.slow_messages, args.size, keys=1000)
+        keyed = bench.through_sidecar(slow_call, "http", None, service_args=delay, max_in_flight=args.slow_in_flight)
+        result = bench.throughput_only("slow-keyed", slow, args.slow_messages, keyed)
+        ideal = args.slow_in_flight / (SLOW_MS / 1000)
+        result.ratio, result.reference = round(result.msgs_per_s / ideal, 3), f"ideal {ideal:,.0f}/s"
+    if wanted("slow-partition"):
+        few = min(args.slow_messages, 300)  # one at a time: 50 a second at best
+        one = bench.topic("slow-one", 1)
+        produce_input(bench.bootstrap, one, few, args.size, keys=1000)
+        partition = bench.through_sidecar(
+            slow_call, "http", None, service_args=delay, max_in_flight=args.slow_in_flight, ordering="partition"
+        )
+        result = bench.throughput_only("slow-partition", one, few, partition)
+        ideal = 1000 / SLOW_MS
+        result.ratio, result.reference = round(result.msgs_per_s / ideal, 3), f"ideal {ideal:,.0f}/s"
+
+
+def replay_scenario(bench: Bench) -> None:
+    """``streamcar replay`` against a ceiling loop copying the same records."""
+    m = bench.args.replay_messages
+    big = bench.topic("replay-input")
+    with console.status(f"producing {m:,} records for the replay ..."):
+        produce_input(bench.bootstrap, big, m, bench.args.size)
+    copy = bench.throughput_only("replay-ceiling", big, m, bench.ceiling())
+    with console.status(f"replaying {m:,} records ..."):
+        seconds = replay(bench.bootstrap, big, bench.topic("out-replay"), m, bench.workdir)
+    result = bench.add(Result("replay", m, round(seconds, 3), round(m / seconds, 1)))
+    result.ratio, result.reference = round(result.msgs_per_s / copy.msgs_per_s, 3), "replay-ceiling"
+
+
+def round_trips(bench: Bench, wanted: Callable[[str], bool]) -> None:
+    """The bare round trip of each transport: no Kafka, no engine."""
+    args, n = bench.args, bench.args.messages
+    trips: dict[str, Callable[[], RoundTrip]] = {
+        "http-round-trip": lambda: http_round_trip(n, args.max_in_flight, args.size, bench.workdir),
+        "aiohttp-round-trip": lambda: http_round_trip(
+            n, args.max_in_flight, args.size, bench.workdir, client="aiohttp"
+        ),
+        "grpc-round-trip": lambda: grpc_round_trip(n, args.max_in_flight, args.size, bench.workdir),
+    }
+    for name, trip in trips.items():
+        transport = "grpc" if name.startswith("grpc") else "http"
+        if wanted(name) or wanted(transport) or wanted(f"{transport}-single"):
+            with console.status(f"{name} ..."):
+                done = trip()
+            result = Result(name, n, round(done.seconds, 3), round(n / done.seconds, 1))
+            result.cpu_us, result.service_us, result.busy = done.client_us, done.service_us, done.busy
+            bench.add(result)
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument(
@@ -231,154 +324,49 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=HERE / "results" / "latest.json")
     parser.add_argument("--profile", type=Path, help="record the sidecar with py-spy into FILE.<scenario>.txt")
     parser.add_argument("--only", nargs="+", help="scenarios to run (the ceiling always runs)")
-    args = parser.parse_args()
+    return cli.arguments(parser, SMOKE, argv)
+
+
+def main(args: argparse.Namespace) -> int:
     n = args.messages
 
     def wanted(name: str) -> bool:
         return not args.only or name in args.only
 
-    # SIGTERM (a timeout, a CI cancel) unwinds like Ctrl-C, so the finally below stops Kafka and removes files
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = Path(tempfile.mkdtemp(prefix="streamcar-bench-"))
-    cluster = LocalKafka(workdir / "kafka")
     started = time.monotonic()
     try:
-        with console.status("starting Kafka ..."):
-            started_kafka = cluster.start(nodes=1, port=0, heap="1g", die_with_parent=True)
-            broker = next((node.pid for node in cluster.status() if node.pid is not None), None)
-            bench = Bench(args, started_kafka.bootstrap, workdir, broker)
-        source = bench.topic("input")
-        with console.status(f"producing {n} input records ..."):
-            produce_input(bench.bootstrap, source, n, args.size)
-        if wanted("kafka-perf"):
-            with console.status("kafka-producer-perf-test / kafka-consumer-perf-test ..."):
-                produced, consumed = kafka_perf(bench.bootstrap, bench.topic("perf"), args.perf_messages, args.size)
-            for name, rate in (("kafka-producer-perf", produced), ("kafka-consumer-perf", consumed)):
-                bench.add(Result(name, args.perf_messages, round(args.perf_messages / rate, 3), round(rate, 1)))
-        ceiling_source = bench.topic("ceiling-input")
-        with console.status(f"producing {args.ceiling_messages} ceiling input records ..."):
-            produce_input(bench.bootstrap, ceiling_source, args.ceiling_messages, args.size)
-        ceiling = bench.measure("ceiling", ceiling_source, args.ceiling_messages, bench.ceiling())
-        for name, (call, service) in SIDECAR_SCENARIOS.items():
-            if wanted(name):
-                profile = args.profile.with_suffix(f".{name}.txt") if args.profile else None
-                bench.measure(name, source, n, bench.through_sidecar(call, service, profile))
-
-        # exactly-once against at-least-once, both timed as a read_committed reader sees the replies
-        if wanted("exactly-once"):
-            http = SIDECAR_SCENARIOS["http-single"][0]
-            pairs = (
-                ("http-single-seen", False, "1s"),
-                ("exactly-once", True, "1s"),
-                ("exactly-once-100ms", True, "100ms"),
-            )
-            for name, exactly, interval in pairs:
-                runner = bench.through_sidecar(http, "http", None, exactly_once=exactly, commit_interval=interval)
-                bench.measure(name, source, n, runner, seen=True)
-
-        slow_call: dict[str, object] = {"url": "http://127.0.0.1:{port}/echo", "timeout": "10s"}
-        if wanted("slow-keyed") or wanted("slow-partition"):
-            slow = bench.topic("slow-input", 1)
-            with console.status("producing the slow-service input ..."):
-                produce_input(bench.bootstrap, slow, args.slow_messages, args.size, keys=1000)
-            delay = (str(SLOW_MS),)
-            if wanted("slow-keyed"):
-                keyed = bench.through_sidecar(
-                    slow_call, "http", None, service_args=delay, max_in_flight=args.slow_in_flight
-                )
-                result = bench.throughput_only("slow-keyed", slow, args.slow_messages, keyed)
-                ideal = args.slow_in_flight / (SLOW_MS / 1000)
-                result.ratio, result.reference = round(result.msgs_per_s / ideal, 3), f"ideal {ideal:,.0f}/s"
-            if wanted("slow-partition"):
-                few = min(args.slow_messages, 300)  # one at a time: 50 a second at best
-                one = bench.topic("slow-one", 1)
-                produce_input(bench.bootstrap, one, few, args.size, keys=1000)
-                partition = bench.through_sidecar(
-                    slow_call, "http", None, service_args=delay, max_in_flight=args.slow_in_flight, ordering="partition"
-                )
-                result = bench.throughput_only("slow-partition", one, few, partition)
-                ideal = 1000 / SLOW_MS
-                result.ratio, result.reference = round(result.msgs_per_s / ideal, 3), f"ideal {ideal:,.0f}/s"
-
-        if wanted("replay"):
-            m = args.replay_messages
-            big = bench.topic("replay-input")
-            with console.status(f"producing {m:,} records for the replay ..."):
-                produce_input(bench.bootstrap, big, m, args.size)
-            copy = bench.throughput_only("replay-ceiling", big, m, bench.ceiling())
-            with console.status(f"replaying {m:,} records ..."):
-                seconds = replay(bench.bootstrap, big, bench.topic("out-replay"), m)
-            result = bench.add(Result("replay", m, round(seconds, 3), round(m / seconds, 1)))
-            result.ratio, result.reference = round(result.msgs_per_s / copy.msgs_per_s, 3), "replay-ceiling"
-
-        trips: dict[str, Callable[[], RoundTrip]] = {
-            "http-round-trip": lambda: http_round_trip(n, args.max_in_flight, args.size),
-            "aiohttp-round-trip": lambda: http_round_trip(n, args.max_in_flight, args.size, client="aiohttp"),
-            "grpc-round-trip": lambda: grpc_round_trip(n, args.max_in_flight, args.size),
-        }
-        for name, trip in trips.items():
-            transport = "grpc" if name.startswith("grpc") else "http"
-            if wanted(name) or wanted(transport) or wanted(f"{transport}-single"):
-                with console.status(f"{name} ..."):
-                    done = trip()
-                result = Result(name, n, round(done.seconds, 3), round(n / done.seconds, 1))
-                result.cpu_us, result.service_us, result.busy = done.client_us, done.service_us, done.busy
-                bench.add(result)
+        with ExitStack() as stack:
+            with console.status("starting Kafka ..."):
+                kafka = stack.enter_context(broker(workdir, args.bootstrap))
+            bench = Bench(args, kafka.bootstrap, workdir, kafka.pid)
+            source = bench.topic("input")
+            with console.status(f"producing {n} input records ..."):
+                produce_input(bench.bootstrap, source, n, args.size)
+            if wanted("kafka-perf"):
+                perf_tools(bench)
+            ceiling_source = bench.topic("ceiling-input")
+            with console.status(f"producing {args.ceiling_messages} ceiling input records ..."):
+                produce_input(bench.bootstrap, ceiling_source, args.ceiling_messages, args.size)
+            ceiling = bench.measure("ceiling", ceiling_source, args.ceiling_messages, bench.ceiling())
+            for name, (call, service) in SIDECAR_SCENARIOS.items():
+                if wanted(name):
+                    profile = args.profile.with_suffix(f".{name}.txt") if args.profile else None
+                    bench.measure(name, source, n, bench.through_sidecar(call, service, profile))
+            if wanted("exactly-once"):
+                exactly_once(bench, source)
+            if wanted("slow-keyed") or wanted("slow-partition"):
+                slow_service(bench, wanted)
+            if wanted("replay"):
+                replay_scenario(bench)
+            round_trips(bench, wanted)
     finally:
-        cluster.stop(timeout=20)
         shutil.rmtree(workdir, ignore_errors=True)
 
     report(bench.results, ceiling, args, time.monotonic() - started)
     return 0
 
 
-def report(results: list[Result], ceiling: Result, args: argparse.Namespace, elapsed: float) -> None:
-    by_name = {r.scenario: r for r in results}
-    for r in results:
-        r.ratio_to_ceiling = round(r.msgs_per_s / ceiling.msgs_per_s, 3)
-        transport = {"http-single": "http-round-trip", "http-batch": "http-round-trip", "grpc": "grpc-round-trip"}
-        reference = by_name.get(transport.get(r.scenario, ""))
-        if reference is not None:
-            r.ratio, r.reference = round(r.msgs_per_s / reference.msgs_per_s, 3), reference.scenario
-    title = f"streamcar bench: {args.messages} messages, {args.partitions} partitions, {args.size} B values"
-    table = Table(title=title)
-    columns = (
-        *("scenario", "msgs/s", "/ ceiling", "ratio", "to", "p50 ms", "p99 ms", "+p50 ms", "+p99 ms"),
-        *("CPU µs/msg", "service µs", "broker µs", "busy", "RSS MiB"),
-    )
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("scenario", "to") else "right")
-
-    def number(value: float | None, digits: int = 1) -> str:
-        return "-" if value is None else f"{value:,.{digits}f}"
-
-    for r in results:
-        added = [
-            None if v is None or c is None else v - c
-            for v, c in ((r.p50_ms, ceiling.p50_ms), (r.p99_ms, ceiling.p99_ms))
-        ]
-        table.add_row(
-            r.scenario,
-            f"{r.msgs_per_s:,.0f}",
-            number(r.ratio_to_ceiling, 3),
-            number(r.ratio, 3),
-            r.reference or "",
-            number(r.p50_ms),
-            number(r.p99_ms),
-            number(added[0]) if r is not ceiling else "",
-            number(added[1]) if r is not ceiling else "",
-            number(r.cpu_us),
-            number(r.service_us),
-            number(r.broker_us),
-            "-" if r.busy is None else f"{r.busy:.0%}",
-            number(r.peak_rss_mib),
-        )
-    Console(width=max(190, Console().width)).print(table)
-    console.log(f"bench took {elapsed:.0f}s")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    document = {"args": {k: str(v) for k, v in vars(args).items()}, "results": [asdict(r) for r in results]}
-    args.json.write_text(json.dumps(document, indent=2) + "\n")
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    arguments = parse()
+    sys.exit(cli.run(lambda: main(arguments)))

@@ -1,6 +1,6 @@
 """The trivial gRPC service of the benchmarks: ``/bench.Echo/Echo`` returns the request bytes.
 
-Run: python bench/echo_grpc.py PORT
+Run: python -m bench.echo_grpc PORT
 """
 
 from __future__ import annotations

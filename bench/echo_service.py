@@ -1,5 +1,5 @@
 """The trivial HTTP service of the benchmarks: ``/echo`` echoes the body back (200); ``/batch`` answers a batch
-envelope with every value echoed. Run: python bench/echo_service.py PORT [DELAY_MS] (the slow service: each
+envelope with every value echoed. Run: python -m bench.echo_service PORT [DELAY_MS] (the slow service: each
 call waits DELAY_MS first)."""
 
 from __future__ import annotations

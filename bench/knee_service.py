@@ -1,5 +1,5 @@
 """The service with a capacity knee of the pacing bench: ``capacity`` requests served at once, each taking
-``delay`` seconds, the rest waiting inside it (FIFO). Run: python bench/knee_service.py PORT.
+``delay`` seconds, the rest waiting inside it (FIFO). Run: python -m bench.knee_service PORT.
 
 ``POST /echo`` echoes the body; ``POST /control`` with JSON ``{"delay": 0.04, "reject": 0.3, "capacity": 16}``
 changes it on the fly (``reject``: that share of requests gets a quick 429); ``GET /stats`` gives the requests'

@@ -1,5 +1,5 @@
 """Queue mode against a consumer group: three sidecars, each beside its own slow service instance, on a topic of
-one partition. ``python -m bench.queues [--messages N]`` (``make bench`` runs it too).
+one partition. ``python -m bench.queues [--messages N] [--smoke]`` (``make bench`` runs it too).
 
 Each service instance (bench/knee_service.py) serves 8 requests at once, 20 ms each: 400 a second. Each
 sidecar calls its own instance with ``max_in_flight: 8``. In a consumer group only one member can own the one
@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,33 +28,42 @@ from confluent_kafka import Consumer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
-from bench.kafka_io import THROUGHPUT, OutputReader, create_topic, produce_input
-from bench.runners import _pythonpath, _stop, _wait_listening
-from streamcar.devkafka import LocalKafka, free_ports
+from bench import cli
+from bench.kafka_io import THROUGHPUT, OutputReader, broker, create_topic, produce_input
+from bench.processes import Child, check_all, http_json, listening, started
+from bench.runners import streamcar_run
+from streamcar.devkafka import free_ports
 
 HERE = Path(__file__).resolve().parent
 MEMBERS, CAPACITY, DELAY, IN_FLIGHT = 3, 8, 0.020, 8
 JOIN = 8.0
 """Seconds the members get to join before the inputs are produced (a share group hands out records only to the
 members it knows, and a consumer group's one partition has to be assigned)."""
+SMOKE = {"messages": 2000, "join": 3.0, "json": HERE / "results" / "queue-smoke.json"}
+"""``--smoke``: a few thousand records, 3 s to join."""
 console = Console()
 
 
-def _http(url: str, body: dict[str, Any] | None = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=10) as response:
-        return json.loads(response.read())
+@dataclass
+class Member:
+    """A sidecar and its own knee service instance, running."""
+
+    admin_url: str
+    watch: list[Child]
+
+    def consumed(self) -> int:
+        return int(http_json(f"{self.admin_url}/status", watch=self.watch)["pipelines"][0]["consumed"])
 
 
 @contextmanager
-def _member(bootstrap: str, workdir: Path, name: str, consume: dict[str, Any], out: str) -> Iterator[str]:
-    """One knee service instance and its sidecar; yields the sidecar's admin URL."""
+def _member(bootstrap: str, workdir: Path, name: str, consume: dict[str, Any], out: str) -> Iterator[Member]:
+    """One knee service instance and its sidecar, the sidecar's admin endpoints answering."""
     port, admin = free_ports(2)
-    service = subprocess.Popen([sys.executable, str(HERE / "knee_service.py"), str(port)])
-    sidecar: subprocess.Popen[bytes] | None = None
-    try:
-        _wait_listening(port)
-        _http(f"http://127.0.0.1:{port}/control", {"delay": DELAY, "capacity": CAPACITY})
+    with ExitStack() as stack:
+        cmd = [sys.executable, "-m", "bench.knee_service", str(port)]
+        service = stack.enter_context(started(f"knee service {name}", cmd, workdir))
+        listening(service, port)
+        http_json(f"http://127.0.0.1:{port}/control", {"delay": DELAY, "capacity": CAPACITY}, watch=[service])
         config = {
             "kafka": {"bootstrap_servers": bootstrap},
             "admin": {"listen": f"127.0.0.1:{admin}"},
@@ -73,13 +80,9 @@ def _member(bootstrap: str, workdir: Path, name: str, consume: dict[str, Any], o
         }
         path = workdir / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config))
-        env = {**os.environ, "STREAMCAR_LOG_LEVEL": "WARNING", "PYTHONPATH": _pythonpath()}
-        sidecar = subprocess.Popen([sys.executable, "-m", "streamcar", "run", "-c", str(path)], env=env)
-        _wait_listening(admin)
-        yield f"http://127.0.0.1:{admin}"
-    finally:
-        _stop(sidecar)
-        _stop(service)
+        sidecar = stack.enter_context(streamcar_run(path, workdir))
+        listening(sidecar, admin)
+        yield Member(f"http://127.0.0.1:{admin}", [service, sidecar])
 
 
 def _replies(bootstrap: str, topic: str) -> int:
@@ -92,7 +95,7 @@ def _replies(bootstrap: str, topic: str) -> int:
         consumer.close()
 
 
-def run(bootstrap: str, workdir: Path, mode: str, n: int) -> dict[str, Any]:
+def run(bootstrap: str, workdir: Path, mode: str, n: int, join: float) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:6]
     source, out = f"in-{mode}-{tag}", f"out-{mode}-{tag}"
     for topic in (source, out, f"{out}-dlq"):
@@ -100,13 +103,16 @@ def run(bootstrap: str, workdir: Path, mode: str, n: int) -> dict[str, Any]:
     group = f"bench-{mode}-{tag}"
     consume = {"topics": [source], "share_group" if mode == "queue" else "group": group}
     with ExitStack() as stack:
-        admins = [stack.enter_context(_member(bootstrap, workdir, f"{mode}-{i}", consume, out)) for i in range(MEMBERS)]
-        time.sleep(JOIN)
-        reader = OutputReader(bootstrap, out)
-        stack.callback(reader.close)
+        members = [
+            stack.enter_context(_member(bootstrap, workdir, f"{mode}-{i}", consume, out)) for i in range(MEMBERS)
+        ]
+        watch = [child for member in members for child in member.watch]
+        time.sleep(join)
+        check_all(watch)
+        reader = stack.enter_context(closing(OutputReader(bootstrap, out)))
         produce_input(bootstrap, source, n, 64, keys=1000, batch=20)
-        seconds = reader.wait(THROUGHPUT, n, timeout=600).span(THROUGHPUT)
-        consumed = [_http(f"{url}/status")["pipelines"][0]["consumed"] for url in admins]
+        seconds = reader.wait(THROUGHPUT, n, timeout=600, watch=watch).span(THROUGHPUT)
+        consumed = [member.consumed() for member in members]
     row = {
         "mode": "share group" if mode == "queue" else "consumer group",
         "msgs_per_s": round(n / seconds, 1),
@@ -118,19 +124,17 @@ def run(bootstrap: str, workdir: Path, mode: str, n: int) -> dict[str, Any]:
     return row
 
 
-def main() -> int:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.queues", description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=12_000)
+    parser.add_argument("--join", type=float, default=JOIN, help="seconds the members get to join")
     parser.add_argument("--json", type=Path, default=HERE / "results" / "queue.json")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="streamcar-queue-") as tmp:
-        workdir = Path(tmp)
-        cluster = LocalKafka(workdir / "kafka")
-        try:
-            bootstrap = cluster.start(nodes=1, port=0, heap="1g", die_with_parent=True).bootstrap
-            rows = [run(bootstrap, workdir, mode, args.messages) for mode in ("group", "queue")]
-        finally:
-            cluster.stop(timeout=30)
+    return cli.arguments(parser, SMOKE, argv)
+
+
+def main(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="streamcar-queue-") as tmp, broker(Path(tmp), args.bootstrap) as kafka:
+        rows = [run(kafka.bootstrap, Path(tmp), mode, args.messages, args.join) for mode in ("group", "queue")]
     ratio = round(rows[1]["msgs_per_s"] / rows[0]["msgs_per_s"], 2)
     results = {"rows": rows, "queue_over_group": ratio, "ideal": MEMBERS}
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -146,4 +150,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    arguments = parse()
+    raise SystemExit(cli.run(lambda: main(arguments)))

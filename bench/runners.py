@@ -8,27 +8,29 @@ import os
 import re
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 from confluent_kafka import Consumer, Producer
 
+from bench.processes import BenchFailed, Child, listening, python_env, run_tool, started
 from streamcar.devkafka import free_ports
 from streamcar.devkafka.fetch import ensure_jars
 
-HERE = Path(__file__).resolve().parent
+T = TypeVar("T")
 SERVICES = {
-    "http": [sys.executable, str(HERE / "echo_service.py")],
-    "grpc": [sys.executable, str(HERE / "echo_grpc.py")],
+    "http": [sys.executable, "-m", "bench.echo_service"],
+    "grpc": [sys.executable, "-m", "bench.echo_grpc"],
 }
+"""Started as modules of the checkout (from its root), never as scripts: a script's own directory goes first on
+sys.path, where a module of ours could shadow a standard one."""
 
 
 class CeilingLoop(threading.Thread):
@@ -79,11 +81,20 @@ class CeilingLoop(threading.Thread):
         producer.flush(60)
         consumer.close()
 
+    def check(self) -> None:
+        """Fails once the loop has ended (it runs until :meth:`stop`)."""
+        if self.failure is not None:
+            raise BenchFailed(f"the ceiling loop failed: {self.failure!r}") from self.failure
+        if not self.is_alive():
+            raise BenchFailed("the ceiling loop ended")
+
     def stop(self) -> None:
         self._halt.set()
         self.join(60)
+        if self.is_alive():
+            raise BenchFailed("the ceiling loop did not stop within 60 s")
         if self.failure is not None:
-            raise self.failure
+            raise BenchFailed(f"the ceiling loop failed: {self.failure!r}") from self.failure
 
 
 def cpu_seconds(pid: int, *, skip: tuple[str, ...] = ()) -> float | None:
@@ -194,21 +205,16 @@ def peak_rss_mib(pid: int) -> float | None:
     return round(int(match[1]) / 1024, 1) if match else None
 
 
-def _stop(process: subprocess.Popen[bytes] | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
-
-
 @dataclass
 class Sidecar:
-    process: subprocess.Popen[bytes]
-    service: subprocess.Popen[bytes] | None
+    process: Child
+    service: Child | None
+    spy: Child | None
+
+    @property
+    def watch(self) -> list[Child]:
+        """What the outputs depend on: a wait on them fails as soon as one of these exits."""
+        return [child for child in (self.service, self.process, self.spy) if child is not None]
 
 
 @contextlib.contextmanager
@@ -228,95 +234,95 @@ def sidecar(
     commit_interval: str = "1s",
 ) -> Iterator[Sidecar]:
     """``streamcar run`` (a separate process) with ``call`` until the block ends; ``service`` (http, grpc) runs
-    beside it and ``{port}`` in the call URL is its port. In-process handlers come from this repository."""
+    beside it, listening before the sidecar starts, and ``{port}`` in the call URL is its port. In-process
+    handlers come from this repository."""
     port = free_ports(1)[0]
-    server = None
-    if service is not None:
-        cmd = [*SERVICES[service], str(port), *service_args]
-        server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    config = {
-        "kafka": {"bootstrap_servers": bootstrap},
-        "admin": {"listen": "127.0.0.1:0"},
-        "pipelines": {
-            "bench": {
-                "consume": {"topics": topics, "group": f"bench-{uuid.uuid4().hex[:8]}"},
-                "call": {**call, "url": str(call["url"]).format(port=port)},
-                "max_in_flight": max_in_flight,
-                "ordering": ordering,
-                "publish": {"topic": out, "exactly_once": exactly_once},
-                "commit_interval": commit_interval,
-            }
-        },
-    }
-    config_file = workdir / f"{out}.yaml"
-    config_file.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "STREAMCAR_LOG_LEVEL": "WARNING", "PYTHONPATH": _pythonpath()}
-    process = subprocess.Popen([sys.executable, "-m", "streamcar", "run", "-c", str(config_file)], env=env)
-    spy = None
-    try:
-        if profile is not None:  # py-spy samples the sidecar; the folded stacks feed any flamegraph tool
-            profile.parent.mkdir(parents=True, exist_ok=True)
-            py_spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-            if py_spy is None:
-                raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
-            rate = os.environ.get("PYSPY_RATE", "100")  # samples a second
-            cmd = [py_spy, "record", "--format", "raw", "-r", rate, "--nonblocking", "-o", str(profile)]
-            spy = subprocess.Popen([*cmd, "--pid", str(process.pid)], stdout=subprocess.DEVNULL)
-        yield Sidecar(process, server)
-    finally:
-        if spy is not None:
-            spy.send_signal(signal.SIGINT)
-            spy.wait(30)
-        _stop(process)
-        _stop(server)
+    with contextlib.ExitStack() as stack:
+        server = None
+        if service is not None:
+            cmd = [*SERVICES[service], str(port), *service_args]
+            server = stack.enter_context(started(f"{service} echo service", cmd, workdir))
+            listening(server, port)
+        config = {
+            "kafka": {"bootstrap_servers": bootstrap},
+            "admin": {"listen": "127.0.0.1:0"},
+            "pipelines": {
+                "bench": {
+                    "consume": {"topics": topics, "group": f"bench-{uuid.uuid4().hex[:8]}"},
+                    "call": {**call, "url": str(call["url"]).format(port=port)},
+                    "max_in_flight": max_in_flight,
+                    "ordering": ordering,
+                    "publish": {"topic": out, "exactly_once": exactly_once},
+                    "commit_interval": commit_interval,
+                }
+            },
+        }
+        config_file = workdir / f"{out}.yaml"
+        config_file.write_text(yaml.safe_dump(config))
+        process = stack.enter_context(streamcar_run(config_file, workdir))
+        spy = None if profile is None else stack.enter_context(py_spy(process, profile, workdir))
+        yield Sidecar(process, server, spy)
 
 
-def replay(bootstrap: str, source: str, out: str, n: int) -> float:
+def streamcar_run(config_file: Path, workdir: Path) -> contextlib.AbstractContextManager[Child]:
+    """``streamcar run -c config_file`` until the block ends."""
+    cmd = [sys.executable, "-m", "streamcar", "run", "-c", str(config_file)]
+    return started("sidecar", cmd, workdir, env=python_env(STREAMCAR_LOG_LEVEL="WARNING"))
+
+
+def py_spy(target: Child, profile: Path, workdir: Path) -> contextlib.AbstractContextManager[Child]:
+    """py-spy sampling ``target`` into ``profile`` (folded stacks, for any flamegraph tool) until the block ends
+    (SIGINT: py-spy then writes what it has)."""
+    profile.parent.mkdir(parents=True, exist_ok=True)
+    found = shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    if found is None:
+        raise BenchFailed("--profile needs py-spy: .venv/bin/pip install py-spy")
+    rate = os.environ.get("PYSPY_RATE", "100")  # samples a second
+    cmd = [found, "record", "--format", "raw", "-r", rate, "--nonblocking", "-o", str(profile)]
+    return started("py-spy", [*cmd, "--pid", str(target.pid)], workdir, stop=signal.SIGINT)
+
+
+def replay(bootstrap: str, source: str, out: str, n: int, workdir: Path) -> float:
     """``streamcar replay --to-topic`` (a separate process) copying all of ``source``: its own summary gives the
     seconds from the first fetch to the last acknowledgement (the copies keep the input's timestamps)."""
     cmd = [sys.executable, "-m", "streamcar", "replay", "--topic", source, "--from", "earliest", "--to-topic", out]
-    env = {**os.environ, "PYTHONPATH": _pythonpath()}
-    done = subprocess.run(
-        [*cmd, "-b", bootstrap, "--quiet"], check=True, capture_output=True, text=True, timeout=900, env=env
-    )
-    match = re.search(r"copied ([\d,]+) records to \S+ in ([\d.]+)s", done.stdout)
+    output = run_tool("streamcar replay", [*cmd, "-b", bootstrap, "--quiet"], workdir, timeout=900)
+    match = re.search(r"copied ([\d,]+) records to \S+ in ([\d.]+)s", output)
     if match is None or int(match[1].replace(",", "")) != n:
-        raise RuntimeError(f"unexpected replay summary: {done.stdout.strip()!r}")
+        raise BenchFailed(f"unexpected replay summary: {output.strip()[-500:]!r}")
     return float(match[2])
 
 
-def kafka_perf(bootstrap: str, topic: str, n: int, size: int) -> tuple[float, float]:
+def kafka_perf(bootstrap: str, topic: str, n: int, size: int, workdir: Path) -> tuple[float, float]:
     """The broker's own limit: ``kafka-producer-perf-test`` (acks=all) then ``kafka-consumer-perf-test`` from
     the fetched kafka-tools, on ``topic``; their records per second."""
     java = shutil.which("java") or "java"
     classpath = f"{ensure_jars()}/*"
-    produced = subprocess.run(
+    produced = run_tool(
+        "kafka-producer-perf-test",
         [
             *(java, "-Xmx512m", "-cp", classpath, "org.apache.kafka.tools.ProducerPerformance"),
             *("--topic", topic, "--num-records", str(n), "--record-size", str(size), "--throughput", "-1"),
             *("--producer-props", f"bootstrap.servers={bootstrap}", "acks=all", "linger.ms=5"),
         ],
-        check=True,
-        capture_output=True,
-        text=True,
+        workdir,
         timeout=600,
     )
-    match = re.search(r"^\d+ records sent, ([\d.]+) records/sec", produced.stdout, re.M)
+    match = re.search(r"^\d+ records sent, ([\d.]+) records/sec", produced, re.M)
     if match is None:
-        raise RuntimeError(f"unexpected producer perf output: {produced.stdout[-500:]!r}")
-    consumed = subprocess.run(
+        raise BenchFailed(f"unexpected producer perf output: {produced[-500:]!r}")
+    consumed = run_tool(
+        "kafka-consumer-perf-test",
         [
             *(java, "-Xmx512m", "-cp", classpath, "org.apache.kafka.tools.ConsumerPerformance"),
             *("--bootstrap-server", bootstrap, "--topic", topic, "--messages", str(n), "--timeout", "60000"),
         ],
-        check=True,
-        capture_output=True,
-        text=True,
+        workdir,
         timeout=600,
     )
-    rows = [line for line in consumed.stdout.splitlines() if line and line[0].isdigit()]
+    rows = [line for line in consumed.splitlines() if line and line[0].isdigit()]
     if not rows:
-        raise RuntimeError(f"unexpected consumer perf output: {consumed.stdout[-500:]!r}")
+        raise BenchFailed(f"unexpected consumer perf output: {consumed[-500:]!r}")
     # start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, ...
     fields = [field.strip() for field in rows[-1].split(",")]
     return float(match[1]), float(fields[5])
@@ -349,19 +355,11 @@ class _TripMeter:
         return RoundTrip(seconds, client_us, service_us, self._before.busy(after))
 
 
-def _wait_listening(port: int) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+TRIP_TIMEOUT = 600.0
+"""Seconds a round trip run may take (50,000 calls take a few)."""
 
 
-def http_round_trip(n: int, concurrency: int, size: int, *, client: str = "streamcar") -> RoundTrip:
+def http_round_trip(n: int, concurrency: int, size: int, workdir: Path, *, client: str = "streamcar") -> RoundTrip:
     """The HTTP round trip alone, no Kafka, no engine: ``streamcar``'s own client (what the sidecar calls with)
     or an ``aiohttp`` client, ``concurrency`` calls at a time to the same echo service."""
     import asyncio
@@ -372,7 +370,6 @@ def http_round_trip(n: int, concurrency: int, size: int, *, client: str = "strea
     from streamcar.call.http1 import Http1Pool
 
     port = free_ports(1)[0]
-    service = subprocess.Popen([*SERVICES["http"], str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/echo"
     body = b"x" * size
     todo = iter(range(n))
@@ -401,25 +398,22 @@ def http_round_trip(n: int, concurrency: int, size: int, *, client: str = "strea
 
             await asyncio.gather(*(worker() for _ in range(concurrency)))
 
-    try:
-        _wait_listening(port)
+    with started("http echo service", [*SERVICES["http"], str(port)], workdir) as service:
+        listening(service, port)
         meter = _TripMeter(service.pid)
-        started = time.perf_counter()
-        uvloop.run(with_streamcar() if client == "streamcar" else with_aiohttp())
-        seconds = time.perf_counter() - started
-        return meter.done(seconds, n)
-    finally:
-        _stop(service)
+        started_at = time.perf_counter()
+        calls = with_streamcar() if client == "streamcar" else with_aiohttp()
+        _trip(service, f"{n} HTTP calls ({client})", lambda: uvloop.run(asyncio.wait_for(calls, TRIP_TIMEOUT)))
+        return meter.done(time.perf_counter() - started_at, n)
 
 
-def grpc_round_trip(n: int, concurrency: int, size: int) -> RoundTrip:
+def grpc_round_trip(n: int, concurrency: int, size: int, workdir: Path) -> RoundTrip:
     """The gRPC round trip alone: a grpc.aio client calling the same echo service, no Kafka, no engine."""
     import asyncio
 
     import grpc
 
     port = free_ports(1)[0]
-    server = subprocess.Popen([*SERVICES["grpc"], str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
     async def run() -> float:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -432,19 +426,24 @@ def grpc_round_trip(n: int, concurrency: int, size: int) -> RoundTrip:
                 for i in todo:
                     await call(body, metadata=(("kafka-offset", str(i)), ("idempotency-key", f"t-0-{i}")))
 
-            started = time.perf_counter()
+            started_at = time.perf_counter()
             await asyncio.gather(*(worker() for _ in range(min(concurrency, 100))))  # one connection's streams
-            return time.perf_counter() - started
+            return time.perf_counter() - started_at
 
-    try:
+    with started("grpc echo service", [*SERVICES["grpc"], str(port)], workdir) as server:
+        listening(server, port)
         meter = _TripMeter(server.pid)
-        return meter.done(asyncio.run(run()), n)
-    finally:
-        _stop(server)
+        seconds = _trip(server, f"{n} gRPC calls", lambda: asyncio.run(asyncio.wait_for(run(), TRIP_TIMEOUT)))
+        return meter.done(seconds, n)
 
 
-def _pythonpath() -> str:
-    """The bench's own checkout first (its src/ included): a bench run from another checkout (a worktree of an
-    older commit) must time that checkout's sidecar, not the one the virtualenv was installed from."""
-    root = HERE.parent
-    return os.pathsep.join(p for p in (str(root / "src"), str(root), os.environ.get("PYTHONPATH", "")) if p)
+def _trip(service: Child, what: str, run: Callable[[], T]) -> T:
+    """``run()``; where it fails, a service that exited is the cause to tell, with its output."""
+    try:
+        return run()
+    except TimeoutError:
+        service.check()
+        raise BenchFailed(f"{what} did not finish within {TRIP_TIMEOUT:.0f} s") from None
+    except Exception:
+        service.check()
+        raise

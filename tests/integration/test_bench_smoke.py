@@ -1,0 +1,94 @@
+"""``make bench`` cannot rot: each of its three benches runs in its smallest form (``--smoke``: every scenario, a few
+thousand records, short phases) on the session's broker and ends with its results; a sidecar that exits fails the
+bench at once, with its output. (Issue 29: ``make bench`` hung forever on an echo service that died at import.)
+
+The benches run as ``make bench`` runs them, ``python -m ...`` from the checkout, so what their own children
+import is tested too. The figures are not checked: a smoke run on a busy machine measures nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from support import KafkaHandle
+
+pytestmark = pytest.mark.integration
+
+BENCH_SCENARIOS = {
+    *("kafka-producer-perf", "kafka-consumer-perf", "ceiling"),
+    *("http-single", "http-batch", "grpc", "python", "python-batch"),
+    *("http-single-seen", "exactly-once", "exactly-once-100ms", "slow-keyed", "slow-partition"),
+    *("replay-ceiling", "replay", "http-round-trip", "aiohttp-round-trip", "grpc-round-trip"),
+}
+
+
+def bench(repo_root: Path, kafka: KafkaHandle, module: str, *args: str, timeout: float) -> str:
+    """Runs ``python -m module --smoke`` on the session's broker; its output (it must exit 0)."""
+    done = subprocess.run(
+        [sys.executable, "-m", module, "--smoke", "--bootstrap", kafka.bootstrap, *args],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    output = done.stdout[-4000:] + done.stderr[-4000:]
+    assert done.returncode == 0, output
+    return output
+
+
+@pytest.mark.timeout(240)
+def test_the_bench_runs_every_scenario(repo_root: Path, kafka: KafkaHandle, tmp_path: Path) -> None:
+    results = tmp_path / "bench.json"
+    bench(repo_root, kafka, "bench", "--json", str(results), timeout=220)
+    found = {r["scenario"]: r for r in json.loads(results.read_text())["results"]}
+    assert found.keys() == BENCH_SCENARIOS
+    assert all(r["msgs_per_s"] > 0 for r in found.values())
+    assert found["http-single"]["p99_ms"] is not None
+    assert found["http-single"]["peak_rss_mib"] is not None
+
+
+@pytest.mark.timeout(240)
+def test_the_pacing_bench_runs_every_scenario(repo_root: Path, kafka: KafkaHandle, tmp_path: Path) -> None:
+    results = tmp_path / "pacing.json"
+    bench(repo_root, kafka, "bench.pacing", "--json", str(results), timeout=220)
+    found = json.loads(results.read_text())
+    assert [row["max_in_flight"] for row in found["knee"]] == ["4", "64", "auto"]
+    assert len(found["slowdown"]) == 2
+    assert [row["max_in_flight"] for row in found["reject"]] == ["64", "auto"]
+    assert found["rate"]["seen_per_s"] > 0
+
+
+@pytest.mark.timeout(180)
+def test_the_queue_bench_runs_both_modes(repo_root: Path, kafka: KafkaHandle, tmp_path: Path) -> None:
+    results = tmp_path / "queue.json"
+    bench(repo_root, kafka, "bench.queues", "--json", str(results), timeout=160)
+    rows = json.loads(results.read_text())["rows"]
+    assert [row["mode"] for row in rows] == ["consumer group", "share group"]
+    assert all(sum(row["consumed_per_member"]) >= 2000 for row in rows)
+
+
+def test_a_sidecar_that_exits_fails_the_bench_at_once_with_its_output(
+    repo_root: Path, kafka: KafkaHandle, tmp_path: Path
+) -> None:
+    began = time.monotonic()
+    done = subprocess.run(
+        # max_in_flight 0 is a configuration streamcar refuses at start
+        [sys.executable, "-m", "bench", "--smoke", "--bootstrap", kafka.bootstrap, "--only", "python"]
+        + ["--max-in-flight", "0", "--json", str(tmp_path / "bench.json")],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout[-4000:] + done.stderr[-4000:]
+    assert time.monotonic() - began < 60
+    assert "bench failed: sidecar (pid" in done.stderr
+    assert "max_in_flight" in done.stderr.split("bench failed:")[1]  # the sidecar's own message
+    assert not (tmp_path / "bench.json").exists()
