@@ -320,12 +320,12 @@ def kafka_perf(bootstrap: str, topic: str, n: int, size: int, workdir: Path) -> 
         workdir,
         timeout=600,
     )
-    rows = [line for line in consumed.splitlines() if line and line[0].isdigit()]
+    # start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, ... (the tool's log
+    # lines share its output: a row is the line of ten fields that starts with a date)
+    rows = [line.split(",") for line in consumed.splitlines() if line[:1].isdigit() and line.count(",") >= 9]
     if not rows:
         raise BenchFailed(f"unexpected consumer perf output: {consumed[-500:]!r}")
-    # start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, ...
-    fields = [field.strip() for field in rows[-1].split(",")]
-    return float(match[1]), float(fields[5])
+    return float(match[1]), float(rows[-1][5].strip())
 
 
 @dataclass
