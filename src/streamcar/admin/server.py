@@ -34,7 +34,8 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
-from streamcar.admin.guard import IDLE_TIMEOUT, Gate, default_hosts, guarded, host_allowed
+from streamcar.admin.connections import IDLE_TIMEOUT, Gate, guarded
+from streamcar.admin.guard import default_hosts, host_allowed
 from streamcar.admin.metrics import exposition, registry_for
 from streamcar.admin.overview import Answer, Peer, build, gather
 from streamcar.admin.overview_page import render_overview
