@@ -39,6 +39,7 @@ T = TypeVar("T")
 
 
 LOOK_EVERY = 2.0  # seconds between refreshes of the watermarks and probes of the cluster
+REWIND_AGAIN = 1.0  # seconds before a rewind the group coordinator did not answer is tried again
 
 
 class ConsumerBridge:
@@ -93,6 +94,8 @@ class ConsumerBridge:
         # where a partition without a usable committed offset starts: see streamcar.kafka.starts
         self._starts = Starts(start_from)
         self._metadata: object | None = None  # the group metadata while the thread is in a revoke callback
+        self._rewinding: set[TP] = set()  # held until a rewind the coordinator did not answer is tried again
+        self._rewind_at = 0.0
         self._thread = threading.Thread(target=self._run, name=f"consumer-{','.join(topics)}", daemon=True)
         self._done: asyncio.Future[None] = loop.create_future()
 
@@ -229,8 +232,19 @@ class ConsumerBridge:
             log.debug("committing the start of %s[%d] failed: %s", *tp, exc)
         log.info("%s: %s", self._group, start.text, extra=fields("offset-reset", self._group, [tp]))
 
-    def _rewind(self, tps: list[TP]) -> None:
-        kept, committed, missing = seek_committed(self._consumer, tps)
+    def _rewind(self, asked: list[TP]) -> None:
+        tps, self._rewinding = sorted(self._rewinding.union(asked)), set()  # with those still waiting
+        try:
+            kept, committed, missing = seek_committed(self._consumer, tps)
+        except KafkaException as exc:
+            # the committed offsets did not come (the coordinator is failing over, or this member was frozen past
+            # its session): the partitions fetch nothing meanwhile, and the pipeline keeps waiting for on_rewound
+            log.warning("%s: cannot rewind %s yet (%s); trying again in 1s", self._group, fmt(tps), exc)
+            self._rewinding.update(tps)
+            self._rewind_at = time.monotonic() + REWIND_AGAIN
+            self._held.update(tps)
+            self._apply_pause()
+            return
         for tp in missing:
             self._reset_offset(tp)  # nothing committed yet: it starts where a new assignment would
         self._held.difference_update(tps)
@@ -264,6 +278,8 @@ class ConsumerBridge:
                 self._run_commands()
                 for tp in self._starts.due(time.monotonic()):
                     self._reset_offset(tp)
+                if self._rewinding and time.monotonic() >= self._rewind_at:
+                    self._rewind([])
                 if time.monotonic() >= self._next_look:
                     self._look_around()
                 # The loop is behind: wait. Never poll() here to "serve callbacks": on a consumer poll() returns
@@ -319,6 +335,7 @@ class ConsumerBridge:
         # Assign here rather than letting the client do it after we return, so partitions that arrive while
         # backpressure holds the others paused are paused before they fetch anything.
         committed = committed_points(consumer, partitions, self._group)
+        self._rewinding.difference_update(tps)  # assigned afresh: they start from the committed offsets anyway
         consumer.incremental_assign(partitions)
         if partitions:
             # librdkafka keeps a partition's pause flag across revoke and re-assign: set it either way
