@@ -359,10 +359,12 @@ class Pipeline:
 
     def _rewind(self) -> None:
         """An exactly-once transaction was aborted: every partition goes back to its last committed offsets, and
-        everything taken since is redone (outcomes of work under way are ignored from now on)."""
+        everything taken since is redone (outcomes of work under way are ignored from now on). A partition being
+        revoked is forgotten too: what it did since the last commit went with the aborted transaction, and the
+        revoke's own commit, which may follow this one, must not say it was done (its next owner redoes it)."""
         tps = set(self._inflight.accepting)
         self._stop_taking(tps)
-        self._forget(tps)
+        self._forget(tps | set(self._tracker.partitions()))
         if self._transaction is not None:
             self._transaction.forget()
         if self._bridge is not None and tps:

@@ -3,12 +3,16 @@ their inputs' offsets; an aborted one rewinds every partition and its work is re
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
+from collections.abc import Mapping
 
 from confluent_kafka import KafkaError as RdKafkaError
 from twin import TOPIC, Rig, ScriptedCaller, TwinTransactionalProducer, echo, pipeline_config, record
 
 from streamcar.event import Event, Reply
+from streamcar.kafka.doneahead import decode
+from streamcar.kafka.records import TP, CommitPoint
 
 PARTITIONS, PER_PARTITION = 3, 400
 
@@ -129,3 +133,41 @@ async def test_batch_delivery_with_aborts_is_visible_exactly_once_in_key_order()
     assert producer.aborted == 3
     assert_each_once_in_order(rig)
     assert producer.sends_while_committing == 0
+
+
+def covered(point: CommitPoint) -> set[int]:
+    """The offsets a commit says are done: below its offset, and its done-ahead offsets."""
+    done = set(range(point.offset))
+    if point.metadata:
+        _, runs = decode(point.metadata)
+        done |= {offset for first, last in runs for offset in range(first, last + 1)}
+    return done
+
+
+async def test_a_revoke_waiting_for_a_transaction_that_aborts_commits_none_of_its_work() -> None:
+    # The soak (seeds 3 and 11) lost inputs this way: a transaction was committing (waiting for the group
+    # metadata, or refused with ILLEGAL_GENERATION) when a rebalance revoked a partition; it aborted, and the
+    # revoke's own commit, right after, committed the revoked partition's offsets of the aborted work, whose
+    # replies were gone: read_committed never saw them, and the next owner skipped them.
+    caller = ScriptedCaller(echo, delay=0.001)
+    async with Rig(logs(), caller, exactly_once(max_in_flight=16)) as rig:  # type: ignore[arg-type]
+        producer = transactional(rig)
+        assert rig.consumer is not None
+        consumer = rig.consumer
+        entered = asyncio.Event()
+        commit = producer.commit
+
+        async def travelling(points: Mapping[TP, CommitPoint], group_metadata: object | None) -> None:
+            entered.set()
+            await commit(points, group_metadata)
+
+        await rig.until(lambda: len(producer.open) > 50, "replies in the open transaction")
+        producer.commit = travelling  # type: ignore[method-assign]
+        producer.commit_delay, producer.fail_commits = 0.2, 1  # the next commit travels, and is refused
+        await asyncio.wait_for(entered.wait(), 5)
+        await consumer.revoke([(TOPIC, 1)])
+        assert producer.aborted >= 1
+        point = rig.commit_point((TOPIC, 1))
+    replies = set(rig.out())
+    done = covered(point) if point is not None else set()
+    assert {offset for offset in done if b"1:%d" % offset not in replies} == set()
