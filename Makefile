@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-LINT_PATHS := src tests examples bench
+LINT_PATHS := src tests examples bench soak
 
-.PHONY: demo test lint unit integration bench clean kafka-stop
+.PHONY: demo test lint unit integration bench soak clean kafka-stop
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.pacing
 	$(BIN)/python -m bench.queues
+
+# not part of `make test`: SOAK_S sets its length (600 s), SOAK_SEED repeats a run; see soak/__init__.py
+soak: $(STAMP)
+	$(BIN)/python -m soak
 
 kafka-stop: $(STAMP)
 	$(BIN)/streamcar kafka stop
