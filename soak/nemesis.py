@@ -32,6 +32,8 @@ from streamcar.errors import StreamcarError
 Latency = tuple[float, float]
 TICK = 0.5
 """The longest sleep of the nemesis's loop."""
+CATCH_UP = 300.0
+"""Seconds a node started again has to answer and to have its replicas in sync."""
 
 
 @dataclass(order=True)
@@ -43,13 +45,14 @@ class _Later:
 
 
 class Nodes(threading.Thread):
-    """Starts the cluster's stopped nodes again, one request at a time, off the nemesis's loop. The JVMs it starts
-    die with this thread, so it ends only with the run (:meth:`close`, once the cluster is stopped). While it
-    works nobody else touches the cluster's processes (:attr:`idle`)."""
+    """Starts the cluster's stopped nodes again, one request at a time, off the nemesis's loop, and waits until
+    they caught up (every replica of ``topic`` in sync again). The JVMs it starts die with this thread, so it ends
+    only with the run (:meth:`close`, once the cluster is stopped). While it works nobody else touches the
+    cluster's processes (:attr:`idle`)."""
 
-    def __init__(self, cluster: LocalKafka, heap: str, say: Callable[[str], None]) -> None:
+    def __init__(self, cluster: LocalKafka, heap: str, topic: str, say: Callable[[str], None]) -> None:
         super().__init__(name="soak-nodes", daemon=True)
-        self._cluster, self._heap, self._say = cluster, heap, say
+        self._cluster, self._heap, self._topic, self._say = cluster, heap, topic, say
         self._asks: queue.SimpleQueue[bool] = queue.SimpleQueue()
         self._idle = threading.Event()
         self._idle.set()
@@ -71,15 +74,24 @@ class Nodes(threading.Thread):
         while self._asks.get():
             started = time.monotonic()
             try:
-                self._cluster.start(nodes=3, heap=self._heap, timeout=180, die_with_parent=True)
-                self._say(f"every node answers again ({time.monotonic() - started:.0f}s to start)")
+                layout = self._cluster.start(nodes=3, heap=self._heap, timeout=180, die_with_parent=True)
+                # the cluster's metadata lists a dead node until its broker session ends: ask each node itself
+                nodes = [f"127.0.0.1:{node.port}" for node in layout.nodes]
+                while not (all(map(topics.answers, nodes)) and topics.in_sync(layout.bootstrap, self._topic)):
+                    if time.monotonic() - started > CATCH_UP:
+                        raise StreamcarError(f"the nodes not all back and in sync {CATCH_UP:.0f}s after the start")
+                    time.sleep(1.0)
+                self._say(f"every node is back and in sync ({time.monotonic() - started:.0f}s)")
             except StreamcarError as exc:
-                self.problems.append(f"a node did not start again: {exc}")
-                self._say(f"PROBLEM: a node did not start again: {exc}")
+                self.problems.append(f"a node did not come back: {exc}")
+                self._say(f"PROBLEM: a node did not come back: {exc}")
             if self._asks.empty():
                 self._idle.set()
 
     def close(self) -> None:
+        """Stop the cluster, then end the thread (the nodes it started again die with it): a restart under way
+        then fails at once."""
+        self._cluster.stop(timeout=20)
         self._asks.put(False)
         if self.is_alive():
             self.join(30)
@@ -160,8 +172,8 @@ class Nemesis:
             self._slow = 0
             self._latency(self.setting.normal)
         self._restart_nodes()
-        if not self.nodes.wait(240):
-            self.problems.append("the nodes did not all start again within 240s")
+        if not self.nodes.wait(CATCH_UP + 30):
+            self.problems.append(f"the nodes did not all come back within {CATCH_UP + 30:.0f}s")
         for name in sorted(self._down):
             self._come_back(self.members[name])
         while self._leaving:

@@ -37,6 +37,7 @@ from soak.plan import Fault, plan
 from soak.processes import Member, Service
 from streamcar.config import Config
 from streamcar.devkafka import LocalKafka
+from streamcar.errors import ToolingError
 
 SOURCE = "soak-in"
 PIPELINES = {"keyed": ("soak-keyed", False), "exactly": ("soak-exactly", True)}
@@ -181,13 +182,10 @@ def _soak(settings: Settings, stack: ExitStack) -> dict[str, Any]:
 def _set_up(settings: Settings, draws: Draws, stack: ExitStack, clock: Clock) -> Rig:
     """The cluster, the topics, the service and two members holding every partition; the input flowing."""
     workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="streamcar-soak-")))
-    cluster = LocalKafka(workdir / "kafka")
-    nodes = Nodes(cluster, HEAP, clock.say)
+    cluster, bootstrap = _start_cluster(workdir, stack, clock)
+    nodes = Nodes(cluster, HEAP, SOURCE, clock.say)
     nodes.start()
-    stack.callback(nodes.close)  # after the cluster stopped: the nodes it started again die with its thread
-    stack.callback(cluster.stop, timeout=20)
-    layout = cluster.start(nodes=3, port=0, heap=HEAP, timeout=180, die_with_parent=True, extra_properties=BROKER)
-    bootstrap = layout.bootstrap
+    stack.callback(nodes.close)
     topics.create(bootstrap, {SOURCE: PARTITIONS} | _outputs())
     settings_of_service = {"seed": draws.service_seed, "fail_rate": FAIL_RATE, "refused": draws.refused}
     service = Service(workdir, {**settings_of_service, "latency": NORMAL})
@@ -211,6 +209,25 @@ def _set_up(settings: Settings, draws: Draws, stack: ExitStack, clock: Clock) ->
     setting = Setting(cluster, bootstrap, SOURCE, PARTITIONS, NORMAL, SLOW, LEAVE_WITHIN)
     nemesis = Nemesis(setting, members, service, nodes, clock.say)
     return Rig(bootstrap, nodes, nemesis, service, commits, load)
+
+
+def _start_cluster(workdir: Path, stack: ExitStack, clock: Clock) -> tuple[LocalKafka, str]:
+    """A 3-node cluster on free ports, and its bootstrap servers. Started once more, in a fresh directory, if a
+    node dies starting: another process may take a port between the kernel naming it free and the node binding it."""
+    for attempt in (1, 2):
+        cluster = LocalKafka(workdir / f"kafka-{attempt}")
+        stack.callback(cluster.stop, timeout=20)
+        try:
+            layout = cluster.start(
+                nodes=3, port=0, heap=HEAP, timeout=180, die_with_parent=True, extra_properties=BROKER
+            )
+        except ToolingError as exc:
+            if attempt == 2:
+                raise
+            clock.say(f"the cluster did not start ({exc}); once more, on other ports")
+            continue
+        return cluster, layout.bootstrap
+    raise AssertionError("unreachable")
 
 
 def _outputs() -> dict[str, int]:
@@ -376,7 +393,8 @@ def _letter(msg: Any) -> Outcome:
 
 
 def _describe(found: Findings, clock: Clock) -> str:
-    figures = {k: v for k, v in vars(found).items() if k not in ("examples", "duplicate_times", "duplicated")}
+    shown = ("inputs", "lost", "duplicates", "order_violations", "unexpected_dead_letters", "anomalies")
+    figures = {name: getattr(found, name) for name in shown}
     lines = [json.dumps(figures)]
     lines += [f"{kind}: {'; '.join(shown)}" for kind, shown in found.examples.items()]
     for (partition, offset), outcomes in found.duplicated:
@@ -389,6 +407,6 @@ def _keep_logs(workdir: Path, into: Path) -> None:
     into.mkdir(parents=True, exist_ok=True)
     for log in [*workdir.glob("*.log"), *workdir.glob("*.yaml")]:
         shutil.copy(log, into / log.name)
-    for node in sorted(workdir.glob("kafka/node-*")):
+    for node in sorted(workdir.glob("kafka-*/node-*")):
         if (node / "kafka.log").exists():
             shutil.copy(node / "kafka.log", into / f"{node.name}.log")

@@ -60,6 +60,27 @@ def leader(bootstrap: str, topic: str, partition: int) -> int | None:
     return found.leader if found is not None and found.leader >= 0 else None
 
 
+def answers(address: str) -> bool:
+    """Whether the node at ``address`` itself answers a metadata request (the cluster's metadata still lists a
+    dead node until its broker session ends)."""
+    try:
+        admin(address).list_topics(timeout=3)
+    except KafkaException:
+        return False
+    return True
+
+
+def in_sync(bootstrap: str, topic: str) -> bool:
+    """Whether every partition of ``topic`` has a leader and all its replicas in sync (a node started again has
+    caught up); False when the metadata does not say now."""
+    try:
+        meta = admin(bootstrap).list_topics(topic=topic, timeout=5).topics[topic]
+    except KafkaException:
+        return False
+    partitions = meta.partitions.values()
+    return bool(partitions) and all(p.leader >= 0 and len(p.isrs) == len(p.replicas) for p in partitions)
+
+
 def ends(bootstrap: str, topic: str) -> dict[int, int]:
     """Every partition's high watermark."""
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "soak-probe", **QUIET})
