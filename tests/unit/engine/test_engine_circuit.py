@@ -230,7 +230,9 @@ async def test_a_wave_of_calls_whose_failures_end_first_is_not_silence() -> None
     caller = ScriptedCaller(answer, delay=0.002)
     config = pipeline_config(max_in_flight=128, retry={"attempts": 4, "initial_backoff": "200ms", "max_backoff": "2s"})
     async with Rig(logs, caller, config) as rig:
-        await rig.until(lambda: len(rig.out()) == len(keys), "every reply", within=20)
+        # a bound on liveness, not on pace: 7 s on two quiet cores, 19-28 s beside two busy loops, over 20 s on a
+        # loaded CI worker (the twin runs on the wall clock here); whether the circuit opened, the bug, is below
+        await rig.until(lambda: len(rig.out()) == len(keys), "every reply", within=120)
     assert rig.pipeline.circuit_opened == 0, rig.pipeline._breaker.reason
     assert rig.out("dlq") == []
 
