@@ -2,19 +2,18 @@
 thousand records, short phases) on the session's broker and ends with its results; a sidecar that exits fails the
 bench at once, with its output. (Issue 29: ``make bench`` hung forever on an echo service that died at import.)
 
-The benches run as ``make bench`` runs them, ``python -m ...`` from the checkout, so what their own children
-import is tested too. The figures are not checked: a smoke run on a busy machine measures nothing."""
+This module runs ``python -m bench``; test_bench_pacing.py and test_bench_queues.py run the other two. The
+figures are not checked: a smoke run on a busy machine measures nothing."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from benchrun import bench, run_bench
 from support import KafkaHandle
 
 pytestmark = pytest.mark.integration
@@ -27,25 +26,6 @@ BENCH_SCENARIOS = {
 }
 
 
-def run_bench(
-    repo_root: Path, kafka: KafkaHandle, module: str, *args: str, timeout: float
-) -> subprocess.CompletedProcess[str]:
-    """``python -m module --smoke`` on the session's broker, from the checkout, as ``make bench`` runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", module, "--smoke", "--bootstrap", kafka.bootstrap, *args],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def bench(repo_root: Path, kafka: KafkaHandle, module: str, *args: str, timeout: float) -> None:
-    done = run_bench(repo_root, kafka, module, *args, timeout=timeout)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-
-
 @pytest.mark.timeout(300)  # about 60 s; 150 s on two cores loaded tenfold
 def test_the_bench_runs_every_scenario(repo_root: Path, kafka: KafkaHandle, tmp_path: Path) -> None:
     results = tmp_path / "bench.json"
@@ -55,26 +35,6 @@ def test_the_bench_runs_every_scenario(repo_root: Path, kafka: KafkaHandle, tmp_
     assert all(r["msgs_per_s"] > 0 for r in found.values())
     assert found["http-single"]["p99_ms"] is not None
     assert found["http-single"]["peak_rss_mib"] is not None
-
-
-@pytest.mark.timeout(240)
-def test_the_pacing_bench_runs_every_scenario(repo_root: Path, kafka: KafkaHandle, tmp_path: Path) -> None:
-    results = tmp_path / "pacing.json"
-    bench(repo_root, kafka, "bench.pacing", "--json", str(results), timeout=220)
-    found = json.loads(results.read_text())
-    assert [row["max_in_flight"] for row in found["knee"]] == ["4", "64", "auto"]
-    assert len(found["slowdown"]) == 2
-    assert [row["max_in_flight"] for row in found["reject"]] == ["64", "auto"]
-    assert found["rate"]["seen_per_s"] > 0
-
-
-@pytest.mark.timeout(180)
-def test_the_queue_bench_runs_both_modes(repo_root: Path, kafka: KafkaHandle, tmp_path: Path) -> None:
-    results = tmp_path / "queue.json"
-    bench(repo_root, kafka, "bench.queues", "--json", str(results), timeout=160)
-    rows = json.loads(results.read_text())["rows"]
-    assert [row["mode"] for row in rows] == ["consumer group", "share group"]
-    assert all(sum(row["consumed_per_member"]) >= 2000 for row in rows)
 
 
 def test_a_sidecar_that_exits_fails_the_bench_at_once_with_its_output(
