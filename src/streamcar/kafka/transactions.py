@@ -13,11 +13,19 @@ worker thread. What the three kinds of librdkafka error mean here:
   producer is replaced by a new one under the same id, whose ``init_transactions`` aborts whatever was open, and
   the caller redoes its work (:class:`Aborted` too). Only a new producer that cannot even start fails the
   pipeline.
+
+A call that does not return within its timeout and :data:`STUCK_AFTER` more counts as fatal too. librdkafka
+2.16 can block ``send_offsets_to_transaction`` for good once the group coordinator's node dies (the soak saw a
+call hang past 6 minutes, confluentinc/librdkafka#5456), and every revoke then waited behind it. The thread in
+that call cannot be stopped, so its producer is abandoned rather than closed (freeing it under a running call
+would be a use after free): the new producer's ``init_transactions`` fences it, and it is closed once the call
+returns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from collections.abc import Callable, Mapping
@@ -37,7 +45,17 @@ T = TypeVar("T")
 
 TIMEOUT = 30.0
 """Seconds one transaction call (init, offsets, commit, abort) may take."""
+STUCK_AFTER = 15.0
+"""Seconds past :data:`TIMEOUT` after which a call that has not returned is taken for stuck."""
 RETRIES = 5
+
+
+class Stuck(KafkaException):
+    """A transaction call that did not return in time: fatal, the producer is replaced (see the module)."""
+
+    def __init__(self, what: str, seconds: float) -> None:
+        reason = f"{what} did not return within {seconds:g}s; the producer is abandoned"
+        super().__init__(RdKafkaError(RdKafkaError._TIMED_OUT, reason, fatal=True))
 
 
 def transactional_id(client_id: str, pipeline: str, config: PipelineConfig) -> str:
@@ -59,12 +77,25 @@ class Aborted(Exception):
         self.error = error
 
 
+ProducerFactory = Callable[[Mapping[str, Any], asyncio.AbstractEventLoop], AsyncProducer]
+
+
 class TransactionalProducer:
-    def __init__(self, config: Mapping[str, Any], loop: asyncio.AbstractEventLoop, transactional_id: str) -> None:
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        loop: asyncio.AbstractEventLoop,
+        transactional_id: str,
+        make: ProducerFactory = AsyncProducer,
+    ) -> None:
         self.transactional_id = transactional_id
         self._settings = {**config, "transactional.id": transactional_id}
         self._loop = loop
-        self._producer = AsyncProducer(self._settings, loop)
+        self._make = make
+        self._producer = make(self._settings, loop)
+        self._stuck: asyncio.Future[Any] | None = None  # a call on self._producer that did not return
+        self.abandoned: set[asyncio.Task[None]] = set()
+        """Closings of abandoned producers, each waiting for its stuck call to return."""
         self._started = False
         self.committed = 0
         """Transactions committed."""
@@ -145,16 +176,33 @@ class TransactionalProducer:
             await self._replace()
 
     async def _replace(self) -> None:
-        old = self._producer
-        self._producer = AsyncProducer(self._settings, self._loop)
-        await old.close(0)  # its records are the aborted transaction's: their futures fail
+        old, stuck = self._producer, self._stuck
+        self._producer, self._stuck = self._make(self._settings, self._loop), None
+        if stuck is None:
+            await old.close(0)  # its records are the aborted transaction's: their futures fail
+        else:
+            closing = asyncio.create_task(_close_after(old, stuck), name=f"{self.transactional_id}-abandoned")
+            self.abandoned.add(closing)
+            closing.add_done_callback(self.abandoned.discard)
         await self.start()
 
     async def _call(self, call: Callable[[], T], what: str) -> T:
-        """``call`` on a worker thread; a retriable error is tried again (a few times), others raise."""
+        """``call`` on a worker thread; a retriable error is tried again (a few times), others raise; a call that
+        does not return in time raises :class:`Stuck` and leaves the producer to be replaced."""
         for attempt in range(RETRIES):
+            running = asyncio.ensure_future(asyncio.to_thread(call))
             try:
-                return await asyncio.to_thread(call)
+                return await asyncio.wait_for(asyncio.shield(running), TIMEOUT + STUCK_AFTER)
+            except TimeoutError:
+                self._stuck = running
+                log.error(
+                    "%s: %s did not return within %gs (librdkafka#5456); replacing the producer",
+                    self.transactional_id,
+                    what,
+                    TIMEOUT + STUCK_AFTER,
+                    extra={"event": "transaction-stuck", "transactional_id": self.transactional_id},
+                )
+                raise Stuck(what, TIMEOUT + STUCK_AFTER) from None
             except KafkaException as exc:
                 error = exc.args[0] if exc.args else None
                 if not isinstance(error, RdKafkaError) or not error.retriable() or error.fatal():
@@ -175,5 +223,14 @@ class TransactionalProducer:
         }
 
     async def close(self, grace: float = 10.0) -> None:
-        """Close the producer: an open transaction's records are never committed (its work is redone)."""
-        await self._producer.close(grace)
+        """Close the producer: an open transaction's records are never committed (its work is redone). A producer
+        stuck in a call is left to the process's exit: freeing it under the call is not safe."""
+        if self._stuck is None:
+            await self._producer.close(grace)
+
+
+async def _close_after(producer: AsyncProducer, stuck: asyncio.Future[Any]) -> None:
+    """Close an abandoned producer once its stuck call has returned, whatever it returned."""
+    with contextlib.suppress(Exception):
+        await stuck
+    await producer.close(0)
