@@ -22,6 +22,11 @@ from streamcar.tools._reach import NO_ANSWER, REFUSED, ReachWatch, cause, server
             "the TLS handshake found a listener that does not speak TLS (this client speaks SSL; is the port a"
             " PLAINTEXT listener?)",
         ),
+        (  # the same, on a busy machine (a CI run): the listener closed before librdkafka read its answer
+            "Disconnected: SSL connection closed by peer",
+            "the TLS handshake found a listener that does not speak TLS (this client speaks SSL; is the port a"
+            " PLAINTEXT listener?)",
+        ),
         (
             "Disconnected while requesting ApiVersion: might be caused by incorrect security.protocol configuration"
             " (connecting to a SSL listener?) or broker version is < 0.10",

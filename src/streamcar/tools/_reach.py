@@ -100,7 +100,10 @@ def cause(error: str | None, protocol: str) -> str:
         host = error.split("'")[1].rpartition(":")[0] if error.count("'") >= 2 else "?"
         reason = error.rpartition(": ")[2]
         return f"cannot resolve the host name {host!r}: {reason} (is the address right?)"
-    if "connecting to a plaintext broker listener" in lowered:
+    # librdkafka's hint when it reads the plaintext listener's answer; on a busy machine the listener, having
+    # read the ClientHello as a request it cannot parse, closes first, and librdkafka says only that (a TLS
+    # listener refusing us would have sent an alert)
+    if "connecting to a plaintext broker listener" in lowered or "ssl connection closed by peer" in lowered:
         return (
             f"the TLS handshake found a listener that does not speak TLS (this client speaks {protocol.upper()}; "
             "is the port a PLAINTEXT listener?)"
