@@ -74,13 +74,20 @@ async def test_per_key_order_under_concurrency(
 async def test_retries_hold_back_only_their_key(
     kafka: KafkaHandle, topic_factory: TopicFactory, group_factory: Callable[[], str]
 ) -> None:
-    """A key whose first message fails for a while waits; every other key keeps flowing meanwhile."""
+    """A key whose first message fails for a while waits; every other key keeps flowing meanwhile.
+
+    The sick message fails until the 300 others have all been called (it used to fail 5 times, about 1.5 s of
+    backoff, and a CI run at load average 25 took longer for the others). A partition held up by its retries would
+    call none of them, and the sick message would run out of its 30 attempts."""
     source = topic_factory(1)  # one partition: the failing key shares it with everything else
     attempts: Counter[tuple[str, int, int]] = Counter()
+    others: set[tuple[str, int, int]] = set()
 
     async def handler(seen: Seen) -> web.StreamResponse:
         attempts[seen.id] += 1
-        if seen.key == b"sick" and seen.offset == 0 and attempts[seen.id] < 6:
+        if seen.key != b"sick":
+            others.add(seen.id)
+        elif seen.offset == 0 and len(others) < 300:
             return web.Response(status=503)
         return web.Response(status=204)
 
@@ -90,7 +97,7 @@ async def test_retries_hold_back_only_their_key(
             source,
             group_factory(),
             service.url,
-            retry={"attempts": 10, "initial_backoff": "100ms", "max_backoff": "400ms"},
+            retry={"attempts": 30, "initial_backoff": "100ms", "max_backoff": "400ms"},
         )
         async with running(make_config(kafka.bootstrap, {"p": spec})):
             records = [(b"sick", b"0")] + [(f"k{i % 20}".encode(), b"x") for i in range(300)] + [(b"sick", b"1")]
@@ -112,7 +119,7 @@ async def test_retries_hold_back_only_their_key(
     assert others_done < sick_first_success
     # ... and the sick key kept its order: its second message only after its first succeeded
     assert sick_second > sick_first_success
-    assert attempts[(source, 0, 0)] == 6
+    assert attempts[(source, 0, 0)] >= 2
 
 
 async def test_without_dead_letter_topic_an_exhausted_message_blocks_its_key_only(
