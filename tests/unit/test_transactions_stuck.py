@@ -76,6 +76,8 @@ async def test_a_stuck_call_aborts_the_transaction_and_replaces_the_producer(mon
         await producer.abort(raised.value)
 
         first, second = made
+        [stuck] = [thread for thread in threading.enumerate() if thread.name.endswith(": sending offsets")]
+        assert stuck.daemon  # a call stuck for good does not hold the process at its exit
         assert first.client.calls == ["init", "begin", "offsets"]  # still in its call: neither aborted nor closed
         assert not first.closed
         assert second.client.calls == ["init", "begin"]  # its init fences the first (same transactional.id)

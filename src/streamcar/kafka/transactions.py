@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -190,7 +191,7 @@ class TransactionalProducer:
         """``call`` on a worker thread; a retriable error is tried again (a few times), others raise; a call that
         does not return in time raises :class:`Stuck` and leaves the producer to be replaced."""
         for attempt in range(RETRIES):
-            running = asyncio.ensure_future(asyncio.to_thread(call))
+            running = _on_daemon_thread(call, f"{self.transactional_id}: {what}")
             try:
                 return await asyncio.wait_for(asyncio.shield(running), TIMEOUT + STUCK_AFTER)
             except TimeoutError:
@@ -227,6 +228,35 @@ class TransactionalProducer:
         stuck in a call is left to the process's exit: freeing it under the call is not safe."""
         if self._stuck is None:
             await self._producer.close(grace)
+
+
+def _on_daemon_thread(call: Callable[[], T], name: str) -> asyncio.Future[T]:
+    """``call`` on a daemon thread of its own, its outcome in the future returned. Not the loop's executor: a
+    call stuck in librdkafka would hold the process at its exit (the executor's threads are joined then), and the
+    sidecar, stopped, would not end (the soak's members did not exit within 25 s of SIGTERM)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(outcome: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(outcome)  # type: ignore[arg-type]
+
+    def run() -> None:
+        outcome: T | None = None
+        error: BaseException | None = None
+        try:
+            outcome = call()
+        except BaseException as exc:  # handed to the awaiting task, which raises it
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits for it any more
+            loop.call_soon_threadsafe(settle, outcome, error)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
 
 
 async def _close_after(producer: AsyncProducer, stuck: asyncio.Future[Any]) -> None:
