@@ -150,7 +150,9 @@ async def test_a_revoke_waiting_for_a_transaction_that_aborts_commits_none_of_it
     # revoke's own commit, right after, committed the revoked partition's offsets of the aborted work, whose
     # replies were gone: read_committed never saw them, and the next owner skipped them.
     caller = ScriptedCaller(echo, delay=0.001)
-    async with Rig(logs(), caller, exactly_once(max_in_flight=16)) as rig:  # type: ignore[arg-type]
+    # a transaction a second long: at the twin's 10 ms, a CI run at load average 25 never had 50 replies in one
+    config = exactly_once(max_in_flight=16, commit_interval="1s")
+    async with Rig(logs(), caller, config) as rig:  # type: ignore[arg-type]
         producer = transactional(rig)
         assert rig.consumer is not None
         consumer = rig.consumer
