@@ -30,9 +30,11 @@ def timed_echo(starts: dict[int, float], delay: float):  # type: ignore[no-untyp
 
 async def test_one_at_a_time_the_next_call_starts_while_the_broker_acknowledges_the_last_reply() -> None:
     starts: dict[int, float] = {}
-    caller = ScriptedCaller(timed_echo(starts, 0.010))
+    # calls of 50 ms and a linger of 25 ms: at 10 and 5 ms, a CI run at load average 25 delayed the loop past the
+    # gap, and 5 replies were hurried
+    caller = ScriptedCaller(timed_echo(starts, 0.050))
     async with Rig({TP0: log(20, keys=20)}, caller, pipeline_config(ordering="partition")) as rig:
-        rig.producer.linger = 0.005
+        rig.producer.linger = 0.025
         await rig.until(lambda: len(rig.out()) == 20, "every reply")
         await rig.until(lambda: rig.committed(TP0) == 20, "the commit")
     acked = {int(value or b""): at for value, at in rig.producer.acks}
