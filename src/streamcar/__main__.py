@@ -1,7 +1,5 @@
 """``python -m streamcar`` and the ``streamcar`` command (pyproject's console script names :func:`entry`)."""
 
-import sys
-
 from streamcar import interrupts
 
 
@@ -19,8 +17,7 @@ def entry() -> int:
     except BaseException as exc:  # a Ctrl-C during the import, or one a library turned into its own exception
         if isinstance(exc, SystemExit) or not (isinstance(exc, KeyboardInterrupt) or interrupts.seen()):
             raise
-        print("streamcar: interrupted", file=sys.stderr)
-        code = interrupts.INTERRUPTED
+        code = interrupts.said()
     if code == interrupts.INTERRUPTED:
         interrupts.leave(code)
     return code

@@ -363,16 +363,6 @@ def build_parser() -> _Parser:
     return parser
 
 
-def _failed(exc: StreamcarError) -> int:
-    print(f"streamcar: {exc}", file=sys.stderr)
-    return exc.exit_code
-
-
-def _interrupted() -> int:
-    print("streamcar: interrupted", file=sys.stderr)
-    return interrupts.INTERRUPTED
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()  # in the try: argparse imports as it builds, and a Ctrl-C may come meanwhile
@@ -384,9 +374,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"streamcar: {line}", file=sys.stderr)
         return exc.exit_code
     except StreamcarError as exc:
-        return _interrupted() if interrupts.seen() else _failed(exc)
+        if interrupts.seen():  # the Ctrl-C, as a library reported it
+            return interrupts.said()
+        print(f"streamcar: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
-        return _interrupted()
+        return interrupts.said()
     except BrokenPipeError:
         # stdout's reader went away (`| head`): stop quietly, as Unix tools do
         with contextlib.suppress(OSError, ValueError):
@@ -394,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except Exception as exc:  # a bug: still one line unless asked for more
         if interrupts.seen():  # not a bug: the Ctrl-C, as a library reported it
-            return _interrupted()
+            return interrupts.said()
         if os.environ.get("STREAMCAR_DEBUG"):
             traceback.print_exc()
         print(

@@ -50,6 +50,12 @@ def seen() -> bool:
     return _seen
 
 
+def said() -> int:
+    """Say the command was interrupted, in its one line; the exit code that goes with it."""
+    print("streamcar: interrupted", file=sys.stderr)
+    return INTERRUPTED
+
+
 def leave(code: int) -> NoReturn:
     """Flush what was written and end the process with ``code`` now, without interpreter finalization."""
     import contextlib  # here, not at the top: see the module's docstring
