@@ -7,7 +7,9 @@ against ``streamcar run`` as its own process, with ``consume.from: latest`` (the
   (200 of 200 lost); now found within seconds and read from their start.
 
 ``from: latest`` is about the group's first start: a partition the group never had (added, or created again)
-is read from its beginning.
+is read from its beginning. And it holds for every partition of that first start (issue 30, finding 1: a
+3-partition topic holding 300 records, a new group with ``from: latest``, then 30 new records: the service got
+204 calls, as the first partition's start, committed at once, made the others look new to the group).
 """
 
 from __future__ import annotations
@@ -144,3 +146,37 @@ def test_partitions_added_to_a_running_topic_are_read_from_their_start(
     peak = process.peak_rss_mib()
     print(f"200 records on 2 new partitions replied within {took:.1f}s; peak RSS {peak:.0f} MiB")
     assert peak < RSS_BOUND_MIB
+
+
+@pytest.mark.parametrize("partitions", [3, 6])
+def test_from_latest_starts_every_partition_of_a_new_group_at_its_end(
+    kafka: KafkaHandle,
+    scenario_factory: ScenarioFactory,
+    sidecar_factory: SidecarFactory,
+    service_factory: ServiceFactory,
+    partitions: int,
+) -> None:
+    scenario = scenario_factory(partitions, dead_letters=False)
+    source, out, group = scenario.source, scenario.out, scenario.group
+    produce_records(kafka, source, [(f"k{i % 30}".encode(), b"old %d" % i) for i in range(300)])
+    service = TestService(echo)
+    service_factory(service)
+    process = sidecar_factory(
+        make_config(kafka.bootstrap, {"p": scenario.spec(service.url, consume={"from": "latest"})})
+    )
+    wait_for(started(kafka, group, partitions), timeout=60, what="the group's start, committed")
+    new = {b"new %d" % i for i in range(30)}
+    produce_records(kafka, source, [(f"k{i % 30}".encode(), value) for i, value in enumerate(sorted(new))])
+    wait_replied(kafka, out, new, timeout=60)
+    ends = {(source, p): o + 1 for p, o in topic_offsets(kafka, source)}
+    wait_for(
+        lambda: all(committed(kafka, group).get(tp, -1) >= end for tp, end in ends.items()),
+        timeout=30,
+        what="the inputs committed to their end",
+    )
+    called = sorted(seen.body for seen in service.requests())
+    assert called == sorted(new), f"{len(called)} calls for {len(new)} new records"
+    assert sorted(r.value or b"" for r in read_all(kafka, out)) == sorted(new)
+    starts = [line for line in process.log_lines() if "starts at offset" in line]
+    assert len(starts) == partitions, starts
+    assert all("the group's first start on it: consume.from latest" in line for line in starts), starts

@@ -31,7 +31,7 @@ from streamcar.kafka.probes import committed_points, look_around, seek_committed
 from streamcar.kafka.rdlog import KafkaLog, Reachability
 from streamcar.kafka.records import TP, CommitPoint, commit_list
 from streamcar.kafka.security import explain, identity
-from streamcar.kafka.starts import Starts
+from streamcar.kafka.starts import Starts, marker
 from streamcar.kafka.topics import TopicWatch
 
 log = logging.getLogger("streamcar.kafka.consumer")
@@ -227,7 +227,7 @@ class ConsumerBridge:
             self._starts.retry(tp, time.monotonic() + 1.0)
             return
         try:  # committed at once: see streamcar.kafka.starts
-            self._commit_sync([TopicPartition(tp[0], tp[1], start.offset)])
+            self._commit_sync([TopicPartition(tp[0], tp[1], start.offset, metadata=marker(start.partitions))])
         except KafkaException as exc:
             log.debug("committing the start of %s[%d] failed: %s", *tp, exc)
         log.info("%s: %s", self._group, start.text, extra=fields("offset-reset", self._group, [tp]))

@@ -14,6 +14,7 @@ from confluent_kafka import KafkaError as RdKafkaError
 
 from streamcar.kafka.rdlog import Reachability
 from streamcar.kafka.records import TP, CommitPoint
+from streamcar.kafka.starts import started_with
 
 log = logging.getLogger("streamcar.kafka.consumer")
 
@@ -36,10 +37,18 @@ def committed_points(consumer: Consumer, partitions: list[TopicPartition], group
         )
         return {}
     return {
-        (tp.topic, tp.partition): CommitPoint(tp.offset, tp.metadata)
+        (tp.topic, tp.partition): CommitPoint(tp.offset, _done_ahead(tp.metadata))
         for tp in found
-        if tp.error is None and tp.offset >= 0 and tp.metadata
+        if tp.error is None and tp.offset >= 0 and _done_ahead(tp.metadata)
     }
+
+
+def _done_ahead(metadata: str | None) -> str:
+    """A commit's metadata as done-ahead offsets: "" for none, and for a start's marker
+    (:mod:`streamcar.kafka.starts`: the group started there, nothing was done above it)."""
+    if not metadata or started_with(metadata) is not None:
+        return ""
+    return metadata
 
 
 def seek_committed(consumer: Consumer, tps: list[TP]) -> tuple[list[TP], dict[TP, CommitPoint], list[TP]]:
@@ -56,7 +65,7 @@ def seek_committed(consumer: Consumer, tps: list[TP]) -> tuple[list[TP], dict[TP
         if tp.error is not None or tp.offset < 0:
             missing.append(key)
             continue
-        committed[key] = CommitPoint(tp.offset, tp.metadata or "")
+        committed[key] = CommitPoint(tp.offset, _done_ahead(tp.metadata))
         try:
             consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset))
         except KafkaException:  # not fetching yet: assign it again at that offset

@@ -11,13 +11,20 @@ bridge asks :meth:`Starts.start`, which picks:
 * No committed offset, for a partition new to the group: its start. New means created after the group first
   started: this process saw the topic with fewer partitions; or it read this partition before and the log came
   back without offsets (a deleted and re-created topic loses its offsets); or the group has committed other
-  partitions of the topic. ``consume.from: latest`` is about the group's first start, not about partitions added
-  later.
+  partitions of the topic, other than as starts of that same first start (below). ``consume.from: latest`` is
+  about the group's first start, not about partitions added later.
 * No committed offset otherwise (the group's first start): ``consume.from``.
 
 The bridge commits the start at once, so every partition the group ever started on has a committed offset: that
-is what tells a later partition from a first start, across restarts too. (A topic deleted and created again while
-no member of the group ran looks like a first start: its offsets went with it.)
+is what tells a later partition from a first start, across restarts too. The start's commit carries a marker as
+its metadata, ``streamcar:start:<n>``, ``n`` the topic's partition count then (:func:`marker`). Without it the
+first partition of a first start, committed at once, made every later partition of the same assignment look new
+to the group (a 3-partition topic with 300 records, a new group with ``from: latest``, 30 new records: 204 calls),
+and so did one member's start to another member starting at the same moment. A marker says "the group started
+here with ``n`` partitions": a partition below ``n`` without a commit belongs to that start, one at or above it
+came later. A commit of real progress replaces the marker, and says the group ran: a partition without a commit
+is new then. (A topic deleted and created again while no member of the group ran looks like a first start: its
+offsets went with it.)
 """
 
 from __future__ import annotations
@@ -27,9 +34,25 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from streamcar.kafka.records import TP
+from streamcar.kafka.records import TP, CommitPoint
 
 TIMEOUT = 5.0
+MARKER = "streamcar:start:"
+
+
+def marker(partitions: int) -> str:
+    """The metadata of a start's commit, on a topic of ``partitions`` partitions (see the module docstring)."""
+    return f"{MARKER}{partitions}"
+
+
+def started_with(metadata: str) -> int | None:
+    """The partition count a start's marker names; None for other metadata (a commit of real progress)."""
+    if not metadata.startswith(MARKER):
+        return None
+    try:
+        return int(metadata[len(MARKER) :])
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,19 +60,35 @@ class Start:
     offset: int
     why: str
     text: str = ""
+    partitions: int = 0
+    """The topic's partition count when it started (its commit's marker)."""
 
 
 def choose(
-    partition: int, *, low: int, high: int, committed: Mapping[int, int], new: bool, start_from: str
+    partition: int, *, low: int, high: int, committed: Mapping[int, CommitPoint], new: str, start_from: str
 ) -> tuple[int, str]:
     """The offset to start ``partition`` at and why, from its log's range, the group's committed offsets of the
-    topic (by partition), and whether the partition is known to be new (see the module docstring)."""
+    topic (by partition), and why this process knows the partition is new ("": it does not; see the module
+    docstring)."""
     if partition in committed:
-        return low, f"its committed offset {committed[partition]} is outside the log ({low}..{high})"
-    if new or committed:
-        return low, "a partition new to the group (created, or created again, after it started): from its start"
+        return low, f"its committed offset {committed[partition].offset} is outside the log ({low}..{high})"
+    later = new or _later_than_the_group(partition, committed.values())
+    if later:
+        return low, f"a partition new to the group ({later}): from its start"
     offset = low if start_from == "earliest" else high
-    return offset, f"no committed offset yet: consume.from {start_from}"
+    return offset, f"the group's first start on it: consume.from {start_from}"
+
+
+def _later_than_the_group(partition: int, others: Iterable[CommitPoint]) -> str:
+    """Why the group's commits of a topic's other partitions say ``partition`` came after the group started; ""
+    when they do not (none yet, or only starts of a first start that had it)."""
+    for point in others:
+        count = started_with(point.metadata)
+        if count is None:
+            return "the group has read other partitions of the topic"
+        if partition >= count:
+            return f"the group started on the topic's first {count} partitions"
+    return ""
 
 
 class Starts:
@@ -79,15 +118,25 @@ class Starts:
         meta = consumer.list_topics(topic=topic, timeout=TIMEOUT).topics.get(topic)
         ids = sorted(meta.partitions) if meta is not None else [partition]
         found = consumer.committed([TopicPartition(topic, p) for p in ids], timeout=TIMEOUT)
-        committed = {p.partition: p.offset for p in found if p.offset >= 0}
-        new = tp in self.seen or partition >= self._first_counts.get(topic, partition + 1)
+        committed = {p.partition: CommitPoint(p.offset, p.metadata or "") for p in found if p.offset >= 0}
+        new = self._new(tp)
         offset, why = choose(partition, low=low, high=high, committed=committed, new=new, start_from=self.start_from)
         consumer.incremental_unassign([TopicPartition(topic, partition)])
         consumer.incremental_assign([TopicPartition(topic, partition, offset)])
         if pause:
             consumer.pause([TopicPartition(topic, partition)])
         self.seen.add(tp)
-        return Start(offset, why, f"{topic}[{partition}] starts at offset {offset}: {why}")
+        return Start(offset, why, f"{topic}[{partition}] starts at offset {offset}: {why}", max(ids) + 1)
+
+    def _new(self, tp: TP) -> str:
+        """Why this process knows ``tp`` is new to the group; "" when it does not."""
+        topic, partition = tp
+        if tp in self.seen:
+            return "read before, and its log came back without offsets: created again"
+        first = self._first_counts.get(topic, partition + 1)
+        if partition >= first:
+            return f"created after this process first saw the topic with {first} partitions"
+        return ""
 
     def retry(self, tp: TP, at: float) -> None:
         self._due[tp] = at
