@@ -168,3 +168,43 @@ def transactions(process: SidecarProcess) -> dict[str, Any]:
 
 def working(service: TestService, since: int) -> set[str]:
     return {seen.headers["Member"] for seen in service.requests()[since:]}
+
+
+def test_a_five_minute_commit_interval_runs_and_a_timeout_the_brokers_refuse_is_one_line_and_exit_2(
+    kafka: KafkaHandle, scenario_factory: ScenarioFactory, tmp_path: Path
+) -> None:
+    """Issue 30, finding 4: ``commit_interval: 5m`` passed check, then run died with ``internal error: ...
+    INVALID_TRANSACTION_TIMEOUT`` (four intervals, above the brokers' default transaction.max.timeout.ms). Now its
+    transactions ask for what the brokers allow, and a timeout the user set above it ends the start in one line."""
+    scenario = scenario_factory(2)
+    produce_records(kafka, scenario.source, keyed(200))
+    service = TestService(reply_with_id).start()
+    try:
+        refused = make_config(
+            kafka.bootstrap,
+            {"p": exactly_once(scenario.spec(service.url))},
+            librdkafka={"transaction.timeout.ms": 1_500_000},
+        )
+        (tmp_path / "refused").mkdir()
+        process = SidecarProcess(refused, tmp_path / "refused").start()
+        try:
+            code = process.wait(60)
+        finally:
+            process.kill()
+        lines = process.log_lines()
+        assert code == 2, process.log_tail()
+        assert lines[-1].startswith("streamcar: kafka.librdkafka.transaction.timeout.ms: the brokers refuse"), lines
+        assert not [line for line in lines if "Traceback" in line or "internal error" in line], lines
+
+        five = make_config(kafka.bootstrap, {"p": exactly_once(scenario.spec(service.url, commit_interval="5m"))})
+        (tmp_path / "five").mkdir()
+        process = SidecarProcess(five, tmp_path / "five").start()
+        try:
+            wait_for(lambda: service.count() >= 200, timeout=60, what="a call for every input")
+            process.signal(signal.SIGTERM)  # the drain commits the open transaction
+            assert process.wait(60) == 0, process.log_tail()
+        finally:
+            process.kill()
+        scenario.check(service.requests, max_duplicates=0, timeout=60)
+    finally:
+        service.stop()

@@ -26,6 +26,7 @@ from streamcar.config import (
     parse_config,
     parse_duration,
 )
+from streamcar.config._exactly import transaction_timeout_ms
 from streamcar.errors import ConfigError
 from streamcar.kafka.settings import for_producer, group_consumer
 
@@ -716,6 +717,25 @@ def test_exactly_once_accepts_settings_that_keep_it_and_without_it_they_are_the_
     assert publish is not None
     assert publish.exactly_once
     parse_config(build({"pipelines.p.publish": {"topic": "out"}, "kafka.librdkafka": {"acks": "1"}}))
+
+
+def test_exactly_once_keeps_its_transactions_within_what_the_brokers_allow_by_default() -> None:
+    """Issue 30, finding 4: ``commit_interval: 5m`` passed check, then run died with INVALID_TRANSACTION_TIMEOUT
+    (four intervals, 1,200,000 ms, above the brokers' default transaction.max.timeout.ms of 900,000)."""
+    exactly = {"pipelines.p.publish": {"topic": "out", "exactly_once": True}}
+    config = parse_config(build({**exactly, "pipelines.p.commit_interval": "5m"}))
+    assert transaction_timeout_ms({}, config.pipelines["p"].commit_interval) == 900_000
+    assert transaction_timeout_ms({}, 1.0) == 10_000
+    assert transaction_timeout_ms({}, 10.0) == 40_000
+    found = problems_of(build({**exactly, "pipelines.p.commit_interval": "10m"}))
+    assert len(found) == 1, found
+    assert found[0].startswith("pipelines.p.commit_interval: 600000 ms is too long for publish.exactly_once"), found
+    assert "at most 450000 ms" in found[0]
+    # the user's own timeout: the brokers may allow more than their default, so it is a warning
+    mine = {"transaction.timeout.ms": 1_500_000}
+    config = parse_config(build({**exactly, "pipelines.p.commit_interval": "10m", "kafka.librdkafka": mine}))
+    (warning,) = config.warnings()
+    assert warning.startswith("kafka.librdkafka.transaction.timeout.ms: 1500000 ms is above the brokers' default")
 
 
 QUEUE = {

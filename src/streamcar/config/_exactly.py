@@ -15,6 +15,10 @@ TRANSACTION_TIMEOUT_MS = 10_000
 fence it at once) holds read_committed readers and its group's offsets back. A commit every ``commit_interval``
 needs far less."""
 
+BROKER_MAX_TIMEOUT_MS = 900_000
+"""The brokers' default ``transaction.max.timeout.ms`` (15 min): they refuse a producer that asks for a longer
+transaction timeout at its start (INVALID_TRANSACTION_TIMEOUT)."""
+
 _BROKEN: dict[str, tuple[frozenset[str], str]] = {
     "acks": (frozenset({"all", "-1"}), "a transaction needs acks=all"),
     "request.required.acks": (frozenset({"all", "-1"}), "a transaction needs acks=all"),
@@ -30,10 +34,10 @@ _OURS = ("transactional.id", "transactional.id is streamcar's: one per pipeline 
 
 def transaction_timeout_ms(librdkafka: Mapping[str, Any], commit_interval: float) -> int:
     """The producer's ``transaction.timeout.ms``: the user's, else :data:`TRANSACTION_TIMEOUT_MS`, but at least
-    four commit intervals."""
+    four commit intervals, and no more than the brokers allow by default (:data:`BROKER_MAX_TIMEOUT_MS`)."""
     if "transaction.timeout.ms" in librdkafka:
         return int(librdkafka["transaction.timeout.ms"])
-    return max(TRANSACTION_TIMEOUT_MS, int(4 * commit_interval * 1000))
+    return min(max(TRANSACTION_TIMEOUT_MS, int(4 * commit_interval * 1000)), BROKER_MAX_TIMEOUT_MS)
 
 
 def exactly_once_problems(
@@ -50,13 +54,34 @@ def exactly_once_problems(
     timeout = librdkafka.get("transaction.timeout.ms")
     for pipeline_name, pipeline in pipelines.items():
         publish = pipeline.publish
-        if publish is None or not publish.exactly_once or timeout is None:
+        if publish is None or not publish.exactly_once:
             continue
         interval_ms = pipeline.commit_interval * 1000
-        if int(timeout) < 2 * interval_ms:
+        if timeout is None and 2 * interval_ms > BROKER_MAX_TIMEOUT_MS:
+            yield (
+                ("pipelines", pipeline_name, "commit_interval"),
+                f"{interval_ms:g} ms is too long for publish.exactly_once: a transaction stays open up to a "
+                "commit_interval and needs as long again to commit, more than the brokers' default "
+                f"transaction.max.timeout.ms ({BROKER_MAX_TIMEOUT_MS} ms) allows (they would refuse the producer at "
+                f"its start): at most {BROKER_MAX_TIMEOUT_MS // 2} ms, or set kafka.librdkafka.transaction.timeout.ms "
+                "to what your brokers allow",
+            )
+        elif timeout is not None and int(timeout) < 2 * interval_ms:
             yield (
                 ("kafka", "librdkafka", "transaction.timeout.ms"),
                 f"{timeout} ms is under twice pipeline {pipeline_name!r}'s commit_interval ({interval_ms:g} ms): a "
                 "transaction stays open for up to a commit_interval and then needs time to commit; the broker "
                 "aborts one open longer than transaction.timeout.ms, so its work would be redone again and again",
             )
+
+
+def exactly_once_warnings(librdkafka: Mapping[str, Any], pipelines: Mapping[str, Any]) -> Iterator[str]:
+    """What ``check`` warns of: a transaction timeout the brokers refuse unless set up to allow it."""
+    timeout = librdkafka.get("transaction.timeout.ms")
+    wanted = any(p.publish is not None and p.publish.exactly_once for p in pipelines.values())
+    if wanted and timeout is not None and int(timeout) > BROKER_MAX_TIMEOUT_MS:
+        yield (
+            f"kafka.librdkafka.transaction.timeout.ms: {timeout} ms is above the brokers' default "
+            f"transaction.max.timeout.ms ({BROKER_MAX_TIMEOUT_MS} ms): the pipeline cannot start unless your brokers "
+            "allow it"
+        )

@@ -16,7 +16,7 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from streamcar.config._call import BatchConfig, CallConfig, ServiceTlsConfig
 from streamcar.config._cluster import AdminConfig, KafkaConfig, SecurityConfig
 from streamcar.config._durations import Duration, format_duration
-from streamcar.config._exactly import exactly_once_problems
+from streamcar.config._exactly import exactly_once_problems, exactly_once_warnings
 from streamcar.config._fields import (
     _SECRET_NAME,
     PROBLEMS_ERROR,
@@ -353,4 +353,5 @@ class Config(_Model):
 
     def warnings(self) -> list[str]:
         """What ``check`` warns of: settings that work but may not do what is meant, one line each."""
-        return [line for name, p in self.pipelines.items() if p.consume.queue for line in queue_warnings(name, p)]
+        queues = [line for name, p in self.pipelines.items() if p.consume.queue for line in queue_warnings(name, p)]
+        return queues + list(exactly_once_warnings(self.kafka.librdkafka, self.pipelines))

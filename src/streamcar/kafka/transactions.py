@@ -36,6 +36,7 @@ from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import KafkaException
 
 from streamcar.config import PipelineConfig
+from streamcar.errors import ConfigError
 from streamcar.event import Headers
 from streamcar.kafka.producer import Ack, AsyncProducer
 from streamcar.kafka.records import TP, CommitPoint, commit_list
@@ -108,7 +109,17 @@ class TransactionalProducer:
 
     async def start(self) -> None:
         """Fence this id's previous producer (its open transaction is aborted) and begin the first transaction."""
-        await self._call(lambda: self._producer.client.init_transactions(TIMEOUT), "starting the transactions")
+        try:
+            await self._call(lambda: self._producer.client.init_transactions(TIMEOUT), "starting the transactions")
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, RdKafkaError) and error.code() == RdKafkaError.INVALID_TRANSACTION_TIMEOUT:
+                timeout = self._settings.get("transaction.timeout.ms")
+                raise ConfigError(
+                    f"kafka.librdkafka.transaction.timeout.ms: the brokers refuse a transaction timeout of {timeout} "
+                    "ms (above their transaction.max.timeout.ms): set a lower one, or a shorter commit_interval"
+                ) from None
+            raise
         self._producer.client.begin_transaction()
         self._started = True
 
