@@ -31,6 +31,7 @@ class View:
         self.circuit_opened = 0
         self.kafka_error = None
         self.topic_problems: list[str] = []
+        self.producer_problem: str | None = None
 
     def lag(self) -> dict[TP, int | None]:
         return dict(self.lags)

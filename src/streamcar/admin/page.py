@@ -197,6 +197,9 @@ def health(p: Mapping[str, Any]) -> tuple[str, list[tuple[str, str]], list[tuple
     if p.get("topic_problems"):
         badges.append(("bad", "topic problem"))
         problems.extend(("", f"{problem[:1].upper()}{problem[1:]}") for problem in p["topic_problems"])
+    if p.get("producer_problem"):
+        badges.append(("bad", "producer fenced"))
+        problems.append(("", f"The producer's {p['producer_problem']}"))
     if circuit != "closed":
         badges.append(("bad" if circuit == "open" else "warn", f"circuit {circuit}"))
         reason = p.get("circuit_reason")

@@ -166,6 +166,8 @@ class AdminServer:
             if pipeline.kafka_error is not None:
                 found.append(f"pipeline {name}: Kafka does not answer: {pipeline.kafka_error}")
             found.extend(f"pipeline {name}: {problem}" for problem in pipeline.topic_problems)
+            if (producer := pipeline.producer_problem) is not None:
+                found.append(f"pipeline {name}: {producer}")
             if (circuit := pipeline.circuit_open) is not None:
                 found.append(f"pipeline {name}: the circuit to the service is {circuit}")
             if pipeline.stats.service_failing:

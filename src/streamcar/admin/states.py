@@ -2,7 +2,8 @@
 
 From worst to best (the first that applies wins):
 
-* ``kafka-unreachable``, ``topic-problem``, ``circuit-open``, ``service-failing``: what /readyz fails on;
+* ``kafka-unreachable``, ``topic-problem``, ``producer-fenced``, ``circuit-open``, ``service-failing``: what
+  /readyz fails on;
 * ``stalled``: it has lag and finished no message over the last :data:`~streamcar.admin.window.STALL_AFTER`
   seconds (a service that hangs without failing, every key blocked...): nothing moves;
 * ``circuit-half-open``: probing whether the service is back;
@@ -25,6 +26,7 @@ LEVELS = {
     "unreachable": "bad",
     "kafka-unreachable": "bad",
     "topic-problem": "bad",
+    "producer-fenced": "bad",
     "circuit-open": "bad",
     "service-failing": "bad",
     "stalled": "bad",
@@ -49,6 +51,8 @@ def state_of(p: Mapping[str, Any]) -> tuple[str, str]:
         return "kafka-unreachable", f"Kafka does not answer: {p['kafka_error']}"
     if p.get("topic_problems"):
         return "topic-problem", str(p["topic_problems"][0])
+    if p.get("producer_problem"):
+        return "producer-fenced", str(p["producer_problem"])
     circuit = p.get("circuit") or "closed"
     if circuit == "open":
         reason = p.get("circuit_reason")

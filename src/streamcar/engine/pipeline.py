@@ -309,6 +309,12 @@ class Pipeline:
         """The pipeline's topics that are missing or not usable, and those refusing its records now."""
         return [*self.topics.lines(), *self.stats.refusing_topics()]
 
+    @property
+    def producer_problem(self) -> str | None:
+        """Why the producer cannot get its work committed; None when it can."""
+        producer = self._producer
+        return producer.clash if isinstance(producer, Transactional) else None
+
     def status(self) -> dict[str, object]:
         producer = self._producer
         txns = producer.status() if isinstance(producer, Transactional) else None

@@ -120,6 +120,11 @@ class Transactional(Protocol):
 
     def hurry(self, mine: int) -> None: ...
 
+    @property
+    def clash(self) -> str | None:
+        """Why its transactional id seems shared with another live producer; None when not."""
+        ...
+
     async def start(self) -> None: ...
 
     async def commit(self, points: Mapping[TP, CommitPoint], group_metadata: object | None) -> None:

@@ -42,6 +42,12 @@ class PipelineView(Protocol):
         """The pipeline's topics that are missing or not usable, a line each; empty when all are fine."""
         ...
 
+    @property
+    def producer_problem(self) -> str | None:
+        """Why the producer cannot get its work committed (exactly once: another producer shares its
+        transactional id); None when it can."""
+        ...
+
     def lag(self) -> dict[TP, int | None]: ...
 
     def next_offsets(self) -> dict[TP, int | None]:
@@ -83,6 +89,7 @@ def status_document(
         },
         "kafka_error": view.kafka_error,
         "topic_problems": view.topic_problems,
+        "producer_problem": view.producer_problem,
         "publish_topic": config.publish.topic if config.publish is not None else None,
         "publish_allow": (config.publish.allow or [config.publish.topic]) if config.publish is not None else [],
         "dead_letter_topic": config.dead_letter.topic if config.dead_letter is not None else None,

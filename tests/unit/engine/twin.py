@@ -299,6 +299,10 @@ class TwinTransactionalProducer(TwinProducer):
         self.open.clear()
         self.aborted += 1
 
+    @property
+    def clash(self) -> str | None:
+        return None
+
     def status(self) -> dict[str, object]:
         return {"committed": self.committed, "aborted": self.aborted}
 
