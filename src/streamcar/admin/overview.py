@@ -66,7 +66,7 @@ async def fetch(session: aiohttp.ClientSession, peer: Peer, within: float = PEER
                     return Answer(peer.url, None, "HTTP 401: its admin token is missing or wrong")
                 if response.status != 200:
                     return Answer(peer.url, None, f"HTTP {response.status}")
-                body = await response.content.read(MAX_STATUS_BYTES + 1)
+                body = await _body(response)
     except TimeoutError:
         return Answer(peer.url, None, f"no answer within {within:g}s")
     except aiohttp.ClientConnectorError as exc:
@@ -75,15 +75,42 @@ async def fetch(session: aiohttp.ClientSession, peer: Peer, within: float = PEER
         return Answer(peer.url, None, f"cannot connect: {exc.os_error.strerror or exc.os_error}")
     except aiohttp.ClientError as exc:
         return Answer(peer.url, None, f"{type(exc).__name__}: {exc}")
-    if len(body) > MAX_STATUS_BYTES:
+    if body is None:
         return Answer(peer.url, None, f"its /status is larger than {MAX_STATUS_BYTES // 1024 // 1024} MiB")
     try:
-        document = json.loads(body)
-    except ValueError:
+        document = json.loads(body, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
         return Answer(peer.url, None, "its /status is not JSON: not a streamcar admin URL?")
     if not isinstance(document, dict) or not isinstance(document.get("pipelines"), list):
         return Answer(peer.url, None, "its /status has no pipelines: not a streamcar admin URL?")
-    return Answer(peer.url, document)
+    return _readable(Answer(peer.url, document))
+
+
+async def _body(response: aiohttp.ClientResponse) -> bytes | None:
+    """The whole body, to its Content-Length or end, however many writes it came in; None past the size cap
+    (one read took what had arrived: a /status in two writes was "not JSON")."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > MAX_STATUS_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _readable(answer: Answer) -> Answer:
+    """``answer`` if the overview can be drawn from it, else the peer as unreadable: one peer's odd /status (a
+    field of another type, deep nesting) made /overview answer 500 for everyone."""
+    try:
+        json.dumps(build([answer]), allow_nan=False)
+    except Exception as exc:  # what a peer sends is untrusted: whatever it breaks, only that peer is left out
+        return Answer(answer.url, None, f"its /status is not readable here ({type(exc).__name__}): another version?")
+    return answer
 
 
 async def gather(peers: Sequence[Peer], within: float = PEER_TIMEOUT) -> list[Answer]:
