@@ -243,3 +243,39 @@ async def test_a_connection_that_leaves_its_answers_unread_is_read_no_more_and_c
         assert (server.gate.open, server.gate.waiting) == (0, 0)
     finally:
         unread.close()
+
+
+async def body_of(port: int, path: str, auth: str | None = None) -> tuple[int, str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    extra = f"Authorization: {auth}\r\n" if auth else ""
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Connection: close\r\n\r\n".encode())
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    head, _, body = answer.decode().partition("\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+async def test_readyz_without_the_token_gives_reasons_without_what_the_service_said() -> None:
+    """Issue 30, finding 9: /readyz stays open under admin.token (the probes carry none), and showed the service's
+    last error body, so record data a service echoes was visible to anyone who reached the port."""
+    from test_admin_window import View
+
+    view = View()
+    for _ in range(10):
+        view.stats.observe_call(0.01, "http-status")
+    view.stats.last_call_error = "HTTP 503: no stock for card 4111-1111-1111-1111"
+    view.stats.last_call_failure = "http-status"
+    assert view.stats.service_failing
+    admin = AdminServer("127.0.0.1", 0, lambda: {"p": view}, token=TOKEN)  # type: ignore[dict-item]
+    await admin.start()
+    try:
+        code, body = await body_of(admin.port, "/readyz")
+        assert code == 503
+        assert "the service is failing" in body
+        assert "last: http-status" in body
+        assert "4111" not in body
+        code, body = await body_of(admin.port, "/readyz", auth=f"Bearer {TOKEN}")
+        assert code == 503
+        assert "4111-1111-1111-1111" in body  # the operator with the token sees what the service said
+    finally:
+        await admin.close()

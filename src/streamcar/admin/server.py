@@ -159,8 +159,9 @@ class AdminServer:
             return False
         return hmac.compare_digest(given, token)
 
-    def problems(self) -> list[str]:
-        """Why the sidecar is not ready; empty when it is."""
+    def problems(self, *, detailed: bool = True) -> list[str]:
+        """Why the sidecar is not ready; empty when it is. Not ``detailed``: without what the service said (its
+        error bodies may echo record data), for a /readyz caller without the admin token."""
         found = []
         for name, pipeline in sorted(self._pipelines().items()):
             if pipeline.kafka_error is not None:
@@ -171,7 +172,7 @@ class AdminServer:
             if (circuit := pipeline.circuit_open) is not None:
                 found.append(f"pipeline {name}: the circuit to the service is {circuit}")
             if pipeline.stats.service_failing:
-                error = pipeline.stats.last_call_error
+                error = pipeline.stats.last_call_error if detailed else pipeline.stats.last_call_failure
                 found.append(
                     f"pipeline {name}: the service is failing ({pipeline.stats.failed_calls_in_a_row} calls "
                     f"in a row did not get through; last: {error})"
@@ -182,7 +183,8 @@ class AdminServer:
         return web.Response(text="ok\n")
 
     async def _readyz(self, request: web.Request) -> web.Response:
-        problems = [self._redactor.scrub(problem) for problem in self.problems()]
+        detailed = self._token is None or self._authorized(request)
+        problems = [self._redactor.scrub(problem) for problem in self.problems(detailed=detailed)]
         body = json.dumps({"ready": not problems, "problems": problems}) + "\n"
         return web.Response(status=503 if problems else 200, text=body, content_type="application/json")
 

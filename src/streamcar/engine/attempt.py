@@ -156,6 +156,7 @@ class Attempts:
             pacing.observe(now - started, replies, in_flight=in_flight, failed=failure is not None)
         if failure is not None:
             self._stats.last_call_error = failed[0].error or failure
+            self._stats.last_call_failure = failure
         circuit = self._circuit
         fresh = all(not work.first_failed_at for work in works)  # distinct messages: a retry does not count again
         # silence since the messages first failed (or since this call began) is what tells an outage: retries

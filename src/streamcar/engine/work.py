@@ -56,6 +56,9 @@ class PipelineStats:
     """Calls per :data:`LATENCY_BOUNDS` bucket (the last one: slower than 80 s)."""
     failed_calls_in_a_row: int = 0
     last_call_error: str = ""
+    """The last failed call's error, with what the service said (its body's start): /status only."""
+    last_call_failure: str = ""
+    """Its kind alone (``timeout``, ``http-status``...): what /readyz says to a caller without the admin token."""
     last_errors: list[str] = field(default_factory=list)
     recent_dead_letters: deque[dict[str, object]] = field(default_factory=lambda: deque(maxlen=20))
     """The last dead letters, newest last: source topic/partition/offset, key, kind, error, time."""
