@@ -162,10 +162,13 @@ def test_our_own_usage_checks_come_before_the_broker(kafka: KafkaHandle, capsys:
         (["--replication-factor", "-1"], "--replication-factor: -1 is not a replication factor (1 or more)"),
         (["--config", "retention.ms"], "--config 'retention.ms': expected a topic config KEY=VALUE"),
         ([name], f"topics create: {name!r} named twice"),
+        # issue 30: both were created, two names Kafka's metrics confuse; the last of two values silently won
+        ([f"{name}_x", f"{name}.x"], f"topics create: '{name}_x' and '{name}.x' collide: Kafka's metrics name both"),
+        (["--config", "retention.ms=1", "--config", "retention.ms=2"], "--config retention.ms is given twice"),
     ]:
         assert topics(kafka, "create", name, *args) == 2, args
         assert capsys.readouterr().err.startswith(f"streamcar: {message}"), args
-    assert name not in existing(kafka)
+    assert not {name, f"{name}_x", f"{name}.x"} & set(existing(kafka))
 
 
 def test_a_partial_failure_keeps_what_was_created_and_names_what_was_not(

@@ -141,6 +141,19 @@ class TopicsFailed(KafkaError):
 # --- the library ---------------------------------------------------------------------------------------------------
 
 
+def _refuse_colliding(names: Sequence[str]) -> None:
+    """Names that differ only by '.' against '_' are one name in Kafka's metrics (which replace '.' with '_'),
+    and Kafka refuses the second once the first exists: a typo to catch before either is made."""
+    seen: dict[str, str] = {}
+    for name in names:
+        other = seen.setdefault(name.replace(".", "_"), name)
+        if other != name:
+            raise UsageError(
+                f"topics create: {other!r} and {name!r} collide: Kafka's metrics name both the same ('.' becomes "
+                "'_'); use one of them"
+            )
+
+
 def create_topics(
     kafka: KafkaConfig,
     names: Sequence[str],
@@ -159,6 +172,7 @@ def create_topics(
     if len(set(names)) != len(names):
         twice = sorted({n for n in names if list(names).count(n) > 1})
         raise UsageError(f"topics create: {', '.join(map(repr, twice))} named twice")
+    _refuse_colliding(names)
     if partitions is not None and partitions < 1:
         raise UsageError(f"--partitions: {partitions} is not a partition count (1 or more)")
     if replication is not None and replication < 1:

@@ -25,8 +25,19 @@ def parse_config(text: str) -> tuple[str, str]:
     return key.strip(), value
 
 
+def parse_configs(texts: list[str]) -> dict[str, str]:
+    """The ``--config`` entries; a key given twice is refused (the last one silently won)."""
+    configs: dict[str, str] = {}
+    for text in texts:
+        key, value = parse_config(text)
+        if key in configs and configs[key] != value:
+            raise UsageError(f"--config {key} is given twice ({configs[key]!r} and {value!r}): which one is meant?")
+        configs[key] = value
+    return configs
+
+
 def create_command(args: argparse.Namespace) -> int:
-    configs = dict(parse_config(text) for text in args.config_entries)
+    configs = parse_configs(args.config_entries)
     kafka = kafka_settings(args.config, args.bootstrap_servers)
     out = plain_console()
 
