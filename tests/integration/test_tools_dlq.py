@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import Producer, TopicPartition
 
 from deadletters import (
     ERROR_HEADERS,
@@ -353,3 +353,31 @@ def test_a_missing_source_topic_stops_the_redrive_before_its_batch_is_published(
     assert end_offsets(kafka, source) == {0: 0}
     assert committed(kafka, f"streamcar-redrive.{dead}") == {}
     assert missing not in kafka.admin().list_topics(timeout=10).topics  # not auto-created by the check
+
+
+def test_a_dead_letter_topic_written_in_transactions_is_redriven_to_its_end(
+    kafka: KafkaHandle, topic_factory: TopicFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 30: on a dead-letter topic an exactly-once pipeline writes, the last offset is a transaction marker
+    no record reaches, so every run said "1 left ... run again": a script looping until nothing is left never
+    ended."""
+    source, dead = topic_factory(1), topic_factory(1)
+    producer = Producer({"bootstrap.servers": kafka.bootstrap, "transactional.id": f"{dead}-writer"})
+    producer.init_transactions(30)
+    for batch in range(3):
+        producer.begin_transaction()
+        for i in range(10 * batch, 10 * batch + 10):
+            key, value, headers = letter(source, 0, i, b"id-%d" % i)
+            producer.produce(dead, value, key, headers=headers)
+        producer.commit_transaction(30)
+    b = kafka.bootstrap
+    assert dlq("redrive", "--topic", dead, "--execute", bootstrap=b) == 0
+    out = capsys.readouterr().out
+    assert f"redriven 30 dead letters of {dead}" in out
+    assert "left" not in out, out
+    assert committed(kafka, f"streamcar-redrive.{dead}") == {(dead, 0): end_offsets(kafka, dead)[0]}
+    assert dlq("redrive", "--topic", dead, "--execute", bootstrap=b) == 0
+    out = capsys.readouterr().out
+    assert "left" not in out, out
+    assert "redriven 0" in out or "nothing" in out, out
+    assert len(read_committed(kafka, source)) == 30

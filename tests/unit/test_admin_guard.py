@@ -266,7 +266,7 @@ async def test_readyz_without_the_token_gives_reasons_without_what_the_service_s
     view.stats.last_call_error = "HTTP 503: no stock for card 4111-1111-1111-1111"
     view.stats.last_call_failure = "http-status"
     assert view.stats.service_failing
-    admin = AdminServer("127.0.0.1", 0, lambda: {"p": view}, token=TOKEN)  # type: ignore[dict-item]
+    admin = AdminServer("127.0.0.1", 0, lambda: {"p": view}, token=TOKEN)
     await admin.start()
     try:
         code, body = await body_of(admin.port, "/readyz")

@@ -173,9 +173,15 @@ def redrive(
             if len(batch) == BATCH or wanted == limit:
                 flush()
                 if wanted == limit:
-                    break
+                    return result
         if batch:
             flush()
+        # read to the ends: past a last offset no record reaches too (the commit marker of a dead-letter topic an
+        # exactly-once pipeline writes), else every run said "1 left ... run again"
+        gaps = {p: end for p, end in pending.items() if result.reached[p] < end}
+        if gaps and producer is not None:
+            _transaction(producer, consumer, dlq_topic, [], gaps, metadata)
+        result.reached.update(gaps)
         return result
     finally:
         consumer.close()
