@@ -138,7 +138,7 @@ def test_filters_by_key_time_text_and_source_each_redrive_only_what_no_run_redro
     assert "passed over 3 records the filter does not take (not dead letters 1, exhausted 1, timeout 1)" in out
     assert published(source) == [b"b", b"c"]
 
-    out = run("--since", "30m")  # b, c and d failed since then; b and c went with --key k2
+    out = run("--since", ago(timedelta(minutes=30)))  # b, c and d failed since then; b and c went with --key k2
     assert "redriven 1 dead letter of" in out
     assert "2 matching dead letters left alone: redriven already by" in out
     assert published(other) == [b"d"]
@@ -189,6 +189,17 @@ def test_since_a_duration_is_the_moment_of_the_run_and_needs_a_unit(
     assert abs((datetime.now(UTC) - timedelta(hours=1) - since).total_seconds()) < 60
     assert dlq("redrive", "--topic", dead, "--since", "60", bootstrap=b) == 2
     assert "--since: '60' is not a duration back from now" in capsys.readouterr().err
+    # with --execute, each run of a time back from now was a new filter, and a new progress group (issue 30)
+    assert dlq("redrive", "--topic", dead, "--since", "1h", "--execute", bootstrap=b) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("streamcar: --since 1h with --execute: a time back from now is a new filter"), err
+    given = err.rstrip().rsplit("--since ", 1)[1]
+    for _ in range(2):
+        assert dlq("redrive", "--topic", dead, "--since", given, "--execute", bootstrap=b) == 0
+    assert "redriven 0 dead letters" in capsys.readouterr().out  # the second run resumed the first's progress
+    assert [value_of(m) for m in read_committed(kafka, source)] == [b"new"]
+    assert len(progress_groups(kafka, dead)) == 1
 
 
 def test_a_progress_group_whose_filter_cannot_be_read_stops_every_run(

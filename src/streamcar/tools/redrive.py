@@ -70,6 +70,7 @@ from streamcar.tools._common import (
     retrying,
     watermarks,
 )
+from streamcar.tools._positions import duration_ms
 from streamcar.tools.dlq import SAMPLE, DeadLetter, Filter, filter_of, key_text, parse
 from streamcar.tools.redrive_progress import Covered, group_of, metadata_of, read_progress
 
@@ -269,6 +270,13 @@ def _transaction(
 
 def redrive_command(args: argparse.Namespace) -> int:
     where = filter_of(args)  # bad usage is reported before any network call
+    if args.execute and args.since is not None and duration_ms(args.since.strip()) is not None:
+        # a time back from now is another moment, so another filter and progress group, on every run
+        moment = where.describe().split("--since ", 1)[1].split(" ", 1)[0]
+        raise UsageError(
+            f"--since {args.since.strip()} with --execute: a time back from now is a new filter, with a progress "
+            f"group of its own, on every run; give the moment it stands for: --since {moment}"
+        )
     if args.limit is not None and args.limit < 0:
         raise UsageError("--limit: must be 0 or more")
     metadata_of(where)  # a filter too long to keep with the progress, before any network call too
