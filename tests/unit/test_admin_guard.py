@@ -261,6 +261,7 @@ async def test_readyz_without_the_token_gives_reasons_without_what_the_service_s
     from test_admin_window import View
 
     view = View()
+    view.in_flight = 3  # waiting for the failing service
     for _ in range(10):
         view.stats.observe_call(0.01, "http-status")
     view.stats.last_call_error = "HTTP 503: no stock for card 4111-1111-1111-1111"
@@ -277,5 +278,29 @@ async def test_readyz_without_the_token_gives_reasons_without_what_the_service_s
         code, body = await body_of(admin.port, "/readyz", auth=f"Bearer {TOKEN}")
         assert code == 503
         assert "4111-1111-1111-1111" in body  # the operator with the token sees what the service said
+    finally:
+        await admin.close()
+
+
+async def test_an_idle_pipeline_whose_last_calls_failed_is_ready() -> None:
+    """Issue 30: an idle pipeline whose last traffic was poison kept /readyz 503 for minutes (service-failing,
+    circuit half-open with nothing to probe): a kubelet takes the Pod out of its Service while nothing is wrong."""
+    from test_admin_window import View
+
+    view = View()
+    for _ in range(10):
+        view.stats.observe_call(0.01, "http-status")
+    view.circuit_open = "half-open"  # type: ignore[assignment]
+    view.lags[("t", 0)] = 0
+    admin = AdminServer("127.0.0.1", 0, lambda: {"p": view})
+    await admin.start()
+    try:
+        assert await body_of(admin.port, "/readyz") == (200, '{"ready": true, "problems": []}\n')
+        view.lags[("t", 0)] = 1  # a message came: the service decides again
+        code, body = await body_of(admin.port, "/readyz")
+        assert code == 503
+        assert "the circuit to the service is half-open" in body
+        view.lags[("t", 0)] = None  # unknown is not idle
+        assert (await body_of(admin.port, "/readyz"))[0] == 503
     finally:
         await admin.close()

@@ -175,10 +175,14 @@ def entry(**fields: Any) -> dict[str, Any]:
         ({"lag": 40, "rates": {"10s": {"span_s": 10.2, "count": {"done": 0}}}}, "stalled"),
         ({"lag": 40, "rates": {"10s": {"span_s": 4.0, "count": {"done": 0}}}}, "running"),  # too soon to say
         ({"lag": 40, "circuit": "open", "circuit_reason": "5 failures"}, "circuit-open"),
-        ({"circuit": "half-open"}, "circuit-half-open"),
+        ({"circuit": "half-open", "in_flight": 2}, "circuit-half-open"),
+        # issue 30: idle, its last calls failed (poison): nothing is held up, so not "not ready" for minutes
+        ({"circuit": "half-open"}, "idle"),
+        ({"circuit": "open", "service_failing": True, "rates": {"10s": {"span_s": 10.0}}}, "idle"),
         ({"kafka_error": "down", "circuit": "open"}, "kafka-unreachable"),
         ({"topic_problems": ["topic 'x' is missing"]}, "topic-problem"),
-        ({"service_failing": True, "last_call_error": "HTTP 503"}, "service-failing"),
+        ({"service_failing": True, "last_call_error": "HTTP 503", "lag": 3}, "service-failing"),
+        ({"service_failing": True, "last_call_error": "HTTP 503"}, "running"),  # done lately, nothing waits
         ({"partitions": []}, "no-partitions"),
         (
             {"lag": 3, "stuck": [{"topic": "t", "partition": 0, "next_offset": 9, "lag": 3, "for_s": 12}]},

@@ -169,6 +169,8 @@ class AdminServer:
             found.extend(f"pipeline {name}: {problem}" for problem in pipeline.topic_problems)
             if (producer := pipeline.producer_problem) is not None:
                 found.append(f"pipeline {name}: {producer}")
+            if _idle(pipeline):
+                continue  # its last calls failed, but nothing waits for the service: nothing is held up
             if (circuit := pipeline.circuit_open) is not None:
                 found.append(f"pipeline {name}: the circuit to the service is {circuit}")
             if pipeline.stats.service_failing:
@@ -234,6 +236,11 @@ class AdminServer:
     async def _overview_json(self, request: web.Request) -> web.Response:
         body = json.dumps(await self.graph(), indent=2) + "\n"
         return web.Response(text=body, content_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+def _idle(pipeline: PipelineView) -> bool:
+    """Nothing in flight and no lag (an unknown lag is not none): see :mod:`streamcar.admin.states`."""
+    return pipeline.in_flight == 0 and all(lag == 0 for lag in pipeline.lag().values())
 
 
 def _page_headers(nonce: str) -> dict[str, str]:

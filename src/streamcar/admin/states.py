@@ -3,7 +3,8 @@
 From worst to best (the first that applies wins):
 
 * ``kafka-unreachable``, ``topic-problem``, ``producer-fenced``, ``circuit-open``, ``service-failing``: what
-  /readyz fails on;
+  /readyz fails on (the last two only while there is work: an idle pipeline whose last calls failed holds
+  nothing up, and stayed "not ready" for as long as no message came to close the circuit);
 * ``stalled``: it has lag and finished no message over the last :data:`~streamcar.admin.window.STALL_AFTER`
   seconds (a service that hangs without failing, every key blocked...): nothing moves;
 * ``circuit-half-open``: probing whether the service is back;
@@ -54,10 +55,11 @@ def state_of(p: Mapping[str, Any]) -> tuple[str, str]:
     if p.get("producer_problem"):
         return "producer-fenced", str(p["producer_problem"])
     circuit = p.get("circuit") or "closed"
-    if circuit == "open":
+    idle = not p.get("lag") and not p.get("in_flight")
+    if circuit == "open" and not idle:
         reason = p.get("circuit_reason")
         return "circuit-open", "the circuit to the service is open" + (f": {reason}" if reason else "")
-    if p.get("service_failing"):
+    if p.get("service_failing") and not idle:
         error = p.get("last_call_error")
         return "service-failing", "calls do not get through" + (f" (last: {error})" if error else "")
     lag = p.get("lag") or 0
@@ -68,6 +70,8 @@ def state_of(p: Mapping[str, Any]) -> tuple[str, str]:
     covered = (window.get("span_s") or 0) >= STALL_AFTER
     if lag > 0 and covered and done == 0:
         return "stalled", f"lag {lag:,} and no message finished in the last {int(window['span_s'])} s"
+    if circuit != "closed" and idle:
+        return "idle", f"nothing to do; the circuit to the service is {circuit} (the next message answered closes it)"
     if circuit != "closed":
         return f"circuit-{circuit}", f"the circuit to the service is {circuit}"
     stuck = p.get("stuck") or []
