@@ -176,3 +176,47 @@ def test_a_missing_input_topic_is_named_until_it_is_created(
     finally:
         process.kill()
         service.stop()
+
+
+def test_a_missing_routed_topic_is_named_within_seconds_and_its_replies_wait(
+    kafka: KafkaHandle, scenario_factory: ScenarioFactory, tmp_path: Path
+) -> None:
+    """Issue 30: a reply routed to a topic ``publish.allow`` lists, which does not exist yet, was named only after
+    ~35 s (when the producer gave up on the topic's metadata)."""
+    scenario = scenario_factory(2)
+    routed = f"{scenario.out}-routed"
+
+    async def route_odd_keys(seen: Seen) -> web.StreamResponse:
+        headers = {"Kafka-Topic": routed} if int(seen.body) % 2 else {}
+        return web.Response(body=seen.body, headers=headers)
+
+    records = [(f"k{i % 20}".encode(), str(i).encode()) for i in range(200)]
+    service = TestService(route_odd_keys).start()
+    spec = scenario.spec(service.url, max_in_flight=16)
+    spec["publish"]["allow"] = [f"{scenario.out}-*"]
+    process = SidecarProcess(make_config(kafka.bootstrap, {"p": spec}), tmp_path).start()
+    try:
+        wait_for(lambda: process.get("/readyz")[0] == 200, timeout=60, what="the sidecar ready")
+        produce_records(kafka, scenario.source, records)
+        wait_for(lambda: service.count() > 0, timeout=30, what="a first call")
+        routing = time.monotonic()
+        _not_ready_for(process, f"routed topic {routed!r} does not exist")
+        named = time.monotonic() - routing
+        print(f"missing routed topic named {named:.1f}s after the first call")
+        assert named < 10, named  # the watch looks every 2 s
+        assert _partitions(kafka, routed) is None  # not created by the broker with its defaults
+        create_topic(kafka, routed, 2, 1)
+        wait_for(lambda: process.get("/readyz")[0] == 200, timeout=60, what="/readyz to be 200 again")
+        wait_for(
+            lambda: len(read_topic(kafka, routed, expect=0, timeout=0)) >= 100, timeout=90, what="the routed replies"
+        )
+        wait_for(
+            lambda: len(read_topic(kafka, scenario.out, expect=0, timeout=0)) >= 100, timeout=60, what="the others"
+        )
+        replies = read_topic(kafka, routed, expect=0, timeout=0) + read_topic(kafka, scenario.out, expect=0, timeout=0)
+        assert sorted(int(m.value() or b"") for m in replies) == list(range(200))  # each once, nothing lost
+        assert {int(m.value() or b"") % 2 for m in read_topic(kafka, routed, expect=0, timeout=0)} == {1}
+        assert sum("routed topic" in line and "does not exist" in line for line in process.log_lines()) == 1
+    finally:
+        process.kill()
+        service.stop()

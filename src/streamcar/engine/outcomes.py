@@ -12,6 +12,7 @@ import logging
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 
 from streamcar.config import PipelineConfig, format_duration
 from streamcar.engine.records import MAX_CUTS, OutRecord, cut_down, dead_letter_record, reply_record, together
@@ -39,8 +40,12 @@ class Outcomes:
         tracing: Tracing | None = None,
         *,
         max_record: int = MAX_RECORD,
+        routed: Callable[[str], None] | None = None,
     ) -> None:
         self._name = name
+        self._publish_topic = config.publish.topic if config.publish is not None else None
+        self._routed = routed
+        """Told of each record routed elsewhere than the publish topic (the pipeline watches that topic)."""
         self._max_record = max_record  # the producer's message.max.bytes: a larger record is never sent
         self._tracing = tracing
         self._config = config
@@ -189,6 +194,8 @@ class Outcomes:
         self._producer.hurry(sent)
 
     def _send(self, work: Work, topic: str, record: OutRecord, *, dead_letter: bool) -> Ack:
+        if topic != self._publish_topic and not dead_letter and self._routed is not None:
+            self._routed(topic)
         tracing = self._tracing
         if tracing is None:
             return self._producer.send(topic, record.value, record.key, record.headers, alone=work.alone)

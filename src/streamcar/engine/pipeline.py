@@ -95,6 +95,18 @@ class Pipeline:
         if self._transaction is not None:
             self._transaction.on_doomed = self._abort_soon
         self._tracker = self._checkpoint.tracker
+        roles = dict.fromkeys(config.consume.topics, "input")
+        if config.publish is not None:
+            roles[config.publish.topic] = "publish"
+        if config.dead_letter is not None:
+            roles[config.dead_letter.topic] = "dead-letter"
+        self.topics = TopicWatch(
+            name,
+            roles,
+            create_missing=config.publish is not None and config.publish.create_missing,
+            admin_config=kafka.client_config(),
+        )
+        """The pipeline's topics that are missing or not usable (checked on the consumer's thread)."""
         # Consumed records wait here (behind their key, or for a free call slot) up to its bounds; beyond them
         # the consumer thread is held back until the buffer drained to half (see engine.flow).
         self._buffer = Buffer(config.in_flight_bound)
@@ -140,6 +152,7 @@ class Pipeline:
                 self.stats,
                 tracing,
                 max_record=int(kafka.librdkafka.get("message.max.bytes", MAX_RECORD)),
+                routed=self.topics.routed,
             ),
             stats=self.stats,
             circuit=self._circuit,
@@ -167,18 +180,6 @@ class Pipeline:
         )
         self._consumer_factory = consumer_factory or (ShareBridge if queue else ConsumerBridge)
         self._bridge: Consumer | None = None
-        roles = dict.fromkeys(config.consume.topics, "input")
-        if config.publish is not None:
-            roles[config.publish.topic] = "publish"
-        if config.dead_letter is not None:
-            roles[config.dead_letter.topic] = "dead-letter"
-        self.topics = TopicWatch(
-            name,
-            roles,
-            create_missing=config.publish is not None and config.publish.create_missing,
-            admin_config=kafka.client_config(),
-        )
-        """The pipeline's topics that are missing or not usable (checked on the consumer's thread)."""
 
     # -- life cycle ---------------------------------------------------------------------------------------
     @property

@@ -8,6 +8,9 @@ missing or that we may not use. The pipeline shows them on ``/readyz`` (503), ``
 watch logs one line per topic when the problem appears (again every :data:`REPEAT` while it lasts) and one when
 it is gone.
 
+A topic a reply is routed to (``publish.allow``) is watched from the first reply routed there until it is found
+usable: a missing one was named only when the producer gave up on its metadata, after ~35 s.
+
 With ``publish.create_missing``, a missing publish or dead-letter topic is created instead, with as many
 partitions as the (first) input topic and the broker's default replication. streamcar's producer never has a
 broker create a topic by itself (``allow.auto.create.topics=false``): a misspelled topic would be created with
@@ -48,7 +51,8 @@ def describe(error: RdKafkaError | None) -> str | None:
 
 
 class TopicWatch:
-    """The problems of a pipeline's topics (``roles``: topic -> ``input``, ``publish`` or ``dead-letter``)."""
+    """The problems of a pipeline's topics (``roles``: topic -> ``input``, ``publish``, ``dead-letter``, or
+    ``routed`` for one a reply was routed to, see :meth:`routed`)."""
 
     def __init__(
         self,
@@ -68,6 +72,12 @@ class TopicWatch:
         self._admin: AdminClient | None = None  # made on the first creation, kept for the next ones
         self._create_again = 0.0  # no creation before then (time.monotonic())
         self._failed: dict[str, str] = {}  # topic -> why creating it failed
+        self._usable: set[str] = set()  # routed topics found usable: not watched any more
+
+    def routed(self, topic: str) -> None:
+        """A reply goes to ``topic`` (on the loop): watched from the next look until it is found usable."""
+        if topic not in self.roles and topic not in self._usable:
+            self.roles = {**self.roles, topic: "routed"}  # replaced whole: the consumer's thread reads it
 
     def lines(self) -> list[str]:
         """Each problem as a line: ``publish topic 'orders-out' does not exist``."""
@@ -92,9 +102,14 @@ class TopicWatch:
             found = self._create_missing(found, sizes)
         self._tell(found)
         self.problems = found
+        usable = {t for t, role in self.roles.items() if role == "routed" and t in sizes and t not in found}
+        if usable:
+            self._usable |= usable
+            self.roles = {t: role for t, role in self.roles.items() if t not in usable}
 
     def _create_missing(self, found: dict[str, str], sizes: dict[str, int]) -> dict[str, str]:
-        missing = [t for t, problem in found.items() if problem == "does not exist" and self.roles[t] != "input"]
+        writes = ("publish", "dead-letter")  # not a routed topic: publish.allow may name topics made elsewhere
+        missing = [t for t, problem in found.items() if problem == "does not exist" and self.roles.get(t) in writes]
         inputs = [t for t, role in self.roles.items() if role == "input" and t in sizes]
         now = time.monotonic()
         if not missing or not inputs:
@@ -130,7 +145,7 @@ class TopicWatch:
             log.warning(
                 "%s: created %s topic %r (%d partitions, as %s; publish.create_missing)",
                 self._pipeline,
-                self.roles[topic],
+                self.roles.get(topic, "a"),
                 topic,
                 partitions,
                 inputs[0],
@@ -144,7 +159,7 @@ class TopicWatch:
             if now - self._told.get(topic, float("-inf")) < REPEAT and self.problems.get(topic) == problem:
                 continue
             self._told[topic] = now
-            role = self.roles[topic]
+            role = self.roles.get(topic, "a")
             waits = "consumption waits for it" if role == "input" else f"{role} records wait for it"
             log.warning(
                 "%s: %s topic %r %s; %s",
