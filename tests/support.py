@@ -159,22 +159,34 @@ _COORDINATOR_BUSY = {
 
 
 def committed(handle: KafkaHandle, group: str) -> dict[tuple[str, int], int]:
-    """The group's committed offset per (topic, partition), read through the admin API."""
-    from confluent_kafka import ConsumerGroupTopicPartitions
+    """The group's committed offset per (topic, partition), asked by a consumer of the group that never joins it.
+
+    Not through the admin API: librdkafka 2.16's ListConsumerGroupOffsets crashes the process when the answer is
+    NOT_COORDINATOR (rd_kafka_handle_OffsetFetch asks the admin client's consumer group, which is NULL, to find
+    the coordinator: confluent-kafka-python#1982). The broker answered so while an exactly-once sidecar aborted
+    transaction after transaction, and the whole pytest worker died with SIGSEGV."""
+    from confluent_kafka import TopicPartition
 
     await_coordinator({"bootstrap.servers": handle.bootstrap}, group, 30)  # see streamcar.kafka.groups
-    admin = handle.admin()  # kept referenced until the future resolves
+    # read_uncommitted: the last offsets committed, without waiting for an open transaction's (require_stable)
+    settings = {"bootstrap.servers": handle.bootstrap, "group.id": group, "isolation.level": "read_uncommitted"}
+    consumer = Consumer({**settings, "enable.auto.commit": False})
     deadline = time.monotonic() + 30
-    while True:
-        try:
-            result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(30)
-            break
-        except KafkaException as exc:  # a coordinator still loading the offsets of a fresh broker: ask again
-            error = exc.args[0]
-            if not (error.retriable() or error.code() in _COORDINATOR_BUSY) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-    return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions if tp.offset >= 0}
+    try:
+        topics = consumer.list_topics(timeout=10).topics
+        query = [TopicPartition(t, p) for t, meta in topics.items() if not t.startswith("__") for p in meta.partitions]
+        while True:
+            try:
+                found = consumer.committed(query, timeout=30) if query else []
+                break
+            except KafkaException as exc:  # a coordinator still loading the offsets of a fresh broker: ask again
+                error = exc.args[0]
+                if not (error.retriable() or error.code() in _COORDINATOR_BUSY) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+    finally:
+        consumer.close()
+    return {(tp.topic, tp.partition): tp.offset for tp in found if tp.error is None and tp.offset >= 0}
 
 
 def committed_total(handle: KafkaHandle, group: str) -> int:
