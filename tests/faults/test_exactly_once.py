@@ -8,6 +8,7 @@ exactly one outcome, in key order, and **zero duplicates**, however often the se
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import threading
 from pathlib import Path
@@ -19,7 +20,7 @@ from confluent_kafka import Producer
 from test_crash_redoes_in_flight import SHORT_SESSION, RetryHeavy, keyed, refused, retry_heavy_spec
 from test_group_churn import spread_over
 
-from invariants import read_all, reply_with_id
+from invariants import Id, read_all, reply_with_id
 from scenario import ScenarioFactory
 from service import Seen, TestService
 from sidecar import SidecarProcess, crash_repeatedly, make_config
@@ -276,5 +277,41 @@ def test_another_producer_under_the_same_transactional_id_is_a_named_condition(
         scenario.check(service.requests, max_duplicates=0, crashes=True, timeout=90)
     finally:
         stop.set()
+        process.kill()
+        service.stop()
+
+
+def test_a_reply_the_broker_refuses_for_good_is_dead_lettered_not_redone_forever(
+    kafka: KafkaHandle, scenario_factory: ScenarioFactory, tmp_path: Path
+) -> None:
+    """Issue 30, finding 2: one reply of 5,000 bytes to an output topic taking 2,000-byte records, 3,000 inputs:
+    23 service calls per input, not done after 60 s, a partition stuck for good, and thousands of 'Future
+    exception was never retrieved' in the log (at least once, the same inputs cost 1 call each)."""
+    scenario = scenario_factory(3, out_config={"max.message.bytes": "2000"})
+    total = 3000
+    produce_records(kafka, scenario.source, keyed(total))
+    poison: Id = (scenario.source, 1, 300)
+
+    async def too_large_once(seen: Seen) -> web.StreamResponse:
+        if seen.id == poison:
+            return web.Response(body=os.urandom(5000))
+        return await reply_with_id(seen)
+
+    service = TestService(too_large_once).start()
+    spec = exactly_once(scenario.spec(service.url, max_in_flight=64))
+    process = SidecarProcess(make_config(kafka.bootstrap, {"p": spec}), tmp_path).start()
+    try:
+        # an abort redoes calls, as a crash does
+        letters: dict[Id, str | tuple[str, ...]] = {poison: "publish"}
+        verdict = scenario.check(service.requests, max_duplicates=0, crashes=True, dead_letters=letters, timeout=90)
+        calls = len(service.requests())
+        aborted = transactions(process)["aborted"]
+        print(f"refused reply, exactly once: {calls} calls for {total} inputs, {aborted} aborts")
+        assert calls <= 2 * total, calls  # an abort redoes what its transaction held, not everything again
+        assert aborted <= 3, aborted
+        lines = process.log_lines()
+        assert not [line for line in lines if "never retrieved" in line], process.log_tail()
+        assert verdict.duplicates == 0
+    finally:
         process.kill()
         service.stop()

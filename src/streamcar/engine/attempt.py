@@ -290,9 +290,9 @@ class Attempts:
             again: list[Work] = []
             released: list[Work] = []
             for work, result, future in sent:
+                error = None if future is None else future.exception()  # retrieved, whoever still wants it
                 if not inflight.current(work):
-                    continue
-                error = None if future is None else future.exception()
+                    continue  # rewound or revoked meanwhile (an aborted transaction's records fail as purged)
                 lane = work.lane
                 blocker = blockers.get(lane) if lane is not None else None
                 if error is None and blocker is not None:

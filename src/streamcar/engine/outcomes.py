@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from streamcar.config import PipelineConfig, format_duration
 from streamcar.engine.records import MAX_CUTS, OutRecord, cut_down, dead_letter_record, reply_record, together
+from streamcar.engine.refusals import Refusals
 from streamcar.engine.tracing import Tracing
 from streamcar.engine.transaction import Transactional
 from streamcar.engine.work import PipelineStats, Work
@@ -41,11 +42,16 @@ class Outcomes:
         *,
         max_record: int = MAX_RECORD,
         routed: Callable[[str], None] | None = None,
+        limit: Callable[[str], int | None] = lambda topic: None,
     ) -> None:
         self._name = name
         self._publish_topic = config.publish.topic if config.publish is not None else None
         self._routed = routed
         """Told of each record routed elsewhere than the publish topic (the pipeline watches that topic)."""
+        self._limit = limit
+        """A topic's max.message.bytes, where known."""
+        self._exactly = isinstance(producer, Transactional)
+        self._refusals = Refusals()
         self._max_record = max_record  # the producer's message.max.bytes: a larger record is never sent
         self._tracing = tracing
         self._config = config
@@ -74,9 +80,14 @@ class Outcomes:
             refused = self._unroutable(reply.topic)
             if refused is None:
                 assert publish is not None
+                topic = reply.topic or publish.topic
                 record = reply_record(work.event, reply, forward=publish.headers == "forward")
-                return "success", self._send(work, reply.topic or publish.topic, record, dead_letter=False)
-            reply = work.reply = Reply.dead_letter(refused, kind=Kind.ROUTE)
+                too_large = self._refused_before(work, record, topic) if self._refusals else None
+                if too_large is None:
+                    return "success", self._send(work, topic, record, dead_letter=False)
+                reply = work.reply = Reply.dead_letter(too_large, kind=Kind.PUBLISH)
+            else:
+                reply = work.reply = Reply.dead_letter(refused, kind=Kind.ROUTE)
             result = Result.DEAD_LETTER
         if result is Result.DROP:
             return "drop", None
@@ -145,6 +156,12 @@ class Outcomes:
                 )
                 return Reply.dead_letter(error, kind=Kind.PUBLISH)
             outs.append((item.topic or publish.topic, record))
+        if self._refusals:
+            event = work.event
+            limited = [(record, topic, self._limit(topic)) for topic, record in outs]
+            too_large = self._refusals.verdict((event.topic, event.partition, event.offset), limited)
+            if too_large is not None:
+                return Reply.dead_letter(too_large, kind=Kind.PUBLISH)
         if work.acked is None:
             work.acked = set()
         acks = [
@@ -153,6 +170,13 @@ class Outcomes:
             if i not in work.acked
         ]
         return together(acks, work.acked) if acks else None
+
+    def _refused_before(self, work: Work, record: OutRecord, topic: str) -> str | None:
+        """Why ``work``'s reply, refused as too large before (exactly once), is dead-lettered now; None: sent
+        (:mod:`streamcar.engine.refusals`)."""
+        event = work.event
+        input_id = (event.topic, event.partition, event.offset)
+        return self._refusals.verdict(input_id, [(record, topic, self._limit(topic))])
 
     def _unroutable(self, topic: str | None) -> str | None:
         """Why a reply may not go to the ``topic`` it named (None: it may, or it named none)."""
@@ -216,6 +240,8 @@ class Outcomes:
             log.warning("%s: producing to %s failed (%s)%s", self._name, topic, error, more)
         if transient:
             return  # librdkafka gave up after message.timeout.ms: hand the same record over again
+        if self._exactly and isinstance(error, ProduceError) and error.too_large:
+            self._too_large(work, topic, result)
         if isinstance(error, ProduceError) and error.too_large and not work.alone:
             # the broker refuses a whole batch when one record is too large for the topic: send each again alone,
             # and only the one that is really too large fails again
@@ -229,6 +255,17 @@ class Outcomes:
             # the dead-letter topic refuses it for good: keep the message, retry it slowly
             work.reply = Reply.retry(error=f"the dead-letter topic refused it: {error}", kind=Kind.DEAD_LETTER)
             work.attempts = min(work.attempts, self._config.retry.attempts - 1)
+
+    def _too_large(self, work: Work, topic: str, result: str) -> None:
+        """Exactly once, a batch with ``work``'s record was refused as too large for ``topic``: the transaction
+        is aborted and the work forgotten, so its redo asks :mod:`streamcar.engine.refusals` first; and batches
+        larger than the topic takes are built no more."""
+        if result == "success":
+            event = work.event
+            self._refusals.refused((event.topic, event.partition, event.offset))
+        limit = self._limit(topic)
+        if limit is not None and isinstance(self._producer, Transactional):
+            self._producer.fit_batches(limit)
 
     def _fields(self, event: str, work: Work, kind: str | None) -> dict[str, object]:
         """The structured fields of a log line about ``work`` (keys in JSON logs)."""

@@ -153,6 +153,7 @@ class Pipeline:
                 tracing,
                 max_record=int(kafka.librdkafka.get("message.max.bytes", MAX_RECORD)),
                 routed=self.topics.routed,
+                limit=self.topics.limit,
             ),
             stats=self.stats,
             circuit=self._circuit,
@@ -364,18 +365,23 @@ class Pipeline:
         self._inflight.assign(partitions)
         self._flow.pace()
 
-    def _rewind(self) -> None:
+    def _rewind(self, after: float = 0.0) -> None:
         """An exactly-once transaction was aborted: every partition goes back to its last committed offsets, and
-        everything taken since is redone (outcomes of work under way are ignored from now on). A partition being
-        revoked is forgotten too: what it did since the last commit went with the aborted transaction, and the
-        revoke's own commit, which may follow this one, must not say it was done (its next owner redoes it)."""
+        everything taken since is redone, ``after`` seconds from now (outcomes of work under way are ignored from
+        now on). A partition being revoked is forgotten too: what it did since the last commit went with the
+        aborted transaction, and the revoke's own commit, which may follow this one, must not say it was done
+        (its next owner redoes it)."""
         tps = set(self._inflight.accepting)
         self._stop_taking(tps)
         self._forget(tps | set(self._tracker.partitions()))
         if self._transaction is not None:
             self._transaction.forget()
-        if self._bridge is not None and tps:
-            self._bridge.rewind(sorted(tps))
+        bridge = self._bridge
+        if bridge is not None and tps:
+            if after > 0:
+                asyncio.get_running_loop().call_later(after, bridge.rewind, sorted(tps))
+            else:
+                bridge.rewind(sorted(tps))
 
     def _abort_soon(self) -> None:
         asyncio.get_running_loop().create_task(self._checkpoint.commit())  # a doomed transaction's commit aborts

@@ -38,6 +38,16 @@ METADATA_TIMEOUT = 10.0
 """Seconds the consumer's thread has to hand over the group metadata a transaction's offsets carry."""
 DRAIN_TIMEOUT = 30.0
 """Seconds a commit waits for the records in the transaction to be acknowledged before it aborts instead."""
+ABORT_BACKOFF = 0.5
+"""Seconds the work of a second abort in a row waits before it is redone; doubled for each more, up to
+:data:`MAX_ABORT_BACKOFF`. A record the broker refused again and again was redone at once, every time: 23 calls
+per input."""
+MAX_ABORT_BACKOFF = 10.0
+
+
+def abort_backoff(in_a_row: int) -> float:
+    """Seconds to wait before redoing the work of the ``in_a_row``-th abort in a row (the first: none)."""
+    return 0.0 if in_a_row <= 1 else min(ABORT_BACKOFF * 2 ** (in_a_row - 2), MAX_ABORT_BACKOFF)
 
 
 class Transaction:
@@ -125,6 +135,11 @@ class Transactional(Protocol):
         """Why its transactional id seems shared with another live producer; None when not."""
         ...
 
+    def fit_batches(self, limit: int) -> None:
+        """A topic it writes takes batches of at most ``limit`` bytes: build no larger ones from the next
+        transaction on."""
+        ...
+
     async def start(self) -> None: ...
 
     async def commit(self, points: Mapping[TP, CommitPoint], group_metadata: object | None) -> None:
@@ -148,12 +163,14 @@ class ExactlyOnce:
         producer: Transactional,
         *,
         group_metadata: Callable[[], Awaitable[object | None]],
-        rewind: Callable[[], None],
+        rewind: Callable[[float], None],
     ) -> None:
         self.transaction = transaction
         self.producer = producer
         self._group_metadata = group_metadata
-        self._rewind = rewind
+        self._rewind_after = rewind
+        self.aborts_in_a_row = 0
+        """Transactions aborted since the last one committed: the redo waits longer each time."""
 
     async def commit(self, points: Callable[[], dict[TP, CommitPoint]]) -> dict[TP, CommitPoint] | None:
         """Commit the open transaction with the offsets ``points()`` gives once it drained: the points committed
@@ -179,6 +196,11 @@ class ExactlyOnce:
                 self._rewind()
                 await self.producer.abort(f"the consumer gave no group metadata within {METADATA_TIMEOUT:g}s")
                 return None
+            self.aborts_in_a_row = 0
             return taken
         finally:
             transaction.reopen()  # 5
+
+    def _rewind(self) -> None:
+        self.aborts_in_a_row += 1
+        self._rewind_after(abort_backoff(self.aborts_in_a_row))

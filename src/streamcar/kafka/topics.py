@@ -11,6 +11,10 @@ it is gone.
 A topic a reply is routed to (``publish.allow``) is watched from the first reply routed there until it is found
 usable: a missing one was named only when the producer gave up on its metadata, after ~35 s.
 
+The watch also reads the ``max.message.bytes`` of each topic written (:meth:`TopicWatch.limit`): an exactly-once
+pipeline tells by it a reply too large for its topic from one refused with its batch
+(:mod:`streamcar.engine.refusals`).
+
 With ``publish.create_missing``, a missing publish or dead-letter topic is created instead, with as many
 partitions as the (first) input topic and the broker's default replication. streamcar's producer never has a
 broker create a topic by itself (``allow.auto.create.topics=false``): a misspelled topic would be created with
@@ -27,12 +31,16 @@ from typing import Any
 from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import ConfigResource
+from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewTopic
 
 log = logging.getLogger("streamcar.kafka.topics")
 
 REPEAT = 60.0
 """Seconds between two log lines about the same lasting problem."""
+LIMITS_AGAIN = 300.0
+"""Seconds between two readings of the written topics' ``max.message.bytes``."""
 CREATE_AGAIN = 10.0
 """Seconds between two attempts to create the same missing topics (``publish.create_missing``)."""
 TIMEOUT = 2.0
@@ -73,6 +81,13 @@ class TopicWatch:
         self._create_again = 0.0  # no creation before then (time.monotonic())
         self._failed: dict[str, str] = {}  # topic -> why creating it failed
         self._usable: set[str] = set()  # routed topics found usable: not watched any more
+        self.limits: dict[str, int] = {}
+        """Each written topic's max.message.bytes, where read (replaced whole: no lock)."""
+        self._limits_read: dict[str, float] = {}  # topic -> when its limit was last asked for
+
+    def limit(self, topic: str) -> int | None:
+        """``topic``'s max.message.bytes; None when not known (yet, or reading topic configs is not allowed)."""
+        return self.limits.get(topic)
 
     def routed(self, topic: str) -> None:
         """A reply goes to ``topic`` (on the loop): watched from the next look until it is found usable."""
@@ -102,10 +117,33 @@ class TopicWatch:
             found = self._create_missing(found, sizes)
         self._tell(found)
         self.problems = found
+        self._read_limits([t for t in sizes if t not in found and self.roles.get(t) != "input"])
         usable = {t for t, role in self.roles.items() if role == "routed" and t in sizes and t not in found}
         if usable:
             self._usable |= usable
             self.roles = {t: role for t, role in self.roles.items() if t not in usable}
+
+    def _read_limits(self, topics: list[str]) -> None:
+        """Read the max.message.bytes of those of ``topics`` not read for :data:`LIMITS_AGAIN`; one that cannot
+        be read stays unknown (the engine then does without)."""
+        now = time.monotonic()
+        due = [t for t in topics if now - self._limits_read.get(t, float("-inf")) >= LIMITS_AGAIN]
+        if not due:
+            return
+        for topic in due:
+            self._limits_read[topic] = now
+        limits = dict(self.limits)
+        try:
+            if self._admin is None:
+                self._admin = AdminClient({**self._admin_config, "log_level": 0})
+            futures = self._admin.describe_configs([ConfigResource(ResourceType.TOPIC, t) for t in due])
+            for resource, future in futures.items():
+                entry = future.result(TIMEOUT * 2).get("max.message.bytes")
+                if entry is not None and entry.value is not None:
+                    limits[resource.name] = int(entry.value)
+        except Exception as exc:  # the watch must never end the pipeline: the limits stay unknown
+            log.debug("%s: reading the max.message.bytes of %s failed: %s", self._pipeline, due, exc)
+        self.limits = limits
 
     def _create_missing(self, found: dict[str, str], sizes: dict[str, int]) -> dict[str, str]:
         writes = ("publish", "dead-letter")  # not a routed topic: publish.allow may name topics made elsewhere

@@ -63,6 +63,10 @@ CLASH_FENCES = 3
 """Fences within :data:`CLASH_WINDOW` that make a clash: a restarted predecessor fences a producer once."""
 CLASH_WINDOW = 60.0
 """Seconds over which fences count, and for which a clash is named after the last one."""
+BATCH_SIZE = 1_000_000
+"""librdkafka's default ``batch.size``."""
+BATCH_MARGIN = 128
+"""Bytes a batch keeps below a topic's max.message.bytes (its header, and what the estimate misses)."""
 FENCED = frozenset({RdKafkaError._FENCED, RdKafkaError.PRODUCER_FENCED, RdKafkaError.INVALID_PRODUCER_EPOCH})
 """librdkafka's codes for "another producer took this transactional id"."""
 
@@ -144,6 +148,23 @@ class TransactionalProducer:
         """Why the last transaction was aborted."""
         self._throttle = Throttle()
         self._fences = Fences()
+        self._refit = False  # batch.size was lowered: the next abort replaces the producer
+
+    def fit_batches(self, limit: int) -> None:
+        """A topic this producer writes takes at most ``limit`` bytes a batch, fewer than the batches it builds:
+        the broker refuses such a batch whole, and the transaction with it (at least once, each of its records
+        goes again alone; a transaction cannot). The next abort replaces the producer with one whose batches fit."""
+        size = max(limit - BATCH_MARGIN, 1)
+        if size < int(self._settings.get("batch.size", BATCH_SIZE)):
+            self._settings = {**self._settings, "batch.size": size}
+            self._refit = True
+            log.warning(
+                "%s: a topic takes batches of at most %d bytes: batches of %d bytes from the next transaction on",
+                self.transactional_id,
+                limit,
+                size,
+                extra={"event": "batch-size-lowered", "transactional_id": self.transactional_id},
+            )
 
     @property
     def clash(self) -> str | None:
@@ -232,7 +253,8 @@ class TransactionalProducer:
                 held_back(held, self._throttle.interval),
                 extra={"event": event, "transactional_id": self.transactional_id},
             )
-        if fatal:
+        if fatal or self._refit:
+            self._refit = False
             await self._replace()
             return
         client = self._producer.client

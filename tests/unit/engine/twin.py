@@ -303,6 +303,9 @@ class TwinTransactionalProducer(TwinProducer):
     def clash(self) -> str | None:
         return None
 
+    def fit_batches(self, limit: int) -> None:
+        pass
+
     def status(self) -> dict[str, object]:
         return {"committed": self.committed, "aborted": self.aborted}
 
