@@ -8,8 +8,8 @@ from streamcar.engine.refusals import FOR_GOOD, Refusals, size_of
 from streamcar.engine.transaction import MAX_ABORT_BACKOFF, abort_backoff
 
 POISON = ("in", 1, 300)
-BIG = OutRecord(b"k", b"x" * 5000, [("trace", b"t")])
-SMALL = OutRecord(b"k", b"in-1-301", [])
+BIG = OutRecord(b"k", b"x" * 5000, (("trace", b"t"),))
+SMALL = OutRecord(b"k", b"in-1-301", ())
 
 
 def test_an_input_never_refused_is_sent() -> None:
