@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,11 @@ from confluent_kafka import Producer
 from test_crash_redoes_in_flight import SHORT_SESSION, RetryHeavy, keyed, refused, retry_heavy_spec
 from test_group_churn import spread_over
 
-from invariants import Id, read_all, reply_with_id
+from invariants import Id, read_all, reply_with_id, wait_done
 from scenario import ScenarioFactory
 from service import Seen, TestService
 from sidecar import SidecarProcess, crash_repeatedly, make_config
-from support import KafkaHandle, produce_records, wait_for
+from support import KafkaHandle, create_topic, produce_records, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -312,6 +313,47 @@ def test_a_reply_the_broker_refuses_for_good_is_dead_lettered_not_redone_forever
         lines = process.log_lines()
         assert not [line for line in lines if "never retrieved" in line], process.log_tail()
         assert verdict.duplicates == 0
+    finally:
+        process.kill()
+        service.stop()
+
+
+def test_a_reply_routed_to_a_missing_topic_waits_for_it_without_a_storm(
+    kafka: KafkaHandle, scenario_factory: ScenarioFactory, tmp_path: Path
+) -> None:
+    """Issue 30, finding 2: exactly once, replies routed to an allowed topic that does not exist yet cost 67,075
+    calls for 3,000 inputs (22x) and 30,179 log lines in 70 s. At least once they wait, each called once."""
+    scenario = scenario_factory(3)
+    routed = f"{scenario.out}-routed"
+    total = 3000
+    produce_records(kafka, scenario.source, keyed(total))
+
+    async def route_some(seen: Seen) -> web.StreamResponse:
+        body = seen.headers["Idempotency-Key"].encode()
+        return web.Response(body=body, headers={"Kafka-Topic": routed} if seen.offset % 10 == 0 else {})
+
+    service = TestService(route_some).start()
+    spec = exactly_once(scenario.spec(service.url, max_in_flight=64))
+    spec["publish"]["allow"] = [f"{scenario.out}-*"]
+    process = SidecarProcess(make_config(kafka.bootstrap, {"p": spec}), tmp_path).start()
+    try:
+        wait_for(lambda: service.count() >= 100, timeout=60, what="calls")
+        time.sleep(40)  # the fault itself: the routed topic stays missing this long (past a 30 s drain timeout)
+        calls = service.count()
+        lines = len(process.log_lines())
+        code, body = process.get("/readyz")
+        print(f"missing routed topic, exactly once: {calls} calls for {total} inputs, {lines} log lines in 40 s")
+        assert code == 503
+        assert f"routed topic {routed!r} does not exist" in body.decode()
+        assert calls <= 2 * total, calls  # waiting, not redoing everything again and again
+        assert lines <= 200, process.log_tail()
+        create_topic(kafka, routed, 3, 1)
+        wait_for(lambda: process.get("/readyz")[0] == 200, timeout=60, what="/readyz to be 200 again")
+        wait_done(kafka, scenario.group, scenario.source, timeout=90)
+        replies = read_all(kafka, scenario.out) + read_all(kafka, routed)
+        ids = sorted((r.value or b"").decode() for r in replies)
+        assert len(ids) == total
+        assert len(set(ids)) == total  # each once: exactly once across the wait
     finally:
         process.kill()
         service.stop()

@@ -21,7 +21,7 @@ from streamcar.engine.completion import Completion
 from streamcar.engine.dispatch import Dispatcher
 from streamcar.engine.flow import Flow
 from streamcar.engine.inflight import InFlight
-from streamcar.engine.outcomes import Outcomes
+from streamcar.engine.outcomes import Outcomes, Unsent
 from streamcar.engine.retry import Backoff
 from streamcar.engine.scheduler import Lane
 from streamcar.engine.tracing import Tracing
@@ -292,6 +292,8 @@ class Attempts:
             for work, result, future in sent:
                 error = None if future is None else future.exception()  # retrieved, whoever still wants it
                 if not inflight.current(work):
+                    if error is not None:
+                        self._outcomes.remember(work, result, error)  # a too-large record of an aborted transaction
                     continue  # rewound or revoked meanwhile (an aborted transaction's records fail as purged)
                 lane = work.lane
                 blocker = blockers.get(lane) if lane is not None else None
@@ -309,7 +311,9 @@ class Attempts:
                         released.extend(work.held)
                         work.held = None
                 else:
-                    if transaction is not None:
+                    if isinstance(error, Unsent) and transaction is not None:
+                        transaction.released(work)  # never in the transaction: nothing of it to abort
+                    elif transaction is not None:
                         transaction.refused(work, error)  # aborted at the next commit, and redone
                     self._outcomes.refused(work, result, error)
                     again.append(work)

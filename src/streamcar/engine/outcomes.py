@@ -7,12 +7,15 @@ without a dead-letter topic an undeliverable message is kept and retried slowly,
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import re
 import time
 from collections import Counter
 from collections.abc import Callable
+
+from confluent_kafka import KafkaError as RdKafkaError
 
 from streamcar.config import PipelineConfig, format_duration
 from streamcar.engine.records import MAX_CUTS, OutRecord, cut_down, dead_letter_record, reply_record, together
@@ -31,6 +34,19 @@ MAX_RECORD = 1_000_000
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
+class Unsent(ProduceError):
+    """A record not handed to the producer, exactly once: its topic is known not to take it (missing, or not
+    allowed), so it would only doom the open transaction and have everything in it redone, again and again (a
+    missing routed topic: 11,795 calls for 3,000 inputs and 4,251 log lines in 40 s). It waits instead, as a
+    record does at least once: acted on again after a backoff, without a call."""
+
+
+def _unsent(topic: str, problem: str) -> Ack:
+    future: Ack = asyncio.get_running_loop().create_future()
+    future.set_exception(Unsent(RdKafkaError(RdKafkaError.UNKNOWN_TOPIC_OR_PART, f"topic {topic!r} {problem}")))
+    return future
+
+
 class Outcomes:
     def __init__(
         self,
@@ -43,6 +59,7 @@ class Outcomes:
         max_record: int = MAX_RECORD,
         routed: Callable[[str], None] | None = None,
         limit: Callable[[str], int | None] = lambda topic: None,
+        missing: Callable[[str], str | None] = lambda topic: None,
     ) -> None:
         self._name = name
         self._publish_topic = config.publish.topic if config.publish is not None else None
@@ -50,6 +67,8 @@ class Outcomes:
         """Told of each record routed elsewhere than the publish topic (the pipeline watches that topic)."""
         self._limit = limit
         """A topic's max.message.bytes, where known."""
+        self._missing = missing
+        """What is wrong with a topic written, where the topic watch found something (it does not exist...)."""
         self._exactly = isinstance(producer, Transactional)
         self._refusals = Refusals()
         self._max_record = max_record  # the producer's message.max.bytes: a larger record is never sent
@@ -220,6 +239,8 @@ class Outcomes:
     def _send(self, work: Work, topic: str, record: OutRecord, *, dead_letter: bool) -> Ack:
         if topic != self._publish_topic and not dead_letter and self._routed is not None:
             self._routed(topic)
+        if self._exactly and (problem := self._missing(topic)) is not None:
+            return _unsent(topic, problem)
         tracing = self._tracing
         if tracing is None:
             return self._producer.send(topic, record.value, record.key, record.headers, alone=work.alone)
@@ -240,8 +261,7 @@ class Outcomes:
             log.warning("%s: producing to %s failed (%s)%s", self._name, topic, error, more)
         if transient:
             return  # librdkafka gave up after message.timeout.ms: hand the same record over again
-        if self._exactly and isinstance(error, ProduceError) and error.too_large:
-            self._too_large(work, topic, result)
+        self.remember(work, result, error)
         if isinstance(error, ProduceError) and error.too_large and not work.alone:
             # the broker refuses a whole batch when one record is too large for the topic: send each again alone,
             # and only the one that is really too large fails again
@@ -256,10 +276,13 @@ class Outcomes:
             work.reply = Reply.retry(error=f"the dead-letter topic refused it: {error}", kind=Kind.DEAD_LETTER)
             work.attempts = min(work.attempts, self._config.retry.attempts - 1)
 
-    def _too_large(self, work: Work, topic: str, result: str) -> None:
-        """Exactly once, a batch with ``work``'s record was refused as too large for ``topic``: the transaction
-        is aborted and the work forgotten, so its redo asks :mod:`streamcar.engine.refusals` first; and batches
-        larger than the topic takes are built no more."""
+    def remember(self, work: Work, result: str, error: BaseException) -> None:
+        """Exactly once, a batch with ``work``'s record was refused as too large for its topic: the transaction
+        is aborted and the work forgotten (it may be already, its refusal coming after another's), so its redo
+        asks :mod:`streamcar.engine.refusals` first; and batches larger than the topic takes are built no more."""
+        if not (self._exactly and isinstance(error, ProduceError) and error.too_large):
+            return
+        topic = self.destination(work, result)
         if result == "success":
             event = work.event
             self._refusals.refused((event.topic, event.partition, event.offset))

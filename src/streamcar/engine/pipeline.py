@@ -154,6 +154,7 @@ class Pipeline:
                 max_record=int(kafka.librdkafka.get("message.max.bytes", MAX_RECORD)),
                 routed=self.topics.routed,
                 limit=self.topics.limit,
+                missing=self.topics.problem,
             ),
             stats=self.stats,
             circuit=self._circuit,

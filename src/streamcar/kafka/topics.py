@@ -85,6 +85,10 @@ class TopicWatch:
         """Each written topic's max.message.bytes, where read (replaced whole: no lock)."""
         self._limits_read: dict[str, float] = {}  # topic -> when its limit was last asked for
 
+    def problem(self, topic: str) -> str | None:
+        """What is wrong with ``topic`` now (``does not exist``...); None when nothing is known to be."""
+        return self.problems.get(topic)
+
     def limit(self, topic: str) -> int | None:
         """``topic``'s max.message.bytes; None when not known (yet, or reading topic configs is not allowed)."""
         return self.limits.get(topic)
