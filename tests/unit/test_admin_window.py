@@ -184,6 +184,9 @@ def entry(**fields: Any) -> dict[str, Any]:
         ({"service_failing": True, "last_call_error": "HTTP 503", "lag": 3}, "service-failing"),
         ({"service_failing": True, "last_call_error": "HTTP 503"}, "running"),  # done lately, nothing waits
         ({"partitions": []}, "no-partitions"),
+        # issue 30: exactly once, transactions aborted again and again were shown "running"
+        ({"lag": 5, "transactions": {"aborted_in_a_row": 3, "last_abort": "refused"}}, "aborting"),
+        ({"lag": 5, "transactions": {"aborted_in_a_row": 2, "last_abort": "refused"}}, "running"),
         (
             {"lag": 3, "stuck": [{"topic": "t", "partition": 0, "next_offset": 9, "lag": 3, "for_s": 12}]},
             "partly-stalled",

@@ -41,7 +41,7 @@ __all__ = ["UNKNOWN", "content_security_policy", "fmt", "render_page"]
 REFRESH_MS = 1000
 """How often the page polls /status."""
 
-SHOWN_STATES = {"stalled": "stalled", "partly-stalled": "partly stalled"}
+SHOWN_STATES = {"stalled": "stalled", "partly-stalled": "partly stalled", "aborting": "aborting"}
 """States with a badge of their own (the others have theirs from the problems they come from)."""
 
 

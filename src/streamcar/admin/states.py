@@ -7,6 +7,8 @@ From worst to best (the first that applies wins):
   nothing up, and stayed "not ready" for as long as no message came to close the circuit);
 * ``stalled``: it has lag and finished no message over the last :data:`~streamcar.admin.window.STALL_AFTER`
   seconds (a service that hangs without failing, every key blocked...): nothing moves;
+* ``aborting``: exactly once, :data:`ABORTING_AFTER` transactions or more in a row were aborted: messages finish,
+  but their outcomes are thrown away and redone (a stuck partition was shown ``running``);
 * ``circuit-half-open``: probing whether the service is back;
 * ``partly-stalled``: messages finish, but some partitions' next offset to commit has not moved for that long
   while they have lag (a blocked key or a message retrying holds them; a crash would redo their done-ahead);
@@ -31,6 +33,7 @@ LEVELS = {
     "circuit-open": "bad",
     "service-failing": "bad",
     "stalled": "bad",
+    "aborting": "bad",
     "circuit-half-open": "warn",
     "partly-stalled": "warn",
     "no-partitions": "idle",
@@ -40,6 +43,8 @@ LEVELS = {
 """Each state's level: ``bad``, ``warn``, ``idle`` or ``ok`` (its colour)."""
 RANK = {state: i for i, state in enumerate(LEVELS)}
 """Worst first: of several instances of one pipeline, the overview shows the worst."""
+ABORTING_AFTER = 3
+"""Transactions aborted in a row that make an exactly-once pipeline ``aborting``."""
 
 
 def _window(p: Mapping[str, Any], name: str = "10s") -> Mapping[str, Any]:
@@ -70,6 +75,9 @@ def state_of(p: Mapping[str, Any]) -> tuple[str, str]:
     covered = (window.get("span_s") or 0) >= STALL_AFTER
     if lag > 0 and covered and done == 0:
         return "stalled", f"lag {lag:,} and no message finished in the last {int(window['span_s'])} s"
+    transactions = p.get("transactions") or {}
+    if (aborted := transactions.get("aborted_in_a_row") or 0) >= ABORTING_AFTER:
+        return "aborting", f"{aborted} transactions aborted in a row (last: {transactions.get('last_abort')})"
     if circuit != "closed" and idle:
         return "idle", f"nothing to do; the circuit to the service is {circuit} (the next message answered closes it)"
     if circuit != "closed":

@@ -6,8 +6,8 @@
   "use strict";
   const config = JSON.parse(document.getElementById("page-config").textContent);
   const KNOWN_KINDS = ["success", "drop", "dead-letter", "retry"];
-  const SHOWN_STATES = { stalled: "stalled", "partly-stalled": "partly stalled" };
-  const LEVELS = { stalled: "bad", "partly-stalled": "warn" };
+  const SHOWN_STATES = { stalled: "stalled", "partly-stalled": "partly stalled", aborting: "aborting" };
+  const LEVELS = { stalled: "bad", "partly-stalled": "warn", aborting: "bad" };
   const SVG = "http://www.w3.org/2000/svg";
   const SLICES = 60; // streamcar.admin.window.SLICES: points of a trend
   const TIMEOUT_MS = 5000;

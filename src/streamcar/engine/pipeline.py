@@ -79,11 +79,12 @@ class Pipeline:
         queue = config.consume.queue  # a share group (engine.queue) rather than a consumer group
         self._source: Source = source or (ShareSource(name, config, kafka) if queue else GroupSource(config))
         self._transaction: Transaction | None = None
-        exactly = None
+        exactly = self._exactly = None
         if isinstance(producer, Transactional):
             # exactly-once: each commit is a transaction of the records and the offsets (engine.transaction)
             self._transaction = Transaction()
             exactly = ExactlyOnce(self._transaction, producer, group_metadata=self._group_metadata, rewind=self._rewind)
+            self._exactly = exactly
         self._checkpoint = Checkpoint(
             name,
             max_in_flight=config.in_flight_bound,
@@ -321,6 +322,8 @@ class Pipeline:
     def status(self) -> dict[str, object]:
         producer = self._producer
         txns = producer.status() if isinstance(producer, Transactional) else None
+        if txns is not None and self._exactly is not None:
+            txns["aborted_in_a_row"] = self._exactly.aborts_in_a_row
         view = status_document(self, self.config, breaker=self._breaker, tracker=self._tracker, buffered=self.buffered)
         return {**view, "transactions": txns}  # {"transactional_id", "committed", "aborted", "last_abort"}
 
