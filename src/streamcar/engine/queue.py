@@ -17,8 +17,11 @@ The rest of the engine is the same as for a consumer group; what differs is what
 
 A member fetches at most four times ``max_in_flight`` records (``max.poll.records``, at most 500). The broker hands
 out a producer's batch whole, though, so a topic written in large batches is fetched in larger bites: what a
-member cannot start within half the lock then goes back to the others. Every delivery counts, a record released
-without a call included: the attempt number (``streamcar-attempts``) is the broker's delivery count.
+member cannot start within half the lock then goes back to the others. The attempts are the calls: a record this
+member released without calling it does not use one up when it comes back here (with a backlog, healthy records
+released unstarted three times were dead-lettered after one call, "gave up after 4 attempts": 192 of 193). A
+record another member released unstarted counts that delivery, as the broker's delivery count is all there is
+to know of it.
 
 The group's lock and delivery limit are read (and the limit raised to ``retry.attempts + 1``) as the pipeline
 starts (:func:`streamcar.kafka.share_group.prepare_share_group`).
@@ -29,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -49,6 +53,8 @@ from streamcar.kafka.share_group import ShareGroupSettings, prepare_share_group
 log = logging.getLogger("streamcar.pipeline")
 
 Prepare = Callable[..., ShareGroupSettings]
+UNCALLED_REMEMBERED = 100_000
+"""Records released without a call remembered at most (the oldest forgotten first)."""
 FETCH = 500
 """The most records a member asks for in one fetch (librdkafka's ``max.poll.records`` default)."""
 
@@ -87,7 +93,8 @@ class ShareSource(Unbounded):
         self._stats: PipelineStats | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._launch: Launch | None = None
-        self._deliveries: dict[tuple[TP, int], int] = {}  # the delivery count of each record held
+        self._deliveries: dict[tuple[TP, int], tuple[int, int]] = {}  # each record held: deliveries, attempts then
+        self._uncalled: OrderedDict[tuple[TP, int], int] = OrderedDict()  # deliveries released without a call
         self._unread = 0.0  # when to read the group's settings again (they could not be read); 0: read
         self._stopped = False
 
@@ -143,13 +150,22 @@ class ShareSource(Unbounded):
         """A record at ``offset`` of ``tp``, delivered ``deliveries`` times: the attempts it had before this one."""
         if offset + 1 > self.seen.get(tp, 0):
             self.seen[tp] = offset + 1
-        self._deliveries[(tp, offset)] = deliveries or 1
-        return max((deliveries or 1) - 1, 0)
+        delivered = deliveries or 1
+        attempts = max(delivered - 1 - self._uncalled.get((tp, offset), 0), 0)
+        self._deliveries[(tp, offset)] = (delivered, attempts)
+        return attempts
 
     def acknowledge(self, work: Work, result: str) -> None:
         """``work`` ended with ``result``: released (a retry) goes back to the group; a record never called and
         dead-lettered is rejected; anything else done is accepted."""
-        self._deliveries.pop((work.tp, work.event.offset), None)
+        key = (work.tp, work.event.offset)
+        held = self._deliveries.pop(key, None)
+        if result != "released":
+            self._uncalled.pop(key, None)
+        elif held is not None and work.attempts == held[1]:  # not called in this delivery
+            self._uncalled[key] = self._uncalled.pop(key, 0) + 1
+            while len(self._uncalled) > UNCALLED_REMEMBERED:
+                self._uncalled.popitem(last=False)
         if self._consumer is None:
             return
         if result == "released":
@@ -250,7 +266,7 @@ class ShareSource(Unbounded):
         return len(released)
 
     def _last_delivery(self, work: Work) -> bool:
-        return self._deliveries.get((work.tp, work.event.offset), 0) >= self.group.deliveries
+        return self._deliveries.get((work.tp, work.event.offset), (0, 0))[0] >= self.group.deliveries
 
     def _dead_letter(self, works: list[Work], why: str) -> None:
         """``works`` are on their last delivery: released, the broker would archive them without an outcome.

@@ -193,3 +193,28 @@ async def test_a_long_outage_dead_letters_records_on_their_last_delivery_rather_
     kinds = {dict(headers)["streamcar-error-kind"] for _, _, headers in member.producer.sent["dlq"]}
     assert kinds == {b"exhausted"}
     assert Counter(member.out()) + Counter(b"%d" % o for o in letters) == Counter(b"%d" % i for i in range(100))
+
+
+async def test_records_released_without_a_call_keep_their_attempts_for_the_calls() -> None:
+    """Issue 30, finding 6: with a backlog, healthy records released unstarted by their member came back with a
+    higher delivery count, and one 503 then dead-lettered them "after 4 attempts" (192 of 193 dead letters after
+    exactly one call). The attempts are the calls: a record this member released without calling it keeps them."""
+    group = TwinShareGroup(inputs(120), lock=0.4, deliveries=10)
+    fails_once: set[int] = set()
+
+    def first_call_fails(event: Event, attempt: int) -> Reply:
+        if event.offset % 3 == 0 and event.offset not in fails_once:
+            fails_once.add(event.offset)
+            return Reply.retry(error="HTTP 503")
+        return Reply.success(event.value)
+
+    short = {"url": "python:twin:handler", "timeout": "50ms"}
+    config = queue_config(max_in_flight=2, call=short, retry={"attempts": 2, "initial_backoff": "1ms"})
+    member = Member(group, ScriptedCaller(first_call_fails, delay=0.01), config, fetch=120).start()
+    await until(lambda: group.done == 120, "every record acknowledged", within=30.0)
+    released = member.pipeline.stats.results["released"]
+    await member.close()
+    assert released > 40, released  # the member could not start most of a fetch within half the 0.4 s lock
+    assert max(group.delivered.values()) > 2  # so records came back more often than they were called
+    assert member.producer.sent["dlq"] == []  # one failure in two attempts: nothing dead-lettered
+    assert sorted(member.out()) == sorted(b"%d" % i for i in range(120))
