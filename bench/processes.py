@@ -13,7 +13,6 @@ with the bench (``PR_SET_PDEATHSIG``), so even a SIGKILLed bench leaves none beh
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import signal
@@ -25,6 +24,8 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+
+from streamcar.tether import tethered
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -51,13 +52,6 @@ def python_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": pythonpath(), **extra}
 
 
-def _as_child() -> None:
-    """Runs in the child between fork and exec."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    pr_set_pdeathsig = 1  # sent when the thread that forked ends: the bench starts children from its main thread
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
 class Child:
     """A process the bench started; its stdout and stderr go to ``log``."""
 
@@ -66,13 +60,12 @@ class Child:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("wb") as out:
             self.process = subprocess.Popen(
-                cmd,
+                tethered(cmd),  # dies with the bench's main thread, which starts it (streamcar.tether)
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env if env is not None else python_env(),
                 cwd=ROOT,
-                preexec_fn=_as_child,
             )
 
     @property

@@ -20,27 +20,20 @@ from typing import Any
 
 import yaml
 
-from streamcar.devkafka.processes import die_with_parent
+from streamcar.tether import tethered
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _child() -> None:
-    die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def spawn(command: list[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            command,
+            tethered(command),  # dies with the soak, SIGINT and SIGTERM at their defaults (streamcar.tether)
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
             start_new_session=True,
-            preexec_fn=_child,
         )
 
 

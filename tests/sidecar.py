@@ -21,13 +21,7 @@ import yaml
 
 from streamcar.app import Sidecar
 from streamcar.config import Config
-
-
-def _die_with_parent() -> None:
-    import ctypes
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
+from streamcar.tether import tethered
 
 _ADMIN = re.compile(r"admin endpoints on (http://[0-9.]+:\d+)")
 
@@ -102,12 +96,12 @@ class SidecarProcess:
     def start(self) -> SidecarProcess:
         log = self.log_file.open("ab")
         self.proc = subprocess.Popen(
-            [*self.wrapper, sys.executable, "-m", "streamcar", "run", "-c", str(self.config_file)],
+            # tethered: a test process that crashes must not leave sidecars behind (streamcar.tether)
+            tethered([*self.wrapper, sys.executable, "-m", "streamcar", "run", "-c", str(self.config_file)]),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=self.env,
-            preexec_fn=_die_with_parent,  # a test process that crashes must not leave sidecars behind
         )
         log.close()
         return self

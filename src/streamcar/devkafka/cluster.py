@@ -42,6 +42,7 @@ from streamcar.devkafka.layout import (
 )
 from streamcar.devkafka.security import MODES, Security, ensure_broker_pki
 from streamcar.errors import StreamcarError, ToolingError
+from streamcar.tether import tethered
 
 __all__ = ["DEFAULT_PORT", "Layout", "LocalKafka", "Node", "NodeStatus", "free_ports", "port_is_free"]
 
@@ -296,13 +297,12 @@ class LocalKafka:
         ]
         with (node_dir / "kafka.log").open("ab") as log:
             proc = subprocess.Popen(
-                cmd,
+                tethered(cmd) if die_with_parent else cmd,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=node_dir,
                 start_new_session=True,  # survives the CLI that started it, and its Ctrl-C
-                preexec_fn=processes.die_with_parent if die_with_parent else None,
             )
         processes.children[proc.pid] = proc
         (node_dir / "pid").write_text(f"{proc.pid}\n")
