@@ -19,9 +19,9 @@ from typing import Any, Protocol
 
 import yaml
 
+from streamcar import tether
 from streamcar.app import Sidecar
 from streamcar.config import Config
-from streamcar.tether import tethered
 
 _ADMIN = re.compile(r"admin endpoints on (http://[0-9.]+:\d+)")
 
@@ -95,9 +95,8 @@ class SidecarProcess:
 
     def start(self) -> SidecarProcess:
         log = self.log_file.open("ab")
-        self.proc = subprocess.Popen(
-            # tethered: a test process that crashes must not leave sidecars behind (streamcar.tether)
-            tethered([*self.wrapper, sys.executable, "-m", "streamcar", "run", "-c", str(self.config_file)]),
+        self.proc = tether.popen(  # a test process that crashes must not leave sidecars behind
+            [*self.wrapper, sys.executable, "-m", "streamcar", "run", "-c", str(self.config_file)],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

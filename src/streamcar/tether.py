@@ -9,33 +9,51 @@ never reached ``exec``, logged nothing, and the test waited out its 120 s.
 So the child is this module instead (``subprocess`` forks and execs it without Python code in between): it sets
 the signal on itself, checks that its parent did not end meanwhile, puts SIGINT and SIGTERM back to their
 defaults (a background job's ignored SIGINT is inherited otherwise) and execs the command, which keeps all that.
-The thread that starts it must live until then (some milliseconds): the tests, the bench and the soak start
-their children from their main threads.
+:func:`popen` returns once the command is executed (a pipe the tether leaves to close on exec says when), as
+``Popen`` with ``preexec_fn`` did: a signal sent at once reaches the command, not the tether (a SIGINT sent then
+was ignored: the bench's test saw its child killed instead), and the starting thread may end at once.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import select
 import signal
+import subprocess
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 PR_SET_PDEATHSIG = 1
+EXEC_WITHIN = 30.0
+"""Seconds :func:`popen` waits for the command to be executed (a Python start-up, then exec)."""
 
 
-def tethered(command: Sequence[str]) -> list[str]:
-    """``command`` as a command line that dies (SIGKILL) when the calling thread ends."""
-    return [sys.executable, "-m", "streamcar.tether", str(os.getpid()), *command]
+def popen(command: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen(command, **kwargs)`` for a command that dies (SIGKILL) when the calling thread ends;
+    returns once the command runs (or the tether failed: then the process has ended)."""
+    read, write = os.pipe()
+    try:
+        tether = [sys.executable, "-m", "streamcar.tether", str(os.getpid()), str(write), *command]
+        process: subprocess.Popen[bytes] = subprocess.Popen(tether, pass_fds=(write,), **kwargs)
+    finally:
+        os.close(write)
+    try:
+        select.select([read], [], [], EXEC_WITHIN)  # EOF: the command is executed, or the tether ended
+    finally:
+        os.close(read)
+    return process
 
 
 def main(argv: Sequence[str]) -> None:
-    parent, command = int(argv[0]), list(argv[1:])
+    parent, done, command = int(argv[0]), int(argv[1]), list(argv[2:])
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent ended before the signal was set: nobody would send it
         os._exit(1)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.set_inheritable(done, False)  # closed by the exec: that is the starter's signal to go on
     os.execvp(command[0], command)
 
 

@@ -1,15 +1,14 @@
-"""A tethered process dies with the thread that started it, with SIGINT and SIGTERM at their defaults, and no
-Python runs between fork and exec (streamcar.tether)."""
+"""A tethered process dies with the thread that started it, with SIGINT and SIGTERM at their defaults, no Python
+running between fork and exec, and :func:`popen` returning once the command runs (streamcar.tether)."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
-from streamcar.tether import tethered
+from streamcar import tether
 
 
 def _ignored_signals(pid: int) -> int:
@@ -19,43 +18,45 @@ def _ignored_signals(pid: int) -> int:
     raise AssertionError("no SigIgn line")
 
 
-def _wait_exec(pid: int, program: str) -> None:
-    deadline = time.monotonic() + 10
-    while program not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[0]:
-        assert time.monotonic() < deadline, "the tethered command was not executed within 10 s"
-        time.sleep(0.01)
+def _program(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+
+
+def test_popen_returns_once_the_command_runs() -> None:
+    child = tether.popen(["sleep", "60"])
+    try:
+        assert _program(child.pid).endswith("sleep")  # not the tether any more
+    finally:
+        child.kill()
+        child.wait(10)
 
 
 def test_a_tethered_process_dies_when_the_thread_that_started_it_ends() -> None:
     started: list[subprocess.Popen[bytes]] = []
-
-    def start() -> None:
-        started.append(subprocess.Popen(tethered(["sleep", "60"])))
-        _wait_exec(started[0].pid, "sleep")  # the tether set the signal before it executed the command
-
-    thread = threading.Thread(target=start)
+    thread = threading.Thread(target=lambda: started.append(tether.popen(["sleep", "60"])))
     thread.start()
     thread.join()
     (child,) = started
     try:
-        assert child.wait(10) == -9  # SIGKILL: the thread that forked it ended
+        assert child.wait(10) == -signal.SIGKILL  # the thread that forked it ended
     finally:
         child.kill()
 
 
 def test_signals_the_parent_ignores_are_back_at_their_defaults() -> None:
-    script = (
-        "import signal, subprocess, sys, time;"
-        "signal.signal(signal.SIGINT, signal.SIG_IGN); signal.signal(signal.SIGTERM, signal.SIG_IGN);"
-        "from streamcar.tether import tethered;"
-        "child = subprocess.Popen(tethered(['sleep', '30'])); print(child.pid, flush=True); time.sleep(30)"
-    )
-    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job's, inherited
     try:
-        assert parent.stdout is not None
-        pid = int(parent.stdout.readline())
-        _wait_exec(pid, "sleep")
-        assert _ignored_signals(pid) & ((1 << 1) | (1 << 14)) == 0  # SIGINT (2) and SIGTERM (15), bits 1 and 14
+        child = tether.popen(["sleep", "60"])
     finally:
-        parent.kill()  # the sleep goes with it
-        parent.wait(10)
+        signal.signal(signal.SIGINT, previous)
+    try:
+        assert _ignored_signals(child.pid) & ((1 << 1) | (1 << 14)) == 0  # SIGINT (2), SIGTERM (15): bits 1, 14
+        child.send_signal(signal.SIGINT)  # at once: it reaches the command, not the tether
+        assert child.wait(10) == -signal.SIGINT
+    finally:
+        child.kill()
+
+
+def test_a_command_that_cannot_be_run_ends_the_tether() -> None:
+    child = tether.popen(["/nonexistent/program"], stderr=subprocess.DEVNULL)
+    assert child.wait(10) == 1

@@ -28,6 +28,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from streamcar import tether
 from streamcar.devkafka import processes
 from streamcar.devkafka.fetch import KAFKA_VERSION, ensure_jars, java_binary
 from streamcar.devkafka.layout import (
@@ -42,7 +43,6 @@ from streamcar.devkafka.layout import (
 )
 from streamcar.devkafka.security import MODES, Security, ensure_broker_pki
 from streamcar.errors import StreamcarError, ToolingError
-from streamcar.tether import tethered
 
 __all__ = ["DEFAULT_PORT", "Layout", "LocalKafka", "Node", "NodeStatus", "free_ports", "port_is_free"]
 
@@ -296,8 +296,8 @@ class LocalKafka:
             str(node_dir / "server.properties"),
         ]
         with (node_dir / "kafka.log").open("ab") as log:
-            proc = subprocess.Popen(
-                tethered(cmd) if die_with_parent else cmd,
+            proc = (tether.popen if die_with_parent else subprocess.Popen)(
+                cmd,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -292,8 +292,6 @@ class Attempts:
             for work, result, future in sent:
                 error = None if future is None else future.exception()  # retrieved, whoever still wants it
                 if not inflight.current(work):
-                    if error is not None:
-                        self._outcomes.remember(work, result, error)  # a too-large record of an aborted transaction
                     continue  # rewound or revoked meanwhile (an aborted transaction's records fail as purged)
                 lane = work.lane
                 blocker = blockers.get(lane) if lane is not None else None

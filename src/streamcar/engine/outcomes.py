@@ -23,7 +23,7 @@ from streamcar.engine.refusals import Refusals
 from streamcar.engine.tracing import Tracing
 from streamcar.engine.transaction import Transactional
 from streamcar.engine.work import PipelineStats, Work
-from streamcar.event import Reply, Result
+from streamcar.event import Event, Reply, Result
 from streamcar.failures import Kind
 from streamcar.kafka.producer import Ack, AsyncProducer, ProduceError
 from streamcar.logs import Throttle, held_back
@@ -243,10 +243,15 @@ class Outcomes:
             return _unsent(topic, problem)
         tracing = self._tracing
         if tracing is None:
-            return self._producer.send(topic, record.value, record.key, record.headers, alone=work.alone)
+            ack = self._producer.send(topic, record.value, record.key, record.headers, alone=work.alone)
+            if self._exactly:
+                ack.add_done_callback(functools.partial(self._remember, work.event, topic, not dead_letter))
+            return ack
         span, headers = tracing.publish(work, topic, record.headers, dead_letter=dead_letter)
         ack = self._producer.send(topic, record.value, record.key, headers, alone=work.alone)
         ack.add_done_callback(functools.partial(Tracing.published, span))
+        if self._exactly:
+            ack.add_done_callback(functools.partial(self._remember, work.event, topic, not dead_letter))
         return ack
 
     def refused(self, work: Work, result: str, error: BaseException) -> None:
@@ -261,7 +266,7 @@ class Outcomes:
             log.warning("%s: producing to %s failed (%s)%s", self._name, topic, error, more)
         if transient:
             return  # librdkafka gave up after message.timeout.ms: hand the same record over again
-        self.remember(work, result, error)
+
         if isinstance(error, ProduceError) and error.too_large and not work.alone:
             # the broker refuses a whole batch when one record is too large for the topic: send each again alone,
             # and only the one that is really too large fails again
@@ -276,15 +281,15 @@ class Outcomes:
             work.reply = Reply.retry(error=f"the dead-letter topic refused it: {error}", kind=Kind.DEAD_LETTER)
             work.attempts = min(work.attempts, self._config.retry.attempts - 1)
 
-    def remember(self, work: Work, result: str, error: BaseException) -> None:
-        """Exactly once, a batch with ``work``'s record was refused as too large for its topic: the transaction
-        is aborted and the work forgotten (it may be already, its refusal coming after another's), so its redo
-        asks :mod:`streamcar.engine.refusals` first; and batches larger than the topic takes are built no more."""
-        if not (self._exactly and isinstance(error, ProduceError) and error.too_large):
+    def _remember(self, event: Event, topic: str, reply: bool, ack: Ack) -> None:
+        """Exactly once, when ``ack`` (a record of ``event`` for ``topic``; ``reply``: not a dead letter) fails:
+        if its batch was refused as too large for the topic, the transaction is aborted and the work forgotten,
+        so its redo asks :mod:`streamcar.engine.refusals` first, and batches larger than the topic takes are
+        built no more. At once, as the acknowledgement fails: the redo can come before the settle loop looks."""
+        error = None if ack.cancelled() else ack.exception()
+        if not (isinstance(error, ProduceError) and error.too_large):
             return
-        topic = self.destination(work, result)
-        if result == "success":
-            event = work.event
+        if reply:
             self._refusals.refused((event.topic, event.partition, event.offset))
         limit = self._limit(topic)
         if limit is not None and isinstance(self._producer, Transactional):
