@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from streamcar.tether import tethered
+from streamcar import tether
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -59,8 +59,8 @@ class Child:
         self.name, self.log = name, log
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                tethered(cmd),  # dies with the bench's main thread, which starts it (streamcar.tether)
+            self.process = tether.popen(  # dies with the bench's main thread, which starts it
+                cmd,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,

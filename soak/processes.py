@@ -20,15 +20,15 @@ from typing import Any
 
 import yaml
 
-from streamcar.tether import tethered
+from streamcar import tether
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def spawn(command: list[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        return subprocess.Popen(
-            tethered(command),  # dies with the soak, SIGINT and SIGTERM at their defaults (streamcar.tether)
+        return tether.popen(  # dies with the soak, SIGINT and SIGTERM at their defaults
+            command,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
