@@ -7,7 +7,7 @@ from streamcar.engine.records import OutRecord
 from streamcar.engine.refusals import FOR_GOOD, Refusals, size_of
 from streamcar.engine.transaction import MAX_ABORT_BACKOFF, abort_backoff
 
-POISON = ("in", 1, 300)
+POISON = "in-1-300"
 BIG = OutRecord(b"k", b"x" * 5000, (("trace", b"t"),))
 SMALL = OutRecord(b"k", b"in-1-301", ())
 
@@ -29,7 +29,7 @@ def test_a_reply_over_its_topics_limit_is_dead_lettered_on_its_redo_once() -> No
 
 def test_a_reply_refused_with_its_batch_goes_again() -> None:
     refusals = Refusals()
-    neighbour = ("in", 1, 301)
+    neighbour = "in-1-301"
     refusals.refused(neighbour)
     assert refusals.verdict(neighbour, [(SMALL, "out", 2000)]) is None
     assert not refusals  # it fits: forgotten

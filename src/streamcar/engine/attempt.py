@@ -21,7 +21,7 @@ from streamcar.engine.completion import Completion
 from streamcar.engine.dispatch import Dispatcher
 from streamcar.engine.flow import Flow
 from streamcar.engine.inflight import InFlight
-from streamcar.engine.outcomes import Outcomes, Unsent
+from streamcar.engine.outcomes import Outcomes
 from streamcar.engine.retry import Backoff
 from streamcar.engine.scheduler import Lane
 from streamcar.engine.tracing import Tracing
@@ -309,9 +309,7 @@ class Attempts:
                         released.extend(work.held)
                         work.held = None
                 else:
-                    if isinstance(error, Unsent) and transaction is not None:
-                        transaction.released(work)  # never in the transaction: nothing of it to abort
-                    elif transaction is not None:
+                    if transaction is not None:
                         transaction.refused(work, error)  # aborted at the next commit, and redone
                     self._outcomes.refused(work, result, error)
                     again.append(work)

@@ -21,7 +21,7 @@ from streamcar.config import PipelineConfig, format_duration
 from streamcar.engine.records import MAX_CUTS, OutRecord, cut_down, dead_letter_record, reply_record, together
 from streamcar.engine.refusals import Refusals
 from streamcar.engine.tracing import Tracing
-from streamcar.engine.transaction import Transactional
+from streamcar.engine.transaction import Transactional, Unsent
 from streamcar.engine.work import PipelineStats, Work
 from streamcar.event import Event, Reply, Result
 from streamcar.failures import Kind
@@ -32,13 +32,6 @@ log = logging.getLogger("streamcar.pipeline")
 MAX_RECORD = 1_000_000
 """librdkafka's default message.max.bytes."""
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
-
-
-class Unsent(ProduceError):
-    """A record not handed to the producer, exactly once: its topic is known not to take it (missing, or not
-    allowed), so it would only doom the open transaction and have everything in it redone, again and again (a
-    missing routed topic: 11,795 calls for 3,000 inputs and 4,251 log lines in 40 s). It waits instead, as a
-    record does at least once: acted on again after a backoff, without a call."""
 
 
 def _unsent(topic: str, problem: str) -> Ack:
@@ -101,7 +94,7 @@ class Outcomes:
                 assert publish is not None
                 topic = reply.topic or publish.topic
                 record = reply_record(work.event, reply, forward=publish.headers == "forward")
-                too_large = self._refused_before(work, record, topic) if self._refusals else None
+                too_large = self._too_large(work, [(topic, record)])
                 if too_large is None:
                     return "success", self._send(work, topic, record, dead_letter=False)
                 reply = work.reply = Reply.dead_letter(too_large, kind=Kind.PUBLISH)
@@ -175,12 +168,9 @@ class Outcomes:
                 )
                 return Reply.dead_letter(error, kind=Kind.PUBLISH)
             outs.append((item.topic or publish.topic, record))
-        if self._refusals:
-            event = work.event
-            limited = [(record, topic, self._limit(topic)) for topic, record in outs]
-            too_large = self._refusals.verdict((event.topic, event.partition, event.offset), limited)
-            if too_large is not None:
-                return Reply.dead_letter(too_large, kind=Kind.PUBLISH)
+        too_large = self._too_large(work, outs)
+        if too_large is not None:
+            return Reply.dead_letter(too_large, kind=Kind.PUBLISH)
         if work.acked is None:
             work.acked = set()
         acks = [
@@ -190,12 +180,13 @@ class Outcomes:
         ]
         return together(acks, work.acked) if acks else None
 
-    def _refused_before(self, work: Work, record: OutRecord, topic: str) -> str | None:
-        """Why ``work``'s reply, refused as too large before (exactly once), is dead-lettered now; None: sent
-        (:mod:`streamcar.engine.refusals`)."""
-        event = work.event
-        input_id = (event.topic, event.partition, event.offset)
-        return self._refusals.verdict(input_id, [(record, topic, self._limit(topic))])
+    def _too_large(self, work: Work, outs: list[tuple[str, OutRecord]]) -> str | None:
+        """Why ``work``'s reply records (topic, record), refused as too large before (exactly once), are
+        dead-lettered now; None: they are sent (:mod:`streamcar.engine.refusals`)."""
+        if not self._refusals:
+            return None
+        limited = [(record, topic, self._limit(topic)) for topic, record in outs]
+        return self._refusals.verdict(work.event.idempotency_key, limited)
 
     def _unroutable(self, topic: str | None) -> str | None:
         """Why a reply may not go to the ``topic`` it named (None: it may, or it named none)."""
@@ -244,12 +235,10 @@ class Outcomes:
         tracing = self._tracing
         if tracing is None:
             ack = self._producer.send(topic, record.value, record.key, record.headers, alone=work.alone)
-            if self._exactly:
-                ack.add_done_callback(functools.partial(self._remember, work.event, topic, not dead_letter))
-            return ack
-        span, headers = tracing.publish(work, topic, record.headers, dead_letter=dead_letter)
-        ack = self._producer.send(topic, record.value, record.key, headers, alone=work.alone)
-        ack.add_done_callback(functools.partial(Tracing.published, span))
+        else:
+            span, headers = tracing.publish(work, topic, record.headers, dead_letter=dead_letter)
+            ack = self._producer.send(topic, record.value, record.key, headers, alone=work.alone)
+            ack.add_done_callback(functools.partial(Tracing.published, span))
         if self._exactly:
             ack.add_done_callback(functools.partial(self._remember, work.event, topic, not dead_letter))
         return ack
@@ -266,7 +255,6 @@ class Outcomes:
             log.warning("%s: producing to %s failed (%s)%s", self._name, topic, error, more)
         if transient:
             return  # librdkafka gave up after message.timeout.ms: hand the same record over again
-
         if isinstance(error, ProduceError) and error.too_large and not work.alone:
             # the broker refuses a whole batch when one record is too large for the topic: send each again alone,
             # and only the one that is really too large fails again
@@ -290,7 +278,7 @@ class Outcomes:
         if not (isinstance(error, ProduceError) and error.too_large):
             return
         if reply:
-            self._refusals.refused((event.topic, event.partition, event.offset))
+            self._refusals.refused(event.idempotency_key)
         limit = self._limit(topic)
         if limit is not None and isinstance(self._producer, Transactional):
             self._producer.fit_batches(limit)

@@ -79,34 +79,25 @@ class Pipeline:
         queue = config.consume.queue  # a share group (engine.queue) rather than a consumer group
         self._source: Source = source or (ShareSource(name, config, kafka) if queue else GroupSource(config))
         self._transaction: Transaction | None = None
-        exactly = self._exactly = None
+        self._exactly: ExactlyOnce | None = None
         if isinstance(producer, Transactional):
             # exactly-once: each commit is a transaction of the records and the offsets (engine.transaction)
             self._transaction = Transaction()
-            exactly = ExactlyOnce(self._transaction, producer, group_metadata=self._group_metadata, rewind=self._rewind)
-            self._exactly = exactly
+            self._exactly = ExactlyOnce(
+                self._transaction, producer, group_metadata=self._group_metadata, rewind=self._rewind
+            )
         self._checkpoint = Checkpoint(
             name,
             max_in_flight=config.in_flight_bound,
             interval=config.commit_interval,
             commits=self._source.commits,
             budget=metadata_budget,  # bytes of done-ahead offsets a commit carries at most
-            exactly=exactly,
+            exactly=self._exactly,
         )
         if self._transaction is not None:
             self._transaction.on_doomed = self._abort_soon
         self._tracker = self._checkpoint.tracker
-        roles = dict.fromkeys(config.consume.topics, "input")
-        if config.publish is not None:
-            roles[config.publish.topic] = "publish"
-        if config.dead_letter is not None:
-            roles[config.dead_letter.topic] = "dead-letter"
-        self.topics = TopicWatch(
-            name,
-            roles,
-            create_missing=config.publish is not None and config.publish.create_missing,
-            admin_config=kafka.client_config(),
-        )
+        self.topics = TopicWatch.of(name, config, kafka)
         """The pipeline's topics that are missing or not usable (checked on the consumer's thread)."""
         # Consumed records wait here (behind their key, or for a free call slot) up to its bounds; beyond them
         # the consumer thread is held back until the buffer drained to half (see engine.flow).
@@ -316,16 +307,13 @@ class Pipeline:
     @property
     def producer_problem(self) -> str | None:
         """Why the producer cannot get its work committed; None when it can."""
-        producer = self._producer
-        return producer.clash if isinstance(producer, Transactional) else None
+        return self._exactly.producer.clash if self._exactly is not None else None
 
     def status(self) -> dict[str, object]:
-        producer = self._producer
-        txns = producer.status() if isinstance(producer, Transactional) else None
-        if txns is not None and self._exactly is not None:
-            txns["aborted_in_a_row"] = self._exactly.aborts_in_a_row
+        exactly = self._exactly
+        txns = None if exactly is None else {**exactly.producer.status(), "aborted_in_a_row": exactly.aborts_in_a_row}
         view = status_document(self, self.config, breaker=self._breaker, tracker=self._tracker, buffered=self.buffered)
-        return {**view, "transactions": txns}  # {"transactional_id", "committed", "aborted", "last_abort"}
+        return {**view, "transactions": txns}  # transactional_id, committed, aborted(_in_a_row), last_abort, clash
 
     def replay_progress(self) -> tuple[int, int]:
         """A range source: (records done, records in the range)."""

@@ -20,7 +20,8 @@ from collections import OrderedDict
 
 from streamcar.engine.records import OutRecord
 
-Id = tuple[str, int, int]
+Id = str
+"""An input, by its ``Event.idempotency_key`` (``{topic}-{partition}-{offset}``)."""
 
 FOR_GOOD = 3
 """Refusals of one input's reply, with its topic's limit unknown, after which it is dead-lettered."""

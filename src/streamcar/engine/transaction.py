@@ -28,7 +28,7 @@ from typing import Protocol, runtime_checkable
 
 from streamcar.engine.work import Work
 from streamcar.event import Headers
-from streamcar.kafka.producer import Ack
+from streamcar.kafka.producer import Ack, ProduceError
 from streamcar.kafka.records import TP, CommitPoint
 from streamcar.kafka.transactions import Aborted
 
@@ -48,6 +48,14 @@ MAX_ABORT_BACKOFF = 10.0
 def abort_backoff(in_a_row: int) -> float:
     """Seconds to wait before redoing the work of the ``in_a_row``-th abort in a row (the first: none)."""
     return 0.0 if in_a_row <= 1 else min(ABORT_BACKOFF * 2 ** (in_a_row - 2), MAX_ABORT_BACKOFF)
+
+
+class Unsent(ProduceError):
+    """A record not handed to the producer, exactly once: its topic is known not to take it (missing, or not
+    allowed), so it would only doom the open transaction and have everything in it redone, again and again (a
+    missing routed topic: 11,795 calls for 3,000 inputs and 4,251 log lines in 40 s). It waits instead, as a
+    record does at least once: acted on again after a backoff, without a call. Never in the transaction, it
+    does not doom it (:meth:`Transaction.refused`)."""
 
 
 class Transaction:
@@ -85,7 +93,11 @@ class Transaction:
             self._drained.set()
 
     def refused(self, work: Work, error: BaseException) -> None:
-        """A record of ``work`` was refused: the transaction is lost (librdkafka made it abortable)."""
+        """A record of ``work`` was refused: the transaction is lost (librdkafka made it abortable); unless it was
+        never sent (:class:`Unsent`), and so never in it."""
+        if isinstance(error, Unsent):
+            self.released(work)
+            return
         self.pending.discard(work)
         self.doom(f"a record of {work.event.idempotency_key} was refused: {error}")
 

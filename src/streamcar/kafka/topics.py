@@ -35,6 +35,8 @@ from confluent_kafka.admin._config import ConfigResource
 from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewTopic
 
+from streamcar.config import KafkaConfig, PipelineConfig
+
 log = logging.getLogger("streamcar.kafka.topics")
 
 REPEAT = 60.0
@@ -84,6 +86,17 @@ class TopicWatch:
         self.limits: dict[str, int] = {}
         """Each written topic's max.message.bytes, where read (replaced whole: no lock)."""
         self._limits_read: dict[str, float] = {}  # topic -> when its limit was last asked for
+
+    @classmethod
+    def of(cls, pipeline: str, config: PipelineConfig, kafka: KafkaConfig) -> TopicWatch:
+        """The watch of ``pipeline``'s input, publish and dead-letter topics."""
+        roles = dict.fromkeys(config.consume.topics, "input")
+        if config.publish is not None:
+            roles[config.publish.topic] = "publish"
+        if config.dead_letter is not None:
+            roles[config.dead_letter.topic] = "dead-letter"
+        create = config.publish is not None and config.publish.create_missing
+        return cls(pipeline, roles, create_missing=create, admin_config=kafka.client_config())
 
     def problem(self, topic: str) -> str | None:
         """What is wrong with ``topic`` now (``does not exist``...); None when nothing is known to be."""
