@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from aiohttp import web
 from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
 from confluent_kafka.admin._resource import ResourceType
 
-from streamcar.config import Config
+from streamcar.config import Config, KafkaConfig
+from streamcar.kafka.share_group import prepare_share_group
 
 from invariants import Verdict, evaluate, letter_source, read_all, reply_source, reply_with_id
 from scenario import Scenario, ScenarioFactory
@@ -239,3 +241,91 @@ def test_a_stopping_member_releases_what_it_did_not_start_at_once(
         if second is not None:
             second.kill()
         service.stop()
+
+
+class Timed(Slow):
+    """:class:`Slow`, also noting when each call began."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(delay)
+        self.started: list[float] = []
+
+    async def __call__(self, seen: Seen) -> web.StreamResponse:
+        self.started.append(time.monotonic())
+        return await super().__call__(seen)
+
+    def rate(self, since: float, until: float) -> float:
+        """Calls begun per second between two moments."""
+        return sum(1 for t in self.started if since <= t < until) / max(until - since, 1e-9)
+
+
+def produce_in_large_batches(kafka: KafkaHandle, topic: str, n: int) -> None:
+    """``n`` records written as a bulk load writes them: librdkafka's defaults let a batch hold up to 10,000."""
+    producer = kafka.producer(**{"linger.ms": 1000, "batch.num.messages": 10000, "enable.idempotence": True})
+    for i in range(n):
+        producer.produce(topic, value=str(i).encode())
+    assert producer.flush(60) == 0
+
+
+def test_a_backlog_in_large_batches_keeps_a_lone_member_busy(
+    kafka: KafkaHandle, scenario_factory: ScenarioFactory, tmp_path: Path
+) -> None:
+    """The broker hands a producer's batch out whole, whatever the member asked for: one member with 4 calls at
+    once of 20 ms fetches thousands when it can start about 300 within its lock (2 s here). What it cannot start
+    goes back, and each time it comes back costs a delivery; the broker then hands out such records in halves,
+    and one by one on their last deliveries. It must not collapse to one call at a time, nor dead-letter healthy
+    records because they waited."""
+    scenario = scenario_factory(1)
+    lock, n = 2.0, 3000
+    set_group(kafka, scenario.group, share_record_lock_duration_ms=str(int(lock * 1000)))
+    produce_in_large_batches(kafka, scenario.source, n)
+    timed = Timed(0.02)
+    service = TestService(timed).start()
+    spec = queue_spec(scenario, service.url, max_in_flight=4, call={"timeout": "500ms"})
+    process = member(make_config(kafka.bootstrap, {"p": spec}), tmp_path / "m")
+    try:
+        began = time.monotonic()
+        verdict = outcomes(scenario, n, timeout=240, max_duplicates=0, dead_letters={})
+        took = time.monotonic() - began
+        first = min(timed.started)
+        half = first + (max(timed.started) - first) / 2
+        early, late = timed.rate(first, half), timed.rate(half, max(timed.started))
+        (pipeline,) = process.status()["pipelines"]
+        print(
+            f"{n} records in {took:.1f}s: {early:.0f} calls/s in the first half, {late:.0f} in the second;"
+            f" deliveries {pipeline['consumed']}, released {pipeline['results'].get('released', 0)},"
+            f" calls {sum(timed.calls.values())}, duplicates {verdict.duplicates}"
+        )
+        seconds = Counter(int(t - first) for t in timed.started)
+        print("calls per second:", [seconds[i] for i in range(int(max(timed.started) - first) + 1)])
+        assert sum(timed.calls.values()) == n  # each record called once: no healthy record given up
+        assert late >= early / 2, (early, late)  # no collapse to one call at a time
+        process.signal(signal.SIGTERM)
+        assert process.wait(30) == 0, process.log_tail()
+    finally:
+        process.kill()
+        service.stop()
+
+
+def group_limit(kafka: KafkaHandle, group: str) -> tuple[str, bool]:
+    """The group's share.delivery.count.limit, and whether it is Kafka's default rather than the group's own."""
+    resource = ConfigResource(ResourceType.GROUP, group)
+    admin = kafka.admin()
+    entry = admin.describe_configs([resource])[resource].result(30)["share.delivery.count.limit"]
+    return str(entry.value), bool(entry.is_default)
+
+
+def test_the_delivery_limit_is_kafkas_most_unless_the_group_has_its_own(kafka: KafkaHandle) -> None:
+    """Deliveries are spent by records given back unstarted, not only by attempts: a group with no limit of its
+    own gets 10; one with its own keeps it, raised to ``retry.attempts + 1`` when lower."""
+    settings = KafkaConfig(bootstrap_servers=kafka.bootstrap)
+    tag = uuid.uuid4().hex[:8]
+    fresh, low, high = (f"limit-{name}-{tag}" for name in ("fresh", "low", "high"))
+    set_group(kafka, low, share_delivery_count_limit="3")
+    set_group(kafka, high, share_delivery_count_limit="8")
+    assert prepare_share_group(settings, fresh, start_from="earliest", attempts=3).deliveries == 10
+    assert prepare_share_group(settings, low, start_from="earliest", attempts=5).deliveries == 6
+    assert prepare_share_group(settings, high, start_from="earliest", attempts=5).deliveries == 8
+    assert group_limit(kafka, fresh) == ("10", False)
+    assert group_limit(kafka, low) == ("6", False)
+    assert group_limit(kafka, high) == ("8", False)

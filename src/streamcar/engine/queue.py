@@ -7,17 +7,24 @@ The rest of the engine is the same as for a consumer group; what differs is what
 * completion: a message done (success, drop, or a dead letter acknowledged) is accepted; one the engine could
   not call at all (its headers unreadable) is dead-lettered and then rejected; a retry is released once its
   backoff ran (``engine.attempt``), and the broker delivers it again, to any member, one delivery later;
-* locks: a record is the member's only for the group's record lock (30 s by default). What was not started
-  within half of it (waiting in the buffer, or for a retry while the circuit is open) is released, so that a
-  member with a slow service does not sit on records another member could do; a retry waits at most a quarter
-  of it (:attr:`ShareSource.max_hold`);
+* locks: a record is the member's only for the group's record lock (30 s by default). A member keeps what it can
+  start while a call begun then still ends within the lock (:attr:`ShareSource.hold`); what its pace says it
+  cannot start by then goes back at once, newest first, so that another member takes it now rather than after
+  the lock; what is still not started at that point (waiting in the buffer, or for a retry while the circuit is
+  open) goes back then. A retry waits at most a quarter of the lock (:attr:`ShareSource.max_hold`);
 * stopping: what is not started is released at once, not after its lock;
 * the last delivery: a record the broker will not deliver again (``share.delivery.count.limit``) is never
   released without an outcome, which would have the broker archive it: it is dead-lettered without a call.
 
 A member fetches at most four times ``max_in_flight`` records (``max.poll.records``, at most 500). The broker hands
-out a producer's batch whole, though, so a topic written in large batches is fetched in larger bites: what a
-member cannot start within half the lock then goes back to the others. The attempts are the calls: a record this
+out a producer's batch whole, though (librdkafka has no ``share.acquire.mode``, KIP-1206, nor lock renewal,
+KIP-1222), so a topic written in large batches is fetched in larger bites: up to 10,000 records with librdkafka's
+producer defaults. Each time a record goes back unstarted and is fetched again costs a delivery, and the broker
+hands a record delivered more than half the group's limit out in halving bites, and one by one on its last two
+deliveries (KAFKA-17541): a lone member with a backlog fell to one call at a time. Keeping what can still start
+within the lock (not half of it) and the group's delivery limit (raised to 10 where the group has none of its
+own, :mod:`streamcar.kafka.share_group`) make such a batch cost as few deliveries as the lock allows. The
+attempts are the calls: a record this
 member released without calling it does not use one up when it comes back here (with a backlog, healthy records
 released unstarted three times were dead-lettered after one call, "gave up after 4 attempts": 192 of 193). A
 record another member released unstarted counts that delivery, as the broker's delivery count is all there is
@@ -57,6 +64,9 @@ UNCALLED_REMEMBERED = 100_000
 """Records released without a call remembered at most (the oldest forgotten first)."""
 FETCH = 500
 """The most records a member asks for in one fetch (librdkafka's ``max.poll.records`` default)."""
+SHARED_EARLY = 2
+"""Deliveries up to which a record a member will not start soon is given back at once for the others: a large
+batch is spread over idle members at the cost of at most this many deliveries more."""
 
 
 @runtime_checkable
@@ -97,6 +107,7 @@ class ShareSource(Unbounded):
         self._uncalled: OrderedDict[tuple[TP, int], int] = OrderedDict()  # deliveries released without a call
         self._unread = 0.0  # when to read the group's settings again (they could not be read); 0: read
         self._stopped = False
+        self.pace = Pace()
 
     # -- Source ---------------------------------------------------------------------------------------------
     def settings(self, kafka: KafkaConfig, client_id: str) -> dict[str, Any]:
@@ -162,6 +173,7 @@ class ShareSource(Unbounded):
         held = self._deliveries.pop(key, None)
         if result != "released":
             self._uncalled.pop(key, None)
+            self.pace.done += 1
         elif held is not None and work.attempts == held[1]:  # not called in this delivery
             self._uncalled[key] = self._uncalled.pop(key, 0) + 1
             while len(self._uncalled) > UNCALLED_REMEMBERED:
@@ -196,14 +208,14 @@ class ShareSource(Unbounded):
     def _schedule(self) -> None:
         if not self._stopped:
             loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(max(self.group.lock / 8, 0.05), self._watch)
+            self._timer = loop.call_later(min(max(self.group.lock / 8, 0.05), 1.0), self._watch)
 
     @property
     def hold(self) -> float:
-        """How long after a fetch what is not started goes back: half the lock, less when a call started then
-        could outlive the lock (``call.timeout`` and one look of the watch before it ends)."""
+        """How long after a fetch what is not started goes back: when a call started then could still end within
+        the lock (``call.timeout``, and a look of the watch, before it ends); at least an eighth of the lock."""
         lock = self.group.lock
-        return max(min(lock / 2, lock - self._config.call.timeout - lock / 8), lock / 8)
+        return max(lock - self._config.call.timeout - lock / 8, lock / 8)
 
     def stale(self) -> bool:
         """Whether a call started now on what the member holds would outlive its lock (the member was held up)."""
@@ -215,8 +227,13 @@ class ShareSource(Unbounded):
     def _watch(self) -> None:
         consumer = self._consumer
         since = consumer.acquired_at if consumer is not None else None
-        if since is not None and time.monotonic() - since > self.hold:
+        now = time.monotonic()
+        buffered = len(self._buffer) if self._buffer is not None else 0
+        self.pace.look(now, busy=buffered > 0)
+        if since is not None and now - since > self.hold:
             self.release_unstarted("not started in time: their lock would run out")
+        elif since is not None:
+            self._release_excess(since + self.hold - now)
         if self._unread and time.monotonic() >= self._unread:
             self._unread = 0.0
             asyncio.get_running_loop().create_task(self.prepared())
@@ -248,6 +265,36 @@ class ShareSource(Unbounded):
                 extra={"event": "released", "pipeline": self._name},
             )
         return count
+
+    def _release_excess(self, left: float) -> None:
+        """Give back at once, newest first, the buffered records this member cannot start before their lock runs
+        out (``left`` seconds) at its pace; and, so that idle members get a share of a large batch, those at
+        their first or second delivery beyond what it starts in a quarter of the lock. Nothing before the pace is
+        measured."""
+        buffer, slots = self._buffer, self._config.in_flight_bound
+        whole, share = self.pace.can_start(left, slots), self.pace.can_start(min(left, self.group.lock / 4), slots)
+        if buffer is None or whole is None or share is None or len(buffer) <= share:
+            return
+        works = sorted((w for tp in list(self.seen) for w in buffer.drop_partition(tp)), key=_oldest_first)
+        kept: list[Work] = []
+        back: list[Work] = []
+        for work in works:
+            early = self._deliveries.get((work.tp, work.event.offset), (1, 0))[0] <= SHARED_EARLY
+            (back if len(kept) >= whole or (len(kept) >= share and early) else kept).append(work)
+        for work in kept:
+            buffer.submit(work)
+        count = self.give_back(back, "more than this member can start soon")
+        if count:
+            log.info(
+                "%s: released %d records to the share group at once: at %.0f calls/s it starts %d of its %d"
+                " unstarted ones soon",
+                self._name,
+                count,
+                self.pace.rate or 0.0,
+                len(kept),
+                len(works),
+                extra={"event": "released", "pipeline": self._name},
+            )
 
     def give_back(self, works: list[Work], why: str) -> int:
         """Release ``works`` to the group (not in a call, not done), except those on their last delivery: the
@@ -286,3 +333,41 @@ class ShareSource(Unbounded):
             why,
             extra={"event": "last-delivery", "pipeline": self._name},
         )
+
+
+def _oldest_first(work: Work) -> tuple[int, str, int]:
+    return (work.event.offset, work.tp[0], work.tp[1])
+
+
+class Pace:
+    """How many records a member finishes per second while it has more to start than call slots: what it can
+    start in a given time. Measured from one look of the lock watch to the next, over looks when records waited
+    in the buffer at both ends (a member with nothing waiting shows its load, not its pace) and some were done
+    (none done is an outage, which the circuit breaker and the lock's deadline deal with)."""
+
+    SAFETY = 1.25
+    """What the member is assumed to start beyond its measured pace before anything goes back early."""
+
+    def __init__(self) -> None:
+        self.done = 0
+        """Records finished (accepted or rejected) so far."""
+        self.rate: float | None = None
+        """Records finished per second while busy (a moving average); None until measured."""
+        self._at = 0.0
+        self._done_then = 0
+        self._busy = False
+
+    def look(self, now: float, *, busy: bool) -> None:
+        """The watch looks at ``now``; ``busy``: records wait in the buffer."""
+        elapsed = now - self._at
+        if busy and self._busy and elapsed > 0 and self.done > self._done_then:  # none done: an outage, not a pace
+            sample = (self.done - self._done_then) / elapsed
+            self.rate = sample if self.rate is None else (self.rate + sample) / 2
+        self._at, self._done_then, self._busy = now, self.done, busy
+
+    def can_start(self, within: float, slots: int) -> int | None:
+        """How many records the member can start within ``within`` seconds, with ``slots`` calls at once; None
+        until the pace is measured."""
+        if self.rate is None:
+            return None
+        return int(self.rate * max(within, 0.0) * self.SAFETY) + slots

@@ -13,7 +13,7 @@ from twin import TOPIC, ScriptedCaller, TwinProducer, echo, record
 
 from streamcar.config import KafkaConfig, PipelineConfig
 from streamcar.engine.pipeline import Pipeline
-from streamcar.engine.queue import ShareSource
+from streamcar.engine.queue import Pace, ShareSource
 from streamcar.event import Event, Reply
 from streamcar.kafka.share_group import ShareGroupSettings
 
@@ -218,3 +218,24 @@ async def test_records_released_without_a_call_keep_their_attempts_for_the_calls
     assert max(group.delivered.values()) > 2  # so records came back more often than they were called
     assert member.producer.sent["dlq"] == []  # one failure in two attempts: nothing dead-lettered
     assert sorted(member.out()) == sorted(b"%d" % i for i in range(120))
+
+
+def test_the_pace_is_measured_only_while_records_wait_and_some_are_done() -> None:
+    pace = Pace()
+    assert pace.can_start(10.0, 8) is None  # nothing measured: nothing goes back early
+    pace.look(0.0, busy=True)
+    pace.done = 100
+    pace.look(1.0, busy=True)
+    assert pace.rate == 100.0
+    assert pace.can_start(2.0, 8) == int(100 * 2 * Pace.SAFETY) + 8
+    pace.look(2.0, busy=True)  # none done: an outage, not a pace
+    assert pace.rate == 100.0
+    pace.done = 150
+    pace.look(3.0, busy=False)  # nothing waited at the end: its load, not its pace
+    pace.done = 160
+    pace.look(4.0, busy=True)  # nothing waited at the start either
+    assert pace.rate == 100.0
+    pace.done = 360
+    pace.look(5.0, busy=True)
+    assert pace.rate == 150.0  # the average with the new sample
+    assert pace.can_start(-1.0, 8) == 8  # past the deadline: only the free slots
