@@ -271,12 +271,12 @@ def test_a_backlog_in_large_batches_keeps_a_lone_member_busy(
     kafka: KafkaHandle, scenario_factory: ScenarioFactory, tmp_path: Path
 ) -> None:
     """The broker hands a producer's batch out whole, whatever the member asked for: one member with 4 calls at
-    once of 20 ms fetches thousands when it can start about 300 within its lock (2 s here). What it cannot start
+    once of 20 ms fetches 2,000 when it can start about 500 within its lock (4 s here). What it cannot start
     goes back, and each time it comes back costs a delivery; the broker then hands out such records in halves,
     and one by one on their last deliveries. It must not collapse to one call at a time, nor dead-letter healthy
     records because they waited."""
     scenario = scenario_factory(1)
-    lock, n = 2.0, 3000
+    lock, n = 4.0, 2000
     set_group(kafka, scenario.group, share_record_lock_duration_ms=str(int(lock * 1000)))
     produce_in_large_batches(kafka, scenario.source, n)
     timed = Timed(0.02)
