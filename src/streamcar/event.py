@@ -89,6 +89,17 @@ class Record:
             object.__setattr__(self, "headers", _headers(self.headers))
 
 
+MAX_FANOUT = 10_000
+"""The most records one reply may fan out to. A larger fan-out is dead-lettered (kind ``publish``), none of it
+published: a record in the sidecar's hands takes about 1 KB, a reply's records stay there until every one is
+acknowledged, and a reply of a million small records took 905 MiB."""
+
+
+def too_many_records(count: int) -> str:
+    """Why a reply fanning out to ``count`` records (over :data:`MAX_FANOUT`) is dead-lettered."""
+    return f"the reply fans out to {count:,} records, over the {MAX_FANOUT:,} one reply may publish; none was published"
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     """The service's answer for one event. Build it with the class methods."""
@@ -135,7 +146,8 @@ class Reply:
         """Done once every one of ``records`` is published (none: done, nothing published), each to its own
         topic, with its own key and headers. A crash before they are all acknowledged calls the service again for
         the input: records may repeat, never go missing. If one is refused for good, the input is dead-lettered
-        (kind ``publish`` or ``route``); see docs/delivery.md, "Fan-out", for what is published then."""
+        (kind ``publish`` or ``route``); see docs/delivery.md, "Fan-out", for what is published then. At most
+        :data:`MAX_FANOUT` records: a reply with more is dead-lettered, kind ``publish``."""
         made = tuple(r if isinstance(r, Record) else Record(r) for r in records)
         return cls(Result.SUCCESS, fanout=made)
 

@@ -21,11 +21,12 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
+from aiohttp import web
 
 from hostile import HostileService, Script, reply_with_id
 from invariants import read_all
 from scenario import ScenarioFactory
-from service import Seen
+from service import Seen, TestService
 from sidecar import SidecarFactory, SidecarProcess, make_config, pipeline
 from support import KafkaHandle, TopicFactory, create_topic, produce_records, wait_for
 from threaded import ServiceFactory
@@ -36,6 +37,7 @@ MAX_IN_FLIGHT = 64
 SHUTDOWN = 10.0
 STOP_GRACE = 5.0  # streamcar.engine.stopping.STOP_GRACE: the stated bound beyond shutdown_timeout
 RSS_BOUND_MIB = 300
+FANOUT_RSS_BOUND_MIB = 500  # one reply's JSON parsed (at most 16 MiB, 1,000,000 records), and 16 of 10,000
 # auto-create off, and undeliverable records fail fast (as they would after message.timeout.ms in production)
 LIBRDKAFKA = {
     "allow.auto.create.topics": False,
@@ -165,3 +167,46 @@ def test_one_pipelines_missing_topic_never_stalls_another_or_the_admin_server(
     process.signal(signal.SIGTERM)
     assert process.wait(10 + STOP_GRACE + 5) == 0, process.log_tail()
     assert time.monotonic() - started <= 10 + STOP_GRACE  # pipeline()'s shutdown_timeout is 10s
+
+
+def test_fan_out_replies_are_capped_and_count_against_max_in_flight(
+    kafka: KafkaHandle, scenario_factory: ScenarioFactory, sidecar_factory: SidecarFactory
+) -> None:
+    """Issue 30, finding 10: a fan-out reply of 1,000,000 small records (14 MB) took 905 MiB, three at once
+    2,076 MiB, bounded only by max_in_flight. Now a reply may fan out to at most 10,000 records (a larger one is
+    dead-lettered, kind ``publish``, nothing of it published), and the records being published count against
+    max_in_flight, 1,000 to a call slot."""
+    scenario = scenario_factory(1)
+    huge = b'{"records":[' + b",".join([b'{"value":"x"}'] * 1_000_000) + b"]}"
+    allowed = b'{"records":[' + b",".join([b'{"value":"y"}'] * 10_000) + b"]}"
+
+    async def fan_out(seen: Seen) -> web.StreamResponse:
+        body = huge if seen.body.startswith(b"huge") else allowed
+        return web.Response(body=body, content_type="application/vnd.streamcar.records+json")
+
+    service = TestService(fan_out).start()
+    try:
+        inputs = [(None, b"huge %d" % i) for i in range(3)] + [(None, b"ok %d" % i) for i in range(20)]
+        produce_records(kafka, scenario.source, inputs)
+        config = make_config(kafka.bootstrap, {"p": scenario.spec(service.url, max_in_flight=16)})
+        process = sidecar_factory(config)
+
+        def all_done() -> bool:
+            try:
+                return bool(sum(process.status(timeout=30)["pipelines"][0]["results"].values()) >= len(inputs))
+            except TimeoutError:  # a loop busy with a huge reply (before the cap)
+                return False
+
+        wait_for(all_done, timeout=300, what="an outcome for every input", interval=1.0)
+        peak = process.peak_rss_mib()
+        print(f"peak RSS {peak:.0f} MiB")
+        wait_for(lambda: len(read_all(kafka, scenario.dlq)) >= 3, timeout=30, what="the 3 huge replies' letters")
+        letters = read_all(kafka, scenario.dlq)
+        published = len(read_all(kafka, scenario.out))
+        print(f"peak RSS {peak:.0f} MiB; {published} records published; {len(letters)} dead letters")
+        assert sorted(r.value or b"" for r in letters) == [b"huge 0", b"huge 1", b"huge 2"]
+        assert {r.header("streamcar-error-kind") for r in letters} == {b"publish"}
+        assert published == 20 * 10_000
+        assert peak < FANOUT_RSS_BOUND_MIB
+    finally:
+        service.stop()

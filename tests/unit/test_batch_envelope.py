@@ -10,6 +10,7 @@ from multidict import CIMultiDict
 
 from streamcar.call.envelope import (
     EnvelopeError,
+    TooManyRecords,
     decode_messages,
     decode_records,
     decode_results,
@@ -18,7 +19,7 @@ from streamcar.call.envelope import (
     encode_results,
 )
 from streamcar.call.http import replies_from_batch_response
-from streamcar.event import KEEP_KEY, Event, Record, Reply, Result
+from streamcar.event import KEEP_KEY, MAX_FANOUT, Event, Record, Reply, Result
 
 EVENTS = [
     Event("orders", 0, 7, 1700000000000, b"k1", b'{"n":1}', (("content-type", b"application/json"),)),
@@ -157,3 +158,10 @@ def test_a_2xx_reply_that_is_not_the_envelope_retries_the_batch() -> None:
     assert [r.result for r in replies] == [Result.RETRY] * 3
     assert replies[0].error_kind == "bad-reply"
     assert "0 results for 3 messages" in (replies[0].error or "")
+
+
+def test_a_records_reply_over_the_cap_is_refused_before_its_records_are_decoded() -> None:
+    body = json.dumps({"records": [{"value": "x"}] * (MAX_FANOUT + 1)}).encode()
+    with pytest.raises(TooManyRecords, match="10,001 records, over the 10,000"):
+        decode_records(body)
+    assert len(decode_records(json.dumps({"records": [{"value": "x"}] * MAX_FANOUT}).encode())) == MAX_FANOUT

@@ -20,10 +20,25 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from streamcar.event import KEEP_KEY, Event, Headers, KeepKey, Record, Reply, Result, text_bytes
+from streamcar.event import (
+    KEEP_KEY,
+    MAX_FANOUT,
+    Event,
+    Headers,
+    KeepKey,
+    Record,
+    Reply,
+    Result,
+    text_bytes,
+    too_many_records,
+)
 from streamcar.failures import Kind
 
 _Pairs = list[tuple[str, bytes | None]]
+
+
+class TooManyRecords(ValueError):
+    """A fan-out reply with more records than one reply may publish (:data:`streamcar.event.MAX_FANOUT`)."""
 
 
 class EnvelopeError(ValueError):
@@ -112,13 +127,17 @@ RECORDS_TYPE = "application/vnd.streamcar.records+json"
 
 
 def decode_records(body: bytes) -> list[Record]:
-    """The records of a fan-out reply body ``{"records": [...]}``; :class:`EnvelopeError` if it is not one."""
+    """The records of a fan-out reply body ``{"records": [...]}``; :class:`EnvelopeError` if it is not one,
+    :class:`TooManyRecords` if it has more than one reply may publish (checked before they are decoded)."""
     try:
         document = json.loads(body)
     except ValueError as exc:
         raise EnvelopeError(f"the records reply is not JSON: {exc}") from None
     if not isinstance(document, dict) or "records" not in document:
         raise EnvelopeError('the records reply is not an object with a "records" list')
+    items = document["records"]
+    if isinstance(items, list) and len(items) > MAX_FANOUT:
+        raise TooManyRecords(too_many_records(len(items)))
     try:
         return _records(document["records"])
     except (KeyError, TypeError, ValueError) as exc:

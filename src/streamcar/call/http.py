@@ -23,7 +23,14 @@ from urllib.parse import quote_from_bytes, unquote_to_bytes, urlsplit
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from streamcar.call import override
-from streamcar.call.envelope import RECORDS_TYPE, EnvelopeError, decode_records, decode_results, encode_messages
+from streamcar.call.envelope import (
+    RECORDS_TYPE,
+    EnvelopeError,
+    TooManyRecords,
+    decode_records,
+    decode_results,
+    encode_messages,
+)
 from streamcar.call.http1 import BadReply, ConnectError, Disconnected, Http1Pool, HttpError, TlsError
 from streamcar.config import CallConfig, ServiceTlsConfig, format_duration
 from streamcar.errors import ConfigError
@@ -215,6 +222,8 @@ def _success(headers: CIMultiDictProxy[str] | CIMultiDict[str], body: bytes) -> 
     if content_type is not None and content_type.split(";", 1)[0].strip().lower() == RECORDS_TYPE:
         try:
             return Reply.records(decode_records(body))  # fan-out: zero or more records, each its own
+        except TooManyRecords as exc:  # the same again on a retry, and costly each time
+            return Reply.dead_letter(str(exc), kind=Kind.PUBLISH)
         except EnvelopeError as exc:
             return Reply.retry(error=f"{exc}: {_snippet(body)}", kind=Kind.BAD_REPLY)
     key: bytes | KeepKey | None = KEEP_KEY

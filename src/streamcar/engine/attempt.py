@@ -80,6 +80,7 @@ class Attempts:
         one call a half-open circuit lets through. A message with a ``verdict`` (a record that cannot be called at
         all) is not sent: the verdict is its reply."""
         touched = list(works)  # grows by the held messages this task settles; all leave _running at the end
+        fanned = 0
         try:
             share = self._completion.share
             if share is not None and not probe and share.stale() and all(w.verdict is None for w in works):
@@ -116,6 +117,8 @@ class Attempts:
                 if span is not None:
                     Tracing.called(span, replies)
                 self._called(calls, replies, started, probe)
+                fanned = sum(len(reply.fanout) for reply in replies if reply.fanout)
+                self._inflight.fanned += fanned
             await self._settle(works, touched)
         except asyncio.CancelledError:
             raise
@@ -123,6 +126,7 @@ class Attempts:
             log.exception("%s: settling %s failed", self._name, works[0].event.idempotency_key)
             self._fail(exc)
         finally:
+            self._inflight.fanned -= fanned
             running = self._inflight.running
             for work in touched:
                 running.pop(work, None)

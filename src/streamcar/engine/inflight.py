@@ -31,12 +31,16 @@ from streamcar.engine.scheduler import Lane
 from streamcar.engine.work import Work
 from streamcar.kafka.records import TP
 
+FANOUT_PER_SLOT = 1000
+"""Records of fan-out replies that take the place of one message in flight (about 1 MB)."""
+
 
 class InFlight:
     __slots__ = (
         "accepting",
         "calling",
         "changed",
+        "fanned",
         "forming",
         "generation",
         "held",
@@ -59,6 +63,7 @@ class InFlight:
         self.generation: dict[TP, int] = {}
         self.changed = asyncio.Event()  # set whenever a message leaves ``running``
         self.verdicts = 0  # messages ever decided without a call: until there is one, no call looks for them
+        self.fanned = 0  # records of fan-out replies not done yet (they count against max_in_flight)
 
     # -- counts -----------------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -68,8 +73,11 @@ class InFlight:
     def occupied(self) -> int:
         """What counts against max_in_flight: messages in a call, forming a batch, waiting for a retry, parked or
         held. Not those whose reply is being published: their call slot is free while the broker acknowledges
-        (their key still waits, so order holds), else a slow service's slots would idle through every ack."""
-        return self.calling + len(self.waiting) + len(self.held) + len(self.forming) + len(self.parked)
+        (their key still waits, so order holds), else a slow service's slots would idle through every ack. But
+        the records of fan-out replies not done yet take a slot per :data:`FANOUT_PER_SLOT`: a reply's records
+        stay in memory until each is acknowledged."""
+        taken = self.calling + len(self.waiting) + len(self.held) + len(self.forming) + len(self.parked)
+        return taken + self.fanned // FANOUT_PER_SLOT if self.fanned else taken
 
     def free(self, limit: int, owed: int = 0) -> int:
         """How many more may be taken: ``limit`` calls, and as many more messages whose replies wait for the

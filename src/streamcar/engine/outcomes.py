@@ -23,7 +23,7 @@ from streamcar.engine.refusals import Refusals
 from streamcar.engine.tracing import Tracing
 from streamcar.engine.transaction import Transactional, Unsent
 from streamcar.engine.work import PipelineStats, Work
-from streamcar.event import Event, Reply, Result
+from streamcar.event import MAX_FANOUT, Event, Reply, Result, too_many_records
 from streamcar.failures import Kind
 from streamcar.kafka.producer import Ack, AsyncProducer, ProduceError
 from streamcar.logs import Throttle, held_back
@@ -147,6 +147,8 @@ class Outcomes:
 
         Records already acknowledged (the others were refused and are sent again) are not sent twice."""
         assert reply.fanout is not None
+        if len(reply.fanout) > MAX_FANOUT:
+            return Reply.dead_letter(too_many_records(len(reply.fanout)), kind=Kind.PUBLISH)
         publish = self._config.publish
         outs: list[tuple[str, OutRecord]] = []
         for index, item in enumerate(reply.fanout):

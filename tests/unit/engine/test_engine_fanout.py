@@ -9,7 +9,8 @@ from collections import defaultdict
 from confluent_kafka import KafkaError as RdKafkaError
 from twin import TOPIC, Rig, ScriptedCaller, pipeline_config, record
 
-from streamcar.event import Event, Record, Reply
+from streamcar.engine.inflight import FANOUT_PER_SLOT, InFlight
+from streamcar.event import MAX_FANOUT, Event, Record, Reply
 
 TP0 = (TOPIC, 0)
 
@@ -80,3 +81,28 @@ async def test_zero_records_is_done_with_nothing_published() -> None:
         await rig.until(lambda: rig.committed(TP0) == 1, "the commit")
     assert rig.out() == []
     assert rig.out("dlq") == []
+
+
+async def test_more_records_than_one_reply_may_publish_dead_letters_the_input_and_publishes_none() -> None:
+    def answer(event: Event, attempt: int) -> Reply:
+        count = MAX_FANOUT + 1 if event.value == b"many" else MAX_FANOUT
+        return Reply.records([Record(b"r")] * count)
+
+    logs = {TP0: [record(0, 0, b"a", b"many"), record(0, 1, b"b", b"most")]}
+    async with Rig(logs, ScriptedCaller(answer)) as rig:
+        await rig.until(lambda: rig.committed(TP0) == 2, "the commit")
+    assert len(rig.out()) == MAX_FANOUT  # the second input's, all of them
+    [(_, value, headers)] = rig.producer.sent["dlq"]
+    assert value == b"many"
+    assert dict(headers)["streamcar-error-kind"] == b"publish"
+    assert b"over the 10,000 one reply may publish" in (dict(headers)["streamcar-error"] or b"")
+
+
+def test_fanned_out_records_take_call_slots_until_done() -> None:
+    inflight = InFlight()
+    inflight.calling = 2
+    assert inflight.free(16) == 14
+    inflight.fanned = 10 * FANOUT_PER_SLOT
+    assert inflight.free(16) == 4
+    inflight.fanned = 20 * FANOUT_PER_SLOT
+    assert inflight.free(16) <= 0  # no new call until some of them are done
