@@ -358,14 +358,17 @@ class Pipeline:
         self._flow.pace()
 
     def _rewind(self, after: float = 0.0) -> None:
-        """An exactly-once transaction was aborted: every partition goes back to its last committed offsets, and
-        everything taken since is redone, ``after`` seconds from now (outcomes of work under way are ignored from
-        now on). A partition being revoked is forgotten too: what it did since the last commit went with the
-        aborted transaction, and the revoke's own commit, which may follow this one, must not say it was done
-        (its next owner redoes it)."""
-        tps = set(self._inflight.accepting)
+        """An exactly-once transaction was aborted: each partition with records in it goes back to its last
+        committed offsets, and everything taken of it since is redone, ``after`` seconds from now (outcomes of
+        its work under way are ignored from now on). The others go on: what they did since the last commit
+        published nothing that the abort took back, and the next commit holds it. A partition being revoked
+        with records in the transaction is forgotten too: the revoke's own commit, which may follow this one,
+        must not say that what went with the aborted transaction was done (its next owner redoes it)."""
+        assert self._transaction is not None
+        touched = self._transaction.touched
+        tps = self._inflight.accepting & touched
         self._stop_taking(tps)
-        self._forget(tps | set(self._tracker.partitions()))
+        self._forget(tps | (set(self._tracker.partitions()) & touched))
         if self._transaction is not None:
             self._transaction.forget()
         bridge = self._bridge

@@ -3,9 +3,9 @@
 At least once, a record the broker refuses as too large for its topic is sent again alone (the broker refuses the
 whole batch it was in), and dead-lettered if it is refused alone too (:meth:`Outcomes.refused
 <streamcar.engine.outcomes.Outcomes.refused>`). Exactly once, the refusal dooms the open transaction instead: it
-is aborted, every partition goes back to its committed offsets, and the service is called again. The same reply
-was refused again, and again: one 5,000-byte reply to a topic taking 2,000-byte records cost 23 calls per input
-and stalled its partition for good.
+is aborted, each partition with records in it goes back to its committed offsets, and the service is called
+again. The same reply was refused again, and again: one 5,000-byte reply to a topic taking 2,000-byte records
+cost 23 calls per input and stalled its partition for good.
 
 So the inputs whose reply was refused as too large are remembered here (they are gone from the engine after the
 rewind), and when their reply comes again it is dead-lettered (kind ``publish``) instead of sent, if its own size

@@ -16,8 +16,9 @@ drives it, :meth:`Checkpoint.commit <streamcar.engine.checkpoint.Checkpoint.comm
 5. **open** the gate again.
 
 A transaction that cannot be committed (doomed in 2, or refused in 4) is aborted: nothing of it is visible, and
-the pipeline rewinds every partition to its last committed offsets and redoes their work (the service is called
-again: that is what ``Idempotency-Key`` is for).
+the pipeline rewinds each partition with records in it (:attr:`Transaction.touched`) to its last committed offsets
+and redoes their work (the service is called again: that is what ``Idempotency-Key`` is for). The other
+partitions go on: their progress since the last commit published nothing the abort took back.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class Unsent(ProduceError):
 
 
 class Transaction:
-    __slots__ = ("_drained", "_open", "doomed", "on_doomed", "pending", "produced")
+    __slots__ = ("_drained", "_open", "doomed", "on_doomed", "pending", "produced", "touched")
 
     def __init__(self) -> None:
         self._open = asyncio.Event()
@@ -69,6 +70,8 @@ class Transaction:
         """Messages whose records are in the open transaction and that were not released yet."""
         self.produced = False
         """Whether the open transaction holds any record."""
+        self.touched: set[TP] = set()
+        """The partitions whose messages' records are in the open transaction: an abort redoes those only."""
         self.doomed: str | None = None
         """Why the open transaction cannot be committed (a record of it was refused); None while it can."""
         self.on_doomed: Callable[[], None] = lambda: None
@@ -86,6 +89,7 @@ class Transaction:
         """``work``'s records were handed to the producer, in the open transaction."""
         self.pending.add(work)
         self.produced = True
+        self.touched.add(work.tp)
 
     def released(self, work: Work) -> None:
         self.pending.discard(work)
@@ -127,6 +131,7 @@ class Transaction:
         """A new transaction began: records may go again."""
         self.pending.clear()
         self.produced = False
+        self.touched = set()
         self.doomed = None
         self._open.set()
 
@@ -186,7 +191,8 @@ class ExactlyOnce:
 
     async def commit(self, points: Callable[[], dict[TP, CommitPoint]]) -> dict[TP, CommitPoint] | None:
         """Commit the open transaction with the offsets ``points()`` gives once it drained: the points committed
-        ({} when there was nothing to commit), or None when it was aborted and every partition rewound."""
+        ({} when there was nothing to commit), or None when it was aborted and the partitions with records in it
+        rewound."""
         transaction = self.transaction
         await transaction.close()  # 1 and 2
         try:
