@@ -1,9 +1,9 @@
 """One launch's life: the call, then acting on each reply until every message of it is done or waiting.
 
-The pipeline decides *when* (in lane order, in rounds that cost one round trip to the broker each); the outcomes
-(:mod:`streamcar.engine.outcomes`) decide *what* a reply means. A message is done through
-:meth:`Completion.release <streamcar.engine.completion.Completion.release>`, called once its outcome is final: its
-reply or dead letter acknowledged, or dropped.
+The settle loop (:mod:`streamcar.engine.settle`) decides *when* (in lane order, in rounds that cost one round trip
+to the broker each); the outcomes (:mod:`streamcar.engine.outcomes`) decide *what* a reply means. A message is done
+through :meth:`Completion.release <streamcar.engine.completion.Completion.release>`, called once its outcome is
+final: its reply or dead letter acknowledged, or dropped. A retry waits on a timer here, then is launched again.
 """
 
 from __future__ import annotations
@@ -23,13 +23,12 @@ from streamcar.engine.flow import Flow
 from streamcar.engine.inflight import InFlight
 from streamcar.engine.outcomes import Outcomes
 from streamcar.engine.retry import Backoff
-from streamcar.engine.scheduler import Lane
+from streamcar.engine.settle import Settle
 from streamcar.engine.tracing import Tracing
-from streamcar.engine.transaction import Transaction
+from streamcar.engine.transaction import AT_LEAST_ONCE, Transaction
 from streamcar.engine.work import PipelineStats, Work
 from streamcar.event import Reply, Result
 from streamcar.failures import Kind
-from streamcar.kafka.producer import Ack
 from streamcar.redact import Redactor
 
 log = logging.getLogger("streamcar.pipeline")
@@ -71,9 +70,17 @@ class Attempts:
         self._stopping = stopping
         self._completion = completion
         self._fail = fail
-        self._transaction = transaction  # exactly-once: records go only while it is open
         self._backoff = Backoff(config.retry.initial_backoff, config.retry.max_backoff)
-        self._max_backoff = config.retry.max_backoff
+        self._settle = Settle(
+            inflight=inflight,
+            outcomes=outcomes,
+            completion=completion,
+            publishing=transaction if transaction is not None else AT_LEAST_ONCE,
+            later=self._schedule_retry,
+            wake=dispatcher.dispatch,
+            backoff=self._backoff,
+            max_backoff=config.retry.max_backoff,
+        )
 
     async def process(self, works: list[Work], probe: bool = False) -> None:
         """Call the service for ``works`` (a batch, or a batch of one) and act on each reply; a ``probe`` is the
@@ -119,7 +126,7 @@ class Attempts:
                 self._called(calls, replies, started, probe)
                 fanned = sum(len(reply.fanout) for reply in replies if reply.fanout)
                 self._inflight.fanned += fanned
-            await self._settle(works, touched)
+            await self._settle.settle(works, touched)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -204,143 +211,6 @@ class Attempts:
                 work.first_failed_at = now
             work.reply = reply
 
-    async def _settle(self, works: list[Work], touched: list[Work]) -> None:
-        """Act on the replies of ``works`` (in offset order within each lane) until each is done or waiting.
-
-        Three phases, so that a batch costs one round trip to the broker rather than one per message:
-        1. in order, decide each message and hand its reply or dead letter to the producer. Records reach the
-           producer in offset order per lane and the idempotent producer keeps that order, so a key's replies
-           are published in order. A message that stays unresolved (retry, or no dead-letter topic) holds the
-           later messages of its lane from the same batch: they are not sent again, and not completed before it.
-           A message whose record went to the producer may give its lane up (:meth:`Completion.handed_over`):
-           the lane's next message is called while the broker acknowledges, and its own outcome waits until
-           this one is done (it is held behind it in its turn), so a refused record sent again still goes first.
-        2. wait for the broker to acknowledge everything handed over.
-        3. in order, complete what was acknowledged. Completing a message releases the messages it held, which
-           are settled in the next round; a record the broker refused is acted on again (or dead-lettered).
-        """
-        inflight = self._inflight
-        publishing = inflight.publishing
-        transaction = self._transaction
-        while works:
-            if (
-                transaction is not None
-                and not transaction.is_open
-                and all(w.settled is None for w in works if inflight.current(w))
-            ):
-                await transaction.opened()  # nothing here to finish: wait for the next transaction
-            blockers: dict[Lane, Work] = {}
-            sent: list[tuple[Work, str, Ack | None]] = []
-            retry: list[Work] = []
-            slow: list[Work] = []
-            deferred: list[Work] = []  # decided while the transaction commits: the next one takes them
-            behind_broker = 0  # messages held behind an earlier one's unacknowledged record
-            handed: set[Lane] = set()  # lanes of this round's records: the producer keeps their order
-            for work in works:
-                if not inflight.current(work):
-                    continue  # the partition was revoked meanwhile; its new owner redoes this message
-                lane = work.lane
-                if lane is not None:
-                    blocker = blockers.get(lane)
-                    if blocker is None and lane not in handed:
-                        blocker = self._publishing_before(lane, work)
-                        behind_broker += blocker is not None
-                    if blocker is not None:
-                        self._hold(blocker, work)
-                        continue
-                if transaction is not None and work.settled is None and not transaction.is_open:
-                    deferred.append(work)
-                    if lane is not None:
-                        blockers[lane] = work
-                    continue
-                outcome = self._outcomes.act(work, retry, slow)
-                if outcome is None:
-                    if lane is not None:
-                        blockers[lane] = work
-                    continue
-                sent.append((work, *outcome))
-                future = outcome[1]
-                if transaction is not None and future is not None:
-                    transaction.sent(work)
-                if lane is not None and future is not None and not future.done():
-                    handed.add(lane)
-                    if self._completion.handed_over(work):
-                        latest = publishing.get(lane)
-                        if latest is None or latest.event.offset < work.event.offset or not inflight.current(latest):
-                            publishing[lane] = work  # the latest: the lane's next message waits for it
-            if retry:
-                attempts = max(w.attempts for w in retry)
-                after = max((w.reply.retry_after or 0.0 for w in retry if w.reply is not None), default=0.0)
-                self._schedule_retry(retry, self._backoff.delay(attempts, after or None))
-            if slow:
-                self._schedule_retry(slow, self._max_backoff)
-
-            pending = [future for _, _, future in sent if future is not None and not future.done()]
-            if behind_broker and not inflight.calling:
-                # these wait for acknowledgements: if those records are all that awaits the broker, nothing
-                # else will share their batch
-                self._outcomes.hurry(behind_broker)
-            if pending:
-                # every message of this round is now publishing, waiting for a retry or held: the call slots of
-                # the publishing ones are free, and the next calls need not wait for the broker's acks
-                self._dispatcher.dispatch()
-                if not inflight.calling:
-                    # no call in progress: no reply will join these in the producer's linger, and the next
-                    # message of their lanes may be waiting for them (one at a time per partition)
-                    self._outcomes.hurry(len(pending))
-                await _all_done(pending)
-
-            blockers.clear()
-            again: list[Work] = []
-            released: list[Work] = []
-            for work, result, future in sent:
-                error = None if future is None else future.exception()  # retrieved, whoever still wants it
-                if not inflight.current(work):
-                    continue  # rewound or revoked meanwhile (an aborted transaction's records fail as purged)
-                lane = work.lane
-                blocker = blockers.get(lane) if lane is not None else None
-                if error is None and blocker is not None:
-                    work.settled = result  # done, but an earlier message of its lane is not: wait for it
-                    self._hold(blocker, work)
-                elif error is None:
-                    self._outcomes.count(work, result)
-                    self._completion.release(work, result)
-                    if transaction is not None:
-                        transaction.released(work)
-                    if lane is not None and publishing.get(lane) is work:
-                        del publishing[lane]
-                    if work.held is not None:
-                        released.extend(work.held)
-                        work.held = None
-                else:
-                    if transaction is not None:
-                        transaction.refused(work, error)  # aborted at the next commit, and redone
-                    self._outcomes.refused(work, result, error)
-                    again.append(work)
-                    if lane is not None:
-                        blockers[lane] = work
-            if released:
-                task = asyncio.current_task()
-                assert task is not None
-                for work in released:  # settled by this task now: revoke and shutdown wait for them like any call
-                    inflight.held.discard(work)
-                    inflight.running[work] = task
-                    touched.append(work)
-            if again:
-                await asyncio.sleep(self._backoff.delay(max(w.refused for w in again)))
-            works = deferred + again + released
-
-    def _publishing_before(self, lane: Lane, work: Work) -> Work | None:
-        """The message of ``work``'s lane, earlier than it, whose record is with the producer, if any."""
-        earlier = self._inflight.publishing.get(lane)
-        if earlier is not None and earlier.event.offset < work.event.offset and self._inflight.current(earlier):
-            return earlier
-        return None
-
-    def _hold(self, blocker: Work, work: Work) -> None:
-        blocker.hold(work)
-        self._inflight.held.add(work)
-
     def _schedule_retry(self, works: list[Work], delay: float) -> None:
         """Call ``works`` again (together, as one batch where batching is on) after ``delay`` seconds."""
         if self._stopping():
@@ -373,20 +243,3 @@ class Attempts:
 
 def _clip(text: str) -> str:
     return text if len(text) <= ERROR_TEXT else text[: ERROR_TEXT - 3] + "..."
-
-
-def _all_done(futures: list[Ack]) -> asyncio.Future[None]:
-    """A future done once every one of ``futures`` is (whatever their outcome): what ``asyncio.wait`` does, minus
-    its sets, timeout and per-call wrapping, which showed in profiles of the per-message path."""
-    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    remaining = len(futures)
-
-    def one_done(_: Ack) -> None:
-        nonlocal remaining
-        remaining -= 1
-        if remaining == 0 and not waiter.done():
-            waiter.set_result(None)
-
-    for future in futures:
-        future.add_done_callback(one_done)
-    return waiter

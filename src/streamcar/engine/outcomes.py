@@ -1,8 +1,10 @@
 """What a reply means for its message: the record to hand to the broker, or that the message stays unresolved.
 
-The pipeline decides *when* (in lane order, batched round trips); this module decides *what*: a success publishes
-its value, a drop is done, a retry waits (or is exhausted into a dead letter), a dead letter is produced, and
-without a dead-letter topic an undeliverable message is kept and retried slowly, never dropped.
+The settle loop (:mod:`streamcar.engine.settle`) decides *when* (in lane order, batched round trips); this module
+decides *what*, as a :data:`Decision`: a success publishes its value, a drop is done (both :class:`Handed`, the
+one with the broker's acknowledgement to wait for), a retry waits (:data:`RETRY`, or is exhausted into a dead
+letter), a dead letter is produced (:class:`Handed`), and without a dead-letter topic an undeliverable message
+is kept and retried slowly, never dropped (:data:`UNDELIVERABLE`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from confluent_kafka import KafkaError as RdKafkaError
 
@@ -32,6 +36,28 @@ log = logging.getLogger("streamcar.pipeline")
 MAX_RECORD = 1_000_000
 """librdkafka's default message.max.bytes."""
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+class Handed(NamedTuple):
+    """The message is done with ``result`` once ``ack`` is (None: nothing to wait for, a drop or a success with
+    nothing to publish); its record went to the producer. (A tuple: one is made per message.)"""
+
+    result: str
+    ack: Ack | None
+
+
+@dataclass(frozen=True, slots=True)
+class Later:
+    """The message stays unresolved: called again after its backoff (``slowly``: at the longest backoff, as it
+    cannot be delivered at all, there being no dead-letter topic)."""
+
+    slowly: bool = False
+
+
+RETRY = Later()
+UNDELIVERABLE = Later(slowly=True)
+Decision = Handed | Later
+"""What a reply means for its message, as :meth:`Outcomes.act` decides it."""
 
 
 def _unsent(topic: str, problem: str) -> Ack:
@@ -71,59 +97,72 @@ class Outcomes:
         self._stats = stats
         self._throttle = Throttle()
 
-    def act(self, work: Work, retry: list[Work], slow: list[Work]) -> tuple[str, Ack | None] | None:
-        """Start what ``work``'s reply calls for: the result and the broker's acknowledgement to wait for, or
-        None when the message stays unresolved (added to ``retry`` or, when it cannot be delivered, ``slow``)."""
+    def act(self, work: Work) -> Decision:
+        """Start what ``work``'s reply calls for: the result and the broker's acknowledgement to wait for, or that
+        the message stays unresolved. A success that cannot be published, and a retry out of attempts or time,
+        become dead letters (``work.reply`` is the dead letter then)."""
         if work.settled is not None:
-            return work.settled, None
+            return Handed(work.settled, None)
         reply = work.reply
         assert reply is not None
         result = reply.result
-        if result is Result.SUCCESS and reply.fanout is not None:
+        if result is Result.SUCCESS:
+            published = self._publish(work, reply)
+            if isinstance(published, Handed):
+                return published
+            reply = work.reply = published
+        elif result is Result.DROP:
+            return Handed("drop", None)
+        elif result is Result.RETRY:
+            exhausted = self._exhausted(work, reply)
+            if exhausted is None:
+                return RETRY
+            reply = work.reply = exhausted
+        return self._dead_letter(work, reply)
+
+    def _publish(self, work: Work, reply: Reply) -> Handed | Reply:
+        """Hand a success's record (or fanned-out records) to the producer; or the dead letter it gets instead
+        when it may not or cannot be published."""
+        if reply.fanout is not None:
             fanned = self._fan_out(work, reply)
-            if not isinstance(fanned, Reply):
-                return "success", fanned
-            reply = work.reply = fanned
-            result = Result.DEAD_LETTER
-        elif result is Result.SUCCESS:
-            publish = self._config.publish
-            if reply.value is None or (publish is None and reply.topic is None):
-                return "success", None
-            refused = self._unroutable(reply.topic)
-            if refused is None:
-                assert publish is not None
-                topic = reply.topic or publish.topic
-                record = reply_record(work.event, reply, forward=publish.headers == "forward")
-                too_large = self._too_large(work, [(topic, record)])
-                if too_large is None:
-                    return "success", self._send(work, topic, record, dead_letter=False)
-                reply = work.reply = Reply.dead_letter(too_large, kind=Kind.PUBLISH)
-            else:
-                reply = work.reply = Reply.dead_letter(refused, kind=Kind.ROUTE)
-            result = Result.DEAD_LETTER
-        if result is Result.DROP:
-            return "drop", None
-        if result is Result.RETRY:
-            work.last_error = reply.error or "retry"
-            work.last_kind = reply.error_kind or "retry"
-            blocked = self._blocked_for(work)
-            if blocked is not None:
-                error = (
-                    f"held its key for {format_duration(blocked)} (retry.max_block), {work.attempts} attempts; "
-                    f"last error ({work.last_kind}): {work.last_error}"
-                )
-                reply = work.reply = Reply.dead_letter(error, kind=Kind.BLOCKED)
-            elif work.attempts < self._config.retry.attempts:
-                retry.append(work)
-                return None
-            else:
-                error = f"gave up after {work.attempts} attempts; last error ({work.last_kind}): {work.last_error}"
-                reply = work.reply = Reply.dead_letter(error, kind=Kind.EXHAUSTED)
+            return fanned if isinstance(fanned, Reply) else Handed("success", fanned)
+        publish = self._config.publish
+        if reply.value is None or (publish is None and reply.topic is None):
+            return Handed("success", None)
+        refused = self._unroutable(reply.topic)
+        if refused is not None:
+            return Reply.dead_letter(refused, kind=Kind.ROUTE)
+        assert publish is not None
+        topic = reply.topic or publish.topic
+        record = reply_record(work.event, reply, forward=publish.headers == "forward")
+        too_large = self._too_large(work, [(topic, record)])
+        if too_large is not None:
+            return Reply.dead_letter(too_large, kind=Kind.PUBLISH)
+        return Handed("success", self._send(work, topic, record, dead_letter=False))
+
+    def _exhausted(self, work: Work, reply: Reply) -> Reply | None:
+        """A retry's dead letter when it held its key too long or used its attempts up; None: it is retried."""
+        work.last_error = reply.error or "retry"
+        work.last_kind = reply.error_kind or "retry"
+        blocked = self._blocked_for(work)
+        if blocked is not None:
+            error = (
+                f"held its key for {format_duration(blocked)} (retry.max_block), {work.attempts} attempts; "
+                f"last error ({work.last_kind}): {work.last_error}"
+            )
+            return Reply.dead_letter(error, kind=Kind.BLOCKED)
+        if work.attempts < self._config.retry.attempts:
+            return None
+        error = f"gave up after {work.attempts} attempts; last error ({work.last_kind}): {work.last_error}"
+        return Reply.dead_letter(error, kind=Kind.EXHAUSTED)
+
+    def _dead_letter(self, work: Work, reply: Reply) -> Decision:
+        """Hand ``work``'s dead letter to the producer; without a dead-letter topic it is never dropped: the
+        message holds its key and is retried slowly."""
         error = reply.error or "the service rejected the message"
         kind = reply.error_kind or Kind.REJECTED
         dlq = self._config.dead_letter
         if dlq is None:
-            # No dead-letter topic: never drop. The message blocks its key and keeps being retried slowly.
             if not work.blocked:
                 work.blocked = True
                 log.error(
@@ -134,42 +173,20 @@ class Outcomes:
                     extra=self._fields("undeliverable", work, kind),
                 )
                 self._stats.note_error(f"{work.event.idempotency_key}: {error}")
-            slow.append(work)
-            return None
+            return UNDELIVERABLE
         record = dead_letter_record(work.event, error=error, kind=kind, attempts=work.attempts)
         if work.cuts:
             record = cut_down(record, work.cuts)
-        return "dead-letter", self._send(work, dlq.topic, record, dead_letter=True)
+        return Handed("dead-letter", self._send(work, dlq.topic, record, dead_letter=True))
 
     def _fan_out(self, work: Work, reply: Reply) -> Ack | Reply | None:
         """Hand a fanned-out reply's records to the producer: the acknowledgement of them all (None: no record), or
         the dead letter the input gets instead, before any is sent, when one may not or cannot be published.
 
         Records already acknowledged (the others were refused and are sent again) are not sent twice."""
-        assert reply.fanout is not None
-        if len(reply.fanout) > MAX_FANOUT:
-            return Reply.dead_letter(too_many_records(len(reply.fanout)), kind=Kind.PUBLISH)
-        publish = self._config.publish
-        outs: list[tuple[str, OutRecord]] = []
-        for index, item in enumerate(reply.fanout):
-            refused = self._unroutable(item.topic) if publish is not None else "there is no publish topic"
-            if refused is not None:
-                return Reply.dead_letter(f"record {index + 1} of {len(reply.fanout)}: {refused}", kind=Kind.ROUTE)
-            assert publish is not None
-            one = Reply.success(item.value, key=item.key, headers=item.headers, content_type=item.content_type)
-            record = reply_record(work.event, one, forward=publish.headers == "forward")
-            size = (
-                len(record.key or b"")
-                + len(record.value or b"")
-                + sum(len(k) + len(v or b"") for k, v in record.headers)
-            )
-            if size > self._max_record:
-                error = (
-                    f"record {index + 1} of {len(reply.fanout)} is {size:,} bytes, over message.max.bytes "
-                    f"({self._max_record:,}); none was published"
-                )
-                return Reply.dead_letter(error, kind=Kind.PUBLISH)
-            outs.append((item.topic or publish.topic, record))
+        outs = self._fanned_records(work, reply)
+        if isinstance(outs, Reply):
+            return outs
         too_large = self._too_large(work, outs)
         if too_large is not None:
             return Reply.dead_letter(too_large, kind=Kind.PUBLISH)
@@ -181,6 +198,38 @@ class Outcomes:
             if i not in work.acked
         ]
         return together(acks, work.acked) if acks else None
+
+    def _fanned_records(self, work: Work, reply: Reply) -> list[tuple[str, OutRecord]] | Reply:
+        """The records of a fan-out reply, each with its topic; or the dead letter the input gets when there are
+        too many, or one may not go where it names or is larger than the producer sends."""
+        fanout = reply.fanout
+        assert fanout is not None
+        if len(fanout) > MAX_FANOUT:
+            return Reply.dead_letter(too_many_records(len(fanout)), kind=Kind.PUBLISH)
+        publish = self._config.publish
+        if publish is None:
+            return Reply.dead_letter(f"record 1 of {len(fanout)}: there is no publish topic", kind=Kind.ROUTE)
+        forward = publish.headers == "forward"
+        outs: list[tuple[str, OutRecord]] = []
+        for index, item in enumerate(fanout):
+            refused = self._unroutable(item.topic)
+            if refused is not None:
+                return Reply.dead_letter(f"record {index + 1} of {len(fanout)}: {refused}", kind=Kind.ROUTE)
+            one = Reply.success(item.value, key=item.key, headers=item.headers, content_type=item.content_type)
+            record = reply_record(work.event, one, forward=forward)
+            size = (
+                len(record.key or b"")
+                + len(record.value or b"")
+                + sum(len(k) + len(v or b"") for k, v in record.headers)
+            )
+            if size > self._max_record:
+                error = (
+                    f"record {index + 1} of {len(fanout)} is {size:,} bytes, over message.max.bytes "
+                    f"({self._max_record:,}); none was published"
+                )
+                return Reply.dead_letter(error, kind=Kind.PUBLISH)
+            outs.append((item.topic or publish.topic, record))
+        return outs
 
     def _too_large(self, work: Work, outs: list[tuple[str, OutRecord]]) -> str | None:
         """Why ``work``'s reply records (topic, record), refused as too large before (exactly once), are

@@ -59,6 +59,50 @@ class Unsent(ProduceError):
     does not doom it (:meth:`Transaction.refused`)."""
 
 
+class Publishing(Protocol):
+    """How the settle loop publishes: in transactions (:class:`Transaction`, exactly once) or as decided
+    (:data:`AT_LEAST_ONCE`). Chosen when the pipeline is wired; the settle loop tests no mode."""
+
+    @property
+    def is_open(self) -> bool:
+        """Whether records may be handed to the producer now."""
+        ...
+
+    async def opened(self) -> None:
+        """Wait until records may be handed to the producer."""
+
+    def sent(self, work: Work) -> None:
+        """``work``'s records were handed to the producer."""
+
+    def released(self, work: Work) -> None:
+        """``work`` is done."""
+
+    def refused(self, work: Work, error: BaseException) -> None:
+        """A record of ``work`` was refused."""
+
+
+class _AtLeastOnce:
+    """Records go to the producer as they are decided: nothing to open, drain or doom."""
+
+    __slots__ = ()
+    is_open = True
+
+    async def opened(self) -> None:
+        return None
+
+    def sent(self, work: Work) -> None:
+        pass
+
+    def released(self, work: Work) -> None:
+        pass
+
+    def refused(self, work: Work, error: BaseException) -> None:
+        pass
+
+
+AT_LEAST_ONCE: Publishing = _AtLeastOnce()
+
+
 class Transaction:
     __slots__ = ("_drained", "_open", "doomed", "on_doomed", "pending", "produced", "touched")
 

@@ -1,0 +1,256 @@
+"""Settling a launch: acting on its replies, in rounds, until each message is done or waiting.
+
+A round has three phases, so that a batch costs one round trip to the broker rather than one per message:
+
+1. **decide**, in order: what each reply means (:meth:`Outcomes.act <streamcar.engine.outcomes.Outcomes.act>`)
+   and its reply or dead letter handed to the producer. Records reach the producer in offset order per lane and
+   the idempotent producer keeps that order, so a key's replies are published in order. A message that stays
+   unresolved (a retry, or no dead-letter topic) holds the later messages of its lane from the same launch: they
+   are not sent again, and not completed before it. A message whose record went to the producer may give its
+   lane up (:meth:`Completion.handed_over <streamcar.engine.completion.Completion.handed_over>`): the lane's
+   next message is called while the broker acknowledges, and its own outcome waits until this one is done (it
+   is held behind it in its turn), so a refused record sent again still goes first.
+2. **publish**: wait for the broker to acknowledge everything handed over.
+3. **complete**, in order, what was acknowledged. Completing a message releases the messages it held, which are
+   settled in the next round; a record the broker refused is acted on again (or dead-lettered).
+
+How records are published is chosen when the pipeline is wired (:class:`~streamcar.engine.transaction.
+Publishing`): exactly once, a message decided while the transaction commits waits for the next one (deferred).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from streamcar.engine.completion import Completion
+from streamcar.engine.inflight import InFlight
+from streamcar.engine.outcomes import Handed, Later, Outcomes
+from streamcar.engine.retry import Backoff
+from streamcar.engine.scheduler import Lane
+from streamcar.engine.transaction import Publishing
+from streamcar.engine.work import Work
+from streamcar.kafka.producer import Ack
+
+
+@dataclass(slots=True)
+class Round:
+    """What one round decided."""
+
+    sent: list[tuple[Work, Handed]] = field(default_factory=list)
+    """Messages decided, with what they wait for."""
+    retry: list[Work] = field(default_factory=list)
+    slow: list[Work] = field(default_factory=list)
+    """Messages that cannot be delivered (no dead-letter topic): retried at the longest backoff."""
+    deferred: list[Work] = field(default_factory=list)
+    """Decided while the transaction commits: the next one takes them."""
+    blockers: dict[Lane, Work] = field(default_factory=dict)
+    """Per lane, the unresolved message the lane's later ones wait for."""
+    handed: set[Lane] = field(default_factory=set)
+    """Lanes with a record of this round at the producer: the producer keeps their order."""
+    behind_broker: int = 0
+    """Messages held behind an earlier message's unacknowledged record."""
+
+
+class Settle:
+    """The settle loop of every launch of one pipeline."""
+
+    def __init__(
+        self,
+        *,
+        inflight: InFlight,
+        outcomes: Outcomes,
+        completion: Completion,
+        publishing: Publishing,
+        later: Callable[[list[Work], float], None],
+        wake: Callable[[], None],
+        backoff: Backoff,
+        max_backoff: float,
+    ) -> None:
+        self._inflight = inflight
+        self._outcomes = outcomes
+        self._completion = completion
+        self._publishing = publishing
+        self._later = later
+        """Calls messages again after a delay (the retry timers)."""
+        self._wake = wake
+        """Starts new calls where slots are free (the dispatcher)."""
+        self._backoff = backoff
+        self._max_backoff = max_backoff
+
+    async def settle(self, works: list[Work], touched: list[Work]) -> None:
+        """Act on the replies of ``works`` (in offset order within each lane) until each is done or waiting;
+        ``touched`` grows by the held messages this task settles in their turn."""
+        while works:
+            await self._until_open(works)
+            round_ = self._decide(works)
+            self._retry(round_)
+            await self._published(round_)
+            works = await self._complete(round_, touched)
+
+    async def _until_open(self, works: list[Work]) -> None:
+        """Nothing here to finish while the transaction commits: wait for the next one."""
+        publishing, inflight = self._publishing, self._inflight
+        if not publishing.is_open and all(w.settled is None for w in works if inflight.current(w)):
+            await publishing.opened()
+
+    # -- 1. decide ------------------------------------------------------------------------------------------------
+    def _decide(self, works: list[Work]) -> Round:
+        round_ = Round()
+        current = self._inflight.current
+        for work in works:
+            # a message no longer current: its partition was revoked meanwhile, and its new owner redoes it
+            if current(work) and not self._waits(work, round_):
+                self._act(work, round_)
+        return round_
+
+    def _waits(self, work: Work, round_: Round) -> bool:
+        """Whether ``work`` waits this round: behind an earlier message of its lane, or for the next transaction."""
+        lane = work.lane
+        if lane is not None:
+            blocker = round_.blockers.get(lane)
+            if blocker is None and lane not in round_.handed:
+                blocker = self._publishing_before(lane, work)
+                round_.behind_broker += blocker is not None
+            if blocker is not None:
+                self._hold(blocker, work)
+                return True
+        if work.settled is None and not self._publishing.is_open:
+            round_.deferred.append(work)
+            if lane is not None:
+                round_.blockers[lane] = work
+            return True
+        return False
+
+    def _act(self, work: Work, round_: Round) -> None:
+        decision = self._outcomes.act(work)
+        lane = work.lane
+        if isinstance(decision, Later):
+            (round_.slow if decision.slowly else round_.retry).append(work)
+            if lane is not None:
+                round_.blockers[lane] = work
+            return
+        round_.sent.append((work, decision))
+        ack = decision.ack
+        if ack is None:
+            return
+        self._publishing.sent(work)
+        if lane is not None and not ack.done():
+            round_.handed.add(lane)
+            if self._completion.handed_over(work):
+                inflight = self._inflight
+                latest = inflight.publishing.get(lane)
+                if latest is None or latest.event.offset < work.event.offset or not inflight.current(latest):
+                    inflight.publishing[lane] = work  # the latest: the lane's next message waits for it
+
+    def _retry(self, round_: Round) -> None:
+        retry = round_.retry
+        if retry:
+            attempts = max(w.attempts for w in retry)
+            after = max((w.reply.retry_after or 0.0 for w in retry if w.reply is not None), default=0.0)
+            self._later(retry, self._backoff.delay(attempts, after or None))
+        if round_.slow:
+            self._later(round_.slow, self._max_backoff)
+
+    # -- 2. publish -----------------------------------------------------------------------------------------------
+    async def _published(self, round_: Round) -> None:
+        """Wait for the broker's acknowledgements of what this round handed over."""
+        inflight = self._inflight
+        pending = [ack for _, (_, ack) in round_.sent if ack is not None and not ack.done()]
+        if round_.behind_broker and not inflight.calling:
+            # these wait for acknowledgements: if those records are all that awaits the broker, nothing else will
+            # share their batch
+            self._outcomes.hurry(round_.behind_broker)
+        if pending:
+            # every message of this round is now publishing, waiting for a retry or held: the call slots of the
+            # publishing ones are free, and the next calls need not wait for the broker's acks
+            self._wake()
+            if not inflight.calling:
+                # no call in progress: no reply will join these in the producer's linger, and the next message of
+                # their lanes may be waiting for them (one at a time per partition)
+                self._outcomes.hurry(len(pending))
+            await _all_done(pending)
+
+    # -- 3. complete ----------------------------------------------------------------------------------------------
+    async def _complete(self, round_: Round, touched: list[Work]) -> list[Work]:
+        """Complete, in order, what the broker acknowledged; what to settle in the next round."""
+        blockers: dict[Lane, Work] = {}
+        again: list[Work] = []
+        released: list[Work] = []
+        current = self._inflight.current
+        for work, (result, ack) in round_.sent:
+            error = None if ack is None else ack.exception()  # retrieved, whoever still wants it
+            if not current(work):
+                continue  # rewound or revoked meanwhile (an aborted transaction's records fail as purged)
+            lane = work.lane
+            blocker = blockers.get(lane) if lane is not None else None
+            if error is None and blocker is not None:
+                work.settled = result  # done, but an earlier message of its lane is not: wait for it
+                self._hold(blocker, work)
+            elif error is None:
+                self._done(work, result, released)
+            else:
+                self._publishing.refused(work, error)  # exactly once: aborted at the next commit, and redone
+                self._outcomes.refused(work, result, error)
+                again.append(work)
+                if lane is not None:
+                    blockers[lane] = work
+        self._adopt(released, touched)
+        if again:
+            await asyncio.sleep(self._backoff.delay(max(w.refused for w in again)))
+        return round_.deferred + again + released
+
+    def _done(self, work: Work, result: str, released: list[Work]) -> None:
+        """``work`` is done: counted, completed, and the messages it held released to ``released``."""
+        self._outcomes.count(work, result)
+        self._completion.release(work, result)
+        self._publishing.released(work)
+        lane, publishing = work.lane, self._inflight.publishing
+        if lane is not None and publishing.get(lane) is work:
+            del publishing[lane]
+        if work.held is not None:
+            released.extend(work.held)
+            work.held = None
+
+    def _adopt(self, released: list[Work], touched: list[Work]) -> None:
+        """The ``released`` messages are settled by this task now: revoke and shutdown wait for them like any
+        call."""
+        if not released:
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        inflight = self._inflight
+        for work in released:
+            inflight.held.discard(work)
+            inflight.running[work] = task
+            touched.append(work)
+
+    # -- lanes ----------------------------------------------------------------------------------------------------
+    def _publishing_before(self, lane: Lane, work: Work) -> Work | None:
+        """The message of ``work``'s lane, earlier than it, whose record is with the producer, if any."""
+        earlier = self._inflight.publishing.get(lane)
+        if earlier is not None and earlier.event.offset < work.event.offset and self._inflight.current(earlier):
+            return earlier
+        return None
+
+    def _hold(self, blocker: Work, work: Work) -> None:
+        blocker.hold(work)
+        self._inflight.held.add(work)
+
+
+def _all_done(futures: list[Ack]) -> asyncio.Future[None]:
+    """A future done once every one of ``futures`` is (whatever their outcome): what ``asyncio.wait`` does, minus
+    its sets, timeout and per-call wrapping, which showed in profiles of the per-message path."""
+    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    remaining = len(futures)
+
+    def one_done(_: Ack) -> None:
+        nonlocal remaining
+        remaining -= 1
+        if remaining == 0 and not waiter.done():
+            waiter.set_result(None)
+
+    for future in futures:
+        future.add_done_callback(one_done)
+    return waiter
