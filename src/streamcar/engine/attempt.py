@@ -89,41 +89,11 @@ class Attempts:
         touched = list(works)  # grows by the held messages this task settles; all leave _running at the end
         fanned = 0
         try:
-            share = self._completion.share
-            if share is not None and not probe and share.stale() and all(w.verdict is None for w in works):
-                # queue mode, the member was held up (frozen, starved of CPU): a call now would outlive the
-                # records' lock, and the group has given them to another member already (a circuit's probe is
-                # made all the same: the circuit waits for its answer)
-                self._inflight.calling -= len(works)
-                share.give_back(works, "their lock ran out before the call")
+            if self._lock_ran_out(works, probe):
                 return
-            calls = works
-            if self._inflight.verdicts and any(work.verdict is not None for work in works):
-                calls = [work for work in works if work.verdict is None]
-                self._inflight.calling -= len(works) - len(calls)
-                for work in works:
-                    if work.verdict is not None:
-                        work.reply = work.verdict
+            calls = self._callable(works)
             if calls:  # one call, inline: a coroutine of its own per call costs as much as the bookkeeping
-                for work in calls:
-                    work.attempts += 1
-                tracing = self._tracing
-                span, events = tracing.call(calls) if tracing is not None else (None, [work.event for work in calls])
-                started = time.monotonic()
-                try:
-                    replies = await self._caller.call(events)
-                    if len(replies) != len(calls):
-                        raise RuntimeError(f"{len(replies)} replies for {len(calls)} events")
-                except Exception as exc:  # a caller bug must not lose messages: retry them like a failed call
-                    log.exception("%s: caller failed", self._name)
-                    replies = [Reply.retry(error=f"{type(exc).__name__}: {exc}", kind=Kind.INTERNAL)] * len(calls)
-                finally:
-                    self._inflight.calling -= len(calls)
-                if any(reply.error is not None for reply in replies):
-                    replies = self._redacted(replies)
-                if span is not None:
-                    Tracing.called(span, replies)
-                self._called(calls, replies, started, probe)
+                replies = await self._call(calls, probe)
                 fanned = sum(len(reply.fanout) for reply in replies if reply.fanout)
                 self._inflight.fanned += fanned
             await self._settle.settle(works, touched)
@@ -141,6 +111,51 @@ class Attempts:
             self._flow.pace()
             self._dispatcher.dispatch()
 
+    def _lock_ran_out(self, works: list[Work], probe: bool) -> bool:
+        """Queue mode, the member was held up (frozen, starved of CPU): a call now would outlive the records'
+        lock, and the group has given them to another member already, so they go back uncalled (a circuit's probe
+        is made all the same: the circuit waits for its answer)."""
+        share = self._completion.share
+        if share is None or probe or not share.stale() or any(w.verdict is not None for w in works):
+            return False
+        self._inflight.calling -= len(works)
+        share.give_back(works, "their lock ran out before the call")
+        return True
+
+    def _callable(self, works: list[Work]) -> list[Work]:
+        """The messages of ``works`` to call: not those with a verdict, whose verdict is their reply."""
+        if not self._inflight.verdicts or all(work.verdict is None for work in works):
+            return works
+        calls = [work for work in works if work.verdict is None]
+        self._inflight.calling -= len(works) - len(calls)
+        for work in works:
+            if work.verdict is not None:
+                work.reply = work.verdict
+        return calls
+
+    async def _call(self, calls: list[Work], probe: bool) -> list[Reply]:
+        """Call the service for ``calls``: each gets its reply (:meth:`_called`), which is returned too."""
+        for work in calls:
+            work.attempts += 1
+        tracing = self._tracing
+        span, events = tracing.call(calls) if tracing is not None else (None, [work.event for work in calls])
+        started = time.monotonic()
+        try:
+            replies = await self._caller.call(events)
+            if len(replies) != len(calls):
+                raise RuntimeError(f"{len(replies)} replies for {len(calls)} events")
+        except Exception as exc:  # a caller bug must not lose messages: retry them like a failed call
+            log.exception("%s: caller failed", self._name)
+            replies = [Reply.retry(error=f"{type(exc).__name__}: {exc}", kind=Kind.INTERNAL)] * len(calls)
+        finally:
+            self._inflight.calling -= len(calls)
+        if any(reply.error is not None for reply in replies):
+            replies = self._redacted(replies)
+        if span is not None:
+            Tracing.called(span, replies)
+        self._called(calls, replies, started, probe)
+        return replies
+
     def _redacted(self, replies: list[Reply]) -> list[Reply]:
         """``replies`` with their errors redacted and cut short. An error's text is the service's words, and a
         service may echo the request's credentials: redacted here, once, as the replies come in, every output
@@ -152,23 +167,35 @@ class Attempts:
         ]
 
     def _called(self, works: list[Work], replies: list[Reply], started: float, probe: bool) -> None:
-        """A call for ``works``, begun at ``started`` (time.monotonic()), returned ``replies``: each message gets
-        its reply, and the call counts for the stats and the circuit."""
+        """A call for ``works``, begun at ``started`` (time.monotonic()), returned ``replies``: the call counts for
+        the stats, pacing and the circuit, and each message gets its reply."""
         now = time.monotonic()
         failed = [r for r in replies if r.result is Result.RETRY and r.refusal is None]
         failure = failed[0].error_kind if failed and len(failed) == len(replies) else None
-        refusal = replies[0].refusal
-        if refusal is not None and any(r.refusal != refusal for r in replies):
-            refusal = None  # refused in several ways, or not every message: not one setup error
-        self._stats.observe_call(now - started, failure)
+        self._observe(works, replies, now - started, failure, failed[0].error if failed else None)
+        self._tell_circuit(works, replies, failure, started, probe)
+        self._assign(works, replies, Kind.of(failure), started, now, probe)
+
+    def _observe(
+        self, works: list[Work], replies: list[Reply], took: float, failure: str | None, error: str | None
+    ) -> None:
+        """The call, for the stats and pacing."""
+        self._stats.observe_call(took, failure)
         pacing = self._dispatcher.pacing
         if pacing is not None:
             in_flight = self._inflight.calling + len(works)
-            pacing.observe(now - started, replies, in_flight=in_flight, failed=failure is not None)
+            pacing.observe(took, replies, in_flight=in_flight, failed=failure is not None)
         if failure is not None:
-            self._stats.last_call_error = failed[0].error or failure
+            self._stats.last_call_error = error or failure
             self._stats.last_call_failure = failure
-        circuit = self._circuit
+
+    def _tell_circuit(
+        self, works: list[Work], replies: list[Reply], failure: str | None, started: float, probe: bool
+    ) -> None:
+        """The call, for the circuit breaker: a failure of every message, or a refusal storm."""
+        refusal = replies[0].refusal
+        if refusal is not None and any(r.refusal != refusal for r in replies):
+            refusal = None  # refused in several ways, or not every message: not one setup error
         fresh = all(not work.first_failed_at for work in works)  # distinct messages: a retry does not count again
         # silence since the messages first failed (or since this call began) is what tells an outage: retries
         # of messages others were answered after are those messages' trouble, not the service's (only a failure
@@ -181,16 +208,22 @@ class Attempts:
             counts = all(work.refusals < 2 for work in works)
             for work in works:
                 work.refusals += 1
-        circuit.record(
+        self._circuit.record(
             failure, probe=probe, started=since, fresh=fresh, messages=len(works), refusal=refusal, counts=counts
         )
-        kind = Kind.of(failure)
-        # The service may be down: the attempt does not count against the message unless the service was shown
-        # to be up. A call while the circuit is open (not a probe) never counts. A call the service got no answer
-        # to at all (a timeout, a refused or dropped connection) counts only when other calls were answered since
-        # the message first failed (or since this call began): else the circuit decides first. A failure the
-        # service answered (a 503, a 500) counts: the message itself may be what fails (a poison message that is
-        # the only traffic must still reach the dead-letter topic).
+
+    def _assign(
+        self, works: list[Work], replies: list[Reply], kind: Kind | None, started: float, now: float, probe: bool
+    ) -> None:
+        """Each message gets its reply; whether the attempt counts against it.
+
+        The service may be down: the attempt does not count against the message unless the service was shown to
+        be up. A call while the circuit is open (not a probe) never counts. A call the service got no answer to at
+        all (a timeout, a refused or dropped connection) counts only when other calls were answered since the
+        message first failed (or since this call began): else the circuit decides first. A failure the service
+        answered (a 503, a 500) counts: the message itself may be what fails (a poison message that is the only
+        traffic must still reach the dead-letter topic)."""
+        circuit = self._circuit
         outage = kind is not None and kind.outage and circuit.breaker.enabled
         closed = circuit.allows()
         for work, reply in zip(works, replies, strict=True):
