@@ -164,20 +164,8 @@ class CircuitBreaker:
         if not self.enabled:
             return None
         if self.state is State.HALF_OPEN:
-            if not probe:
-                return None  # a call started before the circuit opened: the probes decide
-            if not outage and not (refusal is not None and self.refusing is not None):
-                closed = self._close(now)
-                if refusal is not None and counts:  # answered, so up; but refused: a run of refusals may start
-                    self._refusal, self._refused = refusal, messages
-                return closed
-            self.probing -= 1
-            if self.probing > 0:
-                return None
-            self._wait = min(self._wait * 2, self.config.max_open)
-            if failure is None:  # refused again
-                return self._open(now, f"the service rejects everything: {refusal}")
-            return self._open(now, f"the probe failed: {failure}")
+            # a call that started before the circuit opened is not a probe: the probes decide
+            return self._probed(now, failure, outage, refusal, messages, counts) if probe else None
         if self.state is State.OPEN:
             return None  # calls that started before it opened; their answers no longer matter
         # closed: any call, a probe that answered after another one closed the circuit included
@@ -192,6 +180,27 @@ class CircuitBreaker:
             return None
         assert failure is not None
         assert kind is not None
+        return self._failed(now, failure, kind, fresh=fresh, silent=silent)
+
+    def _probed(
+        self, now: float, failure: str | None, outage: bool, refusal: str | None, messages: int, counts: bool
+    ) -> Transition:
+        """Half-open, a probe ended: the circuit closes if it got through, opens again once every probe failed."""
+        if not outage and not (refusal is not None and self.refusing is not None):
+            closed = self._close(now)
+            if refusal is not None and counts:  # answered, so up; but refused: a run of refusals may start
+                self._refusal, self._refused = refusal, messages
+            return closed
+        self.probing -= 1
+        if self.probing > 0:
+            return None
+        self._wait = min(self._wait * 2, self.config.max_open)
+        if failure is None:  # refused again
+            return self._open(now, f"the service rejects everything: {refusal}")
+        return self._open(now, f"the probe failed: {failure}")
+
+    def _failed(self, now: float, failure: str, kind: Kind, *, fresh: bool, silent: bool) -> Opened | None:
+        """Closed, a call failed for every message (an outage kind): whether that opens the circuit."""
         if kind.unreached:  # not reaching the service says nothing about the message: no need to wait for more
             return self._open(now, f"the service could not be reached ({failure})")
         total = self._calls_in_window
