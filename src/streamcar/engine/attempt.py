@@ -95,7 +95,7 @@ class Attempts:
             if calls:  # one call, inline: a coroutine of its own per call costs as much as the bookkeeping
                 replies = await self._call(calls, probe)
                 fanned = sum(len(reply.fanout) for reply in replies if reply.fanout)
-                self._inflight.fanned += fanned
+                self._inflight.fan(fanned)
             await self._settle.settle(works, touched)
         except asyncio.CancelledError:
             raise
@@ -103,11 +103,8 @@ class Attempts:
             log.exception("%s: settling %s failed", self._name, works[0].event.idempotency_key)
             self._fail(exc)
         finally:
-            self._inflight.fanned -= fanned
-            running = self._inflight.running
-            for work in touched:
-                running.pop(work, None)
-            self._inflight.changed.set()
+            self._inflight.fan(-fanned)
+            self._inflight.ended(touched)
             self._flow.pace()
             self._dispatcher.dispatch()
 
@@ -118,7 +115,7 @@ class Attempts:
         share = self._completion.share
         if share is None or probe or not share.stale() or any(w.verdict is not None for w in works):
             return False
-        self._inflight.calling -= len(works)
+        self._inflight.returned(len(works))
         share.give_back(works, "their lock ran out before the call")
         return True
 
@@ -127,7 +124,7 @@ class Attempts:
         if not self._inflight.verdicts or all(work.verdict is None for work in works):
             return works
         calls = [work for work in works if work.verdict is None]
-        self._inflight.calling -= len(works) - len(calls)
+        self._inflight.returned(len(works) - len(calls))
         for work in works:
             if work.verdict is not None:
                 work.reply = work.verdict
@@ -148,7 +145,7 @@ class Attempts:
             log.exception("%s: caller failed", self._name)
             replies = [Reply.retry(error=f"{type(exc).__name__}: {exc}", kind=Kind.INTERNAL)] * len(calls)
         finally:
-            self._inflight.calling -= len(calls)
+            self._inflight.returned(len(calls))
         if any(reply.error is not None for reply in replies):
             replies = self._redacted(replies)
         if span is not None:
@@ -251,12 +248,10 @@ class Attempts:
         self._stats.retries += len(works)
         if self._completion.share is not None:
             delay = min(delay, self._completion.share.max_hold)  # then released: the lock must not run out
-        handle = asyncio.get_running_loop().call_later(delay, self._retry_now, works)
-        for work in works:
-            self._inflight.waiting[work] = handle
+        self._inflight.wait(works, asyncio.get_running_loop().call_later(delay, self._retry_now, works))
 
     def _retry_now(self, works: list[Work]) -> None:
-        due = [w for w in works if self._inflight.waiting.pop(w, None) is not None and self._inflight.current(w)]
+        due = self._inflight.due(works)
         if self._stopping():
             return
         share = self._completion.share
@@ -268,7 +263,7 @@ class Attempts:
             due = [w for w in due if w.spared]
         if self._circuit.room() is not None or self._dispatcher.pacing is not None:
             # open (called again once it closes, or the first as its probe), ramping or paced: the gate paces them
-            self._inflight.parked.extend(due)
+            self._inflight.park(due)
             self._dispatcher.dispatch()
             return
         self._dispatcher.launch_in_batches(due)

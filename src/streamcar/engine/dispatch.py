@@ -95,8 +95,7 @@ class Dispatcher:
             return
         inflight = self._inflight
         if inflight.parked:  # left from a ramp: they are the oldest, and already count against the limit
-            parked, inflight.parked = inflight.parked, []
-            self.launch_in_batches(parked)
+            self.launch_in_batches(inflight.unpark())
         self._take(inflight.free(self._limit, self._owed()))
 
     def _paced(self, room: int | None) -> None:
@@ -108,10 +107,9 @@ class Dispatcher:
         if room is not None:
             self._gated(min(room, pace))
         else:
-            parked = inflight.parked
-            if parked and pace > 0:  # already counted against max_in_flight
-                count = min(len(parked), pace)
-                due, inflight.parked = parked[:count], parked[count:]
+            if inflight.parked and pace > 0:  # already counted against max_in_flight
+                due = inflight.unpark(pace)
+                count = len(due)
                 pacing.started(count)
                 pace -= count
                 self.launch_in_batches(due)
@@ -137,15 +135,13 @@ class Dispatcher:
                 for work in buffer.take(min(free, buffer.ready_count)):
                     self.launch([work])
             return
-        forming = inflight.forming
         while free > 0 and buffer.ready_count:
-            taken = buffer.take(min(free, size - len(forming)), runs=True)
-            forming.extend(taken)
+            taken = buffer.take(min(free, size - len(inflight.forming)), runs=True)
+            inflight.form(taken)
             free -= len(taken)
-            if len(forming) >= size:
+            if len(inflight.forming) >= size:
                 self.flush()
-                forming = inflight.forming
-        if forming:
+        if inflight.forming:
             if free <= 0 or self._max_wait <= 0:
                 self.flush()
             elif self._linger is None:
@@ -158,7 +154,6 @@ class Dispatcher:
             return  # an open circuit calls nothing until its probe got through
         gate, inflight, buffer = self._gate, self._inflight, self._buffer
         probe = gate.probing
-        parked = inflight.parked
         taken: list[Work] = []
 
         def untried() -> None:
@@ -175,10 +170,9 @@ class Dispatcher:
             if probe:
                 count = int(gate.retries_may_probe and not taken and not gate.probes_running)
             else:
-                count = min(room - len(taken), len(parked))
-            if count > 0 and parked:
-                taken.extend(parked[:count])
-                del parked[:count]
+                count = min(room - len(taken), len(inflight.parked))
+            if count > 0 and inflight.parked:
+                taken.extend(inflight.unpark(count))
 
         for step in (untried, retries) if probe else (retries, untried):
             step()
@@ -201,8 +195,7 @@ class Dispatcher:
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
-        inflight = self._inflight
-        batch, inflight.forming = inflight.forming, []
+        batch = self._inflight.formed()
         if batch and not self._stopping():  # taken before the circuit opened: it goes out all the same
             self.launch(batch)
 
@@ -210,12 +203,7 @@ class Dispatcher:
         """One task for ``works``: their call (a ``probe`` of a half-open circuit, maybe) and their outcomes."""
         process = self.process
         assert process is not None
-        inflight = self._inflight
-        inflight.calling += len(works)  # now, not when the task starts: a dispatch meanwhile must see them
-        task = asyncio.get_running_loop().create_task(process(works, probe))
-        running = inflight.running
-        for work in works:
-            running[work] = task
+        self._inflight.launched(works, asyncio.get_running_loop().create_task(process(works, probe)))
 
     def launch_in_batches(self, works: list[Work]) -> None:
         """Call ``works`` again (retries due, or parked while the circuit was open), batch by batch."""

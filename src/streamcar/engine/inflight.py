@@ -1,6 +1,7 @@
 """Every message taken from the buffer and not done yet, by where it is, and the partitions it may belong to.
 
-A message taken from the buffer is in exactly one of these until it is done (or abandoned):
+A message taken from the buffer is in exactly one of these until it is done (or abandoned), and moves between them
+only through this class's methods (no other module assigns into its containers):
 
 * **forming**: gathered into the batch being formed (batch delivery only);
 * **calling**: launched into a call that has not returned (a count: the task holds the messages);
@@ -87,6 +88,101 @@ class InFlight:
         :mod:`~streamcar.engine.checkpoint`)."""
         taken = len(self)
         return min(limit - self.occupied(), 2 * limit - taken, 3 * limit - taken - owed)
+
+    # -- moves: every change of place is one of these -----------------------------------------------------------
+    def launched(self, works: list[Work], task: asyncio.Task[Any]) -> None:
+        """``works`` are in a call, which ``task`` makes and then settles (counted at once, not when the task
+        starts: a dispatch meanwhile must see them)."""
+        self.calling += len(works)
+        running = self.running
+        for work in works:
+            running[work] = task
+
+    def returned(self, count: int) -> None:
+        """The calls of ``count`` messages returned, or were not made after all."""
+        self.calling -= count
+
+    def ended(self, works: Iterable[Work]) -> None:
+        """The task settling ``works`` ended: each is done, waiting for a retry, held, or abandoned."""
+        running = self.running
+        for work in works:
+            running.pop(work, None)
+        self.changed.set()
+
+    def adopt(self, works: list[Work], task: asyncio.Task[Any]) -> None:
+        """The held ``works`` were released: ``task`` settles them now."""
+        running, held = self.running, self.held
+        for work in works:
+            held.discard(work)
+            running[work] = task
+
+    def hold(self, blocker: Work, work: Work) -> None:
+        """``work`` waits for ``blocker``, an earlier message of its lane, to be done."""
+        blocker.hold(work)
+        self.held.add(work)
+
+    def publish(self, lane: Lane, work: Work) -> None:
+        """``work``'s record is with the producer, the latest of its lane: the lane's next message waits for it."""
+        self.publishing[lane] = work
+
+    def published(self, lane: Lane, work: Work) -> None:
+        """``work`` is done: its lane's next message no longer waits for it."""
+        if self.publishing.get(lane) is work:
+            del self.publishing[lane]
+
+    def wait(self, works: list[Work], timer: asyncio.TimerHandle) -> None:
+        """``works`` wait for a retry, on ``timer``."""
+        waiting = self.waiting
+        for work in works:
+            waiting[work] = timer
+
+    def due(self, works: list[Work]) -> list[Work]:
+        """``works``' retry timer ran: those still waiting for it and current (to be called again)."""
+        waiting = self.waiting
+        return [w for w in works if waiting.pop(w, None) is not None and self.current(w)]
+
+    def park(self, works: list[Work]) -> None:
+        """Retries came due while the circuit was not closed (or pacing holds them): they wait for it."""
+        self.parked.extend(works)
+
+    def unpark(self, count: int | None = None) -> list[Work]:
+        """The oldest ``count`` parked messages (None: all), to be called."""
+        parked = self.parked
+        if count is None or count >= len(parked):
+            self.parked = []
+            return parked
+        taken = parked[:count]
+        del parked[:count]
+        return taken
+
+    def form(self, works: list[Work]) -> None:
+        """``works`` join the batch being formed."""
+        self.forming.extend(works)
+
+    def formed(self) -> list[Work]:
+        """The batch formed so far, to be called."""
+        batch, self.forming = self.forming, []
+        return batch
+
+    def decided(self, count: int) -> None:
+        """``count`` messages were decided without a call (a verdict)."""
+        self.verdicts += count
+
+    def fan(self, count: int) -> None:
+        """``count`` records of fan-out replies are in memory (negative: done with)."""
+        self.fanned += count
+
+    def unstarted(self, *, forming: bool) -> list[Work]:
+        """Take every message not in a call: waiting for a retry (their timers cancelled), parked, and with
+        ``forming`` the batch being formed."""
+        taken = [*self.waiting, *self.parked, *(self.forming if forming else ())]
+        for handle in set(self.waiting.values()):
+            handle.cancel()
+        self.waiting.clear()
+        self.parked = []
+        if forming:
+            self.forming = []
+        return taken
 
     # -- ownership --------------------------------------------------------------------------------------------
     def assign(self, tps: Iterable[TP]) -> None:

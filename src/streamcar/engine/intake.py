@@ -121,7 +121,7 @@ class Intake:
                 work.attempts = share.acquired(tp, event.offset, msg.delivery_count())
             if unusable is not None:
                 work.verdict = Reply.dead_letter(unusable, kind=Kind.REJECTED)
-                self._inflight.verdicts += 1
+                self._inflight.decided(1)
             if self._tracing is not None:
                 self._tracing.consumed(work)
             self._buffer.submit(work)

@@ -246,13 +246,7 @@ class ShareSource(Unbounded):
         if buffer is None or inflight is None:
             return 0
         unstarted = [work for tp in list(self.seen) for work in buffer.drop_partition(tp)]
-        taken = [*inflight.waiting, *inflight.parked, *(inflight.forming if forming else ())]
-        for handle in set(inflight.waiting.values()):
-            handle.cancel()
-        inflight.waiting.clear()
-        inflight.parked.clear()
-        if forming:
-            inflight.forming.clear()
+        taken = inflight.unstarted(forming=forming)
         for work in taken:
             buffer.finish(work)
         count = self.give_back(unstarted + taken, why)
@@ -324,7 +318,7 @@ class ShareSource(Unbounded):
         text = f"delivered {limit} times (share.delivery.count.limit) without a call that ended: {why}"
         for work in works:
             work.verdict = Reply.dead_letter(text, kind=Kind.EXHAUSTED)
-        self._inflight.verdicts += len(works)
+        self._inflight.decided(len(works))
         self._launch(works)
         log.warning(
             "%s: dead-lettering %d records on their last delivery (%s)",

@@ -142,7 +142,7 @@ class Settle:
                 inflight = self._inflight
                 latest = inflight.publishing.get(lane)
                 if latest is None or latest.event.offset < work.event.offset or not inflight.current(latest):
-                    inflight.publishing[lane] = work  # the latest: the lane's next message waits for it
+                    inflight.publish(lane, work)  # the latest: the lane's next message waits for it
 
     def _retry(self, round_: Round) -> None:
         retry = round_.retry
@@ -206,9 +206,8 @@ class Settle:
         self._outcomes.count(work, result)
         self._completion.release(work, result)
         self._publishing.released(work)
-        lane, publishing = work.lane, self._inflight.publishing
-        if lane is not None and publishing.get(lane) is work:
-            del publishing[lane]
+        if work.lane is not None:
+            self._inflight.published(work.lane, work)
         if work.held is not None:
             released.extend(work.held)
             work.held = None
@@ -220,11 +219,8 @@ class Settle:
             return
         task = asyncio.current_task()
         assert task is not None
-        inflight = self._inflight
-        for work in released:
-            inflight.held.discard(work)
-            inflight.running[work] = task
-            touched.append(work)
+        self._inflight.adopt(released, task)
+        touched.extend(released)
 
     # -- lanes ----------------------------------------------------------------------------------------------------
     def _publishing_before(self, lane: Lane, work: Work) -> Work | None:
@@ -235,8 +231,7 @@ class Settle:
         return None
 
     def _hold(self, blocker: Work, work: Work) -> None:
-        blocker.hold(work)
-        self._inflight.held.add(work)
+        self._inflight.hold(blocker, work)
 
 
 def _all_done(futures: list[Ack]) -> asyncio.Future[None]:
