@@ -104,7 +104,7 @@ class Attempts:
             self._fail(exc)
         finally:
             self._inflight.fan(-fanned)
-            self._inflight.ended(touched)
+            self._inflight.ended(touched, asyncio.current_task())
             self._flow.pace()
             self._dispatcher.dispatch()
 

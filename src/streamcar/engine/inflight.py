@@ -102,11 +102,13 @@ class InFlight:
         """The calls of ``count`` messages returned, or were not made after all."""
         self.calling -= count
 
-    def ended(self, works: Iterable[Work]) -> None:
-        """The task settling ``works`` ended: each is done, waiting for a retry, held, or abandoned."""
+    def ended(self, works: Iterable[Work], task: asyncio.Task[Any] | None) -> None:
+        """``task``, which settled ``works``, ended: each is done, waiting for a retry, held, or abandoned. One
+        whose retry came due meanwhile and was launched again belongs to its new task, and stays."""
         running = self.running
         for work in works:
-            running.pop(work, None)
+            if running.get(work) is task:
+                del running[work]
         self.changed.set()
 
     def adopt(self, works: list[Work], task: asyncio.Task[Any]) -> None:
