@@ -15,6 +15,8 @@ Embedding the engine (docs/python.md)::
 
 from __future__ import annotations
 
+from streamcar._version import __version__
+
 # Not typing's: importing typing (and re with it) is most of what the package would import at start. Type checkers
 # read any constant of this name as theirs.
 TYPE_CHECKING = False
@@ -72,7 +74,6 @@ _LAZY: dict[str, tuple[str, ...]] = {
 }
 _MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
 
-__version__ = "0.1.0"
 
 __all__ = [
     "KEEP_KEY",

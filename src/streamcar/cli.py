@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from streamcar import __version__, interrupts
+from streamcar import interrupts
+from streamcar._version import __version__
 from streamcar.errors import ConfigError, StreamcarError, UsageError
 
 Handler = Callable[[argparse.Namespace], int]

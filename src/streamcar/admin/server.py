@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
+from streamcar._version import __version__
 from streamcar.admin.connections import IDLE_TIMEOUT, Gate, guarded
 from streamcar.admin.guard import default_hosts, host_allowed
 from streamcar.admin.metrics import exposition, registry_for
@@ -55,8 +56,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def version() -> str:
-    from streamcar import __version__  # here: the package imports this module while it is being imported
-
     return __version__
 
 

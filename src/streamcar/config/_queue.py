@@ -8,12 +8,8 @@ must have somewhere to go.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from streamcar.config._durations import format_duration
-
-if TYPE_CHECKING:
-    from streamcar.config.models import PipelineConfig
 
 DEFAULT_LOCK = 30.0
 """Seconds a share group's record lock lasts unless configured otherwise (``group.share.record.lock.duration.ms``
@@ -24,34 +20,35 @@ MAX_DELIVERIES = 10
 Problem = tuple[tuple[str, ...], str]
 
 
-def queue_problems(pipeline: PipelineConfig) -> Iterator[Problem]:
-    """Why ``pipeline`` cannot run in queue mode as configured, by the path of the field at fault."""
-    if pipeline.ordering != "none":
-        got = pipeline.ordering
-        yield (("ordering",), f"must be none with consume.share_group (got {got}): a share group keeps no order")
-    if pipeline.consume.instance_id is not None:
+def queue_problems(
+    *, ordering: str, instance_id: str | None, exactly_once: bool, dead_letter: bool, attempts: int
+) -> Iterator[Problem]:
+    """Why a pipeline with these settings cannot run in queue mode, by the path of the field at fault."""
+    if ordering != "none":
+        yield (("ordering",), f"must be none with consume.share_group (got {ordering}): a share group keeps no order")
+    if instance_id is not None:
         yield (("consume", "instance_id"), "applies to a consumer group (consume.group), not to a share group")
-    if pipeline.publish is not None and pipeline.publish.exactly_once:
+    if exactly_once:
         text = "is not available with consume.share_group: a share group commits no offsets"
         yield (("publish", "exactly_once"), text)
-    if pipeline.dead_letter is None:
+    if not dead_letter:
         yield (
             ("dead_letter",),
             "is required with consume.share_group: a record the broker stops redelivering"
             " (share.delivery.count.limit) would otherwise be lost",
         )
-    if pipeline.retry.attempts >= MAX_DELIVERIES:
+    if attempts >= MAX_DELIVERIES:
         yield (
             ("retry", "attempts"),
             f"must be at most {MAX_DELIVERIES - 1} with consume.share_group: each attempt is a delivery, a broker"
             f" delivers a record at most {MAX_DELIVERIES} times, and one is kept for a last attempt cut short"
-            f" (got {pipeline.retry.attempts})",
+            f" (got {attempts})",
         )
 
 
-def queue_warnings(name: str, pipeline: PipelineConfig, lock: float = DEFAULT_LOCK) -> list[str]:
-    """What works in queue mode but may not do what is meant, one line each."""
-    timeout = pipeline.call.timeout
+def queue_warnings(name: str, timeout: float, lock: float = DEFAULT_LOCK) -> list[str]:
+    """What works in queue mode but may not do what is meant, one line each: pipeline ``name`` with
+    ``call.timeout`` ``timeout``, against the group's record ``lock``."""
     if timeout < lock:
         return []
     return [

@@ -200,7 +200,15 @@ class PipelineConfig(_Model):
     @model_validator(mode="after")
     def _queue_mode(self) -> Self:
         if self.consume.queue:
-            _raise_problems(queue_problems(self))
+            exactly_once = self.publish is not None and self.publish.exactly_once
+            problems = queue_problems(
+                ordering=self.ordering,
+                instance_id=self.consume.instance_id,
+                exactly_once=exactly_once,
+                dead_letter=self.dead_letter is not None,
+                attempts=self.retry.attempts,
+            )
+            _raise_problems(problems)
         return self
 
     @model_validator(mode="after")
@@ -353,5 +361,10 @@ class Config(_Model):
 
     def warnings(self) -> list[str]:
         """What ``check`` warns of: settings that work but may not do what is meant, one line each."""
-        queues = [line for name, p in self.pipelines.items() if p.consume.queue for line in queue_warnings(name, p)]
+        queues = [
+            line
+            for name, p in self.pipelines.items()
+            if p.consume.queue
+            for line in queue_warnings(name, p.call.timeout)
+        ]
         return queues + list(exactly_once_warnings(self.kafka.librdkafka, self.pipelines))

@@ -140,7 +140,7 @@ class ShareSource(Unbounded):
                 self._config.retry.attempts + 1,
                 extra={"event": "share-group-config", "pipeline": self._name},
             )
-        for line in queue_warnings(self._name, self._config, self.group.lock):
+        for line in queue_warnings(self._name, self._config.call.timeout, self.group.lock):
             log.warning("%s", line, extra={"event": "lock-shorter-than-timeout", "pipeline": self._name})
 
     def attach(
