@@ -22,14 +22,14 @@ from typing import Any
 
 import pytest
 import yaml
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from streamcar.config import Config
 from streamcar.devkafka.cluster import Layout
 from streamcar.devkafka.security import Security, make_ca
 from streamcar.kafka.consumer import ConsumerBridge
-from streamcar.kafka.records import TP, CommitPoint
-from streamcar.kafka.security import SECURITY_FAILURES
+from streamcar.kafka.errors import Said, Trouble
+from streamcar.kafka.records import TP, CommitPoint, Incoming
 
 from service import TestService
 from sidecar import SidecarProcess, make_config, pipeline
@@ -234,9 +234,9 @@ class Errors:
     """A ConsumerListener that only collects errors (nothing is ever assigned with a rejected password)."""
 
     def __init__(self) -> None:
-        self.errors: list[KafkaError] = []
+        self.errors: list[Said] = []
 
-    def on_records(self, records: list[Message]) -> None:
+    def on_records(self, records: list[Incoming | Said]) -> None:
         raise AssertionError("no record can arrive")
 
     async def on_assigned(self, partitions: list[TP], committed: Mapping[TP, CommitPoint]) -> None:
@@ -251,8 +251,8 @@ class Errors:
     def on_rewound(self, partitions: list[TP], committed: Mapping[TP, CommitPoint]) -> None:
         raise AssertionError("nothing is transactional here")
 
-    def on_error(self, error: KafkaError) -> None:
-        self.errors.append(error)
+    def on_error(self, said: Said) -> None:
+        self.errors.append(said)
 
 
 async def test_a_password_rejected_while_running_reaches_the_pipeline_once_and_in_words(
@@ -271,13 +271,10 @@ async def test_a_password_rejected_while_running_reaches_the_pipeline_once_and_i
     finally:
         await bridge.stop()
 
-    security_errors = [(e.code(), e.str()) for e in listener.errors if e.code() in SECURITY_FAILURES]
+    security_errors = [said.text for said in listener.errors if said.trouble is Trouble.FATAL]
     assert security_errors == [
-        (
-            KafkaError._AUTHENTICATION,
-            "kafka: authentication failed for user 'streamcar' (SCRAM-SHA-512) at "
-            f"{layout_of(kafka_secure)[0].secure_bootstrap}: invalid credentials",
-        )
+        "kafka: authentication failed for user 'streamcar' (SCRAM-SHA-512) at "
+        f"{layout_of(kafka_secure)[0].secure_bootstrap}: invalid credentials"
     ]
 
 

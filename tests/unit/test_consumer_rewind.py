@@ -10,11 +10,12 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException
 
 import streamcar.kafka.consumer as consumer_module
 from streamcar.kafka.consumer import ConsumerBridge
-from streamcar.kafka.records import TP, CommitPoint
+from streamcar.kafka.errors import Said, Trouble
+from streamcar.kafka.records import TP, CommitPoint, Incoming
 
 TOPIC = "rewound"
 
@@ -22,9 +23,9 @@ TOPIC = "rewound"
 class Listener:
     def __init__(self) -> None:
         self.rewound: asyncio.Queue[tuple[list[TP], dict[TP, CommitPoint]]] = asyncio.Queue()
-        self.errors: list[KafkaError] = []
+        self.errors: list[Said] = []
 
-    def on_records(self, records: list[Message]) -> None:
+    def on_records(self, records: list[Incoming | Said]) -> None:
         pass
 
     async def on_assigned(self, partitions: list[TP], committed: Mapping[TP, CommitPoint]) -> None:
@@ -39,9 +40,9 @@ class Listener:
     def on_rewound(self, partitions: list[TP], committed: Mapping[TP, CommitPoint]) -> None:
         self.rewound.put_nowait((partitions, dict(committed)))
 
-    def on_error(self, error: KafkaError) -> None:
-        if error.code() == KafkaError._FATAL:  # how a consumer thread that died says so (not a refused connection)
-            self.errors.append(error)
+    def on_error(self, said: Said) -> None:
+        if said.trouble is Trouble.FATAL:  # how a consumer thread that died says so (not a refused connection)
+            self.errors.append(said)
 
 
 class Coordinator:

@@ -20,9 +20,8 @@ from streamcar.call.grpc import BIN_SUFFIX, request_metadata, static_metadata
 from streamcar.call.http import UnsendableHeader, request_headers, static_headers
 from streamcar.call.http1 import Http1Pool
 from streamcar.call.python import reply_from_result
-from streamcar.engine.work import event_from
 from streamcar.event import Event, Reply, Result
-from streamcar.kafka.records import UNREADABLE_HEADERS, producible, safe_bytes, safe_name
+from streamcar.kafka.records import UNREADABLE_HEADERS, incoming, producible, safe_bytes, safe_name
 from streamcar.service import event_from_http
 
 names = st.text(max_size=12)  # valid Unicode, as confluent-kafka decodes names
@@ -43,7 +42,7 @@ _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class Stub:
-    """What event_from reads of a consumed message; ``headers=None`` stands for names that are not UTF-8."""
+    """What ``incoming`` reads of a consumed message; ``headers=None`` stands for names that are not UTF-8."""
 
     def __init__(self, event: Event, readable: bool = True) -> None:
         self._event, self._readable = event, readable
@@ -75,7 +74,7 @@ class Stub:
 @settings(max_examples=300, deadline=None)
 @given(event=events, readable=st.booleans())
 def test_every_record_becomes_an_event_or_an_immediate_rejection(event: Event, readable: bool) -> None:
-    converted, why = event_from(Stub(event, readable))  # type: ignore[arg-type]
+    converted, _, why = incoming(Stub(event, readable))  # type: ignore[arg-type]
     if readable:
         assert (converted, why) == (event, None)
     else:

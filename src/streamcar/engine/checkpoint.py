@@ -45,20 +45,18 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping
 
-from confluent_kafka import KafkaError as RdKafkaError
-from confluent_kafka import KafkaException
-
 from streamcar.engine.offsets import BUDGET
 from streamcar.engine.tracker import OffsetTracker
 from streamcar.engine.transaction import EXACTLY_EVERY, ExactlyOnce
 from streamcar.kafka.doneahead import MAX_METADATA, DoneAheadError, decode
+from streamcar.kafka.errors import CommitRefused
 from streamcar.kafka.records import TP, CommitPoint
 from streamcar.logs import Throttle, held_back
 
 log = logging.getLogger("streamcar.pipeline")
 
 Committer = Callable[[Mapping[TP, CommitPoint]], Awaitable[None]]
-"""Commits offsets (through the consumer's thread); raises KafkaException when the broker refuses."""
+"""Commits offsets (through the consumer's thread); raises :class:`CommitRefused` when the broker refuses."""
 
 
 class Checkpoint:
@@ -180,7 +178,7 @@ class Checkpoint:
         owed = {tp: self._owed.get(tp, 0) for tp in points}  # what this commit covers once the broker took it
         try:
             await self._commit(committer, points)  # 3
-        except KafkaException as exc:  # e.g. mid-rebalance; the next tick (or the revoke) commits again
+        except CommitRefused as exc:  # e.g. mid-rebalance; the next tick (or the revoke) commits again
             self._warn("commit-deferred", f"commit deferred: {exc}", level=logging.INFO)
             if self.owed >= self._limit:  # the dispatcher may be waiting for this commit: try again soon
                 loop = asyncio.get_running_loop()
@@ -226,9 +224,8 @@ class Checkpoint:
     async def _commit(self, committer: Committer, points: Mapping[TP, CommitPoint]) -> None:
         try:
             await committer(points)
-        except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            if not isinstance(error, RdKafkaError) or error.code() != RdKafkaError.OFFSET_METADATA_TOO_LARGE:
+        except CommitRefused as exc:
+            if not exc.metadata_too_large:
                 raise
             # a broker whose offset.metadata.max.bytes is below the default: the offsets still go in, without
             # the done-ahead offsets (a crash then redoes those)

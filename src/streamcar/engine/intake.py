@@ -25,9 +25,6 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
-from confluent_kafka import KafkaError as RdKafkaError
-from confluent_kafka import Message
-
 from streamcar.config import PipelineConfig
 from streamcar.engine.buffer import Buffer
 from streamcar.engine.checkpoint import Checkpoint
@@ -37,12 +34,12 @@ from streamcar.engine.scheduler import lane_for
 from streamcar.engine.source import Consumer, Source
 from streamcar.engine.tracing import Tracing
 from streamcar.engine.tracker import OffsetTracker
-from streamcar.engine.work import PipelineStats, Work, event_from
+from streamcar.engine.work import PipelineStats, Work
 from streamcar.errors import KafkaError
 from streamcar.event import Reply
 from streamcar.failures import Kind
-from streamcar.kafka.errors import Trouble, consumer_trouble
-from streamcar.kafka.records import TP
+from streamcar.kafka.errors import Said, Trouble
+from streamcar.kafka.records import TP, Incoming
 from streamcar.logs import Throttle, held_back
 
 log = logging.getLogger("streamcar.pipeline")
@@ -76,64 +73,75 @@ class Intake:
         self._throttle = Throttle()
         self.consumer: Consumer | None = None
         """The consumer that feeds the records, once the pipeline started it."""
-        self.held: dict[TP, deque[Message]] = {}
+        self.held: dict[TP, deque[Incoming]] = {}
         """Records waiting for room in their partition's done-ahead metadata, in offset order."""
 
-    def accept(self, records: list[Message]) -> None:
-        ordering = self._ordering
+    def accept(self, records: list[Incoming | Said]) -> None:
+        """A fetch's records, in order, and what the consumer said in their place."""
         source = self._source
         bounded = source.bounded
-        tracker = self._tracker
         accepting = self._inflight.accepting
-        generation = self._inflight.generation
-        held = self.held
         share = self._share
-        for msg in records:
-            error = msg.error()
-            if error is not None:
-                self._consumer_said(msg, error)
+        for record in records:
+            if isinstance(record, Said):
+                self._consumer_said(record)
                 continue
-            event, unusable = event_from(msg)
+            event = record.event
             tp = (event.topic, event.partition)
             if tp not in accepting:
                 continue  # fetched just before a revoke: the partition's next owner gets it
             if bounded and not source.admits(tp, event.offset):
                 self._reach(tp)
                 continue
-            if share is None:
-                if held and tp in held:
-                    held[tp].append(msg)
-                    continue
-                if not tracker.fits(tp, event.offset):
-                    self._hold(tp, msg)
-                    continue
-                try:
-                    skip = tracker.track(tp, event.offset)
-                except ValueError:
-                    self.restart(tp, event.offset)
-                    skip = tracker.track(tp, event.offset)
-                if skip:
-                    self._stats.skipped += 1
-                    continue
-            self._stats.consumed += 1
-            work = Work(event, tp, lane_for(ordering, event.topic, event.partition, event.key), generation[tp])
-            if share is not None:  # queue mode: no offsets to track; the broker counts the deliveries
-                work.attempts = share.acquired(tp, event.offset, msg.delivery_count())
-            if unusable is not None:
-                work.verdict = Reply.dead_letter(unusable, kind=Kind.REJECTED)
-                self._inflight.decided(1)
-            if self._tracing is not None:
-                self._tracing.consumed(work)
-            self._buffer.submit(work)
+            if share is None and not self._tracked(tp, record):
+                continue
+            self._take(tp, record)
 
-    def _hold(self, tp: TP, msg: Message) -> None:
-        """``msg`` does not fit ``tp``'s done-ahead metadata: hold it, and stop fetching ``tp``, until it does."""
-        self.held[tp] = deque([msg])
+    def _tracked(self, tp: TP, record: Incoming) -> bool:
+        """A consumer group's record: whether it goes on now, its offset tracked. Not one held for room in the
+        done-ahead metadata (or behind one), nor one done already (the commit's metadata says so)."""
+        held = self.held
+        if held and tp in held:
+            held[tp].append(record)
+            return False
+        offset, tracker = record.event.offset, self._tracker
+        if not tracker.fits(tp, offset):
+            self._hold(tp, record)
+            return False
+        try:
+            skip = tracker.track(tp, offset)
+        except ValueError:
+            self.restart(tp, offset)
+            skip = tracker.track(tp, offset)
+        if skip:
+            self._stats.skipped += 1
+        return not skip
+
+    def _take(self, tp: TP, record: Incoming) -> None:
+        """``record`` is a message now, waiting in the buffer."""
+        self._stats.consumed += 1
+        event = record.event
+        lane = lane_for(self._ordering, event.topic, event.partition, event.key)
+        work = Work(event, tp, lane, self._inflight.generation[tp])
+        share = self._share
+        if share is not None:  # queue mode: no offsets to track; the broker counts the deliveries
+            work.attempts = share.acquired(tp, event.offset, record.deliveries)
+        if record.unusable is not None:
+            work.verdict = Reply.dead_letter(record.unusable, kind=Kind.REJECTED)
+            self._inflight.decided(1)
+        if self._tracing is not None:
+            self._tracing.consumed(work)
+        self._buffer.submit(work)
+
+    def _hold(self, tp: TP, record: Incoming) -> None:
+        """``record`` does not fit ``tp``'s done-ahead metadata: hold it, and stop fetching ``tp``, until it does."""
+        self.held[tp] = deque([record])
         if self.consumer is not None:
             self.consumer.hold_partition(tp)
-        self._checkpoint.wait_for_room(tp, msg.offset() or 0, lambda: self.readmit(tp))
+        offset = record.event.offset
+        self._checkpoint.wait_for_room(tp, offset, lambda: self.readmit(tp))
         text = (
-            f"{tp[0]}[{tp[1]}] waits at offset {msg.offset()}: the offsets done above its oldest unfinished message "
+            f"{tp[0]}[{tp[1]}] waits at offset {offset}: the offsets done above its oldest unfinished message "
             "would not fit the commit's metadata"
         )
         self._stats.note_condition("done-ahead-full", text)
@@ -147,13 +155,13 @@ class Intake:
         if not queue or tp not in self._inflight.accepting:
             return
         while queue:
-            msg = queue[0]
-            if not self._tracker.fits(tp, msg.offset() or 0):
+            record = queue[0]
+            if not self._tracker.fits(tp, record.event.offset):
                 self.held[tp] = queue
-                self._checkpoint.wait_for_room(tp, msg.offset() or 0, lambda: self.readmit(tp))
+                self._checkpoint.wait_for_room(tp, record.event.offset, lambda: self.readmit(tp))
                 break
             queue.popleft()
-            self.accept([msg])
+            self.accept([record])
         else:
             if self.consumer is not None:
                 self.consumer.resume_partition(tp)
@@ -164,28 +172,29 @@ class Intake:
             self.held.pop(tp, None)
         self._checkpoint.forget(tps)
 
-    def _consumer_said(self, msg: Message, error: RdKafkaError) -> None:
-        trouble = consumer_trouble(error)
-        tp = (msg.topic() or "", msg.partition() or 0)
+    def _consumer_said(self, said: Said) -> None:
+        """What the consumer said in place of a record of ``said.tp``."""
+        trouble, tp = said.trouble, said.tp
+        assert tp is not None
         if trouble is Trouble.END_OF_PARTITION and self._source.bounded:
             self._reach(tp)
         elif trouble is Trouble.NO_OFFSET:
             if self.consumer is not None:  # the consumer decides where it starts, given whether we read before
                 self.consumer.reset_offset(tp, read_before=tp in self._tracker.ever)
         elif trouble is not Trouble.END_OF_PARTITION:
-            self.trouble(error, trouble)
+            self.trouble(said)
 
-    def trouble(self, error: RdKafkaError, trouble: Trouble) -> None:
-        """The consumer reported ``error``: a fatal one fails the pipeline; a missing topic is waited for."""
-        if trouble is Trouble.FATAL:
+    def trouble(self, said: Said) -> None:
+        """The consumer reported trouble: a fatal one fails the pipeline; a missing topic is waited for."""
+        if said.trouble is Trouble.FATAL:
             log.error(
-                "%s: Kafka error: %s", self._name, error.str(), extra={"event": "kafka-error", "pipeline": self._name}
+                "%s: Kafka error: %s", self._name, said.text, extra={"event": "kafka-error", "pipeline": self._name}
             )
-            self._fail(KafkaError(f"pipeline {self._name}: {error.str()}"))
-        elif trouble is Trouble.MISSING_TOPIC:
-            log.warning("%s: %s (waiting for the topic to exist)", self._name, error.str())
+            self._fail(KafkaError(f"pipeline {self._name}: {said.text}"))
+        elif said.trouble is Trouble.MISSING_TOPIC:
+            log.warning("%s: %s (waiting for the topic to exist)", self._name, said.text)
         else:
-            log.debug("%s: Kafka: %s", self._name, error.str())
+            log.debug("%s: Kafka: %s", self._name, said.text)
 
     def _reach(self, tp: TP) -> None:
         """A bounded source: ``tp`` has nothing more to read in its range; stop fetching it."""

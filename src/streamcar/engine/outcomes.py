@@ -19,8 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from confluent_kafka import KafkaError as RdKafkaError
-
 from streamcar.config import PipelineConfig, format_duration
 from streamcar.engine.records import MAX_CUTS, OutRecord, cut_down, dead_letter_record, reply_record, together
 from streamcar.engine.refusals import Refusals
@@ -62,7 +60,7 @@ Decision = Handed | Later
 
 def _unsent(topic: str, problem: str) -> Ack:
     future: Ack = asyncio.get_running_loop().create_future()
-    future.set_exception(Unsent(RdKafkaError(RdKafkaError.UNKNOWN_TOPIC_OR_PART, f"topic {topic!r} {problem}")))
+    future.set_exception(Unsent.topic_refused(f"topic {topic!r} {problem}"))
     return future
 
 

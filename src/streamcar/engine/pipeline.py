@@ -19,9 +19,6 @@ import logging
 import time
 from collections.abc import Mapping
 
-from confluent_kafka import KafkaError as RdKafkaError
-from confluent_kafka import Message
-
 from streamcar.call import Caller
 from streamcar.config import KafkaConfig, PipelineConfig
 from streamcar.engine.attempt import Attempts
@@ -44,9 +41,9 @@ from streamcar.engine.transaction import ExactlyOnce, Transaction, Transactional
 from streamcar.engine.view import status_document
 from streamcar.engine.work import PipelineStats
 from streamcar.kafka.consumer import ConsumerBridge
-from streamcar.kafka.errors import consumer_trouble
+from streamcar.kafka.errors import Said
 from streamcar.kafka.producer import AsyncProducer
-from streamcar.kafka.records import TP, CommitPoint
+from streamcar.kafka.records import TP, CommitPoint, Incoming
 from streamcar.kafka.share import ShareBridge
 from streamcar.kafka.topics import TopicWatch
 from streamcar.redact import NOTHING, Redactor
@@ -265,7 +262,7 @@ class Pipeline:
             self._failed.set()
 
     # -- ConsumerListener (called on the loop) ------------------------------------------------------------
-    def on_records(self, records: list[Message]) -> None:
+    def on_records(self, records: list[Incoming | Said]) -> None:
         try:
             self._intake.accept(records)
             self._flow.pace()
@@ -398,5 +395,5 @@ class Pipeline:
         self._flow.pace()
         return final
 
-    def on_error(self, error: RdKafkaError) -> None:
-        self._intake.trouble(error, consumer_trouble(error))
+    def on_error(self, said: Said) -> None:
+        self._intake.trouble(said)

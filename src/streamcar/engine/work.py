@@ -12,13 +12,12 @@ from bisect import bisect_left
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 
-from confluent_kafka import Message
 from opentelemetry.trace import Span
 
 from streamcar.engine.scheduler import Lane
 from streamcar.event import Event, Reply
 from streamcar.failures import outage
-from streamcar.kafka.records import TP, UNREADABLE_HEADERS, read_headers
+from streamcar.kafka.records import TP
 
 CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 """Upper bounds (seconds) of the call-duration histogram of /metrics; a last, unbounded bucket follows."""
@@ -260,17 +259,3 @@ def lane_of(work: Work) -> Lane | None:
 
 def partition_of(work: Work) -> TP:
     return work.tp
-
-
-def event_from(msg: Message) -> tuple[Event, str | None]:
-    """The event of a consumed record, and why it cannot be called at all (None when it can): a record whose
-    headers cannot be read is dead-lettered at once with its key and value (see :mod:`streamcar.kafka.records`)."""
-    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-    assert topic is not None
-    assert partition is not None
-    assert offset is not None
-    _, timestamp = msg.timestamp()
-    headers = read_headers(msg)
-    if headers is None:
-        return Event(topic, partition, offset, timestamp, msg.key(), msg.value(), ()), UNREADABLE_HEADERS
-    return Event(topic, partition, offset, timestamp, msg.key(), msg.value(), headers), None

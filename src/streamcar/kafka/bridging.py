@@ -9,7 +9,10 @@ import threading
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from streamcar.kafka.records import TP
+from confluent_kafka import Message
+
+from streamcar.kafka.errors import Said, said
+from streamcar.kafka.records import TP, Incoming, incoming
 
 T = TypeVar("T")
 
@@ -60,3 +63,16 @@ def fields(event: str, group: str, tps: list[TP]) -> dict[str, object]:
 
 def _names(tps: list[TP]) -> list[str]:
     return [f"{t}[{p}]" for t, p in sorted(tps)]
+
+
+def handed(messages: list[Message], *, shared: bool = False) -> list[Incoming | Said]:
+    """A fetch's messages as the engine takes them, in their order: each record, or what the consumer said in
+    its place (an end of partition, a missing topic, no committed offset...). On the consumer's thread."""
+    out: list[Incoming | Said] = []
+    for msg in messages:
+        error = msg.error()
+        if error is None:
+            out.append(incoming(msg, shared=shared))
+        else:
+            out.append(said(error, (msg.topic() or "", msg.partition() or 0)))
+    return out

@@ -25,7 +25,8 @@ from typing import Any, TypeVar
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
 
-from streamcar.kafka.bridging import end_thread, fields, fmt, on_loop, resolve, settle
+from streamcar.kafka.bridging import end_thread, fields, fmt, handed, on_loop, resolve, settle
+from streamcar.kafka.errors import CommitRefused, failed, said
 from streamcar.kafka.listener import ConsumerListener
 from streamcar.kafka.probes import committed_points, look_around, seek_committed, wake_fetchers
 from streamcar.kafka.rdlog import KafkaLog, Reachability
@@ -149,12 +150,15 @@ class ConsumerBridge:
         self._command(lambda: self._reset_offset(tp))
 
     async def commit(self, offsets: Mapping[TP, CommitPoint]) -> None:
-        """Commit synchronously on the consumer thread; raises KafkaException if the broker refuses."""
+        """Commit synchronously on the consumer thread; raises :class:`CommitRefused` if the broker refuses."""
         if self._stopping.is_set() or not self._thread.is_alive():
             # nobody would run the command: the close already committed what the revoke drained
-            raise KafkaException(RdKafkaError(RdKafkaError._STATE, "the consumer is closing"))
+            raise CommitRefused("the consumer is closing")
         tps = commit_list(offsets)
-        await self._on_thread(lambda: self._commit_sync(tps))
+        try:
+            await self._on_thread(lambda: self._commit_sync(tps))
+        except KafkaException as exc:
+            raise CommitRefused.of(exc) from None
 
     async def _on_thread(self, call: Callable[[], T]) -> T:
         """``call()`` run on the consumer thread (between two fetches); its result or exception."""
@@ -297,12 +301,12 @@ class ConsumerBridge:
                 if records and self._batch_size > 1:
                     records += self._consumer.consume(num_messages=self._batch_size - 1, timeout=0)
                 if records:
-                    self._loop.call_soon_threadsafe(self._listener.on_records, records)
+                    self._loop.call_soon_threadsafe(self._listener.on_records, handed(records))
                 else:
                     self._pending.release()
         except Exception as exc:  # surfaced to the loop; the pipeline decides what a failed consumer means
             log.exception("consumer thread failed")
-            self._loop.call_soon_threadsafe(self._listener.on_error, RdKafkaError(RdKafkaError._FATAL, str(exc)))
+            self._loop.call_soon_threadsafe(self._listener.on_error, failed(str(exc)))
         finally:
             self._run_commands()  # a final commit the loop asked for before stopping
             try:
@@ -397,4 +401,4 @@ class ConsumerBridge:
                 return
             self._security_failed = True
             error = RdKafkaError(error.code(), explained)
-        self._loop.call_soon_threadsafe(self._listener.on_error, error)
+        self._loop.call_soon_threadsafe(self._listener.on_error, said(error))

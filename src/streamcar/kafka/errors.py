@@ -3,13 +3,20 @@
 * :func:`consumer_trouble` -- an error the consumer hands over (an event, or a record carrying an error);
 * :func:`produce_failure_is_permanent` -- a record the producer could not deliver;
 * :func:`worth_retrying` -- a request of the operator tools (offsets, group, metadata).
+
+The engine never sees a librdkafka error: the bridges hand it a :class:`Said` (what the consumer said, classified),
+and a refused commit is a :class:`CommitRefused`.
 """
 
 from __future__ import annotations
 
 import enum
+from typing import NamedTuple
 
 from confluent_kafka import KafkaError as RdKafkaError
+from confluent_kafka import KafkaException
+
+from streamcar.kafka.records import TP
 
 
 class Trouble(enum.Enum):
@@ -53,6 +60,40 @@ _PERMANENT_PRODUCE = frozenset(
 _COORDINATOR_MOVED = frozenset(
     {RdKafkaError.NOT_COORDINATOR, RdKafkaError.COORDINATOR_LOAD_IN_PROGRESS, RdKafkaError.COORDINATOR_NOT_AVAILABLE}
 )
+
+
+class Said(NamedTuple):
+    """What the consumer said instead of a record, or as an event: what it means, in its own words, and the
+    partition it is about (None: the consumer as a whole)."""
+
+    trouble: Trouble
+    text: str
+    tp: TP | None = None
+
+
+def said(error: RdKafkaError, tp: TP | None = None) -> Said:
+    return Said(consumer_trouble(error), error.str(), tp)
+
+
+def failed(text: str) -> Said:
+    """The consumer's thread failed: the pipeline cannot go on."""
+    return Said(Trouble.FATAL, text)
+
+
+class CommitRefused(Exception):
+    """The broker refused a commit of offsets; ``metadata_too_large``: it refused their metadata as too large
+    (a broker whose ``offset.metadata.max.bytes`` is below the default)."""
+
+    def __init__(self, text: str, *, metadata_too_large: bool = False) -> None:
+        super().__init__(text)
+        self.metadata_too_large = metadata_too_large
+
+    @classmethod
+    def of(cls, exc: KafkaException) -> CommitRefused:
+        error = exc.args[0] if exc.args else None
+        if isinstance(error, RdKafkaError):
+            return cls(error.str(), metadata_too_large=error.code() == RdKafkaError.OFFSET_METADATA_TOO_LARGE)
+        return cls(str(exc))
 
 
 def consumer_trouble(error: RdKafkaError) -> Trouble:

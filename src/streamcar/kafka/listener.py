@@ -6,16 +6,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
-from confluent_kafka import KafkaError as RdKafkaError
-from confluent_kafka import Message
-
-from streamcar.kafka.records import TP, CommitPoint
+from streamcar.kafka.errors import Said
+from streamcar.kafka.records import TP, CommitPoint, Incoming
 
 
 class ConsumerListener(Protocol):
     """What the bridge tells the pipeline; every method runs on the asyncio loop."""
 
-    def on_records(self, records: list[Message]) -> None: ...
+    def on_records(self, records: list[Incoming | Said]) -> None:
+        """A fetch's records, in order, and what the consumer said in their place (an end of partition...)."""
+        ...
 
     async def on_assigned(self, partitions: list[TP], committed: Mapping[TP, CommitPoint]) -> None:
         """``partitions`` are ours now; ``committed``: what the group committed for those that carry metadata."""
@@ -32,4 +32,6 @@ class ConsumerListener(Protocol):
         ``committed``: those offsets, with their metadata."""
         ...
 
-    def on_error(self, error: RdKafkaError) -> None: ...
+    def on_error(self, said: Said) -> None:
+        """The consumer reported trouble that is not about one record."""
+        ...

@@ -20,7 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
 from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import KafkaException, Message, Producer
@@ -57,6 +57,11 @@ class ProduceError(Exception):
         self.too_large = error.code() == RdKafkaError.MSG_SIZE_TOO_LARGE
         """The broker refused the *batch* the record was in as too large for the topic: every record of that
         batch gets this error, so only a record sent alone (``send(alone=True)``) is known to be too large."""
+
+    @classmethod
+    def topic_refused(cls, text: str) -> Self:
+        """A record refused because of its topic (it does not exist, or may not be written), in ``text``."""
+        return cls(RdKafkaError(RdKafkaError.UNKNOWN_TOPIC_OR_PART, text))
 
 
 class AsyncProducer:

@@ -23,6 +23,8 @@ from typing import NamedTuple
 
 from confluent_kafka import Message, TopicPartition
 
+from streamcar.event import Event
+
 Headers = tuple[tuple[str, bytes | None], ...]
 TP = tuple[str, int]
 """A partition, ``(topic, partition)``, as the engine keys its bookkeeping (confluent-kafka's own
@@ -109,3 +111,30 @@ def producible(headers: Iterable[tuple[object, object]]) -> RawHeaders:
             value = safe_bytes(value)
         safe.append((name, value))
     return safe
+
+
+class Incoming(NamedTuple):
+    """A consumed record as the engine takes it: its event, the broker's delivery count (a share group's; None in
+    a consumer group), and why it cannot be called at all (None: it can)."""
+
+    event: Event
+    deliveries: int | None = None
+    unusable: str | None = None
+
+
+def incoming(msg: Message, *, shared: bool = False) -> Incoming:
+    """A consumed record (one without an error) for the engine: a record whose headers cannot be read is
+    dead-lettered at once with its key and value (see the module docstring). ``shared``: from a share group,
+    which counts its deliveries."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    assert topic is not None
+    assert partition is not None
+    assert offset is not None
+    _, timestamp = msg.timestamp()
+    headers = read_headers(msg)
+    if headers is None:
+        headers, unusable = (), UNREADABLE_HEADERS
+    else:
+        unusable = None
+    deliveries = msg.delivery_count() if shared else None
+    return Incoming(Event(topic, partition, offset, timestamp, msg.key(), msg.value(), headers), deliveries, unusable)

@@ -30,8 +30,9 @@ from typing import Any
 from confluent_kafka import AcknowledgeType, Consumer, KafkaException, Message, ShareConsumer, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
 
-from streamcar.kafka.bridging import end_thread, fields, fmt, on_loop, settle
+from streamcar.kafka.bridging import end_thread, fields, fmt, handed, on_loop, settle
 from streamcar.kafka.consumer import LOOK_EVERY
+from streamcar.kafka.errors import failed, said
 from streamcar.kafka.listener import ConsumerListener
 from streamcar.kafka.probes import PROBE_TIMEOUT
 from streamcar.kafka.rdlog import KafkaLog, Reachability
@@ -164,7 +165,7 @@ class ShareBridge:
                 self._fetch()
         except Exception as exc:
             log.exception("share consumer thread failed")
-            self._loop.call_soon_threadsafe(self._listener.on_error, RdKafkaError(RdKafkaError._FATAL, str(exc)))
+            self._loop.call_soon_threadsafe(self._listener.on_error, failed(str(exc)))
         finally:
             self._close()
             self._loop.call_soon_threadsafe(settle, self._done, None)
@@ -181,7 +182,7 @@ class ShareBridge:
             self._known.update(new)
             log.info("%s: receiving records of %s", self._group, fmt(new), extra=fields("assigned", self._group, new))
             on_loop(self._loop, self._listener.on_assigned(new, {}), self._timeout)
-        self._loop.call_soon_threadsafe(self._listener.on_records, messages)
+        self._loop.call_soon_threadsafe(self._listener.on_records, handed(messages, shared=True))
 
     def _take_acks(self) -> bool:
         """Apply the acknowledgements the loop sent; whether there were any (then commit them synchronously:
@@ -272,4 +273,4 @@ class ShareBridge:
 
     def _error_cb(self, error: RdKafkaError) -> None:
         self._reach.note(error)
-        self._loop.call_soon_threadsafe(self._listener.on_error, error)
+        self._loop.call_soon_threadsafe(self._listener.on_error, said(error))

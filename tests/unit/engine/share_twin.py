@@ -23,6 +23,7 @@ from typing import Any
 from confluent_kafka import Message
 from twin import TOPIC
 
+from streamcar.kafka.bridging import handed
 from streamcar.kafka.listener import ConsumerListener
 from streamcar.kafka.records import TP, CommitPoint
 
@@ -182,7 +183,7 @@ class TwinShareMember:
             self._held = {msg.offset() or 0 for msg in batch}
             self.acquired_at = time.monotonic()
             self.high_watermarks = {(TOPIC, 0): len(self._group.records)}
-            self._listener.on_records(batch)
+            self._listener.on_records(handed(batch, shared=True))
 
 
 def member_factory(group: TwinShareGroup, members: list[TwinShareMember], fetch: int = 100) -> Any:

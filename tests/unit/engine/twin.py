@@ -30,6 +30,7 @@ from streamcar.engine.offsets import BUDGET
 from streamcar.engine.pipeline import Pipeline
 from streamcar.engine.source import Source
 from streamcar.event import Event, Reply
+from streamcar.kafka.bridging import handed
 from streamcar.kafka.listener import ConsumerListener
 from streamcar.kafka.producer import Ack, ProduceError
 from streamcar.kafka.records import TP, CommitPoint
@@ -171,7 +172,7 @@ class TwinConsumer:
                 await self._wake.wait()
                 continue
             await self._slot.acquire()
-            self._listener.on_records(batch)
+            self._listener.on_records(handed(batch))
 
     def _next_batch(self) -> list[Message]:
         if self._paused:
