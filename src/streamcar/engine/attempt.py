@@ -18,10 +18,10 @@ from streamcar.call import Caller
 from streamcar.config import PipelineConfig
 from streamcar.engine.circuit import Circuit
 from streamcar.engine.completion import Completion
-from streamcar.engine.dispatch import Dispatcher
 from streamcar.engine.flow import Flow
 from streamcar.engine.inflight import InFlight
 from streamcar.engine.outcomes import Outcomes
+from streamcar.engine.pace import Pacing
 from streamcar.engine.retry import Backoff
 from streamcar.engine.settle import Settle
 from streamcar.engine.tracing import Tracing
@@ -48,7 +48,9 @@ class Attempts:
         stats: PipelineStats,
         circuit: Circuit,
         inflight: InFlight,
-        dispatcher: Dispatcher,
+        wake: Callable[[], None],
+        launch: Callable[[list[Work]], None],
+        pacing: Pacing | None,
         flow: Flow,
         tracing: Tracing | None,
         redactor: Redactor,
@@ -63,7 +65,11 @@ class Attempts:
         self._stats = stats
         self._circuit = circuit
         self._inflight = inflight
-        self._dispatcher = dispatcher
+        self._wake = wake
+        """Starts what free call slots allow (the dispatcher)."""
+        self._launch = launch
+        """Calls messages again, batch by batch (the dispatcher)."""
+        self._pacing = pacing
         self._flow = flow
         self._tracing = tracing
         self._redactor = redactor
@@ -77,7 +83,7 @@ class Attempts:
             completion=completion,
             publishing=transaction if transaction is not None else AT_LEAST_ONCE,
             later=self._schedule_retry,
-            wake=dispatcher.dispatch,
+            wake=wake,
             backoff=self._backoff,
             max_backoff=config.retry.max_backoff,
         )
@@ -106,7 +112,7 @@ class Attempts:
             self._inflight.fan(-fanned)
             self._inflight.ended(touched, asyncio.current_task())
             self._flow.pace()
-            self._dispatcher.dispatch()
+            self._wake()
 
     def _lock_ran_out(self, works: list[Work], probe: bool) -> bool:
         """Queue mode, the member was held up (frozen, starved of CPU): a call now would outlive the records'
@@ -178,7 +184,7 @@ class Attempts:
     ) -> None:
         """The call, for the stats and pacing."""
         self._stats.observe_call(took, failure)
-        pacing = self._dispatcher.pacing
+        pacing = self._pacing
         if pacing is not None:
             in_flight = self._inflight.calling + len(works)
             pacing.observe(took, replies, in_flight=in_flight, failed=failure is not None)
@@ -261,12 +267,12 @@ class Attempts:
             # for the circuit, as with a group
             share.give_back([w for w in due if not w.spared], "a retry")
             due = [w for w in due if w.spared]
-        if self._circuit.room() is not None or self._dispatcher.pacing is not None:
+        if self._circuit.room() is not None or self._pacing is not None:
             # open (called again once it closes, or the first as its probe), ramping or paced: the gate paces them
             self._inflight.park(due)
-            self._dispatcher.dispatch()
+            self._wake()
             return
-        self._dispatcher.launch_in_batches(due)
+        self._launch(due)
 
 
 def _clip(text: str) -> str:

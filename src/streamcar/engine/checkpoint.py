@@ -69,6 +69,7 @@ class Checkpoint:
         commits: bool = True,
         budget: int = BUDGET,
         exactly: ExactlyOnce | None = None,
+        covered: Callable[[], None] = lambda: None,
     ) -> None:
         self._name = name
         self.tracker = OffsetTracker(budget)
@@ -92,7 +93,7 @@ class Checkpoint:
         self._owed: dict[TP, int] = {}  # per partition: released, not covered by a commit the broker took
         self.owed = 0
         """Messages released and not covered by a commit the broker took yet (a crash now would redo them)."""
-        self.covered: Callable[[], None] = lambda: None
+        self.covered = covered
         """Called when a commit the broker took lowered :attr:`owed` (the dispatcher may take messages again)."""
 
     def start(self, committer: Committer, owned: Collection[TP]) -> None:

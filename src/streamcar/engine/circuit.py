@@ -23,8 +23,6 @@ from collections.abc import Callable
 
 from streamcar.config import CircuitBreakerConfig
 from streamcar.engine.breaker import CircuitBreaker, Closed, Opened, State
-from streamcar.engine.dispatch import Dispatcher
-from streamcar.engine.flow import Flow
 from streamcar.engine.inflight import InFlight
 from streamcar.engine.work import PipelineStats
 from streamcar.failures import Kind, outage
@@ -43,7 +41,12 @@ class Circuit:
         stopping: Callable[[], bool],
         max_in_flight: int,
         batch_size: int = 1,
+        wake: Callable[[], None] = lambda: None,
+        consume: Callable[[], None] = lambda: None,
+        pause: Callable[[], None] = lambda: None,
     ) -> None:
+        """``wake``: starts what the circuit now lets through (the dispatcher); ``consume``: lets consumption go
+        on as far as the buffer allows, and ``pause``: pauses it (the consumer's flow)."""
         self._name = name
         self._probes = config.probes
         self._limit = max_in_flight
@@ -58,8 +61,9 @@ class Circuit:
         self._inflight = inflight
         self._stopping = stopping
         self._probe_timer: asyncio.TimerHandle | None = None
-        self.dispatcher: Dispatcher | None = None  # set when the pipeline is wired
-        self.flow: Flow | None = None
+        self._wake = wake
+        self._consume = consume
+        self._pause = pause
 
     def allows(self) -> bool:
         """May a call that is not a probe start now?"""
@@ -167,13 +171,11 @@ class Circuit:
                 transition.outage,
                 extra=self._fields("circuit-closed", outage_seconds=round(transition.outage, 3)),
             )
-            assert self.dispatcher is not None
-            assert self.flow is not None
             self._probe_room = 0
             self._end_grace()
             self._ramp = self._start if self._start < self._limit else None
-            self.dispatcher.dispatch()  # the parked retries first, paced by the ramp
-            self.flow.pace()
+            self._wake()  # the parked retries first, paced by the ramp
+            self._consume()
 
     def _opened(self, transition: Opened) -> None:
         if transition.first:
@@ -196,8 +198,7 @@ class Circuit:
         self._ramp = None
         self._probe_room = 0
         self._end_grace()
-        if self.flow is not None:
-            self.flow.pause()
+        self._pause()
         if self._probe_timer is not None:
             self._probe_timer.cancel()
         self._probe_timer = asyncio.get_running_loop().call_later(transition.wait, self._probe)
@@ -211,23 +212,20 @@ class Circuit:
         self._probe_timer = None
         if self._stopping() or self.breaker.state is not State.OPEN:
             return
-        assert self.dispatcher is not None
-        assert self.flow is not None
         self._ramp = None
         self.breaker.probe(0)  # half-open: the probes count themselves in as they start
         self._probe_room = self._probes
         self._end_grace()
-        self.dispatcher.dispatch()
+        self._wake()
         if self._probe_room:
-            self.flow.pace()  # nothing (or too little) to probe with: consume, and probe with what comes
+            self._consume()  # nothing (or too little) to probe with: consume, and probe with what comes
             self._grace_timer = asyncio.get_running_loop().call_later(self._grace, self._grace_over)
 
     def _grace_over(self) -> None:
         self._grace_timer = None
         if self.breaker.state is State.HALF_OPEN and not self._stopping():
             self._retries_may_probe = True
-            assert self.dispatcher is not None
-            self.dispatcher.dispatch()
+            self._wake()
 
     def _fields(self, event: str, **more: object) -> dict[str, object]:
         return {"event": event, "pipeline": self._name, **more}

@@ -66,6 +66,7 @@ class Dispatcher:
         gate: Gate,
         owed: Callable[[], int] = lambda: 0,
         pacing: Pacing | None = None,
+        process: Process | None = None,
     ) -> None:
         self._inflight = inflight
         self._buffer = buffer
@@ -79,7 +80,8 @@ class Dispatcher:
         self.pacing = pacing if pacing is not None and (pacing.adaptive or pacing.bucket) else None
         """None when nothing but max_in_flight gates calls."""
         self._refill: asyncio.TimerHandle | None = None
-        self.process: Process | None = None  # the attempt: set when the pipeline is wired
+        self.process = process
+        """The attempt: calls a launch's messages and settles their outcomes."""
 
     def dispatch(self) -> None:
         """Start ready messages while fewer than max_in_flight are taken (forming, in a call, retrying, held)."""

@@ -1,7 +1,7 @@
 """Backpressure: how fast records come in, given how full the buffer is.
 
 The consumer thread hands over a batch of records at a time and waits for the loop to take it before it hands
-over the next (:meth:`Source.batch_done`). After each batch the pipeline asks :meth:`Flow.accepted`: while the
+over the next (:meth:`Feed.batch_done`). After each batch the pipeline asks :meth:`Flow.accepted`: while the
 buffer of consumed-but-not-started messages is full, the thread is held back, and let go on once the buffer
 drained to half (:meth:`Flow.pace`).
 
@@ -24,8 +24,8 @@ STALL = 5.0
 """Seconds the buffer may stay full with the consumer thread held back before consumption is paused instead."""
 
 
-class Source(Protocol):
-    """What backpressure needs of the consumer."""
+class Feed(Protocol):
+    """What backpressure needs of the consumer: the feed of records, held back and let go on."""
 
     def batch_done(self) -> None: ...
 
@@ -42,7 +42,7 @@ class Flow:
         self._buffer = buffer
         self._may_resume = may_resume  # false while the circuit is open
         self._draining = draining
-        self.source: Source | None = None
+        self.source: Feed | None = None
         self._withheld = 0  # batches the consumer thread was not yet allowed to follow with another
         self._stall_timer: asyncio.TimerHandle | None = None
 

@@ -52,6 +52,13 @@ log = logging.getLogger("streamcar.pipeline")
 
 
 class Pipeline:
+    # the rooms that call each other through the pipeline's wiring (typed here: the lambdas that reach them are
+    # made before they are)
+    _attempts: Attempts
+    _dispatcher: Dispatcher
+    _flow: Flow
+    _draining: bool
+
     def __init__(
         self,
         name: str,
@@ -79,7 +86,7 @@ class Pipeline:
         self._exactly: ExactlyOnce | None = None
         if isinstance(producer, Transactional):
             # exactly-once: each commit is a transaction of the records and the offsets (engine.transaction)
-            self._transaction = Transaction()
+            self._transaction = Transaction(on_doomed=self._abort_soon)
             self._exactly = ExactlyOnce(
                 self._transaction, producer, group_metadata=self._group_metadata, rewind=self._rewind
             )
@@ -90,9 +97,8 @@ class Pipeline:
             commits=self._source.commits,
             budget=metadata_budget,  # bytes of done-ahead offsets a commit carries at most
             exactly=self._exactly,
+            covered=lambda: self._dispatcher.dispatch(),
         )
-        if self._transaction is not None:
-            self._transaction.on_doomed = self._abort_soon
         self._tracker = self._checkpoint.tracker
         self.topics = TopicWatch.of(name, config, kafka)
         """The pipeline's topics that are missing or not usable (checked on the consumer's thread)."""
@@ -108,6 +114,9 @@ class Pipeline:
             stopping=lambda: self._draining,
             max_in_flight=config.in_flight_bound,
             batch_size=config.call.batch.max_messages,
+            wake=lambda: self._dispatcher.dispatch(),
+            consume=lambda: self._flow.pace(),
+            pause=lambda: self._flow.pause(),
         )
         self._breaker = self._circuit.breaker
         self._batch_size = config.call.batch.max_messages
@@ -121,15 +130,13 @@ class Pipeline:
             gate=self._circuit,
             owed=lambda: self._checkpoint.owed,
             pacing=Pacing(config, self.stats),
+            process=lambda works, probe: self._attempts.process(works, probe),
         )
-        self._checkpoint.covered = self._dispatcher.dispatch
-        self._circuit.dispatcher = self._dispatcher
         self._draining = False
         self._drain_until = 0.0
         self._failure: BaseException | None = None
         self._failed = asyncio.Event()
         self._flow = Flow(self._buffer, may_resume=self._circuit.may_consume, draining=lambda: self._draining)
-        self._circuit.flow = self._flow
         self._attempts = Attempts(
             name,
             config,
@@ -148,7 +155,9 @@ class Pipeline:
             stats=self.stats,
             circuit=self._circuit,
             inflight=self._inflight,
-            dispatcher=self._dispatcher,
+            wake=self._dispatcher.dispatch,
+            launch=self._dispatcher.launch_in_batches,
+            pacing=self._dispatcher.pacing,
             flow=self._flow,
             tracing=tracing,
             redactor=redactor,
@@ -157,7 +166,6 @@ class Pipeline:
             fail=self._fail,
             transaction=self._transaction,
         )
-        self._dispatcher.process = self._attempts.process
         self._intake = Intake(
             name,
             config,

@@ -106,7 +106,7 @@ AT_LEAST_ONCE: Publishing = _AtLeastOnce()
 class Transaction:
     __slots__ = ("_drained", "_open", "doomed", "on_doomed", "pending", "produced", "touched")
 
-    def __init__(self) -> None:
+    def __init__(self, on_doomed: Callable[[], None] = lambda: None) -> None:
         self._open = asyncio.Event()
         self._open.set()
         self._drained = asyncio.Event()  # set when nothing is pending, or the transaction is doomed
@@ -118,7 +118,7 @@ class Transaction:
         """The partitions whose messages' records are in the open transaction: an abort redoes those only."""
         self.doomed: str | None = None
         """Why the open transaction cannot be committed (a record of it was refused); None while it can."""
-        self.on_doomed: Callable[[], None] = lambda: None
+        self.on_doomed = on_doomed
         """Called when the transaction is first doomed (the pipeline aborts it at once rather than at a tick)."""
 
     @property
