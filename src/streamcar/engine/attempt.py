@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Protocol
 
 from streamcar.call import Caller
 from streamcar.config import PipelineConfig
@@ -25,7 +26,7 @@ from streamcar.engine.pace import Pacing
 from streamcar.engine.retry import Backoff
 from streamcar.engine.settle import Settle
 from streamcar.engine.tracing import Tracing
-from streamcar.engine.transaction import AT_LEAST_ONCE, Transaction
+from streamcar.engine.transaction import AT_LEAST_ONCE, Publishing
 from streamcar.engine.work import PipelineStats, Work
 from streamcar.event import Reply, Result
 from streamcar.failures import Kind
@@ -35,6 +36,46 @@ log = logging.getLogger("streamcar.pipeline")
 
 ERROR_TEXT = 500
 """Characters of a call's error kept (after redaction) for dead letters, /status, spans and logs."""
+
+
+class Lease(Protocol):
+    """How long a member keeps the records it was given: for good in a consumer group (:data:`KEPT`), under a
+    lock in a share group (:class:`~streamcar.engine.queue.ShareSource`). Chosen when the pipeline is wired."""
+
+    def lapsed(self, works: list[Work], probe: bool) -> bool:
+        """Whether a call for ``works`` now would outlive their lock (the member was held up): they go back."""
+        ...
+
+    def give_back(self, works: list[Work], why: str) -> int:
+        """Give ``works`` back to the group, uncalled."""
+        ...
+
+    def retry_in(self, delay: float) -> float:
+        """How long a retry may wait here before it is called again (or goes back)."""
+        ...
+
+    def retry_due(self, due: list[Work]) -> list[Work]:
+        """Retries whose wait ran out: those to call here (the others go back to the group)."""
+        ...
+
+
+class _Kept:
+    """A consumer group's records are the member's until it commits past them or loses their partition."""
+
+    def lapsed(self, works: list[Work], probe: bool) -> bool:
+        return False
+
+    def give_back(self, works: list[Work], why: str) -> int:
+        raise AssertionError("a consumer group's records are never given back")
+
+    def retry_in(self, delay: float) -> float:
+        return delay
+
+    def retry_due(self, due: list[Work]) -> list[Work]:
+        return due
+
+
+KEPT: Lease = _Kept()
 
 
 class Attempts:
@@ -57,7 +98,8 @@ class Attempts:
         stopping: Callable[[], bool],
         completion: Completion,
         fail: Callable[[BaseException], None],
-        transaction: Transaction | None = None,
+        publishing: Publishing = AT_LEAST_ONCE,
+        lease: Lease = KEPT,
     ) -> None:
         self._name = name
         self._caller = caller
@@ -76,12 +118,13 @@ class Attempts:
         self._stopping = stopping
         self._completion = completion
         self._fail = fail
+        self._lease = lease
         self._backoff = Backoff(config.retry.initial_backoff, config.retry.max_backoff)
         self._settle = Settle(
             inflight=inflight,
             outcomes=outcomes,
             completion=completion,
-            publishing=transaction if transaction is not None else AT_LEAST_ONCE,
+            publishing=publishing,
             later=self._schedule_retry,
             wake=wake,
             backoff=self._backoff,
@@ -115,14 +158,12 @@ class Attempts:
             self._wake()
 
     def _lock_ran_out(self, works: list[Work], probe: bool) -> bool:
-        """Queue mode, the member was held up (frozen, starved of CPU): a call now would outlive the records'
-        lock, and the group has given them to another member already, so they go back uncalled (a circuit's probe
-        is made all the same: the circuit waits for its answer)."""
-        share = self._completion.share
-        if share is None or probe or not share.stale() or any(w.verdict is not None for w in works):
+        """The member was held up (frozen, starved of CPU) and a call now would outlive the records' lock: the
+        group has given them to another member already, so they go back uncalled."""
+        if not self._lease.lapsed(works, probe):
             return False
         self._inflight.returned(len(works))
-        share.give_back(works, "their lock ran out before the call")
+        self._lease.give_back(works, "their lock ran out before the call")
         return True
 
     def _callable(self, works: list[Work]) -> list[Work]:
@@ -252,21 +293,14 @@ class Attempts:
         if self._stopping():
             return
         self._stats.retries += len(works)
-        if self._completion.share is not None:
-            delay = min(delay, self._completion.share.max_hold)  # then released: the lock must not run out
+        delay = self._lease.retry_in(delay)
         self._inflight.wait(works, asyncio.get_running_loop().call_later(delay, self._retry_now, works))
 
     def _retry_now(self, works: list[Work]) -> None:
         due = self._inflight.due(works)
         if self._stopping():
             return
-        share = self._completion.share
-        if share is not None:
-            # queue mode: the broker delivers it again (to any member, counting a delivery; no lane to free, the
-            # order is none), unless the failure cost no attempt (the service looked down): then it waits here
-            # for the circuit, as with a group
-            share.give_back([w for w in due if not w.spared], "a retry")
-            due = [w for w in due if w.spared]
+        due = self._lease.retry_due(due)
         if self._circuit.room() is not None or self._pacing is not None:
             # open (called again once it closes, or the first as its probe), ramping or paced: the gate paces them
             self._inflight.park(due)

@@ -18,24 +18,35 @@ below the watermark, uncommitted, and is redelivered after a crash.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from streamcar.engine.buffer import Buffer
 from streamcar.engine.checkpoint import Checkpoint
-from streamcar.engine.queue import ShareSource
 from streamcar.engine.source import Source
 from streamcar.engine.tracing import Tracing
 from streamcar.engine.work import PipelineStats, Work
 
 
 class Completion:
-    __slots__ = ("_buffer", "_checkpoint", "_source", "_stats", "share")
+    __slots__ = ("_buffer", "_checkpoint", "_done", "_source", "_stats")
 
-    def __init__(self, checkpoint: Checkpoint, buffer: Buffer, stats: PipelineStats, source: Source) -> None:
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        buffer: Buffer,
+        stats: PipelineStats,
+        source: Source,
+        *,
+        acknowledge: Callable[[Work, str], None] | None = None,
+    ) -> None:
+        """``acknowledge``: queue mode, where a message done is acknowledged to the share group instead of
+        letting the watermark pass (:meth:`ShareSource.acknowledge <streamcar.engine.queue.ShareSource.
+        acknowledge>`)."""
         self._checkpoint = checkpoint
         self._buffer = buffer
         self._stats = stats
         self._source = source
-        self.share = source if isinstance(source, ShareSource) else None
-        """Queue mode: a message done is acknowledged to the share group instead (:mod:`streamcar.engine.queue`)."""
+        self._done = acknowledge or self._release
 
     def handed_over(self, work: Work) -> bool:
         """``work``'s reply or dead letter is with the producer. When no other message is ready to be called, the
@@ -53,10 +64,10 @@ class Completion:
         if work.span is not None:
             Tracing.done(work, result)
         self._stats.results[result] += 1
-        if self.share is None:
-            self._checkpoint.release(work.tp, work.event.offset)
-        else:
-            self.share.acknowledge(work, result)
+        self._done(work, result)
         self._buffer.finish(work)
         if self._source.bounded:
             self._source.check(self._checkpoint.tracker)
+
+    def _release(self, work: Work, result: str) -> None:
+        self._checkpoint.release(work.tp, work.event.offset)

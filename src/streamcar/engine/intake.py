@@ -29,7 +29,6 @@ from streamcar.config import PipelineConfig
 from streamcar.engine.buffer import Buffer
 from streamcar.engine.checkpoint import Checkpoint
 from streamcar.engine.inflight import InFlight
-from streamcar.engine.queue import ShareSource
 from streamcar.engine.scheduler import lane_for
 from streamcar.engine.source import Consumer, Source
 from streamcar.engine.tracing import Tracing
@@ -58,11 +57,15 @@ class Intake:
         stats: PipelineStats,
         tracing: Tracing | None,
         fail: Callable[[BaseException], None],
+        delivered: Callable[[TP, int, int | None], int] | None = None,
     ) -> None:
+        """``delivered``: queue mode, where the broker counts a record's deliveries and no offset is tracked
+        (:meth:`ShareSource.acquired <streamcar.engine.queue.ShareSource.acquired>`: the attempts it had)."""
         self._name = name
         self._ordering = config.ordering
         self._source = source
-        self._share = source if isinstance(source, ShareSource) else None
+        self._delivered = delivered
+        self._admit = self._tracked if delivered is None else self._counted  # the mode, chosen once
         self._checkpoint = checkpoint
         self._tracker: OffsetTracker = checkpoint.tracker
         self._inflight = inflight
@@ -81,7 +84,7 @@ class Intake:
         source = self._source
         bounded = source.bounded
         accepting = self._inflight.accepting
-        share = self._share
+        admit = self._admit
         for record in records:
             if isinstance(record, Said):
                 self._consumer_said(record)
@@ -93,21 +96,22 @@ class Intake:
             if bounded and not source.admits(tp, event.offset):
                 self._reach(tp)
                 continue
-            if share is None and not self._tracked(tp, record):
-                continue
-            self._take(tp, record)
+            attempts = admit(tp, record)
+            if attempts is not None:
+                self._take(tp, record, attempts)
 
-    def _tracked(self, tp: TP, record: Incoming) -> bool:
-        """A consumer group's record: whether it goes on now, its offset tracked. Not one held for room in the
-        done-ahead metadata (or behind one), nor one done already (the commit's metadata says so)."""
+    def _tracked(self, tp: TP, record: Incoming) -> int | None:
+        """A consumer group's record: its offset tracked, it goes on now with no attempt yet (0); or not now
+        (None): one held for room in the done-ahead metadata (or behind one), or one done already (the commit's
+        metadata says so)."""
         held = self.held
         if held and tp in held:
             held[tp].append(record)
-            return False
+            return None
         offset, tracker = record.event.offset, self._tracker
         if not tracker.fits(tp, offset):
             self._hold(tp, record)
-            return False
+            return None
         try:
             skip = tracker.track(tp, offset)
         except ValueError:
@@ -115,17 +119,21 @@ class Intake:
             skip = tracker.track(tp, offset)
         if skip:
             self._stats.skipped += 1
-        return not skip
+            return None
+        return 0
 
-    def _take(self, tp: TP, record: Incoming) -> None:
+    def _counted(self, tp: TP, record: Incoming) -> int:
+        """A share group's record: no offset to track; the attempts it had, from the broker's deliveries."""
+        assert self._delivered is not None
+        return self._delivered(tp, record.event.offset, record.deliveries)
+
+    def _take(self, tp: TP, record: Incoming, attempts: int) -> None:
         """``record`` is a message now, waiting in the buffer."""
         self._stats.consumed += 1
         event = record.event
         lane = lane_for(self._ordering, event.topic, event.partition, event.key)
         work = Work(event, tp, lane, self._inflight.generation[tp])
-        share = self._share
-        if share is not None:  # queue mode: no offsets to track; the broker counts the deliveries
-            work.attempts = share.acquired(tp, event.offset, record.deliveries)
+        work.attempts = attempts
         if record.unusable is not None:
             work.verdict = Reply.dead_letter(record.unusable, kind=Kind.REJECTED)
             self._inflight.decided(1)

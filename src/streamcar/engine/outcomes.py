@@ -262,6 +262,22 @@ class Outcomes:
             return publish.topic if publish is not None else "?"
         return self._config.dead_letter.topic if self._config.dead_letter is not None else "?"
 
+    def _count_published(self, work: Work) -> None:
+        reply, publish = work.reply, self._config.publish
+        if reply is None or publish is None:
+            return
+        if reply.fanout:
+            self._stats.published += len(reply.fanout)
+            routed = Counter(r.topic or publish.topic for r in reply.fanout)
+            self._stats.published_to.update(routed)
+            for topic in routed:
+                self._stats.note_published(topic)
+        elif reply.value is not None:
+            self._stats.published += 1
+            topic = self.destination(work, "success")
+            self._stats.published_to[topic] += 1
+            self._stats.note_published(topic)
+
     def _blocked_for(self, work: Work) -> float | None:
         """How long ``work`` has held its key, when that is longer than ``retry.max_block`` and its last failure
         counted (a failure spared because the service was down never ends it); else None."""
@@ -346,19 +362,9 @@ class Outcomes:
         }
 
     def count(self, work: Work, result: str) -> None:
+        """``work`` is done with ``result``: what it published counts for /status and /metrics."""
         if result == "success":
-            reply, publish = work.reply, self._config.publish
-            if reply is not None and reply.fanout and publish is not None:
-                self._stats.published += len(reply.fanout)
-                routed = Counter(r.topic or publish.topic for r in reply.fanout)
-                self._stats.published_to.update(routed)
-                for topic in routed:
-                    self._stats.note_published(topic)
-            elif reply is not None and reply.value is not None and publish is not None:
-                self._stats.published += 1
-                topic = self.destination(work, result)
-                self._stats.published_to[topic] += 1
-                self._stats.note_published(topic)
+            self._count_published(work)
         elif result == "dead-letter":
             if self._config.dead_letter is not None:
                 self._stats.note_published(self._config.dead_letter.topic)

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 
 from streamcar.call import Caller
 from streamcar.config import KafkaConfig, PipelineConfig
-from streamcar.engine.attempt import Attempts
+from streamcar.engine.attempt import KEPT, Attempts
 from streamcar.engine.buffer import Buffer
 from streamcar.engine.checkpoint import Checkpoint
 from streamcar.engine.circuit import Circuit
@@ -37,7 +37,7 @@ from streamcar.engine.queue import ShareSource
 from streamcar.engine.source import Consumer, ConsumerFactory, GroupSource, RangeSource, Source
 from streamcar.engine.stopping import COMMIT_GRACE, PRODUCER_GRACE, STOP_GRACE, within
 from streamcar.engine.tracing import Tracing
-from streamcar.engine.transaction import ExactlyOnce, Transaction, Transactional
+from streamcar.engine.transaction import AT_LEAST_ONCE, ExactlyOnce, Transaction, Transactional
 from streamcar.engine.view import status_document
 from streamcar.engine.work import PipelineStats
 from streamcar.kafka.consumer import ConsumerBridge
@@ -82,6 +82,7 @@ class Pipeline:
         self._tracing = tracing
         queue = config.consume.queue  # a share group (engine.queue) rather than a consumer group
         self._source: Source = source or (ShareSource(name, config, kafka) if queue else GroupSource(config))
+        share = self._source if isinstance(self._source, ShareSource) else None  # queue mode's strategies
         self._transaction: Transaction | None = None
         self._exactly: ExactlyOnce | None = None
         if isinstance(producer, Transactional):
@@ -162,9 +163,16 @@ class Pipeline:
             tracing=tracing,
             redactor=redactor,
             stopping=lambda: self._draining,
-            completion=Completion(self._checkpoint, self._buffer, self.stats, self._source),
+            completion=Completion(
+                self._checkpoint,
+                self._buffer,
+                self.stats,
+                self._source,
+                acknowledge=share.acknowledge if share is not None else None,
+            ),
             fail=self._fail,
-            transaction=self._transaction,
+            publishing=self._transaction or AT_LEAST_ONCE,
+            lease=share or KEPT,
         )
         self._intake = Intake(
             name,
@@ -176,6 +184,7 @@ class Pipeline:
             stats=self.stats,
             tracing=tracing,
             fail=self._fail,
+            delivered=share.acquired if share is not None else None,
         )
         self._consumer_factory = consumer_factory or (ShareBridge if queue else ConsumerBridge)
         self._bridge: Consumer | None = None

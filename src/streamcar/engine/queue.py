@@ -157,6 +157,22 @@ class ShareSource(Unbounded):
         """The longest wait for a retry before the record is released (a quarter of the lock)."""
         return self.group.lock / 4
 
+    # -- the lease (engine.attempt.Lease) -----------------------------------------------------------------------
+    def lapsed(self, works: list[Work], probe: bool) -> bool:
+        """The member was held up (frozen, starved of CPU): a call now would outlive the records' lock. A
+        circuit's probe is made all the same (the circuit waits for its answer), and so is a verdict."""
+        return not probe and self.stale() and all(w.verdict is None for w in works)
+
+    def retry_in(self, delay: float) -> float:
+        return min(delay, self.max_hold)  # then released: the lock must not run out
+
+    def retry_due(self, due: list[Work]) -> list[Work]:
+        """A retry goes back: the broker delivers it again (to any member, counting a delivery; no lane to free,
+        the order is none), unless the failure cost no attempt (the service looked down): then it waits here for
+        the circuit, as with a group."""
+        self.give_back([w for w in due if not w.spared], "a retry")
+        return [w for w in due if w.spared]
+
     def acquired(self, tp: TP, offset: int, deliveries: int | None) -> int:
         """A record at ``offset`` of ``tp``, delivered ``deliveries`` times: the attempts it had before this one."""
         if offset + 1 > self.seen.get(tp, 0):
