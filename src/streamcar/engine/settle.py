@@ -23,15 +23,47 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from streamcar.engine.completion import Completion
 from streamcar.engine.inflight import InFlight
-from streamcar.engine.outcomes import Handed, Later, Outcomes
+from streamcar.engine.outcomes import Decision, Handed, Later
 from streamcar.engine.retry import Backoff
 from streamcar.engine.scheduler import Lane
 from streamcar.engine.transaction import Publishing
 from streamcar.engine.work import Work
 from streamcar.kafka.producer import Ack
+
+
+class Decides(Protocol):
+    """What settling asks of the outcomes (:class:`~streamcar.engine.outcomes.Outcomes`)."""
+
+    def act(self, work: Work) -> Decision:
+        """What ``work``'s reply means, its record (if any) handed to the producer."""
+        ...
+
+    def hurry(self, sent: int) -> None:
+        """The producer sends now what it holds, ``sent`` records of which someone waits for."""
+        ...
+
+    def count(self, work: Work, result: str) -> None:
+        """``work`` is done: count what it published."""
+        ...
+
+    def refused(self, work: Work, result: str, error: BaseException) -> None:
+        """The broker did not take ``work``'s record: decide what acting on it again means."""
+        ...
+
+
+class Completes(Protocol):
+    """What settling asks of the completion (:class:`~streamcar.engine.completion.Completion`)."""
+
+    def handed_over(self, work: Work) -> bool:
+        """``work``'s record is with the producer: whether its lane was given up for the next message."""
+        ...
+
+    def release(self, work: Work, result: str) -> None:
+        """``work`` is done."""
+        ...
 
 
 @dataclass(slots=True)
@@ -60,8 +92,8 @@ class Settle:
         self,
         *,
         inflight: InFlight,
-        outcomes: Outcomes,
-        completion: Completion,
+        outcomes: Decides,
+        completion: Completes,
         publishing: Publishing,
         later: Callable[[list[Work], float], None],
         wake: Callable[[], None],
