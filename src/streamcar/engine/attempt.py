@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
 
+from opentelemetry.trace import Span
+
 from streamcar.call import Caller
 from streamcar.config import PipelineConfig
 from streamcar.engine.circuit import Circuit
@@ -138,13 +140,29 @@ class Attempts:
         touched = list(works)  # grows by the held messages this task settles; all leave _running at the end
         fanned = 0
         try:
-            if self._lock_ran_out(works, probe):
+            if self._lease.lapsed(works, probe):
+                # the member was held up (frozen, starved of CPU) and a call now would outlive the records' lock:
+                # the group has given them to another member already, so they go back uncalled
+                self._inflight.returned(len(works))
+                self._lease.give_back(works, "their lock ran out before the call")
                 return
-            calls = self._callable(works)
+            calls = self._callable(works) if self._inflight.verdicts else works
             if calls:  # one call, inline: a coroutine of its own per call costs as much as the bookkeeping
-                replies = await self._call(calls, probe)
-                fanned = sum(len(reply.fanout) for reply in replies if reply.fanout)
-                self._inflight.fan(fanned)
+                for work in calls:
+                    work.attempts += 1
+                tracing = self._tracing
+                span, events = tracing.call(calls) if tracing is not None else (None, [work.event for work in calls])
+                started = time.monotonic()
+                try:
+                    replies = await self._caller.call(events)
+                    if len(replies) != len(calls):
+                        raise RuntimeError(f"{len(replies)} replies for {len(calls)} events")
+                except Exception as exc:  # a caller bug must not lose messages: retry them like a failed call
+                    log.exception("%s: caller failed", self._name)
+                    replies = [Reply.retry(error=f"{type(exc).__name__}: {exc}", kind=Kind.INTERNAL)] * len(calls)
+                finally:
+                    self._inflight.returned(len(calls))
+                fanned = self._called(calls, replies, span, started, probe)
             await self._settle.settle(works, touched)
         except asyncio.CancelledError:
             raise
@@ -152,23 +170,15 @@ class Attempts:
             log.exception("%s: settling %s failed", self._name, works[0].event.idempotency_key)
             self._fail(exc)
         finally:
-            self._inflight.fan(-fanned)
+            if fanned:
+                self._inflight.fan(-fanned)
             self._inflight.ended(touched, asyncio.current_task())
             self._flow.pace()
             self._wake()
 
-    def _lock_ran_out(self, works: list[Work], probe: bool) -> bool:
-        """The member was held up (frozen, starved of CPU) and a call now would outlive the records' lock: the
-        group has given them to another member already, so they go back uncalled."""
-        if not self._lease.lapsed(works, probe):
-            return False
-        self._inflight.returned(len(works))
-        self._lease.give_back(works, "their lock ran out before the call")
-        return True
-
     def _callable(self, works: list[Work]) -> list[Work]:
         """The messages of ``works`` to call: not those with a verdict, whose verdict is their reply."""
-        if not self._inflight.verdicts or all(work.verdict is None for work in works):
+        if all(work.verdict is None for work in works):
             return works
         calls = [work for work in works if work.verdict is None]
         self._inflight.returned(len(works) - len(calls))
@@ -176,29 +186,6 @@ class Attempts:
             if work.verdict is not None:
                 work.reply = work.verdict
         return calls
-
-    async def _call(self, calls: list[Work], probe: bool) -> list[Reply]:
-        """Call the service for ``calls``: each gets its reply (:meth:`_called`), which is returned too."""
-        for work in calls:
-            work.attempts += 1
-        tracing = self._tracing
-        span, events = tracing.call(calls) if tracing is not None else (None, [work.event for work in calls])
-        started = time.monotonic()
-        try:
-            replies = await self._caller.call(events)
-            if len(replies) != len(calls):
-                raise RuntimeError(f"{len(replies)} replies for {len(calls)} events")
-        except Exception as exc:  # a caller bug must not lose messages: retry them like a failed call
-            log.exception("%s: caller failed", self._name)
-            replies = [Reply.retry(error=f"{type(exc).__name__}: {exc}", kind=Kind.INTERNAL)] * len(calls)
-        finally:
-            self._inflight.returned(len(calls))
-        if any(reply.error is not None for reply in replies):
-            replies = self._redacted(replies)
-        if span is not None:
-            Tracing.called(span, replies)
-        self._called(calls, replies, started, probe)
-        return replies
 
     def _redacted(self, replies: list[Reply]) -> list[Reply]:
         """``replies`` with their errors redacted and cut short. An error's text is the service's words, and a
@@ -210,15 +197,24 @@ class Attempts:
             for r in replies
         ]
 
-    def _called(self, works: list[Work], replies: list[Reply], started: float, probe: bool) -> None:
+    def _called(self, works: list[Work], replies: list[Reply], span: Span | None, started: float, probe: bool) -> int:
         """A call for ``works``, begun at ``started`` (time.monotonic()), returned ``replies``: the call counts for
-        the stats, pacing and the circuit, and each message gets its reply."""
+        the stats, pacing and the circuit, and each message gets its reply. Returns the records of fan-out
+        replies: they count against ``max_in_flight`` until the task ends."""
+        if any(reply.error is not None for reply in replies):
+            replies = self._redacted(replies)
+        if span is not None:
+            Tracing.called(span, replies)
         now = time.monotonic()
         failed = [r for r in replies if r.result is Result.RETRY and r.refusal is None]
         failure = failed[0].error_kind if failed and len(failed) == len(replies) else None
         self._observe(works, replies, now - started, failure, failed[0].error if failed else None)
         self._tell_circuit(works, replies, failure, started, probe)
         self._assign(works, replies, Kind.of(failure), started, now, probe)
+        fanned = sum(len(reply.fanout) for reply in replies if reply.fanout)
+        if fanned:
+            self._inflight.fan(fanned)
+        return fanned
 
     def _observe(
         self, works: list[Work], replies: list[Reply], took: float, failure: str | None, error: str | None

@@ -80,6 +80,10 @@ class Pipeline:
         self._caller = caller
         self._producer = producer
         self._tracing = tracing
+        self._draining = False
+        self._drain_until = 0.0
+        self._failure: BaseException | None = None
+        self._failed = asyncio.Event()
         queue = config.consume.queue  # a share group (engine.queue) rather than a consumer group
         self._source: Source = source or (ShareSource(name, config, kafka) if queue else GroupSource(config))
         share = self._source if isinstance(self._source, ShareSource) else None  # queue mode's strategies
@@ -91,15 +95,7 @@ class Pipeline:
             self._exactly = ExactlyOnce(
                 self._transaction, producer, group_metadata=self._group_metadata, rewind=self._rewind
             )
-        self._checkpoint = Checkpoint(
-            name,
-            max_in_flight=config.in_flight_bound,
-            interval=config.commit_interval,
-            commits=self._source.commits,
-            budget=metadata_budget,  # bytes of done-ahead offsets a commit carries at most
-            exactly=self._exactly,
-            covered=lambda: self._dispatcher.dispatch(),
-        )
+        self._checkpoint = self._commits(metadata_budget)
         self._tracker = self._checkpoint.tracker
         self.topics = TopicWatch.of(name, config, kafka)
         """The pipeline's topics that are missing or not usable (checked on the consumer's thread)."""
@@ -107,73 +103,12 @@ class Pipeline:
         # the consumer thread is held back until the buffer drained to half (see engine.flow).
         self._buffer = Buffer(config.in_flight_bound)
         self._inflight = InFlight()
-        self._circuit = Circuit(
-            name,
-            config.circuit_breaker,
-            stats=self.stats,
-            inflight=self._inflight,
-            stopping=lambda: self._draining,
-            max_in_flight=config.in_flight_bound,
-            batch_size=config.call.batch.max_messages,
-            wake=lambda: self._dispatcher.dispatch(),
-            consume=lambda: self._flow.pace(),
-            pause=lambda: self._flow.pause(),
-        )
+        self._circuit = self._gate()
         self._breaker = self._circuit.breaker
         self._batch_size = config.call.batch.max_messages
-        self._dispatcher = Dispatcher(
-            self._inflight,
-            self._buffer,
-            max_in_flight=config.in_flight_bound,
-            batch_size=self._batch_size,
-            max_wait=config.call.batch.max_wait,
-            stopping=lambda: self._draining,
-            gate=self._circuit,
-            owed=lambda: self._checkpoint.owed,
-            pacing=Pacing(config, self.stats),
-            process=lambda works, probe: self._attempts.process(works, probe),
-        )
-        self._draining = False
-        self._drain_until = 0.0
-        self._failure: BaseException | None = None
-        self._failed = asyncio.Event()
+        self._dispatcher = self._dispatch()
         self._flow = Flow(self._buffer, may_resume=self._circuit.may_consume, draining=lambda: self._draining)
-        self._attempts = Attempts(
-            name,
-            config,
-            caller=caller,
-            outcomes=Outcomes(
-                name,
-                config,
-                producer,
-                self.stats,
-                tracing,
-                max_record=int(kafka.librdkafka.get("message.max.bytes", MAX_RECORD)),
-                routed=self.topics.routed,
-                limit=self.topics.limit,
-                missing=self.topics.problem,
-            ),
-            stats=self.stats,
-            circuit=self._circuit,
-            inflight=self._inflight,
-            wake=self._dispatcher.dispatch,
-            launch=self._dispatcher.launch_in_batches,
-            pacing=self._dispatcher.pacing,
-            flow=self._flow,
-            tracing=tracing,
-            redactor=redactor,
-            stopping=lambda: self._draining,
-            completion=Completion(
-                self._checkpoint,
-                self._buffer,
-                self.stats,
-                self._source,
-                acknowledge=share.acknowledge if share is not None else None,
-            ),
-            fail=self._fail,
-            publishing=self._transaction or AT_LEAST_ONCE,
-            lease=share or KEPT,
-        )
+        self._attempts = self._calls(share, tracing, redactor)
         self._intake = Intake(
             name,
             config,
@@ -188,6 +123,89 @@ class Pipeline:
         )
         self._consumer_factory = consumer_factory or (ShareBridge if queue else ConsumerBridge)
         self._bridge: Consumer | None = None
+
+    def _commits(self, budget: int) -> Checkpoint:
+        """What commits the offsets of what is done (in transactions, exactly once)."""
+        config = self.config
+        return Checkpoint(
+            self.name,
+            max_in_flight=config.in_flight_bound,
+            interval=config.commit_interval,
+            commits=self._source.commits,
+            budget=budget,  # bytes of done-ahead offsets a commit carries at most
+            exactly=self._exactly,
+            covered=lambda: self._dispatcher.dispatch(),
+        )
+
+    def _gate(self) -> Circuit:
+        """The circuit breaker, the dispatcher's gate."""
+        config = self.config
+        return Circuit(
+            self.name,
+            config.circuit_breaker,
+            stats=self.stats,
+            inflight=self._inflight,
+            stopping=lambda: self._draining,
+            max_in_flight=config.in_flight_bound,
+            batch_size=config.call.batch.max_messages,
+            wake=lambda: self._dispatcher.dispatch(),
+            consume=lambda: self._flow.pace(),
+            pause=lambda: self._flow.pause(),
+        )
+
+    def _dispatch(self) -> Dispatcher:
+        """What takes messages from the buffer into calls."""
+        config = self.config
+        return Dispatcher(
+            self._inflight,
+            self._buffer,
+            max_in_flight=config.in_flight_bound,
+            batch_size=self._batch_size,
+            max_wait=config.call.batch.max_wait,
+            stopping=lambda: self._draining,
+            gate=self._circuit,
+            owed=lambda: self._checkpoint.owed,
+            pacing=Pacing(config, self.stats),
+            process=lambda works, probe: self._attempts.process(works, probe),
+        )
+
+    def _calls(self, share: ShareSource | None, tracing: Tracing | None, redactor: Redactor) -> Attempts:
+        """What calls the service and acts on its replies, in the mode chosen here: published in transactions
+        or at least once, records kept or leased from a share group."""
+        config, kafka = self.config, self._kafka
+        outcomes = Outcomes(
+            self.name,
+            config,
+            self._producer,
+            self.stats,
+            tracing,
+            max_record=int(kafka.librdkafka.get("message.max.bytes", MAX_RECORD)),
+            routed=self.topics.routed,
+            limit=self.topics.limit,
+            missing=self.topics.problem,
+        )
+        acknowledge = share.acknowledge if share is not None else None
+        completion = Completion(self._checkpoint, self._buffer, self.stats, self._source, acknowledge=acknowledge)
+        return Attempts(
+            self.name,
+            config,
+            caller=self._caller,
+            outcomes=outcomes,
+            stats=self.stats,
+            circuit=self._circuit,
+            inflight=self._inflight,
+            wake=self._dispatcher.dispatch,
+            launch=self._dispatcher.launch_in_batches,
+            pacing=self._dispatcher.pacing,
+            flow=self._flow,
+            tracing=tracing,
+            redactor=redactor,
+            stopping=lambda: self._draining,
+            completion=completion,
+            fail=self._fail,
+            publishing=self._transaction or AT_LEAST_ONCE,
+            lease=share or KEPT,
+        )
 
     # -- life cycle ---------------------------------------------------------------------------------------
     @property

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from streamcar.engine.inflight import InFlight
@@ -66,23 +65,25 @@ class Completes(Protocol):
         ...
 
 
-@dataclass(slots=True)
 class Round:
-    """What one round decided."""
+    """What one round decided. (A plain class: one is made per launch, and a dataclass's factories cost more.)"""
 
-    sent: list[tuple[Work, Handed]] = field(default_factory=list)
-    """Messages decided, with what they wait for."""
-    retry: list[Work] = field(default_factory=list)
-    slow: list[Work] = field(default_factory=list)
-    """Messages that cannot be delivered (no dead-letter topic): retried at the longest backoff."""
-    deferred: list[Work] = field(default_factory=list)
-    """Decided while the transaction commits: the next one takes them."""
-    blockers: dict[Lane, Work] = field(default_factory=dict)
-    """Per lane, the unresolved message the lane's later ones wait for."""
-    handed: set[Lane] = field(default_factory=set)
-    """Lanes with a record of this round at the producer: the producer keeps their order."""
-    behind_broker: int = 0
-    """Messages held behind an earlier message's unacknowledged record."""
+    __slots__ = ("behind_broker", "blockers", "deferred", "handed", "retry", "sent", "slow")
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Work, Handed]] = []
+        """Messages decided, with what they wait for."""
+        self.retry: list[Work] = []
+        self.slow: list[Work] = []
+        """Messages that cannot be delivered (no dead-letter topic): retried at the longest backoff."""
+        self.deferred: list[Work] = []
+        """Decided while the transaction commits: the next one takes them."""
+        self.blockers: dict[Lane, Work] = {}
+        """Per lane, the unresolved message the lane's later ones wait for."""
+        self.handed: set[Lane] = set()
+        """Lanes with a record of this round at the producer: the producer keeps their order."""
+        self.behind_broker = 0
+        """Messages held behind an earlier message's unacknowledged record."""
 
 
 class Settle:
@@ -113,19 +114,25 @@ class Settle:
 
     async def settle(self, works: list[Work], touched: list[Work]) -> None:
         """Act on the replies of ``works`` (in offset order within each lane) until each is done or waiting;
-        ``touched`` grows by the held messages this task settles in their turn."""
+        ``touched`` grows by the held messages this task settles in their turn. (The phases are plain functions
+        and the waits are here: a coroutine per phase showed in the per-message cost.)"""
+        publishing = self._publishing
         while works:
-            await self._until_open(works)
+            if not publishing.is_open and self._nothing_to_finish(works):
+                await publishing.opened()  # while the transaction commits: wait for the next one
             round_ = self._decide(works)
-            self._retry(round_)
-            await self._published(round_)
-            works = await self._complete(round_, touched)
+            if round_.retry or round_.slow:
+                self._retry(round_)
+            pending = self._handed(round_)
+            if pending:
+                await _all_done(pending)
+            works, again = self._complete(round_, touched)
+            if again:
+                await asyncio.sleep(self._backoff.delay(max(w.refused for w in again)))
 
-    async def _until_open(self, works: list[Work]) -> None:
-        """Nothing here to finish while the transaction commits: wait for the next one."""
-        publishing, inflight = self._publishing, self._inflight
-        if not publishing.is_open and all(w.settled is None for w in works if inflight.current(w)):
-            await publishing.opened()
+    def _nothing_to_finish(self, works: list[Work]) -> bool:
+        current = self._inflight.current
+        return all(w.settled is None for w in works if current(w))
 
     # -- 1. decide ------------------------------------------------------------------------------------------------
     def _decide(self, works: list[Work]) -> Round:
@@ -186,8 +193,9 @@ class Settle:
             self._later(round_.slow, self._max_backoff)
 
     # -- 2. publish -----------------------------------------------------------------------------------------------
-    async def _published(self, round_: Round) -> None:
-        """Wait for the broker's acknowledgements of what this round handed over."""
+    def _handed(self, round_: Round) -> list[Ack]:
+        """What this round handed over that the broker has not acknowledged yet (to wait for); meanwhile the
+        next calls start, and the producer is hurried when nothing else will join its batch."""
         inflight = self._inflight
         pending = [ack for _, (_, ack) in round_.sent if ack is not None and not ack.done()]
         if round_.behind_broker and not inflight.calling:
@@ -202,11 +210,12 @@ class Settle:
                 # no call in progress: no reply will join these in the producer's linger, and the next message of
                 # their lanes may be waiting for them (one at a time per partition)
                 self._outcomes.hurry(len(pending))
-            await _all_done(pending)
+        return pending
 
     # -- 3. complete ----------------------------------------------------------------------------------------------
-    async def _complete(self, round_: Round, touched: list[Work]) -> list[Work]:
-        """Complete, in order, what the broker acknowledged; what to settle in the next round."""
+    def _complete(self, round_: Round, touched: list[Work]) -> tuple[list[Work], list[Work]]:
+        """Complete, in order, what the broker acknowledged: what to settle in the next round, and which of those
+        the broker refused (acted on again after a backoff)."""
         blockers: dict[Lane, Work] = {}
         again: list[Work] = []
         released: list[Work] = []
@@ -228,10 +237,11 @@ class Settle:
                 again.append(work)
                 if lane is not None:
                     blockers[lane] = work
-        self._adopt(released, touched)
-        if again:
-            await asyncio.sleep(self._backoff.delay(max(w.refused for w in again)))
-        return round_.deferred + again + released
+        if released:
+            self._adopt(released, touched)
+        if not (round_.deferred or again or released):
+            return [], again
+        return round_.deferred + again + released, again
 
     def _done(self, work: Work, result: str, released: list[Work]) -> None:
         """``work`` is done: counted, completed, and the messages it held released to ``released``."""
@@ -247,8 +257,6 @@ class Settle:
     def _adopt(self, released: list[Work], touched: list[Work]) -> None:
         """The ``released`` messages are settled by this task now: revoke and shutdown wait for them like any
         call."""
-        if not released:
-            return
         task = asyncio.current_task()
         assert task is not None
         self._inflight.adopt(released, task)
