@@ -1,7 +1,7 @@
 """The checkpoint: which offsets are done, and when and in what order they are committed.
 
 A message is *done* when its reply was acknowledged by the broker, it was dropped, or its dead letter was
-acknowledged; :meth:`Checkpoint.release` is the one call that says so (the settling hands it each message once
+acknowledged; :meth:`Checkpoint.done` is the one call that says so (the settling hands it each message once
 its outcome is final). Only the contiguous watermark of done offsets per partition is committed
 (:class:`~streamcar.engine.offsets.OffsetTracker`), so whatever was not done is redelivered after a crash.
 
@@ -48,6 +48,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from streamcar.engine.offsets import BUDGET
 from streamcar.engine.tracker import OffsetTracker
 from streamcar.engine.transaction import EXACTLY_EVERY, ExactlyOnce
+from streamcar.engine.work import Work
 from streamcar.kafka.doneahead import MAX_METADATA, DoneAheadError, decode
 from streamcar.kafka.errors import CommitRefused
 from streamcar.kafka.records import TP, CommitPoint
@@ -84,6 +85,7 @@ class Checkpoint:
         self._idle = asyncio.Event()  # set while no commit is under way
         self._idle.set()
         self._again = False  # enough was released during a commit for the next to follow at once
+        self._soon = False  # a commit task was made and has not started yet
         self._committer: Committer | None = None
         self._owned: Collection[TP] = ()
         self._task: asyncio.Task[None] | None = None
@@ -108,8 +110,10 @@ class Checkpoint:
             self._task.cancel()
             self._task = None
 
-    def release(self, tp: TP, offset: int) -> None:
-        """``offset`` of ``tp`` is done; commit soon when enough were released since the last commit."""
+    def done(self, work: Work, result: str) -> None:
+        """``work`` is done (with ``result``): its offset may be committed; commit soon when enough were done
+        since the last commit."""
+        tp, offset = work.tp, work.event.offset
         tracker = self.tracker
         if tracker.done(tp, offset) and self._commits and self.exactly is None:
             self._owed[tp] = self._owed.get(tp, 0) + 1
@@ -119,7 +123,7 @@ class Checkpoint:
             if self._committing:
                 self._again = True
             else:
-                asyncio.get_running_loop().create_task(self.commit())
+                self._commit_soon()
         if self._room and tp in self._room:
             waiting, wake = self._room[tp]
             if tracker.fits(tp, waiting):
@@ -243,7 +247,18 @@ class Checkpoint:
         self._idle.set()
         if self._again:
             self._again = False
-            asyncio.get_running_loop().create_task(self.commit())
+            self._commit_soon()
+
+    def _commit_soon(self) -> None:
+        """A commit as soon as the loop gets to it: one task, however many messages are done before it starts
+        (a task each made as many commit tasks as messages a round completed past the threshold)."""
+        if not self._soon:
+            self._soon = True
+            asyncio.get_running_loop().create_task(self._soon_commit())
+
+    async def _soon_commit(self) -> None:
+        self._soon = False
+        await self.commit()
 
     def _warn(self, event: str, text: str, *, level: int = logging.WARNING) -> None:
         """One line per ``event`` per interval, however often it happens."""

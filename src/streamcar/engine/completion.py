@@ -6,7 +6,7 @@ once per message, the way a Benthos input hands each message a release function 
 else moves a message's offset towards the commit. Releasing a message:
 
 1. ends its trace span and counts its result;
-2. lets the checkpoint's watermark pass its offset (:meth:`Checkpoint.release`), or in queue mode acknowledges it
+2. lets the checkpoint's watermark pass its offset (:meth:`Checkpoint.done`), or in queue mode acknowledges it
    to the share group (:meth:`ShareSource.acknowledge`: a retry's release too);
 3. frees its lane: the next message of its key, or of its partition, may start (unless the lane was already
    given up by :meth:`Completion.handed_over`, when its record went to the producer and nothing else was ready);
@@ -46,7 +46,7 @@ class Completion:
         self._buffer = buffer
         self._stats = stats
         self._source = source
-        self._done = acknowledge or self._release
+        self._done = acknowledge or checkpoint.done
 
     def handed_over(self, work: Work) -> bool:
         """``work``'s reply or dead letter is with the producer. When no other message is ready to be called, the
@@ -68,6 +68,3 @@ class Completion:
         self._buffer.finish(work)
         if self._source.bounded:
             self._source.check(self._checkpoint.tracker)
-
-    def _release(self, work: Work, result: str) -> None:
-        self._checkpoint.release(work.tp, work.event.offset)

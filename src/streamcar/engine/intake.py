@@ -80,11 +80,12 @@ class Intake:
         """Records waiting for room in their partition's done-ahead metadata, in offset order."""
 
     def accept(self, records: list[Incoming | Said]) -> None:
-        """A fetch's records, in order, and what the consumer said in their place."""
+        """A fetch's records, in order, and what the consumer said in their place: each record admitted is a
+        message (a ``Work``) now, waiting in the buffer."""
         source = self._source
         bounded = source.bounded
-        accepting = self._inflight.accepting
-        admit = self._admit
+        accepting, generation = self._inflight.accepting, self._inflight.generation
+        admit, ordering, tracing, submit = self._admit, self._ordering, self._tracing, self._buffer.submit
         for record in records:
             if isinstance(record, Said):
                 self._consumer_said(record)
@@ -97,8 +98,17 @@ class Intake:
                 self._reach(tp)
                 continue
             attempts = admit(tp, record)
-            if attempts is not None:
-                self._take(tp, record, attempts)
+            if attempts is None:
+                continue
+            self._stats.consumed += 1
+            work = Work(event, tp, lane_for(ordering, event.topic, event.partition, event.key), generation[tp])
+            work.attempts = attempts
+            if record.unusable is not None:
+                work.verdict = Reply.dead_letter(record.unusable, kind=Kind.REJECTED)
+                self._inflight.decided(1)
+            if tracing is not None:
+                tracing.consumed(work)
+            submit(work)
 
     def _tracked(self, tp: TP, record: Incoming) -> int | None:
         """A consumer group's record: its offset tracked, it goes on now with no attempt yet (0); or not now
@@ -126,20 +136,6 @@ class Intake:
         """A share group's record: no offset to track; the attempts it had, from the broker's deliveries."""
         assert self._delivered is not None
         return self._delivered(tp, record.event.offset, record.deliveries)
-
-    def _take(self, tp: TP, record: Incoming, attempts: int) -> None:
-        """``record`` is a message now, waiting in the buffer."""
-        self._stats.consumed += 1
-        event = record.event
-        lane = lane_for(self._ordering, event.topic, event.partition, event.key)
-        work = Work(event, tp, lane, self._inflight.generation[tp])
-        work.attempts = attempts
-        if record.unusable is not None:
-            work.verdict = Reply.dead_letter(record.unusable, kind=Kind.REJECTED)
-            self._inflight.decided(1)
-        if self._tracing is not None:
-            self._tracing.consumed(work)
-        self._buffer.submit(work)
 
     def _hold(self, tp: TP, record: Incoming) -> None:
         """``record`` does not fit ``tp``'s done-ahead metadata: hold it, and stop fetching ``tp``, until it does."""

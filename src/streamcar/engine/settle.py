@@ -136,31 +136,31 @@ class Settle:
 
     # -- 1. decide ------------------------------------------------------------------------------------------------
     def _decide(self, works: list[Work]) -> Round:
+        """Each current message decided, unless it waits this round: behind an earlier message of its lane (held),
+        or for the next transaction (deferred). A message no longer current is skipped: its partition was revoked
+        meanwhile, and its new owner redoes it."""
         round_ = Round()
-        current = self._inflight.current
+        current, blockers, handed = self._inflight.current, round_.blockers, round_.handed
+        is_open = self._publishing.is_open
         for work in works:
-            # a message no longer current: its partition was revoked meanwhile, and its new owner redoes it
-            if current(work) and not self._waits(work, round_):
-                self._act(work, round_)
-        return round_
-
-    def _waits(self, work: Work, round_: Round) -> bool:
-        """Whether ``work`` waits this round: behind an earlier message of its lane, or for the next transaction."""
-        lane = work.lane
-        if lane is not None:
-            blocker = round_.blockers.get(lane)
-            if blocker is None and lane not in round_.handed:
-                blocker = self._publishing_before(lane, work)
-                round_.behind_broker += blocker is not None
-            if blocker is not None:
-                self._hold(blocker, work)
-                return True
-        if work.settled is None and not self._publishing.is_open:
-            round_.deferred.append(work)
+            if not current(work):
+                continue
+            lane = work.lane
             if lane is not None:
-                round_.blockers[lane] = work
-            return True
-        return False
+                blocker = blockers.get(lane)
+                if blocker is None and lane not in handed:
+                    blocker = self._publishing_before(lane, work)
+                    round_.behind_broker += blocker is not None
+                if blocker is not None:
+                    self._hold(blocker, work)
+                    continue
+            if work.settled is None and not is_open:
+                round_.deferred.append(work)
+                if lane is not None:
+                    blockers[lane] = work
+                continue
+            self._act(work, round_)
+        return round_
 
     def _act(self, work: Work, round_: Round) -> None:
         decision = self._outcomes.act(work)
@@ -248,8 +248,9 @@ class Settle:
         self._outcomes.count(work, result)
         self._completion.release(work, result)
         self._publishing.released(work)
-        if work.lane is not None:
-            self._inflight.published(work.lane, work)
+        lane = work.lane
+        if lane is not None and self._inflight.publishing.get(lane) is work:
+            self._inflight.published(lane, work)
         if work.held is not None:
             released.extend(work.held)
             work.held = None
