@@ -48,7 +48,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from streamcar.engine.offsets import BUDGET
 from streamcar.engine.tracker import OffsetTracker
 from streamcar.engine.transaction import EXACTLY_EVERY, ExactlyOnce
-from streamcar.engine.work import Work
+from streamcar.engine.work import Outcome, Work
 from streamcar.kafka.doneahead import MAX_METADATA, DoneAheadError, decode
 from streamcar.kafka.errors import CommitRefused
 from streamcar.kafka.records import TP, CommitPoint
@@ -110,7 +110,7 @@ class Checkpoint:
             self._task.cancel()
             self._task = None
 
-    def done(self, work: Work, result: str) -> None:
+    def done(self, work: Work, result: Outcome) -> None:
         """``work`` is done (with ``result``): its offset may be committed; commit soon when enough were done
         since the last commit."""
         tp, offset = work.tp, work.event.offset

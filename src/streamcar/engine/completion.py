@@ -24,7 +24,7 @@ from streamcar.engine.buffer import Buffer
 from streamcar.engine.checkpoint import Checkpoint
 from streamcar.engine.source import Source
 from streamcar.engine.tracing import Tracing
-from streamcar.engine.work import PipelineStats, Work
+from streamcar.engine.work import Outcome, PipelineStats, Work
 
 
 class Completion:
@@ -37,7 +37,7 @@ class Completion:
         stats: PipelineStats,
         source: Source,
         *,
-        acknowledge: Callable[[Work, str], None] | None = None,
+        acknowledge: Callable[[Work, Outcome], None] | None = None,
     ) -> None:
         """``acknowledge``: queue mode, where a message done is acknowledged to the share group instead of
         letting the watermark pass (:meth:`ShareSource.acknowledge <streamcar.engine.queue.ShareSource.
@@ -59,7 +59,7 @@ class Completion:
         self._buffer.finish(work)
         return True
 
-    def release(self, work: Work, result: str) -> None:
+    def release(self, work: Work, result: Outcome) -> None:
         """``work`` is done, with ``result`` ("ok", "dead_lettered", "dropped", ...)."""
         if work.span is not None:
             Tracing.done(work, result)

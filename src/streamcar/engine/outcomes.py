@@ -24,7 +24,7 @@ from streamcar.engine.records import MAX_CUTS, OutRecord, cut_down, dead_letter_
 from streamcar.engine.refusals import Refusals
 from streamcar.engine.tracing import Tracing
 from streamcar.engine.transaction import Transactional, Unsent
-from streamcar.engine.work import PipelineStats, Work
+from streamcar.engine.work import Outcome, PipelineStats, Work
 from streamcar.event import MAX_FANOUT, Event, Reply, Result, too_many_records
 from streamcar.failures import Kind
 from streamcar.kafka.producer import Ack, AsyncProducer, ProduceError
@@ -40,7 +40,7 @@ class Handed(NamedTuple):
     """The message is done with ``result`` once ``ack`` is (None: nothing to wait for, a drop or a success with
     nothing to publish); its record went to the producer. (A tuple: one is made per message.)"""
 
-    result: str
+    result: Outcome
     ack: Ack | None
 
 
@@ -110,7 +110,7 @@ class Outcomes:
                 return published
             reply = work.reply = published
         elif result is Result.DROP:
-            return Handed("drop", None)
+            return Handed(Outcome.DROP, None)
         elif result is Result.RETRY:
             exhausted = self._exhausted(work, reply)
             if exhausted is None:
@@ -123,10 +123,10 @@ class Outcomes:
         when it may not or cannot be published."""
         if reply.fanout is not None:
             fanned = self._fan_out(work, reply)
-            return fanned if isinstance(fanned, Reply) else Handed("success", fanned)
+            return fanned if isinstance(fanned, Reply) else Handed(Outcome.SUCCESS, fanned)
         publish = self._config.publish
         if reply.value is None or (publish is None and reply.topic is None):
-            return Handed("success", None)
+            return Handed(Outcome.SUCCESS, None)
         refused = self._unroutable(reply.topic)
         if refused is not None:
             return Reply.dead_letter(refused, kind=Kind.ROUTE)
@@ -136,7 +136,7 @@ class Outcomes:
         too_large = self._too_large(work, [(topic, record)])
         if too_large is not None:
             return Reply.dead_letter(too_large, kind=Kind.PUBLISH)
-        return Handed("success", self._send(work, topic, record, dead_letter=False))
+        return Handed(Outcome.SUCCESS, self._send(work, topic, record, dead_letter=False))
 
     def _exhausted(self, work: Work, reply: Reply) -> Reply | None:
         """A retry's dead letter when it held its key too long or used its attempts up; None: it is retried."""
@@ -175,7 +175,7 @@ class Outcomes:
         record = dead_letter_record(work.event, error=error, kind=kind, attempts=work.attempts)
         if work.cuts:
             record = cut_down(record, work.cuts)
-        return Handed("dead-letter", self._send(work, dlq.topic, record, dead_letter=True))
+        return Handed(Outcome.DEAD_LETTER, self._send(work, dlq.topic, record, dead_letter=True))
 
     def _fan_out(self, work: Work, reply: Reply) -> Ack | Reply | None:
         """Hand a fanned-out reply's records to the producer: the acknowledgement of them all (None: no record), or
@@ -250,9 +250,9 @@ class Outcomes:
             return f"the reply names topic {topic!r}, which publish.allow does not list (it allows {allowed})"
         return None
 
-    def destination(self, work: Work, result: str) -> str:
+    def destination(self, work: Work, result: Outcome) -> str:
         """The topic ``work``'s record went to (a fan-out's: the first that was not acknowledged)."""
-        if result == "success":
+        if result is Outcome.SUCCESS:
             reply, publish = work.reply, self._config.publish
             if reply is not None and reply.fanout:
                 pending = [r for i, r in enumerate(reply.fanout) if i not in (work.acked or ())] or list(reply.fanout)
@@ -274,7 +274,7 @@ class Outcomes:
                 self._stats.note_published(topic)
         elif reply.value is not None:
             self._stats.published += 1
-            topic = self.destination(work, "success")
+            topic = self.destination(work, Outcome.SUCCESS)
             self._stats.published_to[topic] += 1
             self._stats.note_published(topic)
 
@@ -308,7 +308,7 @@ class Outcomes:
             ack.add_done_callback(functools.partial(self._remember, work.event, topic, not dead_letter))
         return ack
 
-    def refused(self, work: Work, result: str, error: BaseException) -> None:
+    def refused(self, work: Work, result: Outcome, error: BaseException) -> None:
         """The broker did not take ``work``'s reply or dead letter: decide what acting on it again means."""
         transient = isinstance(error, ProduceError) and not error.permanent
         topic = self.destination(work, result)
@@ -325,7 +325,7 @@ class Outcomes:
             # and only the one that is really too large fails again
             work.alone = True
             return
-        if result == "success":
+        if result is Outcome.SUCCESS:
             work.reply = Reply.dead_letter(f"publishing the reply failed: {error}", kind=Kind.PUBLISH)
         elif isinstance(error, ProduceError) and error.too_large and work.cuts < MAX_CUTS:
             work.cuts += 1  # too large alone: the same dead letter again, cut down to fit (never retried forever)
@@ -361,11 +361,11 @@ class Outcomes:
             "attempts": work.attempts,
         }
 
-    def count(self, work: Work, result: str) -> None:
+    def count(self, work: Work, result: Outcome) -> None:
         """``work`` is done with ``result``: what it published counts for /status and /metrics."""
-        if result == "success":
+        if result is Outcome.SUCCESS:
             self._count_published(work)
-        elif result == "dead-letter":
+        elif result is Outcome.DEAD_LETTER:
             if self._config.dead_letter is not None:
                 self._stats.note_published(self._config.dead_letter.topic)
             reply = work.reply

@@ -50,7 +50,7 @@ from streamcar.engine.inflight import InFlight
 from streamcar.engine.source import Consumer, Launch, Unbounded
 from streamcar.engine.tracing import Tracing
 from streamcar.engine.tracker import OffsetTracker
-from streamcar.engine.work import PipelineStats, Work
+from streamcar.engine.work import Outcome, PipelineStats, Work
 from streamcar.event import Reply
 from streamcar.failures import Kind
 from streamcar.kafka.records import TP
@@ -182,12 +182,12 @@ class ShareSource(Unbounded):
         self._deliveries[(tp, offset)] = (delivered, attempts)
         return attempts
 
-    def acknowledge(self, work: Work, result: str) -> None:
+    def acknowledge(self, work: Work, result: Outcome) -> None:
         """``work`` ended with ``result``: released (a retry) goes back to the group; a record never called and
         dead-lettered is rejected; anything else done is accepted."""
         key = (work.tp, work.event.offset)
         held = self._deliveries.pop(key, None)
-        if result != "released":
+        if result is not Outcome.RELEASED:
             self._uncalled.pop(key, None)
             self.pace.done += 1
         elif held is not None and work.attempts == held[1]:  # not called in this delivery
@@ -196,9 +196,9 @@ class ShareSource(Unbounded):
                 self._uncalled.popitem(last=False)
         if self._consumer is None:
             return
-        if result == "released":
+        if result is Outcome.RELEASED:
             how = "release"
-        elif result == "dead-letter" and work.verdict is not None:
+        elif result is Outcome.DEAD_LETTER and work.verdict is not None:
             how = "reject"
         else:
             how = "accept"
@@ -316,10 +316,10 @@ class ShareSource(Unbounded):
         released = [w for w in works if not self._last_delivery(w)]
         for work in released:
             if work.span is not None:
-                Tracing.done(work, "released")
-            self.acknowledge(work, "released")
+                Tracing.done(work, Outcome.RELEASED)
+            self.acknowledge(work, Outcome.RELEASED)
         if released and self._stats is not None:
-            self._stats.results["released"] += len(released)
+            self._stats.results[Outcome.RELEASED] += len(released)
         return len(released)
 
     def _last_delivery(self, work: Work) -> bool:

@@ -29,7 +29,7 @@ from streamcar.engine.outcomes import Decision, Handed, Later
 from streamcar.engine.retry import Backoff
 from streamcar.engine.scheduler import Lane
 from streamcar.engine.transaction import Publishing
-from streamcar.engine.work import Work
+from streamcar.engine.work import Outcome, Work
 from streamcar.kafka.producer import Ack
 
 
@@ -44,11 +44,11 @@ class Decides(Protocol):
         """The producer sends now what it holds, ``sent`` records of which someone waits for."""
         ...
 
-    def count(self, work: Work, result: str) -> None:
+    def count(self, work: Work, result: Outcome) -> None:
         """``work`` is done: count what it published."""
         ...
 
-    def refused(self, work: Work, result: str, error: BaseException) -> None:
+    def refused(self, work: Work, result: Outcome, error: BaseException) -> None:
         """The broker did not take ``work``'s record: decide what acting on it again means."""
         ...
 
@@ -60,7 +60,7 @@ class Completes(Protocol):
         """``work``'s record is with the producer: whether its lane was given up for the next message."""
         ...
 
-    def release(self, work: Work, result: str) -> None:
+    def release(self, work: Work, result: Outcome) -> None:
         """``work`` is done."""
         ...
 
@@ -243,7 +243,7 @@ class Settle:
             return [], again
         return round_.deferred + again + released, again
 
-    def _done(self, work: Work, result: str, released: list[Work]) -> None:
+    def _done(self, work: Work, result: Outcome, released: list[Work]) -> None:
         """``work`` is done: counted, completed, and the messages it held released to ``released``."""
         self._outcomes.count(work, result)
         self._completion.release(work, result)

@@ -28,7 +28,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from streamcar.event import Event, Headers, Reply, Result
 
 if TYPE_CHECKING:
-    from streamcar.engine.work import Work
+    from streamcar.engine.work import Outcome, Work
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _TRACE_HEADERS = ("traceparent", "tracestate")
@@ -131,13 +131,13 @@ class Tracing:
         span.end()
 
     @staticmethod
-    def done(work: Work, result: str) -> None:
+    def done(work: Work, result: Outcome) -> None:
         span = work.span
         if span is None:
             return
         span.set_attribute("streamcar.result", result)
         span.set_attribute("streamcar.attempts", work.attempts)
-        if result == "dead-letter":
+        if result is Outcome.DEAD_LETTER:
             reply = work.reply
             span.set_status(Status(StatusCode.ERROR, (reply.error if reply is not None else None) or "dead-lettered"))
         span.end()

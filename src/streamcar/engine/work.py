@@ -11,6 +11,7 @@ import time
 from bisect import bisect_left
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from opentelemetry.trace import Span
 
@@ -34,6 +35,16 @@ REFUSING_SHOWN = 60.0
 """Seconds a topic that refused a record counts as refusing (unless a record is taken meanwhile)."""
 FAILING_AFTER = 5
 """Consecutive calls that could not reach the service (connection, timeout, 5xx) before it counts as failing."""
+
+
+class Outcome(StrEnum):
+    """How a message ended, as /status and /metrics count it (``results``)."""
+
+    SUCCESS = "success"
+    DROP = "drop"
+    DEAD_LETTER = "dead-letter"
+    RELEASED = "released"
+    """Queue mode: given back to the share group (a retry, or not started in time), delivered again."""
 
 
 @dataclass
@@ -235,7 +246,7 @@ class Work:
         self.last_kind = ""
         self.blocked = False
         self.reply: Reply | None = None
-        self.settled: str | None = None
+        self.settled: Outcome | None = None
         self.held: list[Work] | None = None
         self.span: Span | None = None  # the message's "process" span when tracing is on
         self.alone = False  # its record goes in a batch of its own (its last batch was refused as too large)

@@ -8,7 +8,7 @@ from typing import Any
 from twin import TOPIC, TwinProducer, pipeline_config
 
 from streamcar.engine.outcomes import RETRY, UNDELIVERABLE, Decision, Handed, Outcomes
-from streamcar.engine.work import PipelineStats, Work
+from streamcar.engine.work import Outcome, PipelineStats, Work
 from streamcar.event import Event, Record, Reply
 
 TP = (TOPIC, 0)
@@ -31,8 +31,8 @@ async def test_a_success_hands_its_reply_to_the_publish_topic() -> None:
 
 
 async def test_a_drop_and_a_success_with_nothing_to_publish_are_done_with_nothing_to_wait_for() -> None:
-    assert decide(Reply.drop())[0] == Handed("drop", None)
-    assert decide(Reply.success(None))[0] == Handed("success", None)
+    assert decide(Reply.drop())[0] == Handed(Outcome.DROP, None)
+    assert decide(Reply.success(None))[0] == Handed(Outcome.SUCCESS, None)
 
 
 async def test_a_retry_waits_until_its_attempts_are_spent_then_is_dead_lettered() -> None:

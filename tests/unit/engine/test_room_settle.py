@@ -12,7 +12,7 @@ from streamcar.engine.outcomes import RETRY, Decision, Handed
 from streamcar.engine.retry import Backoff
 from streamcar.engine.settle import Settle
 from streamcar.engine.transaction import AT_LEAST_ONCE, Publishing, Transaction
-from streamcar.engine.work import Work
+from streamcar.engine.work import Outcome, Work
 from streamcar.event import Event
 from streamcar.kafka.producer import Ack
 
@@ -57,13 +57,13 @@ class Completion:
 def acked() -> Decision:
     future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
     future.set_result(None)  # what the producer acknowledged is not looked at
-    return Handed("success", cast(Ack, future))
+    return Handed(Outcome.SUCCESS, cast(Ack, future))
 
 
 def refused() -> Decision:
     future: Ack = asyncio.get_running_loop().create_future()
     future.set_exception(RuntimeError("the broker refused it"))
-    return Handed("success", future)
+    return Handed(Outcome.SUCCESS, future)
 
 
 def works(inflight: InFlight, *offsets: int) -> list[Work]:
