@@ -76,6 +76,7 @@ class Outcomes:
         max_record: int = MAX_RECORD,
         routed: Callable[[str], None] | None = None,
         limit: Callable[[str], int | None] = lambda topic: None,
+        want: Callable[[str], None] = lambda topic: None,
         missing: Callable[[str], str | None] = lambda topic: None,
     ) -> None:
         self._name = name
@@ -84,6 +85,8 @@ class Outcomes:
         """Told of each record routed elsewhere than the publish topic (the pipeline watches that topic)."""
         self._limit = limit
         """A topic's max.message.bytes, where known."""
+        self._want = want
+        """Asks for a topic's max.message.bytes now (a record was refused as too large, the limit not known)."""
         self._missing = missing
         """What is wrong with a topic written, where the topic watch found something (it does not exist...)."""
         self._exactly = isinstance(producer, Transactional)
@@ -345,7 +348,9 @@ class Outcomes:
         if reply:
             self._refusals.refused(event.idempotency_key)
         limit = self._limit(topic)
-        if limit is not None and isinstance(self._producer, Transactional):
+        if limit is None:
+            self._want(topic)  # known before the redo, so that it is not refused again and again
+        elif isinstance(self._producer, Transactional):
             self._producer.fit_batches(limit)
 
     def _fields(self, event: str, work: Work, kind: str | None) -> dict[str, object]:

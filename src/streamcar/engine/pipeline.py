@@ -182,6 +182,7 @@ class Pipeline:
             max_record=int(kafka.librdkafka.get("message.max.bytes", MAX_RECORD)),
             routed=self.topics.routed,
             limit=self.topics.limit,
+            want=self.topics.want,
             missing=self.topics.problem,
         )
         acknowledge = share.acknowledge if share is not None else None

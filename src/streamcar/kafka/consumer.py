@@ -284,7 +284,7 @@ class ConsumerBridge:
                     self._reset_offset(tp)
                 if self._rewinding and time.monotonic() >= self._rewind_at:
                     self._rewind([])
-                if time.monotonic() >= self._next_look:
+                if time.monotonic() >= self._next_look or (self._watch is not None and self._watch.wanted):
                     self._look_around()
                 # The loop is behind: wait. Never poll() here to "serve callbacks": on a consumer poll() returns
                 # a record, and one dropped here would be skipped by the watermark, hence lost.
@@ -320,6 +320,8 @@ class ConsumerBridge:
         answers (:func:`streamcar.kafka.probes.look_around`)."""
         now = time.monotonic()
         self._next_look = now + LOOK_EVERY
+        if self._watch is not None:
+            self._watch.wanted = False  # one look for however many wanted it
         held = self._held_since is not None and now - self._held_since > LOOK_EVERY / 2
         fresh = self._paused or held
         stopped = self._finished | self._held  # held partitions fetch nothing: cached watermarks would freeze lag

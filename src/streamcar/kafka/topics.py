@@ -86,6 +86,8 @@ class TopicWatch:
         self.limits: dict[str, int] = {}
         """Each written topic's max.message.bytes, where read (replaced whole: no lock)."""
         self._limits_read: dict[str, float] = {}  # topic -> when its limit was last asked for
+        self.wanted = False
+        """A limit is wanted now (:meth:`want`): the consumer's thread looks at once rather than at its next look."""
 
     @classmethod
     def of(cls, pipeline: str, config: PipelineConfig, kafka: KafkaConfig) -> TopicWatch:
@@ -105,6 +107,13 @@ class TopicWatch:
     def limit(self, topic: str) -> int | None:
         """``topic``'s max.message.bytes; None when not known (yet, or reading topic configs is not allowed)."""
         return self.limits.get(topic)
+
+    def want(self, topic: str) -> None:
+        """``topic``'s max.message.bytes is wanted now (on the loop): a record was refused as too large for it
+        while its limit was not known, so an exactly-once pipeline could not tell whether to send it again (the
+        first look, at start-up, may not have got an answer yet)."""
+        self._limits_read = {t: at for t, at in self._limits_read.items() if t != topic}
+        self.wanted = True
 
     def routed(self, topic: str) -> None:
         """A reply goes to ``topic`` (on the loop): watched from the next look until it is found usable."""
