@@ -25,10 +25,11 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from streamcar.engine.work import Outcome
 from streamcar.event import Event, Headers, Reply, Result
 
 if TYPE_CHECKING:
-    from streamcar.engine.work import Outcome, Work
+    from streamcar.engine.work import Work
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _TRACE_HEADERS = ("traceparent", "tracestate")
@@ -135,7 +136,7 @@ class Tracing:
         span = work.span
         if span is None:
             return
-        span.set_attribute("streamcar.result", result)
+        span.set_attribute("streamcar.result", str(result))
         span.set_attribute("streamcar.attempts", work.attempts)
         if result is Outcome.DEAD_LETTER:
             reply = work.reply
