@@ -29,6 +29,7 @@ from streamcar.config import KafkaConfig, PipelineConfig
 from streamcar.engine.offsets import BUDGET
 from streamcar.engine.pipeline import Pipeline
 from streamcar.engine.source import Source
+from streamcar.engine.tracing import Tracing
 from streamcar.event import Event, Reply
 from streamcar.kafka.bridging import handed
 from streamcar.kafka.listener import ConsumerListener
@@ -380,6 +381,7 @@ class Rig:
         source: Source | None = None,
         committed: Mapping[TP, CommitPoint] | None = None,
         budget: int | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.config = config or pipeline_config()
         self.caller = caller
@@ -406,6 +408,7 @@ class Rig:
             caller,
             self.producer,  # type: ignore[arg-type]
             source=source,
+            tracing=tracing,
             consumer_factory=consumer_factory,  # type: ignore[arg-type]
             metadata_budget=BUDGET if budget is None else budget,
         )
