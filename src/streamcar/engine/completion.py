@@ -60,7 +60,7 @@ class Completion:
         return True
 
     def release(self, work: Work, result: Outcome) -> None:
-        """``work`` is done, with ``result`` ("ok", "dead_lettered", "dropped", ...)."""
+        """``work`` is done, with ``result``: counted, its offset let pass (or acknowledged), its lane freed."""
         if work.span is not None:
             Tracing.done(work, result)
         self._stats.results[result] += 1
