@@ -204,8 +204,8 @@ class Pipeline:
             stopping=lambda: self._draining,
             completion=completion,
             fail=self._fail,
-            publishing=self._transaction or AT_LEAST_ONCE,
-            lease=share or KEPT,
+            publishing=self._transaction if self._transaction is not None else AT_LEAST_ONCE,
+            lease=share if share is not None else KEPT,
         )
 
     # -- life cycle ---------------------------------------------------------------------------------------
@@ -402,8 +402,7 @@ class Pipeline:
         tps = self._inflight.accepting & touched
         self._stop_taking(tps)
         self._forget(tps | (set(self._tracker.partitions()) & touched))
-        if self._transaction is not None:
-            self._transaction.forget()
+        self._transaction.forget()
         bridge = self._bridge
         if bridge is not None and tps:
             if after > 0:

@@ -24,9 +24,9 @@ hands a record delivered more than half the group's limit out in halving bites, 
 deliveries (KAFKA-17541): a lone member with a backlog fell to one call at a time. Keeping what can still start
 within the lock (not half of it) and the group's delivery limit (raised to 10 where the group has none of its
 own, :mod:`streamcar.kafka.share_group`) make such a batch cost as few deliveries as the lock allows. The
-attempts are the calls: a record this
-member released without calling it does not use one up when it comes back here (with a backlog, healthy records
-released unstarted three times were dead-lettered after one call, "gave up after 4 attempts": 192 of 193). A
+attempts are the calls: a record this member released without calling it does not use one up when it comes back
+here (with a backlog, healthy records released unstarted three times were dead-lettered after one call, "gave up
+after 4 attempts": 192 of 193). A
 record another member released unstarted counts that delivery, as the broker's delivery count is all there is
 to know of it.
 
@@ -250,7 +250,7 @@ class ShareSource(Unbounded):
             self.release_unstarted("not started in time: their lock would run out")
         elif since is not None:
             self._release_excess(since + self.hold - now)
-        if self._unread and time.monotonic() >= self._unread:
+        if self._unread and now >= self._unread:
             self._unread = 0.0
             asyncio.get_running_loop().create_task(self.prepared())
         self._schedule()
@@ -282,15 +282,17 @@ class ShareSource(Unbounded):
         their first or second delivery beyond what it starts in a quarter of the lock. Nothing before the pace is
         measured."""
         buffer, slots = self._buffer, self._config.in_flight_bound
-        whole, share = self.pace.can_start(left, slots), self.pace.can_start(min(left, self.group.lock / 4), slots)
-        if buffer is None or whole is None or share is None or len(buffer) <= share:
+        whole, soon = self.pace.can_start(left, slots), self.pace.can_start(min(left, self.group.lock / 4), slots)
+        if buffer is None or whole is None or soon is None or len(buffer) <= soon:
             return
+        if len(buffer) <= whole and not any(d <= SHARED_EARLY for d, _ in self._deliveries.values()):
+            return  # nothing would go back: the buffer is not taken apart and put together again
         works = sorted((w for tp in list(self.seen) for w in buffer.drop_partition(tp)), key=_oldest_first)
         kept: list[Work] = []
         back: list[Work] = []
         for work in works:
             early = self._deliveries.get((work.tp, work.event.offset), (1, 0))[0] <= SHARED_EARLY
-            (back if len(kept) >= whole or (len(kept) >= share and early) else kept).append(work)
+            (back if len(kept) >= whole or (len(kept) >= soon and early) else kept).append(work)
         for work in kept:
             buffer.submit(work)
         count = self.give_back(back, "more than this member can start soon")

@@ -240,7 +240,7 @@ class Settle:
         if released:
             self._adopt(released, touched)
         if not (round_.deferred or again or released):
-            return [], again
+            return [], []
         return round_.deferred + again + released, again
 
     def _done(self, work: Work, result: Outcome, released: list[Work]) -> None:

@@ -61,14 +61,13 @@ def prepare_share_group(kafka: KafkaConfig, group: str, *, start_from: str, atte
         return ShareGroupSettings(lock=lock, deliveries=deliveries)
     if _alter(admin, group, changes, quiet=wanted > least):
         return ShareGroupSettings(lock=lock, deliveries=max(deliveries, wanted))
-    if wanted > least and deliveries < least:  # the broker allows fewer deliveries than Kafka's default maximum
-        changes["share.delivery.count.limit"] = str(least)
-        if _alter(admin, group, changes):
-            return ShareGroupSettings(lock=lock, deliveries=least)
-    elif wanted > least:
-        changes.pop("share.delivery.count.limit")
-        if changes:
-            _alter(admin, group, changes)
+    if wanted > least:  # the broker allows fewer deliveries than Kafka's default maximum: what streamcar needs
+        if deliveries < least:
+            changes["share.delivery.count.limit"] = str(least)
+        else:
+            del changes["share.delivery.count.limit"]
+        if changes and _alter(admin, group, changes):
+            return ShareGroupSettings(lock=lock, deliveries=max(deliveries, least))
     return ShareGroupSettings(lock=lock, deliveries=deliveries)
 
 
